@@ -1,0 +1,56 @@
+"""The ``ehrdiff`` command: argument parsing and friendly errors, nothing else.
+
+Each sub-command lives in its own module with ``add_parser(subparsers)`` and ``run(args) -> int``.
+User errors (EhrdiffError) print one line and exit 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ehrdiff import __version__
+from ehrdiff.errors import EhrdiffError
+
+COMMANDS = ["demo", "prepare", "train", "sample", "evaluate", "experiment"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ehrdiff", description="Train diffusion models on EHR tables, sample synthetic patients, evaluate them.")
+    parser.add_argument("--version", action="version", version=f"ehrdiff {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"ehrdiff.cli.{name}")
+        except ModuleNotFoundError as exc:  # a command still being written: leave it out
+            if exc.name == f"ehrdiff.cli.{name}":
+                continue
+            raise
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except EhrdiffError as exc:
+        print(f"ehrdiff: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ehrdiff: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Encoding a Table into the model's [0, 1] space and decoding model output back into the user's columns.
+
+binary       kept as 0/1; decoded by clipping to [0, 1] and rounding at 0.5 (the paper's rule)
+continuous   min-max scaled with training statistics; a ``NAME__missing`` indicator column is added when the
+             training data has missing values (encoded value: the training median); decoded by clipping,
+             unscaling, rounding integer columns, and NaN where the indicator is >= 0.5
+categorical  one-hot, one column per training category (``NAME=VALUE``); decoded by argmax
+label        as binary when its values are 0/1, otherwise as categorical
+id           not encoded; decoding creates fresh synthetic ids that never collide with real ones
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ehrdiff.data.table import Table, _is_binary
+from ehrdiff.errors import DataError
+
+MISSING_SUFFIX = "__missing"
+MISSING_CATEGORY = "<missing>"
+
+
+@dataclass
+class ColumnCoding:
+    """How one user column maps to encoded columns."""
+
+    name: str
+    kind: str                     # the user-facing kind
+    coding: str                   # "binary" | "continuous" | "onehot" | "id"
+    width: int = 1                # encoded columns it occupies (continuous + indicator = 2)
+    low: float = 0.0
+    high: float = 1.0
+    fill: float = 0.5             # encoded value used for missing continuous entries
+    integer: bool = False
+    has_missing: bool = False
+    categories: list = field(default_factory=list)
+    dtype: str = "float64"
+    id_start: int = 0             # first synthetic id (past every real numeric id)
+
+    def encoded_names(self) -> list[str]:
+        if self.coding == "id":
+            return []
+        if self.coding == "onehot":
+            return [f"{self.name}={c}" for c in self.categories]
+        if self.coding == "continuous" and self.has_missing:
+            return [self.name, self.name + MISSING_SUFFIX]
+        return [self.name]
+
+
+class TableEncoder:
+    """Fit on training data; ``transform`` to the model space, ``inverse_transform`` back to a Table."""
+
+    def __init__(self) -> None:
+        self.codings_: list[ColumnCoding] = []
+
+    # ---- fitting -------------------------------------------------------------------------------------------
+    def fit(self, table: Table) -> "TableEncoder":
+        self.codings_ = [self._fit_column(name, table.kinds[name], table.frame[name]) for name in table.columns]
+        return self
+
+    @staticmethod
+    def _fit_column(name: str, kind: str, values: pd.Series) -> ColumnCoding:
+        dtype = str(values.dtype)
+        if kind == "id":
+            numeric = pd.to_numeric(values, errors="coerce")
+            start = int(numeric.max()) + 1 if numeric.notna().all() else 0
+            return ColumnCoding(name, kind, "id", width=0, dtype=dtype, id_start=max(start, 0))
+        if kind == "binary" or (kind == "label" and _is_binary(values) and values.notna().all()):
+            return ColumnCoding(name, kind, "binary", dtype=dtype)
+        if kind == "continuous":
+            observed = values.dropna().to_numpy(dtype=float)
+            if len(observed) == 0:
+                raise DataError(f"column '{name}' has no observed values; drop it or fill it")
+            low, high = float(observed.min()), float(observed.max())
+            span = high - low if high > low else 1.0
+            has_missing = bool(values.isna().any())
+            integer = bool(np.all(np.mod(observed, 1) == 0)) and pd.api.types.is_integer_dtype(values.dropna().convert_dtypes())
+            return ColumnCoding(name, kind, "continuous", width=2 if has_missing else 1, low=low, high=low + span,
+                                fill=float((np.median(observed) - low) / span), integer=integer,
+                                has_missing=has_missing, dtype=dtype)
+        # categorical, or a label with more than two classes
+        categories = sorted({_category(v) for v in values}, key=lambda c: (isinstance(c, str), c))
+        return ColumnCoding(name, kind, "onehot", width=len(categories), categories=categories, dtype=dtype)
+
+    # ---- encoding ------------------------------------------------------------------------------------------
+    @property
+    def encoded_columns(self) -> list[str]:
+        return [n for c in self.codings_ for n in c.encoded_names()]
+
+    @property
+    def width(self) -> int:
+        return sum(c.width for c in self.codings_)
+
+    @property
+    def binary_mask(self) -> np.ndarray:
+        """True for encoded columns that are 0/1 (binary codes, missing indicators, one-hot)."""
+        mask = []
+        for c in self.codings_:
+            if c.coding == "continuous":
+                mask += [False] + ([True] if c.has_missing else [])
+            else:
+                mask += [True] * c.width
+        return np.array(mask, dtype=bool)
+
+    def transform(self, table: Table, dtype=np.float32) -> np.ndarray:
+        self._check_fitted()
+        missing = [c.name for c in self.codings_ if c.name not in table.frame.columns and c.coding != "id"]
+        if missing:
+            raise DataError(f"columns missing from the data that the model was fitted on: {', '.join(missing[:5])}")
+        out = np.empty((table.n_rows, self.width), dtype=dtype)
+        j = 0
+        for c in self.codings_:
+            if c.coding == "id":
+                continue
+            values = table.frame[c.name]
+            if c.coding == "binary":
+                out[:, j] = values.to_numpy(dtype=float)
+            elif c.coding == "continuous":
+                raw = values.to_numpy(dtype=float, na_value=np.nan)
+                isna = np.isnan(raw)
+                scaled = (raw - c.low) / (c.high - c.low)
+                out[:, j] = np.where(isna, c.fill, scaled)
+                if c.has_missing:
+                    out[:, j + 1] = isna
+                elif isna.any():
+                    raise DataError(f"column '{c.name}' row {int(np.argmax(isna))} is missing, but the training data "
+                                    "had no missing values there; fill it or refit with missing values")
+            else:
+                index = {cat: k for k, cat in enumerate(c.categories)}
+                codes = np.empty(len(values), dtype=np.int64)
+                for row, v in enumerate(values):
+                    key = _category(v)
+                    if key not in index:
+                        raise DataError(f"column '{c.name}' row {row} has value {v!r}, never seen when the model was "
+                                        f"fitted (known: {', '.join(map(str, c.categories[:8]))})")
+                    codes[row] = index[key]
+                block = np.zeros((len(values), c.width), dtype=dtype)
+                block[np.arange(len(values)), codes] = 1
+                out[:, j:j + c.width] = block
+            j += c.width
+        return out
+
+    def inverse_transform(self, encoded: np.ndarray, id_offset: int = 0) -> Table:
+        """Turn model output (any real values) back into the user's columns and kinds."""
+        self._check_fitted()
+        encoded = np.asarray(encoded, dtype=np.float64)
+        if encoded.ndim != 2 or encoded.shape[1] != self.width:
+            raise DataError(f"expected a matrix with {self.width} encoded columns, got shape {encoded.shape}")
+        n = encoded.shape[0]
+        columns: dict[str, object] = {}
+        j = 0
+        for c in self.codings_:
+            block = encoded[:, j:j + c.width]
+            if c.coding == "id":
+                columns[c.name] = _synthetic_ids(c, n, id_offset)
+            elif c.coding == "binary":
+                columns[c.name] = _cast(np.round(np.clip(block[:, 0], 0, 1)), c.dtype)
+            elif c.coding == "continuous":
+                values = c.low + np.clip(block[:, 0], 0, 1) * (c.high - c.low)
+                if c.integer:
+                    values = np.round(values)
+                series = pd.Series(values)
+                if c.has_missing:
+                    series[block[:, 1] >= 0.5] = np.nan
+                columns[c.name] = series if c.has_missing else _cast(values, c.dtype)
+            else:
+                picked = [c.categories[k] for k in block.argmax(axis=1)]
+                columns[c.name] = pd.Series([None if v == MISSING_CATEGORY else v for v in picked])
+            j += c.width
+        frame = pd.DataFrame(columns)
+        return Table(frame, {c.name: c.kind for c in self.codings_})
+
+    # ---- persistence ---------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"columns": [vars(c) for c in self.codings_]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TableEncoder":
+        encoder = cls()
+        encoder.codings_ = [ColumnCoding(**c) for c in data["columns"]]
+        return encoder
+
+    def _check_fitted(self) -> None:
+        if not self.codings_:
+            raise RuntimeError("TableEncoder is not fitted; call fit() first")
+
+
+def _category(value):
+    """A JSON-safe category key: missing values become one category, numpy scalars plain Python values."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return MISSING_CATEGORY
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _cast(values: np.ndarray, dtype: str):
+    try:
+        return values.astype(dtype)
+    except (TypeError, ValueError):
+        return values
+
+
+def _synthetic_ids(c: ColumnCoding, n: int, offset: int):
+    ids = np.arange(c.id_start + offset, c.id_start + offset + n)
+    if "int" in c.dtype:
+        return ids
+    return [f"synthetic-{i}" for i in ids]
