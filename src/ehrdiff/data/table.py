@@ -22,10 +22,15 @@ ID_COLUMN_NAMES = ("subject_id", "patient_id", "stay_id", "record_id", "hadm_id"
 
 
 def _is_binary(values: pd.Series) -> bool:
-    observed = values.dropna()
-    if len(observed) == 0 or not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+    """True when every observed value is 0 or 1 (and there is at least one)."""
+    if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
         return False
-    return bool(np.isin(observed.astype(float).unique(), (0.0, 1.0)).all())
+    if pd.api.types.is_integer_dtype(values.dtype) and isinstance(values.dtype, np.dtype):
+        raw = values.to_numpy()  # plain integers: no missing values, no float copy needed
+        return len(raw) > 0 and bool(raw.min() >= 0 and raw.max() <= 1)
+    observed = values.to_numpy(dtype=float, na_value=np.nan)
+    observed = observed[~np.isnan(observed)]
+    return len(observed) > 0 and bool(((observed == 0) | (observed == 1)).all())
 
 
 def infer_kind(name: str, values: pd.Series) -> str:
@@ -34,8 +39,8 @@ def infer_kind(name: str, values: pd.Series) -> str:
         return "label"
     if name.lower() in ID_COLUMN_NAMES:
         return "id"
-    if pd.api.types.is_bool_dtype(values) or _is_binary(values):
-        return "binary"
+    if _is_binary(values) and values.notna().all():
+        return "binary"  # a 0/1 column with gaps is continuous: the encoder gives it a missing-value indicator
     if pd.api.types.is_numeric_dtype(values):
         return "continuous"
     return "categorical"

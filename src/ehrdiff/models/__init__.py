@@ -1,5 +1,13 @@
 """Generators behind one interface (fit / sample / save / load). Importing this registers all of them."""
 
+# "from ehrdiff.models import X", not "import ehrdiff.models.X": the latter binds the name "ehrdiff" here to the
+# top-level package, hiding the submodule ehrdiff.models.ehrdiff.
+
 from ehrdiff.models.base import REGISTRY, Generator, load_model
+from ehrdiff.models import ehrdiff  # noqa: F401,E402  (registers ehrdiff)
+from ehrdiff.models import reference  # noqa: F401,E402  (registers marginals, resample)
+from ehrdiff.models import medgan  # noqa: F401,E402
+from ehrdiff.models import emrwgan  # noqa: F401,E402
+from ehrdiff.models import corgan  # noqa: F401,E402
 
 __all__ = ["REGISTRY", "Generator", "load_model"]

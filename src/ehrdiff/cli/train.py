@@ -1,0 +1,121 @@
+"""``ehrdiff train DATA -o RUN``: fit a generator (EHRDiff by default) and save it in RUN.
+
+Checkpoints go to RUN/checkpoints/ every --checkpoint-every steps and at the end; --resume continues from the
+last one (after a crash or kill -9) and ends with the same model as an uninterrupted run. Under
+``torchrun --nproc-per-node N --no-python ehrdiff train ...`` every process trains on its share of each batch
+and only rank 0 writes. Bad input is refused before anything in RUN is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ehrdiff.errors import EhrdiffError
+
+log = logging.getLogger("ehrdiff")
+
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train", help="train a generator on a table and save it",
+        description="Train a generator on a patient table (.parquet, .csv, .csv.gz, .tsv or .npz) and save it "
+                    "in a run folder. Any constructor setting can be changed with --set KEY=VALUE.")
+    p.add_argument("data", help="training table")
+    p.add_argument("-o", "--output", required=True, metavar="RUN", help="run folder for the model and checkpoints")
+    p.add_argument("--model", default="ehrdiff", help="generator to train (default: ehrdiff)")
+    p.add_argument("--preset", help="named settings (ehrdiff: paper-mimic [default], paper-cinc, paper-ecg, cpu-fast)")
+    p.add_argument("--steps", type=int, help="optimiser steps")
+    p.add_argument("--batch-size", type=int, help="global batch size (split over processes under torchrun)")
+    p.add_argument("--seed", type=int, help="random seed (same seed, same model)")
+    p.add_argument("--checkpoint-every", type=int, metavar="N", help="write a checkpoint every N steps")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model setting, e.g. --set lr=1e-4 --set hidden_dims=[512,512] (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints if there is a checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in RUN")
+    return p
+
+
+def parse_value(text: str) -> Any:
+    """JSON when it parses (numbers, true/false/null, lists, quoted strings), else the text itself."""
+    aliases = {"True": True, "False": False, "None": None}
+    if text in aliases:
+        return aliases[text]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def model_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise EhrdiffError(f"--set expects KEY=VALUE, got '{item}'")
+        kwargs[key] = parse_value(value.strip())
+    flags = {"preset": args.preset, "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
+             "checkpoint_every": args.checkpoint_every}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in kwargs and kwargs[key] != value:
+            raise EhrdiffError(f"--{key.replace('_', '-')} {value} contradicts --set {key}={kwargs[key]}")
+        kwargs[key] = value
+    return kwargs
+
+
+def build_model(name: str, kwargs: dict[str, Any]):
+    from ehrdiff.models import REGISTRY
+
+    if name not in REGISTRY:
+        raise EhrdiffError(f"unknown model '{name}' (choose one of {', '.join(sorted(REGISTRY))})")
+    cls = REGISTRY[name]
+    params = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if not takes_any:
+        known = [p for p in params if p != "self"]
+        for key in kwargs:
+            if key not in known:
+                what = "--" + key.replace("_", "-") if key in ("preset", "checkpoint_every") else f"setting '{key}'"
+                raise EhrdiffError(f"model '{name}' does not take {what} (its settings: {', '.join(known)})")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:      # a wrong keyword for a model with **kwargs
+        raise EhrdiffError(f"model '{name}': {exc}") from None
+
+
+def check_run_folder(run: Path, resume: bool, overwrite: bool) -> None:
+    if run.exists() and not run.is_dir():
+        raise EhrdiffError(f"{run}: exists and is not a folder; choose another -o")
+    if not run.is_dir() or resume or overwrite:
+        return
+    if (run / "model.json").exists() or (run / CHECKPOINT_SUBDIR).exists():
+        raise EhrdiffError(f"{run}: already holds a model or checkpoints; pass --resume to continue it, "
+                           "--overwrite to replace it, or choose another -o")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ehrdiff.data.io import read_table
+    from ehrdiff.training import is_main_process
+
+    run_dir = Path(args.output)
+    model = build_model(args.model, model_arguments(args))      # bad settings fail here, before any I/O
+    check_run_folder(run_dir, args.resume, args.overwrite)
+    table = read_table(args.data)                                # bad data fails here, before any write
+    started = time.perf_counter()
+    model.fit(table, checkpoint_dir=run_dir / CHECKPOINT_SUBDIR, resume=args.resume,
+              progress=not getattr(args, "quiet", False))
+    if is_main_process():
+        model.save(run_dir)
+        log.info("trained %s on %d rows in %.0f s; saved to %s (sample with: ehrdiff sample %s -n N -o FILE)",
+                 args.model, table.n_rows, time.perf_counter() - started, run_dir, run_dir)
+    return 0

@@ -1,0 +1,218 @@
+"""What every source returns (``Prepared``), the seeded patient-disjoint split, and the one function that writes
+``DIR/train.parquet``, ``DIR/test.parquet`` and ``DIR/summary.json`` together (all or nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ehrdiff import __version__
+from ehrdiff.data.encoding import TableEncoder
+from ehrdiff.data.io import write_table
+from ehrdiff.data.table import Table, _is_binary
+from ehrdiff.data.writers import staged_dir
+from ehrdiff.errors import DataError
+
+log = logging.getLogger(__name__)
+
+LABEL = "label"
+FILES = ("train.parquet", "test.parquet", "summary.json")
+
+
+@dataclass
+class Prepared:
+    """A source's output before splitting: one row per patient (or stay / admission / encounter)."""
+
+    table: Table
+    source: str
+    subject_column: str                          # the id column the split is made on (a patient never in both)
+    details: dict = field(default_factory=dict)  # source-specific summary entries (options, dropped codes, notes)
+    inputs: dict = field(default_factory=dict)   # the input paths, for the summary
+
+    @property
+    def origin(self) -> str:
+        """What error messages name: the input file(s), else the source."""
+        return ", ".join(map(str, self.inputs.values())) or self.source
+
+
+def split_subjects(subjects: pd.Series, test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
+    """True for rows whose subject is in the test split.
+
+    The distinct subjects are sorted, shuffled with ``numpy.random.default_rng(seed)`` and the first
+    ``round(test_fraction * n_subjects)`` go to test, so the split depends only on the set of subject ids and the
+    seed (not on row order), and all rows of a subject land on the same side.
+    """
+    check_fraction(test_fraction)
+    unique = pd.Series(pd.unique(subjects)).sort_values(kind="stable").to_numpy()
+    n_test = int(round(test_fraction * len(unique)))
+    if n_test < 1 or n_test >= len(unique):
+        raise DataError(f"{len(unique)} subject(s) cannot be split with test fraction {test_fraction}: "
+                        "each side needs at least one subject (use more data or another --test-fraction)")
+    order = np.random.default_rng(seed).permutation(len(unique))
+    return np.array(pd.Series(subjects).isin(unique[order[:n_test]]), dtype=bool)
+
+
+def check_fraction(test_fraction: float) -> None:
+    if not (isinstance(test_fraction, (int, float)) and 0 < test_fraction < 1):
+        raise DataError(f"test fraction must be between 0 and 1 (exclusive), got {test_fraction!r}")
+
+
+def check_label(table: Table, source: str) -> None:
+    """A prepared table has at most one label, named ``label``, with exactly two classes and no missing value."""
+    labels = table.columns_of("label")
+    if not labels:
+        return
+    if labels != [LABEL]:
+        raise DataError(f"{source}: the label column must be named '{LABEL}' (found {', '.join(labels)}); "
+                        "rename it or give it another kind")
+    values = table.frame[LABEL]
+    if values.isna().any():
+        raise DataError(f"{source}: column '{LABEL}' is missing in row {int(values.isna().argmax())}; "
+                        "every row needs a label (drop those rows)")
+    classes = sorted(values.unique().tolist(), key=str)
+    if len(classes) < 2:
+        raise DataError(f"{source}: column '{LABEL}' has one class only ({classes[0]!r} in all {len(values)} rows); "
+                        "a label needs two classes (check the label definition or drop the label)")
+    if len(classes) > 2:
+        shown = ", ".join(map(repr, classes[:5]))
+        raise DataError(f"{source}: column '{LABEL}' has {len(classes)} classes ({shown}); the label must be binary "
+                        "(recode it to two classes, or declare the column categorical)")
+
+
+def _unseen_category_subjects(table: Table, subject_column: str, is_test: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Test subjects holding a categorical value that no training row has (the encoder could not encode it)."""
+    move = np.zeros(len(is_test), dtype=bool)
+    unseen: dict[str, list] = {}
+    for column in table.columns_of("categorical", "label"):
+        values = table.frame[column]
+        if table.kinds[column] == "label" and _is_binary(values):
+            continue  # a 0/1 label is encoded as one binary column: any class can be encoded
+        train = values[~is_test]
+        seen = np.array(values.isin(pd.unique(train.dropna())), dtype=bool)
+        if train.isna().any():
+            seen |= values.isna().to_numpy()
+        mask = is_test & ~seen
+        if mask.any():
+            move |= mask
+            unseen[column] = sorted({str(v) for v in values[mask]})
+    if not move.any():
+        return np.zeros(len(is_test), dtype=bool), {}
+    subjects = table.frame[subject_column]
+    return np.array(subjects.isin(subjects[move]), dtype=bool), unseen
+
+
+def _label_counts(values: pd.Series) -> dict:
+    return {str(k): int(v) for k, v in sorted(values.value_counts().items(), key=lambda kv: str(kv[0]))}
+
+
+def build_split(prepared: Prepared, test_fraction: float = 0.2, seed: int = 0) -> tuple[Table, Table, dict]:
+    """Validate, split by subject and build the summary; nothing is written."""
+    table, source = prepared.table, prepared.origin
+    table.validate(source)
+    check_label(table, source)
+    if table.kinds.get(prepared.subject_column) != "id":
+        raise DataError(f"{source}: subject column '{prepared.subject_column}' must be an id column")
+    subjects = table.frame[prepared.subject_column]
+    if subjects.isna().any():
+        raise DataError(f"{source}: subject column '{prepared.subject_column}' is empty in row "
+                        f"{int(subjects.isna().argmax())}; every row needs a subject id")
+    is_test = split_subjects(subjects, test_fraction, seed)
+    details = dict(prepared.details)
+    notes = list(details.pop("notes", []))
+    moved, unseen = _unseen_category_subjects(table, prepared.subject_column, is_test)
+    moved &= is_test
+    if moved.any():
+        n_moved = int(subjects[moved].nunique())
+        is_test = is_test & ~moved
+        notes.append(f"{n_moved} test subject(s) moved to train because they hold categorical values no training "
+                     f"row has (an encoder fitted on train could not encode them): "
+                     + "; ".join(f"{c}: {', '.join(v[:5])}" for c, v in unseen.items()))
+    train, test = table.subset(np.flatnonzero(~is_test)), table.subset(np.flatnonzero(is_test))
+    if train.n_rows == 0 or test.n_rows == 0:
+        raise DataError(f"{source}: the split left an empty side; use more subjects or another --test-fraction")
+
+    empty = [c for c in train.columns_of("continuous") if train.frame[c].notna().sum() == 0]
+    if empty:
+        for part in (train, test):
+            part.frame = part.frame.drop(columns=empty)
+            part.kinds = {k: v for k, v in part.kinds.items() if k not in empty}
+        notes.append(f"{len(empty)} continuous column(s) dropped because no training row has a value: "
+                     + ", ".join(empty[:10]))
+    if LABEL in train.frame and train.frame[LABEL].nunique() < 2:
+        notes.append("the training split holds one label class only")
+
+    encoder = TableEncoder().fit(train)
+    kinds_count = pd.Series(train.kinds).value_counts()
+    summary: dict = {
+        "source": prepared.source,
+        "ehrdiff_version": __version__,
+        "inputs": prepared.inputs,
+        "split": {"test_fraction": test_fraction, "seed": seed, "by": prepared.subject_column,
+                  "method": "distinct subject ids sorted, shuffled with numpy default_rng(seed); the first "
+                            "round(test_fraction * subjects) are test"},
+        "rows": {"total": int(train.n_rows + test.n_rows), "train": train.n_rows, "test": test.n_rows},
+        "subjects": {"total": int(subjects.nunique()),
+                     "train": int(train.frame[prepared.subject_column].nunique()),
+                     "test": int(test.frame[prepared.subject_column].nunique())},
+        "columns": {"total": len(train.columns), "by_kind": {k: int(v) for k, v in sorted(kinds_count.items())},
+                    "encoded_width": int(encoder.width)},
+        "shapes": {"train": [train.n_rows, len(train.columns)], "test": [test.n_rows, len(test.columns)]},
+    }
+    if LABEL in train.frame:
+        summary["label"] = {
+            "definition": details.pop("label_definition", None),
+            "train": _label_counts(train.frame[LABEL]), "test": _label_counts(test.frame[LABEL]),
+            "all": _label_counts(pd.concat([train.frame[LABEL], test.frame[LABEL]])),
+        }
+    summary.update(details)
+    summary["notes"] = notes
+    return train, test, summary
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_prepared(prepared: Prepared, out_dir: str | os.PathLike, *, test_fraction: float = 0.2,
+                   seed: int = 0) -> dict:
+    """Split by subject and write DIR/train.parquet, DIR/test.parquet and DIR/summary.json; return the summary.
+
+    Everything is computed first and written into a temporary folder beside DIR that is then moved into place, so
+    a failure leaves no half-written output. Other files already in DIR are left alone.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: exists and is not a folder; choose another output folder with -o")
+    train, test, summary = build_split(prepared, test_fraction, seed)
+    with staged_dir(out_dir, merge=True) as tmp:
+        write_table(train, tmp / "train.parquet")
+        write_table(test, tmp / "test.parquet")
+        summary["files"] = {name: {"sha256": _sha256(tmp / name)} for name in ("train.parquet", "test.parquet")}
+        text = json.dumps(_jsonable(summary), indent=2, ensure_ascii=False) + "\n"
+        (tmp / "summary.json").write_text(text, encoding="utf-8")
+    log.debug("wrote %s: train %d x %d, test %d x %d", out_dir, *summary["shapes"]["train"], *summary["shapes"]["test"])
+    return summary

@@ -1,0 +1,127 @@
+"""Privacy: what synthetic rows reveal about the real training rows, measured against real held-out (test) rows.
+
+Distances are Hamming on 0/1 tables and Euclidean on the encoded [0, 1] matrix otherwise (``neighbours``).
+Held-out rows are the yardstick throughout: a synthetic set leaks when it is closer to, copies, or lets an attacker
+infer more about training records than about comparable records the generator never saw.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ehrdiff.evaluation.neighbours import Space, nearest, nearest_distance
+from ehrdiff.evaluation.rows import row_ids, unique_rows
+from ehrdiff.evaluation.stats import SkipMetric, Skipped, auroc, best_accuracy
+
+
+# ---- membership inference and distance to closest record --------------------------------------------------------
+def membership(d_members: np.ndarray, d_nonmembers: np.ndarray) -> dict:
+    """Attack: a record is a member when its nearest synthetic record is close. Balanced samples: 0.5 is ideal."""
+    y = np.r_[np.ones(len(d_members), bool), np.zeros(len(d_nonmembers), bool)]
+    score = -np.r_[d_members, d_nonmembers]
+    return {"mia_auroc": auroc(y, score), "mia_accuracy": best_accuracy(y, score)}
+
+
+def distance_to_closest(d_members: np.ndarray, d_nonmembers: np.ndarray) -> dict:
+    """Distance of training vs held-out records to their closest synthetic record (ratio 1 is ideal, < 1 leaks).
+
+    The ratio uses means: on 0/1 code data the distances are small integers, and a ratio of medians (e.g. 3/4)
+    moves in coarse steps and is undefined as soon as half of the held-out records have an exact synthetic copy."""
+    test_mean = float(np.mean(d_nonmembers))
+    return {
+        "dcr_train_median": float(np.median(d_members)),
+        "dcr_test_median": float(np.median(d_nonmembers)),
+        "dcr_ratio": (float(np.mean(d_members)) / test_mean if test_mean > 0 else
+                      Skipped("every held-out record has an exact synthetic copy (mean distance 0)")),
+    }
+
+
+# ---- exact copies ------------------------------------------------------------------------------------------------
+def copy_rates(train: np.ndarray, synthetic: np.ndarray, holdout: np.ndarray) -> dict:
+    """Share of synthetic rows identical to a training row, and the same share for real held-out rows.
+
+    Arguments are row fingerprints (``rows.fingerprints``) computed with the same 0/1 columns."""
+    ids = row_ids(np.vstack([train, synthetic, holdout]))
+    n_train, n_syn = len(train), len(synthetic)
+    in_train = np.zeros(ids.max() + 1, dtype=bool)
+    in_train[ids[:n_train]] = True
+    return {"exact_copy_rate": float(in_train[ids[n_train:n_train + n_syn]].mean()),
+            "exact_copy_rate_holdout": float(in_train[ids[n_train + n_syn:]].mean())}
+
+
+# ---- nearest-neighbour adversarial accuracy ----------------------------------------------------------------------
+def _greater(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of a > b, counting ties as one half (integer distances tie often; exchangeable samples then give 0.5)."""
+    return float(np.mean((a > b) + 0.5 * (a == b)))
+
+
+def adversarial_accuracy(space: Space, real: sp.csr_matrix, synthetic: sp.csr_matrix, synthetic_self: np.ndarray) -> float:
+    """Yale et al. (2020): AA = 1/2 [P(d_RS > d_RR) + P(d_SR > d_SS)] with leave-one-out d_RR and d_SS."""
+    d_rs = nearest_distance(space, real, synthetic)
+    d_rr = nearest_distance(space, real, real, exclude_self=True)
+    d_sr = nearest_distance(space, synthetic, real)
+    return 0.5 * (_greater(d_rs, d_rr) + _greater(d_sr, synthetic_self))
+
+
+def nnaa(space: Space, train: sp.csr_matrix, test: sp.csr_matrix, synthetic: sp.csr_matrix,
+         rng: np.random.Generator, max_rows: int) -> dict:
+    """AA_train, AA_test (equal-size samples of training, test and synthetic rows) and their difference."""
+    n = min(train.shape[0], test.shape[0], synthetic.shape[0], max_rows)
+    if n < 2:
+        raise SkipMetric(f"needs at least 2 training, test and synthetic rows, got {n}")
+    pick = lambda X: X[np.sort(rng.choice(X.shape[0], n, replace=False))]  # noqa: E731
+    sample = pick(synthetic)
+    d_ss = nearest_distance(space, sample, sample, exclude_self=True)
+    aa_train = adversarial_accuracy(space, pick(train), sample, d_ss)
+    aa_test = adversarial_accuracy(space, pick(test), sample, d_ss)
+    return {"nnaa_train": aa_train, "nnaa_test": aa_test, "nnaa_privacy_loss": aa_test - aa_train}
+
+
+# ---- attribute inference -----------------------------------------------------------------------------------------
+def known_and_unknown(train: sp.csr_matrix, codes: np.ndarray, known: int) -> tuple[np.ndarray, np.ndarray]:
+    """The attacker knows the ``known`` commonest codes (at most half of them); the other codes are inferred."""
+    index = np.flatnonzero(codes)
+    if len(index) < 2:
+        raise SkipMetric("attribute inference needs at least 2 binary code columns")
+    count = np.bincount(train.indices, minlength=train.shape[1])[index]
+    order = index[np.argsort(-count, kind="stable")]
+    k = min(known, len(index) // 2)
+    return np.sort(order[:k]), np.sort(order[k:])
+
+
+def attribute_inference(train: sp.csr_matrix, test: sp.csr_matrix, synthetic: sp.csr_matrix, known: np.ndarray,
+                        unknown: np.ndarray, rng: np.random.Generator, max_rows: int, neighbours: int,
+                        space_options: dict) -> dict:
+    """F1 of inferring each record's unknown codes from its k nearest synthetic records on the known codes
+    (a code is inferred present when at least half of the k neighbours have it); training vs test records."""
+    n = min(train.shape[0], test.shape[0], max_rows)
+    if n < 1 or synthetic.shape[0] < neighbours:
+        raise SkipMetric(f"needs at least 1 training and test row and {neighbours} synthetic rows")
+    # ties (many records share their known codes) go to the first tied row in a random order of the synthetic rows;
+    # with one neighbour, only the first row of each distinct known-code set can win, so the others are dropped
+    synthetic = synthetic[rng.permutation(synthetic.shape[0])]
+    if neighbours == 1:
+        synthetic = synthetic[unique_rows(synthetic[:, known])[0]]
+    space = Space.fit(synthetic[:, known], np.zeros(len(known), bool), **space_options)
+    synthetic_points = space.points(synthetic[:, known])
+    synthetic_unknown = synthetic[:, unknown].tocsr()
+    out = {}
+    for name, real in (("train", train), ("test", test)):
+        rows = real[np.sort(rng.choice(real.shape[0], n, replace=False))]
+        first, ids, _ = unique_rows(rows[:, known])
+        _, index = nearest(space, space.points(rows[first][:, known]), synthetic_points, k=neighbours)
+        index = index[ids]
+        votes = sum(synthetic_unknown[index[:, j]] for j in range(neighbours))
+        predicted = (votes.multiply(1.0 / neighbours) >= 0.5).astype(np.float32) if neighbours > 1 else votes
+        truth = rows[:, unknown]
+        denominator = predicted.sum() + truth.sum()
+        if denominator == 0:
+            out[f"aia_f1_{name}"] = Skipped(f"no {name} record has an unknown code and none was inferred")
+        else:
+            out[f"aia_f1_{name}"] = float(2 * predicted.multiply(truth).sum() / denominator)
+    if isinstance(out["aia_f1_train"], float) and isinstance(out["aia_f1_test"], float):
+        out["aia_f1_gap"] = out["aia_f1_train"] - out["aia_f1_test"]
+    else:
+        out["aia_f1_gap"] = Skipped("F1 is undefined on the training or the test records")
+    return out

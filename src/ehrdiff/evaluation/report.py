@@ -1,0 +1,207 @@
+"""The evaluation's result: metrics per dataset, and its JSON, Markdown and self-contained HTML forms.
+
+JSON schema (stable; docs/metrics.md)::
+
+    {"datasets": {NAME: {METRIC: number or null, ...,
+                         "skipped": {METRIC: reason, ...},   # why a metric is null
+                         "warnings": [message, ...]}}}       # input problems that were worked around
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ehrdiff.evaluation import catalog, figures
+from ehrdiff.evaluation.config import EvaluationConfig
+from ehrdiff.fileio import write_bytes_atomic, write_text_atomic
+
+META_KEYS = ("skipped", "warnings")
+
+
+@dataclass
+class DatasetDetails:
+    """Per-code and per-row results kept for the figures (not part of the JSON)."""
+
+    prevalence: tuple[np.ndarray, np.ndarray] | None = None          # training, synthetic
+    dimwise: tuple[np.ndarray, np.ndarray] | None = None             # real-trained, synthetic-trained AUROC
+    codes_per_patient: tuple[np.ndarray, np.ndarray] | None = None   # bincounts: training, synthetic
+    distances: tuple[np.ndarray, np.ndarray] | None = None           # members, non-members to nearest synthetic
+
+
+@dataclass
+class Report:
+    config: EvaluationConfig = field(default_factory=EvaluationConfig)
+    metrics: dict[str, dict] = field(default_factory=dict)
+    details: dict[str, DatasetDetails] = field(default_factory=dict)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    scale: dict[str, tuple[str, float]] = field(default_factory=dict)   # dataset -> (model, training fraction)
+    _figures: dict[str, bytes] | None = field(default=None, repr=False)
+
+    # ---- building
+    def add(self, name: str, values: dict, skipped: dict, warnings: list[str], details: DatasetDetails,
+            timings: dict[str, float]) -> None:
+        order = {m.key: i for i, m in enumerate(catalog.METRICS)}
+        ordered = dict(sorted(values.items(), key=lambda kv: order.get(kv[0], len(order))))
+        self.metrics[name] = {**{k: _plain(v) for k, v in ordered.items()}, "skipped": dict(skipped),
+                              "warnings": list(warnings)}
+        self.details[name] = details
+        self.timings[name] = dict(timings)
+        self._figures = None
+
+    def add_failed(self, name: str, reason: str, warnings: list[str]) -> None:
+        """A dataset that could not be read at all: every required metric null with the reason."""
+        self.add(name, {"n_rows": None, **{k: None for k in catalog.REQUIRED}},
+                 {k: reason for k in ("n_rows", *catalog.REQUIRED)}, warnings + [reason], DatasetDetails(), {})
+
+    # ---- outputs
+    def to_dict(self) -> dict:
+        return {"datasets": self.metrics}
+
+    def to_json(self, path: str | os.PathLike) -> Path:
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        return Path(path)
+
+    def rows(self) -> list[tuple[catalog.MetricInfo, list]]:
+        """(metric, value per dataset) for every catalogued metric that some dataset has, in catalog order."""
+        names = list(self.metrics)
+        present = {k for d in self.metrics.values() for k in d if k not in META_KEYS}
+        return [(m, [self.metrics[n].get(m.key) for n in names]) for m in catalog.METRICS if m.key in present]
+
+    def to_markdown(self) -> str:
+        names = list(self.metrics)
+        lines = ["# Synthetic data evaluation", "",
+                 "Metric definitions, directions and ideal values: docs/metrics.md. "
+                 "`-` = not computed (see Skipped).", ""]
+        for section in catalog.SECTIONS:
+            rows = [(m, v) for m, v in self.rows() if m.section == section]
+            if not rows:
+                continue
+            lines += [f"## {section.capitalize()}", "",
+                      "| metric | best | " + " | ".join(_md(n) for n in names) + " |",
+                      "|---|---|" + "---|" * len(names)]
+            lines += [f"| {m.key} | {m.best} | " + " | ".join(_format(v) for v in values) + " |" for m, values in rows]
+            lines.append("")
+        notes = self._notes()
+        if notes:
+            lines += ["## Skipped metrics and warnings", ""] + [f"- **{_md(n)}**: {_md(t)}" for n, t in notes] + [""]
+        return "\n".join(lines)
+
+    def _notes(self) -> list[tuple[str, str]]:
+        """(dataset, text) lines: skipped metrics grouped by reason, then warnings."""
+        notes = []
+        for name, data in self.metrics.items():
+            by_reason: dict[str, list[str]] = {}
+            for key, reason in data["skipped"].items():
+                by_reason.setdefault(reason, []).append(key)
+            notes += [(name, f"{', '.join(keys)} skipped: {reason}") for reason, keys in by_reason.items()]
+            notes += [(name, f"warning: {w}") for w in data["warnings"]]
+        return notes
+
+    def figures(self) -> dict[str, bytes]:
+        """PNG bytes by file name (computed once)."""
+        if self._figures is None:
+            out: dict[str, bytes] = {}
+            prevalence = {n: d.prevalence for n, d in self.details.items() if d.prevalence is not None}
+            if prevalence:
+                out["prevalence.png"] = figures.prevalence(prevalence)
+                out["prevalence_log.png"] = figures.prevalence(prevalence, log_axes=True)
+            dimwise = {n: d.dimwise for n, d in self.details.items() if d.dimwise is not None}
+            if dimwise:
+                out["dimwise.png"] = figures.dimwise(dimwise)
+            counts = {n: d.codes_per_patient for n, d in self.details.items() if d.codes_per_patient is not None}
+            if counts:
+                out["codes_per_patient.png"] = figures.codes_per_patient(counts)
+            if self.scale:
+                out["training_size.png"] = figures.training_size(self.metrics, self.scale)
+            self._figures = out
+        return self._figures
+
+    def write_figures(self, directory: str | os.PathLike) -> list[Path]:
+        directory = Path(directory)
+        paths = []
+        for filename, png in self.figures().items():
+            write_bytes_atomic(directory / filename, png)
+            paths.append(directory / filename)
+        return paths
+
+    def to_html(self, directory: str | os.PathLike) -> Path:
+        """Write ``DIR/report.html`` (one page, figures embedded as data URIs) and ``DIR/figures/*.png``."""
+        directory = Path(directory)
+        pngs = self.figures() if self.config.figures else {}
+        if pngs:
+            self.write_figures(directory / "figures")
+        path = directory / "report.html"
+        write_text_atomic(path, self.html(pngs))
+        return path
+
+    def html(self, pngs: dict[str, bytes]) -> str:
+        names = list(self.metrics)
+        e = html.escape
+        parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>ehrdiff evaluation</title>"
+                 f"<style>{STYLE}</style></head><body><h1>Synthetic data evaluation</h1>",
+                 "<p>Metric definitions, directions and ideal values are in <code>docs/metrics.md</code>; "
+                 "<em>-</em> marks a metric that was not computed (reasons below).</p>"]
+        for section in catalog.SECTIONS:
+            rows = [(m, v) for m, v in self.rows() if m.section == section]
+            if not rows:
+                continue
+            parts.append(f"<h2>{e(section.capitalize())}</h2><table><tr><th>metric</th><th>best</th>"
+                         + "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>")
+            for m, values in rows:
+                parts.append(f"<tr><td title='{e(m.text, quote=True)}'>{e(m.key)}</td><td>{e(m.best)}</td>"
+                             + "".join(f"<td>{e(_format(v))}</td>" for v in values) + "</tr>")
+            parts.append("</table>")
+        if pngs:
+            parts.append("<h2>Figures</h2>")
+            for filename, png in pngs.items():
+                data = base64.b64encode(png).decode("ascii")
+                parts.append(f"<figure><img alt='{e(filename)}' src='data:image/png;base64,{data}'>"
+                             f"<figcaption>{e(FIGURE_CAPTIONS.get(filename, filename))}</figcaption></figure>")
+        notes = self._notes()
+        if notes:
+            parts.append("<h2>Skipped metrics and warnings</h2><ul>"
+                         + "".join(f"<li><b>{e(n)}</b>: {e(t)}</li>" for n, t in notes) + "</ul>")
+        parts.append("</body></html>")
+        return "\n".join(parts)
+
+
+FIGURE_CAPTIONS = {
+    "prevalence.png": "Dimension-wise probability: per-code prevalence, synthetic vs training (diagonal = perfect).",
+    "prevalence_log.png": "The same on log axes (codes never generated sit on the bottom edge).",
+    "dimwise.png": "Dimension-wise prediction: per-code AUROC on real test rows, synthetic-trained vs real-trained.",
+    "codes_per_patient.png": "Codes per patient: histograms and density curves, synthetic vs training.",
+    "training_size.png": "Metrics against the share of training data the model was trained on.",
+}
+
+STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin-bottom:1em}"
+         "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right;font-size:13px}td:first-child{text-align:left}"
+         "th{background:#eee}figure{margin:1em 0}img{max-width:100%}")
+
+
+def _plain(value):
+    """JSON-safe plain Python numbers."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _format(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|")

@@ -1,0 +1,165 @@
+"""The two trivial references every comparison needs (nothing is trained; ``steps`` and ``batch_size`` are accepted
+only so that every model takes the same settings).
+
+marginals  every column drawn independently from its training distribution: Bernoulli with the training prevalence
+           for binary columns (and 0/1 labels), the column's empirical distribution (missing values included) for
+           continuous and categorical ones. It keeps every marginal and destroys all structure between columns.
+resample   training rows drawn with replacement: perfect fidelity and no privacy at all (the ceiling on quality
+           and the floor on privacy).
+
+Both work in the user's column space (not the encoded one), so values come back exactly as they were in training.
+Each column is stored as its distinct values (JSON) plus integer codes or counts (safetensors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ehrdiff.data.encoding import TableEncoder
+from ehrdiff.data.table import Table
+from ehrdiff.errors import ModelFileError
+from ehrdiff.models.base import Generator, as_table, check_sample_size, register
+from ehrdiff.models.gan_common import make_config
+from ehrdiff.models.persistence import data_fingerprint, load_model_dir, save_model_dir
+
+
+@dataclass
+class ReferenceConfig:
+    steps: int = 0        # unused: nothing is trained
+    batch_size: int = 0   # unused
+    seed: int = 0         # unused at fit time; sample(n, seed) takes its own seed
+
+
+def _json_value(value):
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _factorize(table: Table) -> tuple[list[str], list[list], np.ndarray]:
+    """Model columns, each column's distinct values (missing = None) and the (rows x columns) matrix of codes."""
+    names = [c for c in table.columns if table.kinds[c] != "id"]
+    uniques, codes = [], np.empty((table.n_rows, len(names)), dtype=np.int64)
+    for j, name in enumerate(names):
+        column_codes, values = pd.factorize(table.frame[name], use_na_sentinel=False)
+        codes[:, j] = column_codes
+        uniques.append([_json_value(v) for v in values])
+    return names, uniques, codes
+
+
+class _Reference(Generator):
+    """Shared glue: fit the encoder (for ids and dtypes), decode code matrices, save / load."""
+
+    def __init__(self, **settings) -> None:
+        self.config = make_config(ReferenceConfig, self.name, settings)
+
+    def get_params(self) -> dict:
+        return dataclasses.asdict(self.config)
+
+    def fit(self, data, *, checkpoint_dir=None, resume=False, progress=True) -> "_Reference":
+        table = as_table(data)
+        self.encoder_ = TableEncoder().fit(table)
+        self.fingerprint_ = data_fingerprint(self.encoder_.transform(table))
+        self.columns_, self.uniques_, codes = _factorize(table)
+        self._store(codes)
+        return self
+
+    def _decode(self, codes: np.ndarray) -> Table:
+        """A code matrix -> a Table in the training columns, kinds and dtypes (ids made fresh by the encoder)."""
+        n = codes.shape[0]
+        frame = self.encoder_.inverse_transform(np.zeros((n, self.encoder_.width))).frame
+        position = {name: j for j, name in enumerate(self.columns_)}
+        for coding in self.encoder_.codings_:
+            if coding.name in position:
+                j = position[coding.name]
+                distinct = np.empty(len(self.uniques_[j]), dtype=object)
+                distinct[:] = self.uniques_[j]
+                values = pd.Series(distinct[codes[:, j]])
+                try:
+                    values = values.astype(coding.dtype)
+                except (TypeError, ValueError):
+                    values = values.infer_objects()
+                frame[coding.name] = values
+        return Table(frame, {c.name: c.kind for c in self.encoder_.codings_})
+
+    def save(self, path: str | os.PathLike) -> None:
+        if not hasattr(self, "encoder_"):
+            raise RuntimeError(f"{self.name} is not fitted; call fit() before save()")
+        metadata = {"model": self.name, "config": self.get_params(), "encoder": self.encoder_.to_dict(),
+                    "columns": self.columns_, "uniques": self.uniques_, "data_fingerprint": self.fingerprint_}
+        save_model_dir(path, metadata, self._tensors())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "_Reference":
+        metadata, tensors = load_model_dir(path)
+        if metadata.get("model") != cls.name:
+            raise ModelFileError(f"{path}: holds a '{metadata.get('model')}' model, not '{cls.name}'")
+        model = cls(**metadata["config"])
+        model.encoder_ = TableEncoder.from_dict(metadata["encoder"])
+        model.columns_, model.uniques_ = metadata["columns"], metadata["uniques"]
+        model.fingerprint_ = metadata["data_fingerprint"]
+        model._restore({k: v.numpy() for k, v in tensors.items()})
+        return model
+
+    def _store(self, codes: np.ndarray) -> None: ...
+    def _tensors(self) -> dict[str, torch.Tensor]: ...
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "encoder_"):
+            raise RuntimeError(f"{self.name} is not fitted; call fit() or load() first")
+
+
+@register("marginals")
+class Marginals(_Reference):
+    def _store(self, codes: np.ndarray) -> None:
+        self.counts_ = [np.bincount(codes[:, j], minlength=len(u)) for j, u in enumerate(self.uniques_)]
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {f"counts.{j}": torch.from_numpy(c.astype(np.int64)) for j, c in enumerate(self.counts_)}
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self.counts_ = [arrays[f"counts.{j}"] for j in range(len(self.columns_))]
+
+    def sample(self, n: int, seed: int = 0, **kwargs) -> Table:
+        n = check_sample_size(n)
+        self._check_fitted()
+        rng = np.random.default_rng(seed)
+        codes = np.empty((n, len(self.columns_)), dtype=np.int64)
+        for j, counts in enumerate(self.counts_):
+            codes[:, j] = rng.choice(len(counts), size=n, p=counts / counts.sum())
+        return self._decode(codes)
+
+
+@register("resample")
+class Resample(_Reference):
+    def _store(self, codes: np.ndarray) -> None:
+        self.codes_ = codes
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        # One byte per entry where a column has at most 256 distinct values (binary codes), four bytes otherwise.
+        small = np.array([len(u) <= 256 for u in self.uniques_])
+        tensors = {"codes_small": torch.from_numpy(np.ascontiguousarray(self.codes_[:, small].astype(np.uint8)))}
+        if (~small).any():
+            tensors["codes_large"] = torch.from_numpy(np.ascontiguousarray(self.codes_[:, ~small].astype(np.int32)))
+        return tensors
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        small = np.array([len(u) <= 256 for u in self.uniques_])
+        codes = np.empty((arrays["codes_small"].shape[0], len(self.uniques_)), dtype=np.int64)
+        codes[:, small] = arrays["codes_small"]
+        if (~small).any():
+            codes[:, ~small] = arrays["codes_large"]
+        self.codes_ = codes
+
+    def sample(self, n: int, seed: int = 0, **kwargs) -> Table:
+        n = check_sample_size(n)
+        self._check_fitted()
+        rows = np.random.default_rng(seed).integers(0, self.codes_.shape[0], size=n)
+        return self._decode(self.codes_[rows])
