@@ -98,6 +98,21 @@ def test_same_seed_same_file(trained, tmp_path):
     assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()
 
 
+def test_sample_writes_long_and_meds_formats(trained, tmp_path):
+    folder, frame = trained
+    binary = [c for c in frame.columns if c.startswith("b")]          # block_binary_data names: b{block}_c{code}
+    assert run_cli("sample", folder / "run", "-n", 30, "-o", tmp_path / "wide.parquet", "--seed", 3) == 0
+    assert run_cli("sample", folder / "run", "-n", 30, "-o", tmp_path / "long.csv", "--seed", 3, "--format", "long") == 0
+    assert run_cli("sample", folder / "run", "-n", 30, "-o", tmp_path / "meds", "--seed", 3, "--format", "meds") == 0
+    wide = read_table(tmp_path / "wide.parquet").frame
+    long = pd.read_csv(tmp_path / "long.csv")
+    # every 1 in a binary column of the wide table is one (subject, code) event of the long table, and nothing else
+    expected = int(wide[binary].to_numpy().sum())
+    assert int(long["code"].isin(binary).sum()) == expected
+    assert (tmp_path / "meds" / "metadata" / "dataset.json").exists()
+    assert list((tmp_path / "meds" / "data").glob("*.parquet"))
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".npz"])
 def test_train_reads_parquet_and_npz(suffix, tmp_path):
     frame = block_binary_data(80, 2, 2, seed=1)

@@ -27,7 +27,8 @@ def one_thread():
 
 # ---- preconditioning -----------------------------------------------------------------------------------------
 def test_preconditioning_at_sigma_equal_sigma_data():
-    # sigma = sigma_data: c_skip = 1/2, c_out = sigma_data/sqrt(2), c_in = 1/(sigma_data sqrt(2)), lambda = 2/sigma_data^2
+    # sigma = sigma_data: c_skip = 1/2, c_out = sigma_data / sqrt(2), c_in = 1 / (sigma_data sqrt(2)),
+    # lambda = 2 / sigma_data^2
     s = torch.tensor(SIGMA_DATA, dtype=torch.float64)
     assert float(c_skip(s, SIGMA_DATA)) == pytest.approx(0.5, rel=1e-12)
     assert float(c_out(s, SIGMA_DATA)) == pytest.approx(0.14 / math.sqrt(2), rel=1e-12)
@@ -230,9 +231,12 @@ def test_shared_noise_level_equals_per_row_levels():
     torch.manual_seed(2)
     net = MLPDenoiserNet(5, (16, 8, 16), NoiseEmbedding("fourier", 32, 12))
     x = torch.randn(9, 5)
-    shared = net(x, torch.tensor([0.3]))
-    per_row = net(x, torch.full((9,), 0.3))
-    torch.testing.assert_close(shared, per_row)
+    per_row = net.reference_forward(x, torch.full((9,), 0.3))
+    torch.testing.assert_close(net(x, torch.tensor([0.3])), per_row)             # training path
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, torch.tensor([0.3])), per_row)         # sampling path
+        torch.testing.assert_close(net(x, torch.tensor([0.3]), scale=torch.tensor(0.5)),
+                                   net.reference_forward(0.5 * x, torch.full((9,), 0.3)))
 
 
 @pytest.mark.parametrize("d", [1, 7, 882, 1781])
@@ -275,3 +279,24 @@ def test_fused_training_path_matches_plain_autograd(kind):
     with torch.no_grad():                               # the sampling path
         torch.testing.assert_close(net(x, c, scale=scale), reference.detach(), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(net(x, c), net.reference_forward(x, c), rtol=1e-12, atol=1e-12)
+
+
+def test_fused_path_reuses_buffers_safely():
+    """Two graphs alive at once (gradient accumulation) still give exact gradients; a retained graph whose buffer
+    was reused by a later step is refused by autograd instead of giving wrong gradients."""
+    torch.manual_seed(4)
+    net = MLPDenoiserNet(5, (12, 12), NoiseEmbedding("sinusoidal", 6, 8)).double()
+    params = list(net.parameters())
+    x1, x2 = torch.randn(10, 5, dtype=torch.float64), torch.randn(10, 5, dtype=torch.float64)
+    c1, c2 = torch.randn(10, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
+    for _ in range(2):                                    # the second round runs on reused buffers
+        fused = torch.autograd.grad(net(x1, c1).square().sum() + net(x2, c2).square().sum(), params)
+        plain = torch.autograd.grad(net.reference_forward(x1, c1).square().sum()
+                                    + net.reference_forward(x2, c2).square().sum(), params)
+        for a, b in zip(fused, plain):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    kept = net(x1, c1).sum()
+    kept.backward(retain_graph=True)
+    net(x2, c2).sum().backward()                          # reuses the buffer `kept` saved
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        kept.backward()

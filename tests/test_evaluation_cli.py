@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from conftest import block_binary_data
@@ -46,6 +47,11 @@ def test_evaluate_writes_json_markdown_html_and_figures(files, tmp_path, capsys)
     assert (out / "report.md").read_text().startswith("# Synthetic data evaluation")
     assert "data:image/png;base64," in (out / "report.html").read_text()
     assert (out / "figures" / "training_size.png").exists()
+    per_code = pd.read_csv(out / "dimwise_prediction.csv")
+    assert list(per_code.columns) == ["dataset", "code", "auroc_real", "auroc_synthetic", "f1_real", "f1_synthetic"]
+    assert len(per_code[per_code.dataset == "boot"]) == 5
+    prevalence = pd.read_csv(out / "prevalence.csv")
+    assert len(prevalence[prevalence.dataset == "boot"]) == 12  # 3 blocks x 4 codes
     printed = capsys.readouterr().out
     assert "boot" in printed and "mia_auroc" in printed and "wrote" in printed
 

@@ -76,14 +76,17 @@ def test_batch_order_walks_through_epoch_permutations():
 
 
 def test_batch_noise_rows_do_not_depend_on_the_split():
-    g = torch.Generator()
-    g.manual_seed(11)
-    whole = BatchNoise(g, 8, 0, 8, torch.device("cpu"))
-    a, b = whole.randn(1), whole.randn(3)
-    g.manual_seed(11)
-    part = BatchNoise(g, 8, 3, 8, torch.device("cpu"))
-    torch.testing.assert_close(part.randn(1), a[3:], rtol=0, atol=0)
-    torch.testing.assert_close(part.randn(3), b[3:], rtol=0, atol=0)
+    g, cpu = torch.Generator(), torch.device("cpu")
+    whole = BatchNoise(g, 7, 12, 0, 300, cpu)                     # global batch of 300 rows, step 12, seed 7
+    a, b = whole.randn(1), whole.randn(5)
+    assert a.shape == (300, 1) and b.shape == (300, 5) and not torch.equal(a[:, 0], b[:, 0])
+    for lo, hi in [(0, 150), (150, 300), (100, 131), (256, 300)]:   # cuts inside and across 128-row blocks
+        part = BatchNoise(g, 7, 12, lo, hi, cpu)
+        assert torch.equal(part.randn(1), a[lo:hi]) and torch.equal(part.randn(5), b[lo:hi])
+    other_step = BatchNoise(g, 7, 13, 0, 300, cpu).randn(1)
+    assert not torch.equal(other_step, a)
+    z = BatchNoise(g, 0, 0, 0, 4096, cpu).randn(64)             # and they are standard normal
+    assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1) < 0.01
 
 
 # ---- the loop --------------------------------------------------------------------------------------------------
@@ -219,7 +222,8 @@ def test_two_processes_train_the_same_weights_as_one(tmp_path):
         done = subprocess.run([*launcher, str(script), *common, "-o", str(tmp_path / name / "run")],
                               capture_output=True, text=True, env=env, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
-        records[name] = [json.loads((tmp_path / name / f"rank{r}.json").read_text()) for r in range(2 if name == "two" else 1)]
+        ranks = range(2 if name == "two" else 1)
+        records[name] = [json.loads((tmp_path / name / f"rank{r}.json").read_text()) for r in ranks]
 
     # each process got its slice of the same global batch: 31 + 32 rows whose values add up to the single batch
     (single,), (rank0, rank1) = records["one"], records["two"]

@@ -5,11 +5,12 @@ torch.distributed, progress.
                    checkpoint_dir="run/checkpoints", resume=True)
     module.load_state_dict(result.ema_state)
 
-Determinism. Every random draw of step s comes from generators seeded by (seed, s): the batch rows (each epoch is
-a fresh permutation of the data, epochs follow each other without gaps) and the loss function's normal draws
-(``BatchNoise``). So the state after step s is a function of the seed, the data and s alone, and a run resumed
-from any checkpoint (even after kill -9) continues exactly like an uninterrupted one: the checkpoint holds the
-model, the EMA, the optimiser moments and the step; the learning rate and the random streams follow from the step.
+Determinism. Every random draw comes from generators seeded by the seed and a position: the batch rows (epoch e is
+a permutation of the data seeded by (seed, e); epochs follow each other without gaps) and the loss function's
+normal draws at step s (``BatchNoise``, seeded by (seed, s, ...)). So the state after step s is a function of the
+seed, the data and s alone, and a run resumed from any checkpoint (even after kill -9) continues exactly like an
+uninterrupted one: the checkpoint holds the model, the EMA, the optimiser moments and the step; the learning rate
+and the random streams follow from the step.
 
 Distributed. Under ``torchrun`` (WORLD_SIZE > 1) the loop joins the process group (NCCL on GPUs, gloo on CPUs),
 wraps the module in DistributedDataParallel and gives each process a contiguous slice of the same global batch,
@@ -85,10 +86,10 @@ def ema_decay(n_updates: int, max_decay: float = 0.999) -> float:
     return min(max_decay, (1 + n_updates) / (10 + n_updates))
 
 
-def step_seed(seed: int, step: int, stream: int) -> int:
-    """An independent 63-bit seed for (seed, step, stream)."""
-    return int(np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, step, stream]).generate_state(2, np.uint64)[0]
-               >> np.uint64(1))
+def step_seed(seed: int, step: int, stream: int, *more: int) -> int:
+    """An independent 63-bit seed for (seed, step, stream, ...)."""
+    words = [seed & 0xFFFFFFFFFFFFFFFF, step, stream, *more]
+    return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
 class BatchOrder:
@@ -120,15 +121,34 @@ class BatchOrder:
 
 
 class BatchNoise:
-    """Standard normal draws for one step, drawn for the whole global batch and cut to this process's rows,
-    so the numbers a row gets do not depend on how many processes share the batch."""
+    """Standard normal draws for one optimiser step, made in blocks of ``BLOCK`` rows of the global batch, each
+    block from its own generator seeded by (seed, step, draw number, block). A process makes only the blocks
+    that overlap its rows, and a row gets the same numbers however many processes share the batch."""
 
-    def __init__(self, generator: torch.Generator, global_rows: int, lo: int, hi: int, device: torch.device) -> None:
-        self.generator, self.global_rows, self.lo, self.hi, self.device = generator, global_rows, lo, hi, device
+    BLOCK = 128
+
+    def __init__(self, generator: torch.Generator, seed: int, step: int, lo: int, hi: int,
+                 device: torch.device) -> None:
+        self.generator, self.seed, self.step, self.lo, self.hi, self.device = generator, seed, step, lo, hi, device
+        self.draws = 0
 
     def randn(self, *row_shape: int) -> torch.Tensor:
-        full = torch.randn((self.global_rows, *row_shape), generator=self.generator, device=self.device)
-        return full if (self.lo, self.hi) == (0, self.global_rows) else full[self.lo:self.hi]
+        """(this process's rows, *row_shape) standard normal numbers; each call gives fresh numbers."""
+        self.draws += 1
+        out = torch.empty((self.hi - self.lo, *row_shape), device=self.device)
+        for block in range(self.lo // self.BLOCK, (self.hi - 1) // self.BLOCK + 1):
+            self._fill(out, block, row_shape)
+        return out
+
+    def _fill(self, out: torch.Tensor, block: int, row_shape: tuple) -> None:
+        start, end, generator = block * self.BLOCK, (block + 1) * self.BLOCK, self.generator
+        generator.manual_seed(step_seed(self.seed, self.step, _NOISE_STREAM, self.draws, block))
+        if start >= self.lo and end <= self.hi:     # the whole block is ours: draw straight into the output
+            out[start - self.lo:end - self.lo].normal_(generator=generator)
+        else:                                       # a block cut by this process's rows: draw it whole, keep ours
+            rows = torch.randn((self.BLOCK, *row_shape), generator=generator, device=self.device)
+            a, b = max(start, self.lo), min(end, self.hi)
+            out[a - self.lo:b - self.lo] = rows[a - start:b - start]
 
 
 LossFn = Callable[[nn.Module, torch.Tensor, BatchNoise], torch.Tensor]
@@ -200,7 +220,7 @@ def save_checkpoint(path: Path, module: nn.Module, ema: list[torch.Tensor], opti
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt_state["param_groups"]]
     meta = {"format": CHECKPOINT_FORMAT, "step": step, "total_steps": total_steps, "identity": identity,
             "parameters": names, "optimizer_groups": groups, "optimizer_scalars": scalars,
-            "random_state": "per-step generators seeded by (seed, step); nothing else to restore",
+            "random_state": "generators seeded by (seed, step, ...) at every step; nothing else to restore",
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
@@ -339,9 +359,8 @@ def train(module: nn.Module, data: torch.Tensor, loss_fn: LossFn, settings: Trai
             for group in optimizer.param_groups:
                 group["lr"] = lr
             rows = order.indices(step)[lo:hi].to(device, non_blocking=True)
-            generator.manual_seed(step_seed(settings.seed, step, _NOISE_STREAM))
             batch = data.index_select(0, rows)
-            row_losses = loss_fn(model, batch, BatchNoise(generator, B, lo, hi, device))
+            row_losses = loss_fn(model, batch, BatchNoise(generator, settings.seed, step, lo, hi, device))
             loss = row_losses.sum() * scale
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

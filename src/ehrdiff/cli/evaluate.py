@@ -1,7 +1,7 @@
 """``ehrdiff evaluate --train T --test H --synthetic NAME=FILE ... -o DIR``: fidelity, utility and privacy report.
 
 Writes DIR/metrics.json ({"datasets": {NAME: {METRIC: value}}}), DIR/report.md, DIR/report.html (one page, figures
-embedded) and DIR/figures/*.png. Runs trained on parts of the training data (the metric-vs-training-size figure) are
+embedded), DIR/figures/*.png and the per-code tables DIR/prevalence.csv and DIR/dimwise_prediction.csv. Runs trained on parts of the training data (the metric-vs-training-size figure) are
 given as ``--scale NAME:FRACTION=FILE`` (e.g. ``--scale ehrdiff:0.25=run25.parquet``); each becomes a dataset
 ``NAME@FRACTION``. Metric definitions: docs/metrics.md.
 """
@@ -38,7 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dimwise-codes", type=int, default=None, metavar="K",
                    help="dimension-wise prediction on the K commonest codes (default 50)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads (default: all; 1 is faster on a machine busy with other jobs)")
+                   help="CPU threads for torch, BLAS and the boosted trees (default: the libraries' defaults, "
+                        "trees 1; 1 is fastest on a machine busy with other jobs)")
     p.add_argument("--device", default=None, help="torch device for nearest neighbours (cpu, cuda)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures (faster)")
     return p
@@ -108,9 +109,12 @@ def run(args: argparse.Namespace) -> int:
     report.to_json(out / "metrics.json")
     write_text_atomic(out / "report.md", report.to_markdown())
     html = report.to_html(out)
+    for kind, filename in (("prevalence", "prevalence.csv"), ("dimwise", "dimwise_prediction.csv")):
+        write_text_atomic(out / filename, report.per_code(kind).to_csv(index=False))
     log.info("evaluated %d dataset(s) in %.1f s", len(report.metrics), time.perf_counter() - started)
     print(summary(report.metrics))
-    print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {html}"
+    print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {html}, per-code tables (prevalence.csv, "
+          "dimwise_prediction.csv)"
           + (f" and {len(report.figures())} figure(s) in {out / 'figures'}" if not args.no_figures else ""))
     return 0
 

@@ -1,6 +1,7 @@
 """``ehrdiff sample RUN -n N -o OUT``: draw N synthetic rows from a saved model, in the training table's columns.
 
-The output format follows OUT's extension (.parquet, .csv, .csv.gz, .tsv, .npz); the file is written atomically,
+The wide output format follows OUT's extension (.parquet, .csv, .csv.gz, .tsv, .npz); ``--format long`` writes
+(subject, code) rows and ``--format meds`` a MEDS dataset folder. Output is written atomically,
 and only after the model loaded and the rows were drawn, so a bad request leaves an existing OUT untouched.
 """
 
@@ -23,6 +24,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-n", "--num-rows", dest="n", required=True, metavar="N", help="number of rows to draw")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output table (.parquet, .csv, .npz, ...)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same rows; default 0)")
+    p.add_argument("--format", choices=("wide", "long", "meds"), default="wide",
+                   help="wide: one column per feature (by OUT's extension, default); long: (subject, code) rows; "
+                        "meds: a MEDS dataset folder at OUT")
     return p
 
 
@@ -37,14 +41,16 @@ def parse_count(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ehrdiff.data.io import table_format, write_table
+    from ehrdiff.data.io import table_format
+    from ehrdiff.data.writers import write_synthetic
     from ehrdiff.models import load_model
 
     n = parse_count(str(args.n))
-    table_format(args.output)                 # unknown extension: fail before the (slow) sampling
+    if args.format == "wide":
+        table_format(args.output)             # unknown extension: fail before the (slow) sampling
     model = load_model(args.run)
     started = time.perf_counter()
     synthetic = model.sample(n, seed=args.seed)
-    write_table(synthetic, args.output)
+    write_synthetic(synthetic, args.output, format=args.format)
     log.info("wrote %d synthetic rows to %s in %.1f s", n, args.output, time.perf_counter() - started)
     return 0

@@ -5,10 +5,13 @@ the noise-level embedding, then a ReLU (the official EHRDiff ``LinearModel``: ea
 ``Linear(ReLU(h + P_i(emb)))``); the last layer has no activation. The embedding maps c_noise to a vector:
 a sinusoidal (positional) embedding, or random Fourier features, followed by Linear-SiLU-Linear.
 
-Two exact rewrites keep it fast without changing the function:
-- the k+1 projections P_i are one Linear(width, sum of layer inputs) whose output is split, so one matrix
-  multiply replaces k+1 small ones (same parameters, same initial distribution: every P_i has fan-in ``width``);
-- when all rows share one noise level (sampling), the embedding and projections are computed once and broadcast.
+Exact rewrites keep it fast without changing the function (each is tested against plain autograd):
+- the k+1 projections P_i are one Linear(width, sum of layer inputs), so one matrix multiply replaces k+1 small
+  ones (same parameters, same initial distribution: every P_i has fan-in ``width``);
+- training runs a hand-written forward and backward (``_FusedMLP``) that keeps every activation in one buffer and
+  writes gradients in place, instead of autograd's per-layer temporaries;
+- when all rows share one noise level (sampling), the embedding and projections are computed once per call and
+  each layer's shift is folded into the previous layer's bias.
 """
 
 from __future__ import annotations
@@ -78,8 +81,8 @@ class MLPDenoiserNet(nn.Module):
     """F(x; c_noise): ``x`` is (B, d); ``c_noise`` has B values, or 1 value shared by every row.
 
     Parameters are those of the official network: ``layers[i]`` (Linear with bias) and, for every layer input, a
-    projection of the embedding (kept as one Linear, ``projection``). Training runs through ``_FusedMLP``, a hand-written
-    forward and backward of exactly this function (tested against the plain autograd version, ``reference_forward``).
+    projection of the embedding (kept as one Linear, ``projection``). Training runs through ``_FusedMLP``, a
+    hand-written forward and backward of exactly this function (tested against plain autograd, ``reference_forward``).
     """
 
     def __init__(self, dim: int, hidden_dims: tuple[int, ...] | list[int], embedding: NoiseEmbedding) -> None:
@@ -96,7 +99,9 @@ class MLPDenoiserNet(nn.Module):
         """F(scale * x; c_noise); ``scale`` (one value, or one per row) lets the caller's input scaling (EDM's c_in)
         ride along with the first layer's addition instead of costing a pass of its own."""
         e = self.embedding(c_noise)
-        if scale is not None and (x.requires_grad or not torch.is_grad_enabled()):
+        if not torch.is_grad_enabled() and e.shape[0] == 1:
+            return self._forward_shared(x, e, scale)
+        if scale is not None and x.requires_grad:
             x, scale = x * scale, None
         if torch.is_grad_enabled() and not x.requires_grad:
             e = e.expand(x.shape[0], -1) if e.shape[0] != x.shape[0] else e
@@ -106,9 +111,11 @@ class MLPDenoiserNet(nn.Module):
             shift_bias = self.projection.bias + torch.cat([zeros, *(m.bias for m in self.layers[:-1])])
             weights = [m.weight for m in self.layers]
             scale = torch.ones((), dtype=x.dtype, device=x.device) if scale is None else scale
+            if not hasattr(self, "_workspace"):
+                self._workspace = _Workspace()
             return _FusedMLP.apply(x, scale.detach(), e, self.projection.weight, shift_bias, self.layers[-1].bias,
-                                   tuple(self.input_dims), *weights)
-        return self._forward_with(x, e)
+                                   (tuple(self.input_dims), self._workspace), *weights)
+        return self._forward_with(x if scale is None else x * scale, e)
 
     def reference_forward(self, x: torch.Tensor, c_noise: torch.Tensor, scale: torch.Tensor | None = None
                           ) -> torch.Tensor:
@@ -121,6 +128,19 @@ class MLPDenoiserNet(nn.Module):
         for layer, shift in zip(self.layers[1:], shifts[1:]):
             # in place on our own intermediate (a linear layer's output is not needed by its backward)
             h = layer(torch.relu_(h.add_(shift)) if in_place else torch.relu(h + shift))
+        return h
+
+    def _forward_shared(self, x: torch.Tensor, e: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+        """One noise level for all rows (sampling): every shift is a vector, so layer i's shift joins layer i-1's
+        bias and each layer is one addmm and one in-place ReLU."""
+        shifts = self.projection(e)[0].split(self.input_dims)
+        h = torch.relu_(x + shifts[0] if scale is None else torch.addcmul(shifts[0], x, scale))
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            bias = layer.bias + shifts[i + 1] if i < last else layer.bias
+            h = torch.addmm(bias, h, layer.weight.t())
+            if i < last:
+                h.relu_()
         return h
 
     def linear_shapes(self, batch_rows: int = 1) -> list[tuple[int, int, int]]:
@@ -144,6 +164,23 @@ except (AttributeError, RuntimeError):
     _ADD_RELU = None
 
 
+class _Workspace:
+    """The activation and gradient buffers of the last training step, reused by the next one: fresh multi-MB
+    buffers cost page faults inside the matrix multiplies that first write them. A buffer still held by a graph
+    that has not run backward is never handed out again, and autograd's version check refuses a backward through
+    a graph whose saved buffer was overwritten."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.busy = False
+
+    def take(self, name: str, like_shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape != like_shape or buf.dtype != dtype or buf.device != device:
+            buf = self.buffers[name] = torch.empty(like_shape, dtype=dtype, device=device)
+        return buf
+
+
 class _FusedMLP(torch.autograd.Function):
     """F's layers with all activations in one (B, sum of layer inputs) buffer and gradients written in place.
 
@@ -156,8 +193,15 @@ class _FusedMLP(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, scale, e, P, shift_bias, last_bias, dims, *weights):
-        S = torch.mm(e, P.t())
+    def forward(ctx, x, scale, e, P, shift_bias, last_bias, dims_and_workspace, *weights):
+        dims, workspace = dims_and_workspace
+        shape = (e.shape[0], sum(dims))
+        if workspace.busy:      # an earlier graph still needs its buffer: use a fresh one
+            S = torch.mm(e, P.t())
+        else:
+            S = torch.mm(e, P.t(), out=workspace.take("S", shape, e.dtype, e.device))
+            workspace.busy = True
+        ctx.workspace, ctx.owns = workspace, S is workspace.buffers.get("S")
         blocks, biases = S.split(dims, dim=1), shift_bias.split(dims)
         _add_relu_(blocks[0].addcmul_(x, scale), biases[0])
         for i in range(1, len(dims)):
@@ -172,7 +216,7 @@ class _FusedMLP(torch.autograd.Function):
         e, P, S, *weights = ctx.saved_tensors
         dims = ctx.dims
         blocks = S.split(dims, dim=1)
-        grad_S = torch.empty_like(S)
+        grad_S = ctx.workspace.take("grad_S", tuple(S.shape), S.dtype, S.device)   # only used inside backward
         grad_blocks = grad_S.split(dims, dim=1)
         grad_w = [None] * len(weights)
         grad_out = grad_out.contiguous()
@@ -189,4 +233,6 @@ class _FusedMLP(torch.autograd.Function):
         grad_shift_bias = grad_S.sum(0)
         grad_P = grad_S.t().mm(e)
         grad_e = grad_S.mm(P) if ctx.needs_input_grad[2] else None
+        if ctx.owns:
+            ctx.workspace.busy = False
         return (None, None, grad_e, grad_P, grad_shift_bias, grad_last_bias, None, *grad_w)

@@ -66,7 +66,7 @@ class Denoiser(nn.Module):
         f = self.net(xs, c_noise(sigma).reshape(-1), scale=c_in(sigma, sd))     # F(c_in x; c_noise)
         if raw:
             return f
-        return (c_skip(sigma, sd) * xs + c_out(sigma, sd) * f).to(x.dtype)
+        return torch.addcmul(f.mul_(c_out(sigma, sd)), xs, c_skip(sigma, sd)).to(x.dtype)
 
 
 @dataclass

@@ -23,11 +23,11 @@ def heun_sampler(denoiser: DenoiserFn, x: torch.Tensor, sigmas: torch.Tensor) ->
     levels = sigmas.tolist()                                      # host floats: no device syncs in the loop
     sigmas = sigmas.to(dtype=x.dtype, device=x.device)
     for i in range(len(levels) - 1):
-        t_cur, t_next = sigmas[i], sigmas[i + 1]
-        d_cur = (x - denoiser(x, t_cur)) / t_cur                  # dx/dsigma at t_cur
-        x_next = x + (t_next - t_cur) * d_cur                     # Euler step
-        if levels[i + 1] > 0:                                     # second-order correction (not into sigma = 0)
-            d_next = (x_next - denoiser(x_next, t_next)) / t_next
-            x_next = x + (t_next - t_cur) * (0.5 * d_cur + 0.5 * d_next)
+        t_cur, t_next, h = levels[i], levels[i + 1], levels[i + 1] - levels[i]
+        d_cur = torch.sub(x, denoiser(x, sigmas[i])).div_(t_cur)          # dx/dsigma at t_cur
+        x_next = torch.add(x, d_cur, alpha=h)                               # Euler step
+        if t_next > 0:                                                      # second-order correction (not into 0)
+            d_next = torch.sub(x_next, denoiser(x_next, sigmas[i + 1])).div_(t_next)
+            x_next = torch.add(x, d_cur.add_(d_next), alpha=0.5 * h)        # x + h (d_cur + d_next) / 2
         x = x_next
     return x

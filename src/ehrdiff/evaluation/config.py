@@ -10,7 +10,8 @@ from ehrdiff.errors import DataError
 @dataclass(frozen=True)
 class EvaluationConfig:
     # fidelity
-    prevalence_buckets: tuple[float, float] = (0.001, 0.01)  # rare < 0.1% <= medium < 1% <= common (training prevalence)
+    # training prevalence: rare < 0.1% <= medium < 1% <= common
+    prevalence_buckets: tuple[float, float] = (0.001, 0.01)
     correlation_max_columns: int = 2000   # correlation / co-occurrence use the commonest columns up to this many
     discriminator_max_rows: int = 4000    # rows per class (real, synthetic) in the discriminator's sample
     discriminator_folds: int = 3
@@ -47,7 +48,8 @@ class EvaluationConfig:
     def check(self) -> None:
         low, high = self.prevalence_buckets
         if not 0 < low < high < 1:
-            raise DataError(f"prevalence_buckets must be two increasing numbers between 0 and 1, got {self.prevalence_buckets}")
+            raise DataError("prevalence_buckets must be two increasing numbers between 0 and 1, "
+                            f"got {self.prevalence_buckets}")
         if self.utility_model not in ("logistic", "gbt"):
             raise DataError(f"utility_model must be 'logistic' or 'gbt', got {self.utility_model!r}")
         for name in ("dimwise_codes", "mia_max_rows", "nnaa_max_rows", "aia_max_rows", "aia_known_codes",

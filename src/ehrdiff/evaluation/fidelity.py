@@ -122,7 +122,8 @@ def continuous_metrics(real: np.ndarray, synthetic: np.ndarray, real_missing: np
         raise SkipMetric("every continuous column is entirely missing in one of the datasets")
     return {"continuous_ks_mean": float(np.mean(ks)), "continuous_ks_max": float(np.max(ks)),
             "continuous_wasserstein_mean": float(np.mean(w)),
-            "continuous_missing_rate_diff": float(np.abs(real_missing.mean(axis=0) - synthetic_missing.mean(axis=0)).mean())}
+            "continuous_missing_rate_diff": float(np.abs(real_missing.mean(axis=0)
+                                                         - synthetic_missing.mean(axis=0)).mean())}
 
 
 def categorical_tvd(real_means: np.ndarray, synthetic_means: np.ndarray, groups: np.ndarray) -> float:

@@ -35,6 +35,7 @@ class Layout:
     categorical: np.ndarray          # bool per encoded column: a one-hot column
     label: str | None = None
     label_classes: tuple = ()
+    ignored: frozenset = frozenset()  # training columns that are never features (ids, other labels)
 
     @property
     def width(self) -> int:
@@ -108,7 +109,9 @@ def build_layout(train: Table, label: str | None) -> tuple[Layout, list[ColumnCo
         raise DataError("train: no feature columns to evaluate (only ids and labels)")
     binary = [c for c in features if train.kinds[c] == "binary"]
     other = [c for c in features if train.kinds[c] != "binary"]
-    codings = TableEncoder().fit(Table(train.frame[other], {c: train.kinds[c] for c in other})).codings_ if other else []
+    codings = []
+    if other:
+        codings = TableEncoder().fit(Table(train.frame[other], {c: train.kinds[c] for c in other})).codings_
     user_names = binary + other
     position = {c: i for i, c in enumerate(user_names)}
     names, source, kind_of = list(binary), [position[c] for c in binary], ["code"] * len(binary)
@@ -129,7 +132,8 @@ def build_layout(train: Table, label: str | None) -> tuple[Layout, list[ColumnCo
     layout = Layout(names=names, source=np.array(source, dtype=np.int64), user_names=user_names,
                     user_kinds=[train.kinds[c] for c in user_names], codes=kind_of == "code",
                     continuous=kind_of == "continuous", categorical=kind_of == "onehot", label=chosen,
-                    label_classes=classes)
+                    label_classes=classes,
+                    ignored=frozenset(c for c in train.columns if train.kinds[c] in ("id", "label")))
     return layout, codings
 
 
@@ -143,21 +147,23 @@ def prepare(data, layout: Layout, codings: list[ColumnCoding], source: str) -> P
     if not present.all():
         missing = [c for c, p in zip(layout.user_names, present) if not p]
         warnings.append(f"{source}: {len(missing)} training column(s) missing ({_names(missing)}); "
-                        f"its metrics use the {int(present.sum())} shared column(s)")
-    known = set(layout.user_names) | {layout.label}
-    extra = [c for c in frame.columns if c not in known and c.lower() not in ID_COLUMN_NAMES]
+                        "its metrics use the shared columns only")
+    known = set(layout.user_names) | {layout.label} | layout.ignored
+    own_ids = {c for c, k in data.kinds.items() if k == "id"} if isinstance(data, Table) else set()
+    extra = [c for c in frame.columns if c not in known and c not in own_ids and c.lower() not in ID_COLUMN_NAMES]
     if extra:
         warnings.append(f"{source}: {len(extra)} column(s) not in the training data are ignored ({_names(extra)})")
     usable = present.copy()
+    position = {c: j for j, c in enumerate(layout.user_names)}
     n_codes = int(layout.codes.sum())
     code_names = layout.user_names[:n_codes]
     code_block, bad_codes = _encode_codes(frame, [c for c, p in zip(code_names, present[:n_codes]) if p], source)
     if bad_codes:
         warnings.append(bad_codes[1])
-        usable[[layout.user_names.index(c) for c in bad_codes[0]]] = False
+        usable[[position[c] for c in bad_codes[0]]] = False
     blocks = [_scatter_columns(code_block, [c for c, p in zip(code_names, present[:n_codes]) if p], code_names)]
     for coding in codings:
-        j = layout.user_names.index(coding.name)
+        j = position[coding.name]
         block = None
         if present[j]:
             block, problem = _encode_other(frame[coding.name], coding, source)
@@ -235,10 +241,12 @@ def _encode_other(values: pd.Series, coding: ColumnCoding, source: str):
                           "not a number; it is left out")
         raw = values.to_numpy(dtype=np.float64, na_value=np.nan)
         if np.isinf(raw).any():
-            return None, f"{source}: column '{coding.name}' row {int(np.argmax(np.isinf(raw)))} is infinite; it is left out"
+            row = int(np.argmax(np.isinf(raw)))
+            return None, f"{source}: column '{coding.name}' row {row} is infinite; it is left out"
         missing = np.isnan(raw)
         if missing.any() and not coding.has_missing:
-            return None, (f"{source}: column '{coding.name}' row {int(np.argmax(missing))} is missing, but the training "
+            row = int(np.argmax(missing))
+            return None, (f"{source}: column '{coding.name}' row {row} is missing, but the training "
                           "data has no missing values there; it is left out")
         scaled = np.where(missing, coding.fill, (raw - coding.low) / (coding.high - coding.low))
         dense = scaled[:, None] if not coding.has_missing else np.column_stack([scaled, missing])
@@ -248,8 +256,8 @@ def _encode_other(values: pd.Series, coding: ColumnCoding, source: str):
     codes = pd.Index(coding.categories, dtype=object).get_indexer(keys)
     if (codes < 0).any():
         row = int(np.argmax(codes < 0))
-        return None, (f"{source}: column '{coding.name}' row {row} has value {_show(values.iloc[row])!r}, never seen in the "
-                      f"training data (known: {', '.join(map(str, coding.categories[:6]))}); it is left out")
+        return None, (f"{source}: column '{coding.name}' row {row} has value {_show(values.iloc[row])!r}, never seen "
+                      f"in the training data (known: {', '.join(map(str, coding.categories[:6]))}); it is left out")
     return sp.csr_matrix((np.ones(n, np.float32), (np.arange(n), codes)), shape=(n, coding.width)), None
 
 
@@ -271,6 +279,6 @@ def _encode_label(frame: pd.DataFrame, layout: Layout, source: str) -> tuple[np.
         index = np.where(index < 0, retry, index)
     if (index < 0).any():
         row = int(np.argmax(index < 0))
-        return None, (f"{source}: label '{layout.label}' row {row} has value {_show(values.iloc[row])!r}, not a training "
-                      f"class ({', '.join(repr(_show(c)) for c in layout.label_classes[:6])})")
+        return None, (f"{source}: label '{layout.label}' row {row} has value {_show(values.iloc[row])!r}, not a "
+                      f"training class ({', '.join(repr(_show(c)) for c in layout.label_classes[:6])})")
     return index.astype(np.int64), None

@@ -56,7 +56,8 @@ def _greater(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean((a > b) + 0.5 * (a == b)))
 
 
-def adversarial_accuracy(space: Space, real: sp.csr_matrix, synthetic: sp.csr_matrix, synthetic_self: np.ndarray) -> float:
+def adversarial_accuracy(space: Space, real: sp.csr_matrix, synthetic: sp.csr_matrix,
+                         synthetic_self: np.ndarray) -> float:
     """Yale et al. (2020): AA = 1/2 [P(d_RS > d_RR) + P(d_SR > d_SS)] with leave-one-out d_RR and d_SS."""
     d_rs = nearest_distance(space, real, synthetic)
     d_rr = nearest_distance(space, real, real, exclude_self=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ehrdiff.evaluation import catalog, figures
 from ehrdiff.evaluation.config import EvaluationConfig
@@ -27,10 +28,10 @@ META_KEYS = ("skipped", "warnings")
 
 @dataclass
 class DatasetDetails:
-    """Per-code and per-row results kept for the figures (not part of the JSON)."""
+    """Per-code and per-row results kept for the figures and the per-code tables (not part of the JSON)."""
 
-    prevalence: tuple[np.ndarray, np.ndarray] | None = None          # training, synthetic
-    dimwise: tuple[np.ndarray, np.ndarray] | None = None             # real-trained, synthetic-trained AUROC
+    prevalence: pd.DataFrame | None = None     # code, training, synthetic
+    dimwise: pd.DataFrame | None = None        # code, auroc_real, auroc_synthetic, f1_real, f1_synthetic
     codes_per_patient: tuple[np.ndarray, np.ndarray] | None = None   # bincounts: training, synthetic
     distances: tuple[np.ndarray, np.ndarray] | None = None           # members, non-members to nearest synthetic
 
@@ -104,15 +105,26 @@ class Report:
             notes += [(name, f"warning: {w}") for w in data["warnings"]]
         return notes
 
+    def per_code(self, kind: str) -> pd.DataFrame:
+        """Per-code results of every dataset in one long table: ``kind`` "prevalence" (code, training, synthetic)
+        or "dimwise" (code, auroc_real, auroc_synthetic, f1_real, f1_synthetic)."""
+        frames = [getattr(d, kind).assign(dataset=n) for n, d in self.details.items() if getattr(d, kind) is not None]
+        if not frames:
+            return pd.DataFrame(columns=["dataset", "code"])
+        table = pd.concat(frames, ignore_index=True)
+        return table[["dataset", *[c for c in table.columns if c != "dataset"]]]
+
     def figures(self) -> dict[str, bytes]:
         """PNG bytes by file name (computed once)."""
         if self._figures is None:
             out: dict[str, bytes] = {}
-            prevalence = {n: d.prevalence for n, d in self.details.items() if d.prevalence is not None}
+            prevalence = {n: (d.prevalence["training"].to_numpy(), d.prevalence["synthetic"].to_numpy())
+                          for n, d in self.details.items() if d.prevalence is not None}
             if prevalence:
                 out["prevalence.png"] = figures.prevalence(prevalence)
                 out["prevalence_log.png"] = figures.prevalence(prevalence, log_axes=True)
-            dimwise = {n: d.dimwise for n, d in self.details.items() if d.dimwise is not None}
+            dimwise = {n: (d.dimwise["auroc_real"].to_numpy(), d.dimwise["auroc_synthetic"].to_numpy())
+                       for n, d in self.details.items() if d.dimwise is not None}
             if dimwise:
                 out["dimwise.png"] = figures.dimwise(dimwise)
             counts = {n: d.codes_per_patient for n, d in self.details.items() if d.codes_per_patient is not None}

@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import Callable, Mapping
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 from threadpoolctl import threadpool_limits
@@ -95,8 +96,8 @@ class Context:
         if source.n > self.config.utility_max_rows:
             fit_rows = source.rows(np.sort(self.rng("utility", name).choice(source.n, self.config.utility_max_rows,
                                                                         replace=False)))
-        scores = utility.classifier_scores(fit_rows.X, fit_rows.y, self.holdout.X, n_classes, self.config.utility_model,
-                                           self.seed)
+        scores = utility.classifier_scores(fit_rows.X, fit_rows.y, self.holdout.X, n_classes,
+                                           self.config.utility_model, self.seed, self.config.threads)
         roc, prc = utility.label_scores(self.holdout.y, scores, n_classes)
         return {f"{prefix}_auroc": roc, f"{prefix}_auprc": prc}
 
@@ -158,18 +159,17 @@ def evaluate_one(ctx: Context, name: str, synthetic: Encoded, label_problem: str
     """Every metric group for one synthetic set against one context."""
     out = Outcome()
     layout, config, X = ctx.layout, ctx.config, synthetic.X
-    has_codes = len(ctx.codes) > 0
-    no_codes = SkipMetric("the data has no binary code columns")
 
     def need_codes():
-        if not has_codes:
-            raise no_codes
+        if len(ctx.codes) == 0:
+            raise SkipMetric("the data has no binary code columns")
 
     def prevalence():
         need_codes()
         counts = np.asarray((X[:, ctx.codes] != 0).sum(axis=0)).ravel()
         p_syn = counts / X.shape[0]
-        details.prevalence = (ctx.prevalence, p_syn)
+        details.prevalence = pd.DataFrame({"code": [layout.names[j] for j in ctx.codes], "training": ctx.prevalence,
+                                           "synthetic": p_syn})
         result = fidelity.prevalence_metrics(ctx.prevalence, p_syn, config.prevalence_buckets)
         result["codes_never_generated"] = fidelity.codes_never_generated(ctx.prevalence, counts)
         return result
@@ -193,14 +193,16 @@ def evaluate_one(ctx: Context, name: str, synthetic: Encoded, label_problem: str
     def discriminate():
         return {"discriminator_auroc": discriminator.discriminator_auroc(
             ctx.train.X, X, ctx.rng("discriminator", name), config.discriminator_max_rows,
-            config.discriminator_folds, config.discriminator_iterations, ctx.seed)}
+            config.discriminator_folds, config.discriminator_iterations, ctx.seed, config.threads)}
 
     def dimwise():
         need_codes()
         real = ctx.dimwise_real
         synthetic_scores = prediction.code_scores(X, ctx.holdout.X, real.targets, ctx.rng("dimwise", name),
                                                   config.dimwise_max_rows, config.dimwise_iterations)
-        details.dimwise = (real.auroc, synthetic_scores.auroc)
+        details.dimwise = pd.DataFrame({"code": [layout.names[j] for j in real.targets], "auroc_real": real.auroc,
+                                        "auroc_synthetic": synthetic_scores.auroc, "f1_real": real.f1,
+                                        "f1_synthetic": synthetic_scores.f1})
         return prediction.agreement(real, synthetic_scores)
 
     def continuous():
@@ -318,6 +320,8 @@ def _evaluate(train, test, synthetic, label, references, seed, scale, config: Ev
     runs: dict[str, tuple[object, str | None, float | None]] = {n: (t, None, None) for n, t in synthetic.items()}
     for model, fractions in (scale or {}).items():
         for fraction, table in fractions.items():
+            if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+                raise DataError(f"scale run '{model}': the training fraction must be in (0, 1], got {fraction!r}")
             runs[f"{model}@{float(fraction):g}"] = (table, model, float(fraction))
     bad_names = [n for n in runs if not isinstance(n, str) or not n or n.startswith("reference:")]
     if bad_names:
@@ -359,7 +363,7 @@ def _evaluate(train, test, synthetic, label, references, seed, scale, config: Ev
             log.warning("%s", message)
         data = prepared.data if mask.all() else prepared.data.columns(mask)
         _run(report, context_for(mask, test_prepared.data, "test"), name, data, prepared.label_problem,
-             common_warnings + prepared.warnings, extra={"training_fraction": fraction} if fraction else {})
+             common_warnings + prepared.warnings, extra={} if fraction is None else {"training_fraction": fraction})
         if model is not None:
             report.scale[name] = (model, fraction)
 

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from ehrdiff.evaluation.discriminator import tree_threads
 from ehrdiff.evaluation.logistic import fit_logistic
 from ehrdiff.evaluation.stats import SkipMetric, auroc_columns, average_precision
 
@@ -18,7 +19,7 @@ MIN_ROWS = 10
 
 
 def classifier_scores(X: sp.csr_matrix, y: np.ndarray, X_test: sp.csr_matrix, n_classes: int, model: str,
-                      seed: int) -> np.ndarray:
+                      seed: int, threads: int | None = None) -> np.ndarray:
     """(test rows, classes) scores of a classifier fitted on (X, y); a binary label gives one column."""
     if X.shape[0] < MIN_ROWS:
         raise SkipMetric(f"needs at least {MIN_ROWS} rows to train a classifier, got {X.shape[0]}")
@@ -29,9 +30,10 @@ def classifier_scores(X: sp.csr_matrix, y: np.ndarray, X_test: sp.csr_matrix, n_
     targets = onehot[:, 1:] if n_classes == 2 else onehot
     if model == "logistic":
         return fit_logistic(X, targets).predict_proba(X_test)
-    gbt = HistGradientBoostingClassifier(random_state=seed).fit(X.toarray(), y)
-    proba = np.zeros((X_test.shape[0], n_classes))
-    proba[:, gbt.classes_] = gbt.predict_proba(X_test.toarray())
+    with tree_threads(threads):
+        gbt = HistGradientBoostingClassifier(random_state=seed).fit(X.toarray(), y)
+        proba = np.zeros((X_test.shape[0], n_classes))
+        proba[:, gbt.classes_] = gbt.predict_proba(X_test.toarray())
     return proba[:, 1:] if n_classes == 2 else proba
 
 

@@ -1,0 +1,112 @@
+"""Seconds per optimiser step of every model under the experiment runner's settings, and EHRDiff's sampling rate:
+what ``ehrdiff experiment paper --budget steps:N`` will cost before it is run.
+
+    .venv/bin/python benchmarks/bench_experiment_steps.py [--data DIR] [--batch-size 1024] [--steps 3]
+        [--models ehrdiff,medgan,emrwgan,corgan] [--device auto] [--threads N] [--tag SUFFIX]
+
+DIR holds an experiment's (or ``ehrdiff prepare``'s) train.parquet; default benchmarks/out/uci-diabetes (prepared
+from ../shared/data when missing). For each model, two fits with the runner's settings (``model_settings``, the
+dataset's paper preset for EHRDiff) of 1 and 1 + K counted steps, with autoencoder pre-training cut to 1 step: the
+difference divided by K is the time of one counted step (critic updates included; encoder fitting and set-up
+cancel out). EHRDiff then samples one batch of 4,096 rows. Writes benchmarks/out/experiment_steps.json and
+benchmarks/results/experiment_steps.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+DEFAULT_DATA = OUT / "uci-diabetes"
+SHARED_ZIP = HERE.parents[1] / "shared" / "data" / "uci-diabetes-130-us-hospitals" / "dataset_diabetes.zip"
+
+
+def timed_fit(model: str, settings: dict, table) -> float:
+    from ehrdiff.cli.train import build_model
+
+    start = time.perf_counter()
+    build_model(model, settings).fit(table, progress=False)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=3, help="K extra steps timed per model")
+    parser.add_argument("--models", default="ehrdiff,medgan,emrwgan,corgan")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dataset", default="uci-diabetes", help="whose EHRDiff preset to use")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (the runner's --threads)")
+    parser.add_argument("--tag", default="", help="suffix of the output files (e.g. -1thread)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from ehrdiff.data.io import read_table
+    from ehrdiff.experiments.spec import Budget, dataset_spec, model_settings
+
+    if not (args.data / "train.parquet").exists():
+        from ehrdiff.data.sources import prepare
+
+        prepare("uci-diabetes", args.data, path=str(SHARED_ZIP))
+    table = read_table(args.data / "train.parquet")
+    spec = dataset_spec(args.dataset)
+    load = os.getloadavg()[0]
+    rows = []
+    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+        times = []
+        for steps in (1, 1 + args.steps):
+            settings = model_settings(model, spec, Budget(steps, args.batch_size), seed=0, device=args.device)
+            if "ae_steps" in settings:
+                settings["ae_steps"] = 1
+            times.append(timed_fit(model, settings, table))
+        per_step = (times[1] - times[0]) / args.steps
+        row = {"model": model, "seconds_per_step": per_step, "setup_seconds": times[0] - per_step,
+               "steps_5000_minutes": per_step * 5000 / 60}
+        print(row, flush=True)
+        rows.append(row)
+    sampling = None
+    if "ehrdiff" in args.models:
+        from ehrdiff.cli.train import build_model
+
+        settings = model_settings("ehrdiff", spec, Budget(1, args.batch_size), seed=0, device=args.device)
+        model = build_model("ehrdiff", settings).fit(table, progress=False)
+        start = time.perf_counter()
+        model.sample(4096, seed=0)
+        rate = 4096 / (time.perf_counter() - start)
+        sampling = {"rows_per_second": rate, "training_set_minutes": table.n_rows / rate / 60}
+        print(sampling, flush=True)
+    result = {"data": str(args.data), "training_rows": table.n_rows, "batch_size": args.batch_size,
+              "steps_timed": args.steps, "preset": spec.preset, "device": args.device, "load_average_at_start": load,
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                          "torch_threads": torch.get_num_threads(),
+                          "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+              "models": rows, "ehrdiff_sampling": sampling}
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"experiment_steps{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"# Cost of the experiment runner's budget ({table.n_rows:,} training rows, batch {args.batch_size})", "",
+             f"Command: `.venv/bin/python benchmarks/bench_experiment_steps.py {' '.join(sys.argv[1:])}`"
+             f" (device {args.device}; "
+             f"{result['machine']['cpus']} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+             f"load average {load:.1f} at the start: other jobs slow these numbers)", "",
+             "| model | seconds per counted step | minutes for steps:5000 |", "|---|---|---|"]
+    lines += [f"| {r['model']} | {r['seconds_per_step']:.3f} | {r['steps_5000_minutes']:.1f} |" for r in rows]
+    if sampling:
+        lines += ["", f"EHRDiff ({spec.preset}) samples {sampling['rows_per_second']:.0f} rows/s: "
+                      f"{sampling['training_set_minutes']:.1f} minutes for the {table.n_rows:,} training rows."]
+    (HERE / "results" / f"experiment_steps{args.tag}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""``ehrdiff experiment paper --dataset D --models ... --seeds N --budget steps:N -o DIR``: the paper's comparison.
+
+Prepares the dataset (once, into DIR/data), trains every model x seed under the same step budget, samples as many
+rows as each was trained on, evaluates all of them in one report and writes DIR/results.json and DIR/results.md
+(mean and standard deviation over seeds). ``--fractions`` adds the data-scale experiment; ``--resume`` continues an
+interrupted experiment without retraining finished runs. docs/experiments.md has the details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+from pathlib import Path
+
+from ehrdiff.errors import EhrdiffError
+
+log = logging.getLogger("ehrdiff")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "experiment", help="run the paper's experiments (all models, one budget, one report)",
+        description="Run the paper's experiments on real data: every model under the same budget, several seeds, "
+                    "one evaluation report, tables of mean and standard deviation over seeds.")
+    which = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    paper = which.add_parser(
+        "paper", help="the comparison of generators on one dataset (and the data-scale experiment)",
+        description="Prepare DATASET, train every model x seed under --budget, sample, evaluate all in one report "
+                    "and write DIR/results.json and DIR/results.md.")
+    paper.add_argument("--dataset", required=True, help="uci-diabetes, mimic-iii-demo, mimic-iv-demo, cinc2012 or ptb")
+    paper.add_argument("--models", default=None,
+                       help="comma-separated (default: ehrdiff,medgan,emrwgan,corgan,marginals,resample)")
+    paper.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds 0..N-1 per model (default 3)")
+    paper.add_argument("--budget", metavar="steps:N",
+                       help="optimiser steps per model (generator steps for GANs), or epochs:E (the official code's "
+                            "epochs, converted to steps); see docs/experiments.md; required unless --quick")
+    paper.add_argument("--batch-size", type=int, default=None, metavar="B",
+                       help="batch size of every learned model (default 1024, or the training rows if fewer; "
+                            "--quick: 64)")
+    paper.add_argument("-o", "--output", required=True, metavar="DIR", help="experiment folder")
+    paper.add_argument("--quick", action="store_true",
+                       help="smoke test: steps:50 at batch 64, tiny networks (numbers meaningless)")
+    paper.add_argument("--data-root", metavar="PATH", default=None,
+                       help="folder holding the public data sets (default: ../shared/data if it exists)")
+    paper.add_argument("--input", dest="inputs", action="append", default=[], metavar="KEY=PATH",
+                       help="use this file for one input of the dataset, e.g. --input normal=ptbdb_normal.csv")
+    paper.add_argument("--fractions", default=None, metavar="F,F,...",
+                       help="data-scale experiment: also train on these shares of the training patients, e.g. "
+                            "0.1,0.25,0.5,1.0")
+    paper.add_argument("--resume", action="store_true", help="continue DIR: finished runs are kept, others resume")
+    paper.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    paper.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch and the metrics")
+    paper.add_argument("--set", dest="settings", action="append", default=[], metavar="MODEL.KEY=VALUE",
+                       help="override one model's setting, e.g. --set ehrdiff.sample_batch_size=8192 (repeatable)")
+    paper.add_argument("--eval", dest="evaluation", action="append", default=[], metavar="KEY=VALUE",
+                       help="evaluation option (EvaluationConfig field), e.g. --eval dimwise_codes=100")
+    return p
+
+
+def _split(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _pairs(items: list[str], flag: str) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise EhrdiffError(f"{flag} expects KEY=VALUE, got '{item}'")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+def build_config(args: argparse.Namespace):
+    from ehrdiff.cli.train import parse_value
+    from ehrdiff.experiments.spec import (ALL_MODELS, QUICK_BATCH, QUICK_BUDGET, ExperimentConfig, default_data_root,
+                                          parse_budget)
+
+    fractions: list[float] = []
+    for text in _split(args.fractions):
+        try:
+            fractions.append(float(text))
+        except ValueError:
+            raise EhrdiffError(f"--fractions expects numbers such as 0.1,0.25,0.5,1.0, got '{text}'") from None
+    settings: dict[str, dict] = {}
+    for key, value in _pairs(args.settings, "--set"):
+        model, dot, name = key.partition(".")
+        if not dot or not name:
+            raise EhrdiffError(f"--set expects MODEL.KEY=VALUE (e.g. ehrdiff.lr=1e-4), got '{key}={value}'")
+        settings.setdefault(model, {})[name] = parse_value(value)
+    if args.budget:
+        budget = parse_budget(args.budget, args.batch_size)
+    elif args.quick:
+        budget = parse_budget(QUICK_BUDGET, args.batch_size or QUICK_BATCH)
+    else:
+        budget = None       # refused by check() with the reason
+    data_root = Path(args.data_root) if args.data_root else default_data_root()
+    if args.data_root and not data_root.is_dir():
+        raise EhrdiffError(f"--data-root {data_root}: folder not found")
+    config = ExperimentConfig(
+        dataset=args.dataset, output=Path(args.output), models=tuple(_split(args.models) or ALL_MODELS),
+        seeds=args.seeds, budget=budget, quick=args.quick, data_root=data_root, inputs=dict(_pairs(args.inputs,
+                                                                                                    "--input")),
+        fractions=tuple(fractions), resume=args.resume, device=args.device, threads=args.threads,
+        settings=settings, evaluation={k: parse_value(v) for k, v in _pairs(args.evaluation, "--eval")},
+        progress=not getattr(args, "quiet", False)).check()
+    config.command = command_line(config)
+    return config
+
+
+def command_line(config) -> str:
+    """The command that repeats this experiment, every choice spelled out (recorded in results.json / .md)."""
+    parts = ["ehrdiff", "experiment", "paper", "--dataset", config.dataset, "--models", ",".join(config.models),
+             "--seeds", str(config.seeds)]
+    if config.budget is not None:
+        budget = config.budget
+        parts += ["--budget", f"epochs:{budget.epochs}" if budget.epochs else f"steps:{budget.steps}"]
+        if config.budget.batch_size is not None:
+            parts += ["--batch-size", str(config.budget.batch_size)]
+    if config.quick:
+        parts.append("--quick")
+    if config.fractions:
+        parts += ["--fractions", ",".join(f"{f:g}" for f in config.fractions)]
+    if config.data_root is not None:
+        parts += ["--data-root", str(config.data_root)]
+    parts += [f"--input={k}={v}" for k, v in config.inputs.items()]
+    if config.device != "auto":
+        parts += ["--device", config.device]
+    if config.threads is not None:
+        parts += ["--threads", str(config.threads)]
+    parts += [f"--set={m}.{k}={json.dumps(v)}" for m, values in config.settings.items() for k, v in values.items()]
+    parts += [f"--eval={k}={json.dumps(v)}" for k, v in config.evaluation.items()]
+    parts += ["-o", str(config.output)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ehrdiff.experiments import run_experiment
+
+    config = build_config(args)
+    run_experiment(config)
+    out = config.output
+    print(f"wrote {out / 'results.md'}, {out / 'results.json'} and the full report in {out / 'report'}")
+    return 0

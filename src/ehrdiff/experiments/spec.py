@@ -1,0 +1,285 @@
+"""What an experiment runs: the datasets of the paper's comparison, the compute budget, and each model's settings
+under that budget.
+
+Budget. ``steps:N`` gives every learned model N optimiser steps of the network that generates the data, at the
+same batch size (so every model sees N x batch training rows):
+  ehrdiff   N denoiser updates (AdamW, warm-up min(preset warm-up, N/4) then cosine decay, EMA weights).
+  emrwgan   N generator updates; each follows ``n_critic`` (default 5) critic updates, which are not counted.
+  corgan    N generator updates, ``n_critic`` (default 5) critic updates each, not counted; plus N/10
+            autoencoder pre-training steps before them, not counted either.
+  medgan    N generator updates, one discriminator update each (not counted); plus N/10 autoencoder
+            pre-training steps (medGAN's paper: 100 pre-training epochs for 1,000 training epochs).
+  marginals, resample   nothing is trained; the budget does not apply.
+``epochs:E`` is the same with N = E x (training rows // batch + 1), the official EHRDiff code's epoch (its full
+schedule is epochs:5000); the data-scale runs get the N of the full training set.
+Wall-clock budgets (``minutes:M``) are refused: neither training loop (``ehrdiff.training.train``,
+``ehrdiff.models.gan_common.GanBaseline.fit``) can stop on a time limit, and a budget the runner could not
+enforce the same way for every model would not be a fair one. Each run's training seconds are recorded instead,
+so the compute a step budget cost is visible per model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ehrdiff.errors import DataError, EhrdiffError
+
+ALL_MODELS = ("ehrdiff", "medgan", "emrwgan", "corgan", "marginals", "resample")
+REFERENCE_MODELS = ("marginals", "resample")        # nothing trained: the budget does not apply
+GAN_PRETRAINING = {"medgan": "ae_steps", "corgan": "ae_steps"}
+PRETRAINING_SHARE = 10                              # autoencoder steps = N // 10 (medGAN's 100 : 1,000 epochs)
+PAPER_BATCH = 1024                                  # the paper's MIMIC batch: the default for every learned model
+QUICK_BUDGET = "steps:50"
+QUICK_BATCH = 64
+# --quick: small networks so that the whole pipeline runs in seconds (numbers meaningless)
+QUICK_SETTINGS: dict[str, dict[str, Any]] = {
+    "ehrdiff": {"preset": "cpu-fast", "hidden_dims": [128, 128], "embedding_features": 32, "embedding_width": 64,
+                "num_noise_levels": 8},
+    "medgan": {"noise_dim": 32},
+    "emrwgan": {"noise_dim": 32, "hidden_dim": 64, "n_critic": 2},
+    "corgan": {"noise_dim": 32, "channels": 4, "n_critic": 2},
+}
+
+
+# ---- datasets ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    source: str                              # a key of ehrdiff.data.sources.SOURCES
+    inputs: dict[str, str]                   # prepare() keyword -> file under the data root
+    options: dict[str, Any]                  # other prepare() keywords
+    preset: str                              # the paper's EHRDiff preset for this kind of data
+    description: str
+    label: str | None                        # what the TSTR label means (None: no label, no TSTR)
+    download: str                            # where a user gets the input files
+
+    def expected_files(self) -> str:
+        return ", ".join(self.inputs.values())
+
+
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
+    DatasetSpec("uci-diabetes", "uci-diabetes", {"path": "uci-diabetes-130-us-hospitals/dataset_diabetes.zip"},
+                {"level": "patient"}, "paper-mimic",
+                "UCI Diabetes 130-US hospitals, patient level: 881 three-digit ICD-9 categories",
+                "readmitted within 30 days (any encounter)", "https://doi.org/10.24432/C5230J"),
+    DatasetSpec("mimic-iii-demo", "mimic", {"diagnoses": "mimic-iii-demo-1.4/diagnoses_icd.csv.gz"},
+                {"level": "patient"}, "paper-mimic",
+                "MIMIC-III demo, patient level: ICD-9 categories (100 patients, all deceased: a biased cohort)",
+                None, "https://doi.org/10.13026/C2HM2Q"),
+    DatasetSpec("mimic-iv-demo", "mimic", {"diagnoses": "mimic-iv-demo-2.2/hosp/diagnoses_icd.csv.gz"},
+                {"level": "patient", "icd10": "keep"}, "paper-mimic",
+                "MIMIC-IV demo, patient level: ICD-9 and ICD-10 categories (100 patients)",
+                None, "https://doi.org/10.13026/dp1f-ex47"),
+    DatasetSpec("cinc2012", "cinc2012", {"records": "physionet-challenge-2012/set-a.tar.gz",
+                                         "outcomes": "physionet-challenge-2012/Outcomes-a.txt"},
+                {}, "paper-cinc", "PhysioNet/CinC 2012 set-a: one row per ICU stay, 227 descriptors and summaries",
+                "in-hospital death", "https://physionet.org/content/challenge-2012/"),
+    DatasetSpec("ptb", "ptb", {"normal": "ptbdb-heartbeat-kaggle-sample/ptbdb_normal_sample.csv",
+                               "abnormal": "ptbdb-heartbeat-kaggle-sample/ptbdb_abnormal_sample.csv"},
+                {}, "paper-ecg",
+                "PTB heartbeats: 187 samples per beat (the default files are a 200-beat sample: give the full "
+                "ptbdb_normal.csv / ptbdb_abnormal.csv with --input normal=... --input abnormal=...)",
+                "abnormal beat", "https://www.kaggle.com/datasets/shayanfazeli/heartbeat"),
+)}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise EhrdiffError(f"unknown dataset '{name}' (choose one of {', '.join(DATASETS)})")
+    return DATASETS[name]
+
+
+def default_data_root(cwd: Path | None = None) -> Path | None:
+    """``../shared/data`` relative to the working directory when it exists (this project's layout), else None."""
+    candidate = (cwd or Path.cwd()) / ".." / "shared" / "data"
+    return candidate.resolve() if candidate.is_dir() else None
+
+
+def resolve_inputs(spec: DatasetSpec, data_root: Path | None, overrides: dict[str, str]) -> dict[str, Path]:
+    """The absolute input files of ``spec``: ``overrides`` (KEY -> path) first, the rest under ``data_root``."""
+    unknown = sorted(set(overrides) - set(spec.inputs))
+    if unknown:
+        raise EhrdiffError(f"--input {unknown[0]}=...: dataset '{spec.name}' takes the inputs "
+                           f"{', '.join(spec.inputs)}")
+    needs_root = [k for k in spec.inputs if k not in overrides]
+    if needs_root and data_root is None:
+        raise DataError(f"no data folder: ../shared/data does not exist here; pass --data-root PATH, a folder "
+                        f"holding {spec.expected_files()} (download: {spec.download})")
+    resolved: dict[str, Path] = {}
+    for key, relative in spec.inputs.items():
+        path = Path(overrides[key]) if key in overrides else Path(data_root) / relative
+        if not path.exists():
+            where = f"--input {key}=" if key in overrides else f"the data root {data_root}"
+            raise DataError(f"{path}: not found (from {where}); dataset '{spec.name}' needs "
+                            f"{spec.expected_files()} under --data-root (download: {spec.download})")
+        resolved[key] = path.resolve()
+    return resolved
+
+
+# ---- budget ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    """``steps`` optimiser steps at ``batch_size``; or ``epochs`` passes, converted to steps once the training
+    size is known with the official code's epoch length (rows // batch + 1 batches)."""
+
+    steps: int | None
+    batch_size: int | None = None         # None: PAPER_BATCH, or the training rows when there are fewer
+    epochs: int | None = None
+
+    def resolved(self, training_rows: int) -> "Budget":
+        """The budget with its batch size and step count fixed (both may depend on the training size)."""
+        batch = self.batch_size if self.batch_size is not None else max(1, min(PAPER_BATCH, training_rows))
+        steps = self.steps if self.epochs is None else self.epochs * (training_rows // batch + 1)
+        return Budget(steps, batch, self.epochs)
+
+    def describe(self) -> str:
+        given = f"epochs:{self.epochs} = {self.steps:,} steps" if self.epochs else f"steps:{self.steps}"
+        return (f"{given} at batch {self.batch_size}: {self.steps:,} optimiser steps of each learned model's "
+                "generating network (EHRDiff denoiser, GAN generator); GAN critic updates and autoencoder "
+                "pre-training are not counted (per model below); marginals and resample train nothing")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "epochs" if self.epochs else "steps", "steps": self.steps, "epochs": self.epochs,
+                "batch_size": self.batch_size,
+                "counted": "optimiser steps of the generating network (EHRDiff denoiser, GAN generator)",
+                "not_counted": "GAN critic / discriminator updates; medGAN / CorGAN autoencoder pre-training "
+                               f"(steps / {PRETRAINING_SHARE})"}
+
+
+def steps_of(model: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """What ``settings`` make ``model`` run: counted steps, and the critic / pre-training steps that are not."""
+    from ehrdiff.models import REGISTRY
+
+    if model in REFERENCE_MODELS:
+        return {"counted": 0, "text": "nothing trained"}
+    config = getattr(REGISTRY[model], "Config", None)
+    defaults = {f.name: f.default for f in dataclasses.fields(config)} if config else {}
+
+    def value(key: str):
+        return settings.get(key, defaults.get(key))
+
+    steps = value("steps")
+    out: dict[str, Any] = {"counted": steps, "batch_size": value("batch_size")}
+    if model == "ehrdiff":
+        out["text"] = f"{steps:,} denoiser steps"
+        return out
+    per_step = value("n_critic") or value("d_steps")
+    parts = [f"{steps:,} generator steps"]
+    if per_step:
+        out["critic_steps"] = per_step * steps
+        parts.append(f"{per_step * steps:,} critic steps ({per_step} per generator step, not counted)")
+    if value("ae_steps"):
+        out["pretraining_steps"] = value("ae_steps")
+        parts.append(f"{value('ae_steps'):,} autoencoder pre-training steps (not counted)")
+    out["text"] = ", ".join(parts)
+    return out
+
+
+def pretraining_steps(steps: int) -> int:
+    return max(1, steps // PRETRAINING_SHARE)
+
+
+def parse_budget(text: str, batch_size: int | None = None) -> Budget:
+    """``steps:N`` or ``epochs:E`` -> Budget. ``minutes:M`` is refused with the reason (see the module text)."""
+    kind, sep, value = text.strip().partition(":")
+    kind = kind.strip().lower()
+    if kind in ("minutes", "min", "time", "wall"):
+        raise EhrdiffError(f"--budget {text}: wall-clock budgets are not supported (the training loops cannot stop "
+                           "on a time limit); give steps:N, e.g. steps:5000. results.json records each run's "
+                           "training seconds, so a first short run tells how many steps fit in M minutes")
+    if kind not in ("steps", "epochs") or not sep or not re.fullmatch(r"\d[\d_,]*", value.strip()):
+        raise EhrdiffError(f"--budget expects steps:N or epochs:E with a positive whole number (e.g. steps:5000), "
+                           f"got '{text}'")
+    number = int(value.strip().replace("_", "").replace(",", ""))
+    if number <= 0:
+        raise EhrdiffError(f"--budget {text}: the number of {kind} must be positive")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size <= 0):
+        raise EhrdiffError(f"--batch-size must be a positive whole number, got {batch_size!r}")
+    return Budget(number, batch_size) if kind == "steps" else Budget(None, batch_size, number)
+
+
+def model_settings(model: str, spec: DatasetSpec, budget: Budget, seed: int, *, quick: bool = False,
+                   device: str = "auto", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Constructor keywords for ``model`` under ``budget`` (``overrides`` last: what the user set explicitly)."""
+    if model in REFERENCE_MODELS:
+        settings: dict[str, Any] = {"seed": seed}
+    else:
+        settings = {"steps": budget.steps, "batch_size": budget.batch_size, "seed": seed, "device": device,
+                    "checkpoint_every": min(budget.steps, 500)}
+        if model == "ehrdiff":
+            settings["preset"] = spec.preset
+        if model in GAN_PRETRAINING:
+            settings[GAN_PRETRAINING[model]] = pretraining_steps(budget.steps)
+        if quick:
+            settings.update(QUICK_SETTINGS.get(model, {}))
+    settings.update(overrides or {})
+    return settings
+
+
+# ---- the whole experiment --------------------------------------------------------------------------------------
+@dataclass
+class ExperimentConfig:
+    dataset: str
+    output: Path
+    models: tuple[str, ...] = ALL_MODELS
+    seeds: int = 3
+    budget: Budget | None = None          # None: only with quick (steps:50 at batch 64)
+    quick: bool = False
+    data_root: Path | None = None
+    inputs: dict[str, str] = field(default_factory=dict)     # KEY -> path overriding a file under data_root
+    fractions: tuple[float, ...] = ()     # data-scale experiment: shares of the training subjects (1.0 = main runs)
+    resume: bool = False
+    device: str = "auto"                  # models (and nearest neighbours in the evaluation when CUDA is used)
+    threads: int | None = None            # torch / BLAS threads while the experiment runs
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-model setting overrides
+    evaluation: dict[str, Any] = field(default_factory=dict)            # EvaluationConfig overrides
+    progress: bool = True
+    command: str | None = None            # the command line, recorded in results
+
+    def check(self) -> "ExperimentConfig":
+        from ehrdiff.models import REGISTRY
+
+        dataset_spec(self.dataset)
+        if not self.models:
+            raise EhrdiffError("--models: give at least one model")
+        for name in self.models:
+            if name not in REGISTRY:
+                raise EhrdiffError(f"unknown model '{name}' (choose from {', '.join(sorted(REGISTRY))})")
+        if len(set(self.models)) != len(self.models):
+            raise EhrdiffError("--models: a model is named twice")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise EhrdiffError(f"--seeds must be a positive whole number, got {self.seeds!r}")
+        for fraction in self.fractions:
+            if not 0 < fraction <= 1:
+                raise EhrdiffError(f"--fractions: each share of the training data must be in (0, 1], got {fraction}")
+        if self.budget is None and not self.quick:
+            raise EhrdiffError("state the compute budget: --budget steps:N (the same for every model), "
+                               "or --quick for a smoke test")
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise EhrdiffError(f"--device {self.device}: PyTorch sees no CUDA GPU here (use --device auto or cpu)")
+        elif self.device not in ("auto", "cpu"):
+            raise EhrdiffError(f"--device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        unknown = sorted(set(self.settings) - set(self.models))
+        if unknown:
+            raise EhrdiffError(f"--set {unknown[0]}.KEY=VALUE names a model that is not in --models")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values.update(output=str(self.output), data_root=str(self.data_root) if self.data_root else None,
+                      budget=self.budget.to_dict() if self.budget else None, models=list(self.models),
+                      fractions=list(self.fractions))
+        values.pop("progress")
+        return values
+
+
+__all__ = ["ALL_MODELS", "DATASETS", "Budget", "DatasetSpec", "ExperimentConfig", "dataset_spec",
+           "default_data_root", "model_settings", "parse_budget", "pretraining_steps", "resolve_inputs", "steps_of"]
