@@ -47,7 +47,7 @@ ARGS=(experiment paper --dataset uci-diabetes --models "$MODELS" --seeds "$SEEDS
 echo "ehrdiff ${ARGS[*]}"
 start=$(date +%s)
 timeout "$LIMIT_S" "$PY" -c 'import sys; from ehrdiff.cli import main; sys.exit(main(sys.argv[1:]))' "${ARGS[@]}" \
-    2>&1 | tr '\r' '\n' | grep -v -E '^(training|train [a-z]+): ' | tee "$DEST/run.log"
+    2>&1 | tr '\r' '\n' | grep -v -E '^(training|train [a-z]+): |^[[:space:]]*$' | tee "$DEST/run.log"
 status=${PIPESTATUS[0]}
 echo "exit status $status after $(( $(date +%s) - start )) s" | tee -a "$DEST/run.log"
 

@@ -35,7 +35,8 @@ import pandas as pd
 from ehrdiff import __version__
 from ehrdiff.data.table import Table
 from ehrdiff.errors import EhrdiffError
-from ehrdiff.experiments.spec import (QUICK_BATCH, QUICK_BUDGET, Budget, DatasetSpec, ExperimentConfig,
+from ehrdiff.experiments.spec import (QUICK_BATCH, QUICK_BUDGET, QUICK_EVALUATION, Budget, DatasetSpec,
+                                      ExperimentConfig,
                                       dataset_spec, model_settings, parse_budget, resolve_inputs, steps_of)
 from ehrdiff.fileio import write_text_atomic
 
@@ -153,6 +154,7 @@ def train_and_sample(run: Run, data: PreparedData, *, resume: bool, progress: bo
 
     key = _run_key(run, data)
     record = run.folder / RUN_FILE
+    interrupted = False
     if record.exists():
         saved = json.loads(record.read_text())
         same = _runtime_free(saved["key"].pop("settings")) == _runtime_free(key["settings"]) and \
@@ -165,6 +167,7 @@ def train_and_sample(run: Run, data: PreparedData, *, resume: bool, progress: bo
             run.train_seconds, run.sample_seconds = saved["train_seconds"], saved["sample_seconds"]
             run.reused = True
             return
+        interrupted = True
     model = build_model(run.model, run.settings)
     table = data.train if run.rows is None else data.train.subset(run.rows)
     write_text_atomic(record, json.dumps({"status": "training", "key": key}, indent=2) + "\n")
@@ -178,7 +181,9 @@ def train_and_sample(run: Run, data: PreparedData, *, resume: bool, progress: bo
     write_table(run.synthetic, run.folder / SYNTHETIC_FILE)
     write_text_atomic(record, json.dumps({
         "status": "finished", "key": key, "train_seconds": run.train_seconds, "sample_seconds": run.sample_seconds,
-        "rows_sampled": run.synthetic.n_rows, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
+        "rows_sampled": run.synthetic.n_rows, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        # a resumed run's seconds are those of the last invocation only
+        "resumed": interrupted and resume}, indent=2) + "\n")
 
 
 def distinct_row_rate(table: Table) -> float:
@@ -268,7 +273,8 @@ def run_experiment(config: ExperimentConfig) -> dict:
             if r.fraction < 1.0:
                 scale.setdefault(f"{r.model}/seed-{r.seed}", {})[r.fraction] = r.synthetic
                 scale.setdefault(f"{REAL}/seed-{r.seed}", {})[r.fraction] = data.train.subset(r.rows)
-        options = {"device": evaluation_device(config.device), **config.evaluation}
+        options = {"device": evaluation_device(config.device), **(QUICK_EVALUATION if config.quick else {}),
+                   **config.evaluation}
         if config.threads is not None:
             options.setdefault("threads", config.threads)
         report = evaluate(data.train, data.test, main, scale=scale or None, seed=0, **options)
@@ -314,7 +320,8 @@ def _header(config: ExperimentConfig, spec: DatasetSpec, budget: Budget, data: P
 
     device = evaluation_device(config.device)
     machine = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
-               "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+               "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+               "python": platform.python_version(),
                "load_average": load}
     if device == "cuda":
         machine["gpu"] = torch.cuda.get_device_name(0)
@@ -329,9 +336,11 @@ def _header(config: ExperimentConfig, spec: DatasetSpec, budget: Budget, data: P
         "inputs": {k: str(v) for k, v in inputs.items()}, "preset": spec.preset if "ehrdiff" in config.models else None,
         "training_rows": data.train.n_rows, "test_rows": data.test.n_rows, "columns": len(data.train.columns),
         "encoded_width": data.summary.get("columns", {}).get("encoded_width"),
-        "models": list(config.models), "seeds": list(range(config.seeds)), "fractions": sorted({r.fraction for r in runs}),
+        "models": list(config.models), "seeds": list(range(config.seeds)),
+        "fractions": sorted({r.fraction for r in runs}),
         "budget": {**budget.to_dict(), "text": budget.describe()}, "quick": config.quick, "device": config.device,
-        "evaluation": {"seed": 0, "device": device, **config.evaluation},
+        "evaluation": {"seed": 0, "device": device, **(QUICK_EVALUATION if config.quick else {}),
+                       **config.evaluation},
         "sampled_rows": "as many as each run's training rows",
         "std": "sample standard deviation (ddof = 1) over the seeds; the evaluation's own samples use seed 0",
         "settings": {r.model: _runtime_free(r.settings) | {"seed": "0..S-1"} for r in runs if r.seed == 0

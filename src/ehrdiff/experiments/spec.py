@@ -45,6 +45,10 @@ QUICK_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+# --quick: a lighter evaluation too (fewer boosting rounds and L-BFGS iterations; same metrics)
+QUICK_EVALUATION: dict[str, Any] = {"discriminator_iterations": 20, "dimwise_iterations": 10}
+
+
 # ---- datasets ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -56,6 +60,7 @@ class DatasetSpec:
     description: str
     label: str | None                        # what the TSTR label means (None: no label, no TSTR)
     download: str                            # where a user gets the input files
+    bundled: dict[str, str] = field(default_factory=dict)   # inputs shipped with ehrdiff (used without a data root)
 
     def expected_files(self) -> str:
         return ", ".join(self.inputs.values())
@@ -73,7 +78,7 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("mimic-iv-demo", "mimic", {"diagnoses": "mimic-iv-demo-2.2/hosp/diagnoses_icd.csv.gz"},
                 {"level": "patient", "icd10": "keep"}, "paper-mimic",
                 "MIMIC-IV demo, patient level: ICD-9 and ICD-10 categories (100 patients)",
-                None, "https://doi.org/10.13026/dp1f-ex47"),
+                None, "https://doi.org/10.13026/dp1f-ex47", {"diagnoses": "demo_data/diagnoses_icd.csv.gz"}),
     DatasetSpec("cinc2012", "cinc2012", {"records": "physionet-challenge-2012/set-a.tar.gz",
                                          "outcomes": "physionet-challenge-2012/Outcomes-a.txt"},
                 {}, "paper-cinc", "PhysioNet/CinC 2012 set-a: one row per ICU stay, 227 descriptors and summaries",
@@ -106,6 +111,10 @@ def resolve_inputs(spec: DatasetSpec, data_root: Path | None, overrides: dict[st
         raise EhrdiffError(f"--input {unknown[0]}=...: dataset '{spec.name}' takes the inputs "
                            f"{', '.join(spec.inputs)}")
     needs_root = [k for k in spec.inputs if k not in overrides]
+    if data_root is None and needs_root and all(k in spec.bundled for k in needs_root):
+        package = Path(__file__).resolve().parents[1]            # the copy shipped with ehrdiff (demo data)
+        overrides = {**overrides, **{k: str(package / spec.bundled[k]) for k in needs_root}}
+        needs_root = []
     if needs_root and data_root is None:
         raise DataError(f"no data folder: ../shared/data does not exist here; pass --data-root PATH, a folder "
                         f"holding {spec.expected_files()} (download: {spec.download})")
@@ -167,11 +176,12 @@ def steps_of(model: str, settings: dict[str, Any]) -> dict[str, Any]:
     if model == "ehrdiff":
         out["text"] = f"{steps:,} denoiser steps"
         return out
+    critic = "critic" if value("n_critic") else "discriminator"
     per_step = value("n_critic") or value("d_steps")
     parts = [f"{steps:,} generator steps"]
     if per_step:
         out["critic_steps"] = per_step * steps
-        parts.append(f"{per_step * steps:,} critic steps ({per_step} per generator step, not counted)")
+        parts.append(f"{per_step * steps:,} {critic} steps ({per_step} per generator step, not counted)")
     if value("ae_steps"):
         out["pretraining_steps"] = value("ae_steps")
         parts.append(f"{value('ae_steps'):,} autoencoder pre-training steps (not counted)")

@@ -160,8 +160,8 @@ def results_markdown(results: dict) -> str:
              f"- Machine: {head['machine']['processor']}, {head['machine']['cpu_count']} CPU cores"
              + (f", {head['machine']['gpu']}" if head["machine"].get("gpu") else "")
              + f", torch {head['machine']['torch']}, load average {number(head['machine']['load_average'], 1)} at the "
-               f"start; device {head['device']}" + (" (--quick: tiny models, numbers "
-                                                                                 "meaningless)" if head["quick"] else ""),
+               f"start; device {head['device']}"
+             + (" (--quick: tiny models, numbers meaningless)" if head["quick"] else ""),
              f"- Command: `{head['command']}`" if head.get("command") else "- Command: (Python API)",
              "",
              "Metric definitions: docs/metrics.md. The full report (every metric, every seed, the reference rows, "
