@@ -95,10 +95,13 @@ class ConvDecoder(nn.Module):
             if i < STAGES - 1:
                 layers.append(nn.LeakyReLU(0.2))
         self.deconvs = nn.Sequential(*layers)
+        # A transposed convolution shares one bias across all positions, so it cannot say that one code is common
+        # and its neighbour rare; a bias per column can, and leaves the convolutions the co-occurrence structure.
+        self.column_bias = nn.Parameter(torch.zeros(width))
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
         h = F.leaky_relu(self.from_code(code), 0.2).view(-1, self.channels0, self.length)
-        return torch.sigmoid(self.deconvs(h).squeeze(1)[:, :self.width])
+        return torch.sigmoid(self.deconvs(h).squeeze(1)[:, :self.width] + self.column_bias)
 
 
 class ConvCritic(nn.Module):
