@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
+import torch
 
 BLOCK_ON_CODE_RATE = 0.85   # P(code fires | its block is on)
 BLOCK_OFF_CODE_RATE = 0.03  # P(code fires | its block is off)
@@ -21,3 +23,12 @@ def block_binary_data(n_rows: int, n_blocks: int, block_size: int, seed: int) ->
     fires = rng.random((n_rows, n_blocks, block_size)) < rate[:, :, None]
     columns = [f"b{b}_c{c}" for b in range(n_blocks) for c in range(block_size)]
     return pd.DataFrame(fires.reshape(n_rows, n_blocks * block_size).astype(int), columns=columns)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test's torch work on one thread (faster and steadier than two on a busy 2-core machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

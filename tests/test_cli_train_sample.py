@@ -29,12 +29,7 @@ TINY = ["--preset", "cpu-fast", "--steps", "20", "--batch-size", "32", "--set", 
         "--set", "embedding_features=8", "--set", "embedding_width=16"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: 2 shared cores
 
 
 def run_cli(*args) -> int:

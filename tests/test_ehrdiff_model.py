@@ -20,12 +20,7 @@ from conftest import block_binary_data
 TINY = dict(steps=40, batch_size=32, hidden_dims=(32, 32), embedding_features=8, embedding_width=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: 2 shared cores
 
 
 # ---- presets ---------------------------------------------------------------------------------------------------

@@ -21,12 +21,7 @@ from ehrdiff.training import (CHECKPOINT_FILE, BatchNoise, BatchOrder, TrainSett
 from conftest import block_binary_data
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: 2 shared cores
 
 
 # ---- schedules -------------------------------------------------------------------------------------------------
