@@ -24,12 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"ehrdiff.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command still being written: leave it out
-            if exc.name == f"ehrdiff.cli.{name}":
-                continue
-            raise
+        module = importlib.import_module(f"ehrdiff.cli.{name}")
         sub = module.add_parser(subparsers)
         sub.set_defaults(handler=module.run)
     return parser
