@@ -24,15 +24,15 @@ QUICK = {"medgan": dict(steps=8, ae_steps=4, batch_size=32),
          "marginals": {}, "resample": {}}
 
 # Enough training to learn the block structure (about 10 s each on a 2-core CPU); larger learning rates and fewer
-# critic updates than the defaults, so that the test stays short. CorGAN gets 16 channels: with the default 8, a
-# 20-column vector leaves its decoder a 32-number first layer, and 200 updates learn the blocks less reliably.
+# critic updates than the defaults, so that the test stays short.
 LEARN = {"medgan": dict(steps=1000, ae_steps=200, batch_size=64),
          "emrwgan": dict(steps=300, batch_size=128, lr=1e-3, n_critic=2),
-         "corgan": dict(steps=200, ae_steps=150, batch_size=128, lr=1e-3, n_critic=2, channels=16)}
+         "corgan": dict(steps=400, ae_steps=200, batch_size=128, lr=1e-3, n_critic=2)}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
+def single_thread_module():
+    # conftest's one_thread, for the whole module (module-scoped fixtures cannot use a function-scoped one).
     # These networks are tiny: on 2 shared cores, a second intra-op thread mostly waits (measured 10x slower).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

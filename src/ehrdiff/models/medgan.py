@@ -11,8 +11,10 @@ generative adversarial networks", MLHC 2017, arXiv 1703.06490), written from the
 4. Samples are decoded rows rounded at 0.5 (done by the table encoder for binary columns).
 
 Paper settings vs defaults here (2-core CPU): batch 1,000 (here 512), 100 pre-training epochs and 1,000 training
-epochs (here ``ae_steps`` = 1,000 and ``steps`` = 2,000 batches, whatever the data size), Adam with learning rate
-0.001 and L2 weight 0.001 on all parameters (same; applied as Adam weight decay). One D update per G update.
+epochs (here ``ae_steps`` = 4,000 and ``steps`` = 2,000 batches, whatever the data size; on sparse codes the
+autoencoder needs the long pre-training: after 1,000 steps it reconstructed few codes of UCI diabetes), Adam with
+learning rate 0.001 and L2 weight 0.001 on all parameters (same; applied as Adam weight decay). One D update per
+G update.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ehrdiff.models.gan_common import (Batches, GanBaseline, GanConfig, Residual
 class MedGanConfig(GanConfig):
     """``noise_dim`` is also the autoencoder's code size (the paper: 128)."""
 
-    ae_steps: int = 1000
+    ae_steps: int = 4000
     generator_layers: int = 2
     lr: float = 1e-3
     weight_decay: float = 1e-3
