@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["core", "prepare", "evaluate", "baselines", "baselines_uci", "experiments"]
+ORDER = ["core", "prepare", "evaluate", "uci_comparison", "ablation", "baselines", "baselines_uci", "experiments", "private",
+         "private_uci"]
 
 HEADER = """# Measured results
 

@@ -17,6 +17,7 @@ from ehrdiff.presets import PRESETS, make_config
 
 from conftest import block_binary_data
 
+DEFAULT_SAMPLING: dict = {}      # the default preset's sampler settings that differ from the paper's
 TINY = dict(steps=40, batch_size=32, hidden_dims=(32, 32), embedding_features=8, embedding_width=16)
 
 
@@ -24,9 +25,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: 2 shared cor
 
 
 # ---- presets ---------------------------------------------------------------------------------------------------
-def test_paper_mimic_is_the_default_and_matches_the_paper():
-    cfg = EHRDiff().config
-    assert EHRDiff().preset == "paper-mimic"
+def test_paper_mimic_matches_the_paper():
+    cfg = EHRDiff("paper-mimic").config
+    assert (cfg.binary_head, cfg.final_draw, cfg.sampler) == ("gaussian", "round", "heun")
     assert (cfg.sigma_data, cfg.P_mean, cfg.P_std) == (0.14, -1.2, 1.2)
     assert (cfg.sigma_min, cfg.sigma_max, cfg.rho, cfg.num_noise_levels) == (0.02, 80.0, 7.0, 32)
     assert cfg.hidden_dims == (1024, 384, 384, 384, 1024)
@@ -34,6 +35,13 @@ def test_paper_mimic_is_the_default_and_matches_the_paper():
     assert cfg.embedding_size(1782) == 1782                       # official: sinusoidal features = data width
     assert (cfg.lr, cfg.weight_decay, cfg.adam_betas, cfg.batch_size) == (3e-4, 0.0, (0.9, 0.999), 1024)
     assert (cfg.warmup_steps, cfg.epochs, cfg.steps, cfg.ema_decay) == (20_000, 5000, None, 0.999)
+
+
+def test_default_is_the_paper_network_with_the_bernoulli_head():
+    model = EHRDiff()
+    assert model.preset == "default"
+    changed = {k: v for k, v in model.config.to_dict().items() if v != make_config("paper-mimic").to_dict()[k]}
+    assert changed == {"binary_head": "bernoulli", "final_draw": "sample", "min_codes": "data", **DEFAULT_SAMPLING}
 
 
 @pytest.mark.parametrize("name, sigma_data", [("paper-cinc", 0.03), ("paper-ecg", 0.003)])
@@ -44,7 +52,7 @@ def test_paper_cinc_and_ecg_presets(name, sigma_data):
     assert (cfg.embedding, cfg.embedding_features, cfg.embedding_width, cfg.batch_size) == ("fourier", 32, 128, 256)
     assert (cfg.P_mean, cfg.P_std, cfg.lr, cfg.warmup_steps, cfg.ema_decay) == (-1.2, 1.2, 3e-4, 20_000, 0.999)
     net = EHRDiff(name)
-    assert set(PRESETS) == {"paper-mimic", "paper-cinc", "paper-ecg", "cpu-fast"} and net.config == cfg
+    assert set(PRESETS) == {"default", "paper-mimic", "paper-cinc", "paper-ecg", "cpu-fast"} and net.config == cfg
 
 
 def test_overrides_and_their_errors():

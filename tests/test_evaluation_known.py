@@ -28,6 +28,7 @@ def metrics():
 def test_real_test_rows_score_near_ideal(metrics):
     real = metrics["reference:real-test"]
     assert real["discriminator_auroc"] == pytest.approx(0.5, abs=0.08)
+    assert real["discriminator_auroc_lr"] == pytest.approx(0.5, abs=0.08)
     assert real["mia_auroc"] == pytest.approx(0.5, abs=0.06)
     assert real["mia_accuracy"] < 0.58
     assert real["nnaa_train"] == pytest.approx(0.5, abs=0.06)
@@ -63,6 +64,8 @@ def test_independent_columns_keep_prevalence_but_lose_structure(metrics):
     assert independent["dimwise_prediction_auroc_gap"] > 0.2
     assert independent["dimwise_prediction_agreement"] < real["dimwise_prediction_agreement"] - 0.3
     assert independent["discriminator_auroc"] > 0.8
+    # a linear model sees each column's rate but no interaction: the true rates fool it, the trees are not fooled
+    assert independent["discriminator_auroc_lr"] < 0.6
     assert independent["tstr_auroc"] < real["tstr_auroc"] - 0.2
     # nothing is copied and nothing leaks
     assert independent["mia_auroc"] == pytest.approx(0.5, abs=0.06)

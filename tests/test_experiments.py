@@ -175,12 +175,16 @@ def test_budget_parsing_and_the_refused_wall_clock_budget():
 def test_every_learned_model_gets_the_same_steps_and_batch():
     budget = S.Budget(5000, 1024)
     uci = S.DATASETS["uci-diabetes"]
-    settings = {m: S.model_settings(m, uci, budget, seed=2) for m in MODELS}
-    for model in ("ehrdiff", "medgan", "emrwgan", "corgan"):
+    settings = {m: S.model_settings(m, uci, budget, seed=2) for m in [*MODELS, "ehrdiff-paper"]}
+    for model in ("ehrdiff", "ehrdiff-paper", "medgan", "emrwgan", "corgan"):
         assert settings[model]["steps"] == 5000 and settings[model]["batch_size"] == 1024
         assert settings[model]["seed"] == 2
-    assert settings["ehrdiff"]["preset"] == "paper-mimic"
-    assert S.model_settings("ehrdiff", S.DATASETS["cinc2012"], budget, 0)["preset"] == "paper-cinc"
+    assert settings["ehrdiff-paper"]["preset"] == "paper-mimic"           # the paper's model: the dataset's preset
+    assert S.model_settings("ehrdiff-paper", S.DATASETS["cinc2012"], budget, 0)["preset"] == "paper-cinc"
+    assert "preset" not in settings["ehrdiff"]                             # the library's default model
+    quick = S.model_settings("ehrdiff-paper", uci, budget, 0, quick=True)   # small network, the paper's preset
+    assert quick["preset"] == "paper-mimic" and quick["hidden_dims"] == [128, 128]
+    assert S.steps_of("ehrdiff-paper", settings["ehrdiff-paper"])["counted"] == 5000
     assert settings["medgan"]["ae_steps"] == settings["corgan"]["ae_steps"] == 500
     assert settings["marginals"] == {"seed": 2}
     # what is counted and what is not, from the models' own defaults

@@ -11,7 +11,8 @@ configs/{mimic,cinc,ecg}/train_edm.yaml, arXiv 2303.05656) and EDM (Karras et al
   all: ln sigma ~ N(-1.2, 1.2^2); AdamW lr 3e-4, no weight decay; 20,000 warm-up steps then cosine decay to 0
   over 5,000 epochs; EMA decay min(0.999, (1+n)/(10+n)); Heun sampler with 32 levels, sigma in [0.02, 80], rho 7.
 
-``cpu-fast`` is ours: a small network and a short run for demos and quick checks on a laptop CPU.
+``default`` (the default) and ``cpu-fast`` are ours: the paper's network, or a small one with a short run for demos
+and quick checks on a laptop CPU, with 0/1 columns modelled as Bernoulli probabilities (ehrdiff.diffusion.bernoulli).
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ class EHRDiffConfig:
     sigma_max: float = 80.0
     rho: float = 7.0
     num_noise_levels: int = 32            # Heun sampler: 2 * 32 - 1 = 63 network calls
+    # how 0/1 columns are modelled (ours, issue 7; the paper: "gaussian" and "round")
+    binary_head: str = "gaussian"         # "gaussian": EDM's D for every column; "bernoulli": D_i = P(x0_i = 1 | x)
+    final_draw: str = "round"             # "round": the encoder rounds at 0.5; "sample": draw 0/1 from D(x; sigma_min)
+    min_codes: str = "none"               # "data": with final_draw "sample", rows with fewer codes than any training
+                                          # row are drawn again from their probabilities; "none": no floor
+    sampler: str = "heun"                 # "heun": deterministic, 2N - 1 calls; "ancestral": stochastic, N calls
     # denoiser network
     hidden_dims: tuple[int, ...] = PAPER_MIMIC_WIDTHS
     embedding: str = "sinusoidal"         # "sinusoidal" or "fourier"
@@ -61,6 +68,16 @@ class EHRDiffConfig:
     checkpoint_every: int = 1000
     sample_batch_size: int = 4096
     device: str = "auto"                  # "auto": CUDA when available (under torchrun: the local rank's GPU)
+    # conditional generation (ehrdiff.conditioning): a label/categorical column, dropped to "null" this often
+    condition: str | None = None
+    condition_dropout: float = 0.1
+    # differentially private training (ehrdiff.dp): DP-SGD to (dp_epsilon, dp_delta)
+    dp: bool = False
+    dp_epsilon: float | None = None
+    dp_delta: float = 1e-5
+    dp_max_grad_norm: float = 1.0
+    dp_noise_draws: int = 4
+    dp_accountant: str = "rdp"
 
     def total_steps(self, n_rows: int) -> int:
         """The official code runs ``epochs`` epochs of ``n_rows // batch_size + 1`` batches each."""
@@ -97,6 +114,14 @@ class EHRDiffConfig:
             raise EhrdiffError(f"setting 'num_noise_levels' must be at least 2, got {self.num_noise_levels}")
         if not self.hidden_dims or any(w <= 0 for w in self.hidden_dims):
             raise EhrdiffError(f"setting 'hidden_dims' must be a list of positive widths, got {list(self.hidden_dims)}")
+        if self.binary_head not in ("gaussian", "bernoulli"):
+            raise EhrdiffError(f"setting 'binary_head' must be 'gaussian' or 'bernoulli', got {self.binary_head!r}")
+        if self.min_codes not in ("none", "data"):
+            raise EhrdiffError(f"setting 'min_codes' must be 'none' or 'data', got {self.min_codes!r}")
+        if self.sampler not in ("heun", "ancestral"):
+            raise EhrdiffError(f"setting 'sampler' must be 'heun' or 'ancestral', got {self.sampler!r}")
+        if self.final_draw not in ("round", "sample"):
+            raise EhrdiffError(f"setting 'final_draw' must be 'round' or 'sample', got {self.final_draw!r}")
         if self.embedding not in ("sinusoidal", "fourier"):
             raise EhrdiffError(f"setting 'embedding' must be 'sinusoidal' or 'fourier', got {self.embedding!r}")
         if self.embedding_features is not None and self.embedding_features <= 0:
@@ -110,18 +135,40 @@ class EHRDiffConfig:
         for name in ("sigma_data", "P_mean", "P_std", "lr", "sigma_min", "sigma_max"):
             if not math.isfinite(getattr(self, name)):
                 raise EhrdiffError(f"setting '{name}' must be a finite number")
+        self._validate_condition_and_dp()
         return self
+
+    def _validate_condition_and_dp(self) -> None:
+        if not 0 <= self.condition_dropout < 1:
+            raise EhrdiffError(f"setting 'condition_dropout' must be in [0, 1), got {self.condition_dropout}")
+        if self.condition is not None and not self.condition:
+            raise EhrdiffError("setting 'condition' must name a column")
+        if not self.dp:
+            changed = [f for f in ("dp_epsilon", "dp_delta", "dp_max_grad_norm", "dp_noise_draws", "dp_accountant")
+                       if getattr(self, f) != getattr(EHRDiffConfig, f)]
+            if changed:
+                raise EhrdiffError(f"setting '{changed[0]}' needs DP training: add --dp (or dp=True)")
+            return
+        if self.dp_epsilon is None:
+            raise EhrdiffError("DP training needs a target epsilon: give --epsilon E (or dp_epsilon=E)")
+        from ehrdiff.dp import PrivacySettings
+        PrivacySettings(self.dp_epsilon, self.dp_delta, self.dp_max_grad_norm, self.dp_noise_draws,
+                        self.dp_accountant).validate()
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # ours, the default model (issue 7, docs/results.md): the paper-mimic network with 0/1 columns modelled as
+    # Bernoulli probabilities (ehrdiff.diffusion.bernoulli) and drawn at the end instead of rounded
+    "default": dict(binary_head="bernoulli", final_draw="sample", min_codes="data"),
     "paper-mimic": {},
     "paper-cinc": dict(sigma_data=0.03, hidden_dims=PAPER_CINC_WIDTHS, embedding="fourier", embedding_features=32,
                        embedding_width=128, batch_size=256),
     "paper-ecg": dict(sigma_data=0.003, hidden_dims=PAPER_CINC_WIDTHS, embedding="fourier", embedding_features=32,
                       embedding_width=128, batch_size=256),
-    # ours: about 60x fewer FLOPs per row than paper-mimic at d = 900; a few thousand steps learn code
-    # prevalences and co-occurrence of small data sets in a minute or two on two CPU cores
-    "cpu-fast": dict(hidden_dims=(512, 256, 256, 512), embedding_features=64, embedding_width=128, batch_size=256,
+    # ours: the default model with about 60x fewer FLOPs per row than paper-mimic at d = 900; a few thousand steps
+    # learn code prevalences and co-occurrence of small data sets in a minute or two on two CPU cores
+    "cpu-fast": dict(binary_head="bernoulli", final_draw="sample", min_codes="data",
+                     hidden_dims=(512, 256, 256, 512), embedding_features=64, embedding_width=128, batch_size=256,
                      steps=3000, warmup_steps=100, lr=1e-3, checkpoint_every=500),
 }
 

@@ -21,11 +21,13 @@ rounding). Only rank 0 writes checkpoints and shows progress.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -136,12 +138,17 @@ class BatchNoise:
         """(this process's rows, *row_shape) standard normal numbers; each call gives fresh numbers."""
         self.draws += 1
         out = torch.empty((self.hi - self.lo, *row_shape), device=self.device)
-        for block in range(self.lo // self.BLOCK, (self.hi - 1) // self.BLOCK + 1):
-            self._fill(out, block, row_shape)
+        blocks = range(self.lo // self.BLOCK, (self.hi - 1) // self.BLOCK + 1)
+        pool = _noise_pool() if self.device.type == "cpu" and len(blocks) > 1 and out[0].numel() > 1 else None
+        if pool is None:
+            for block in blocks:
+                self._fill(out, block, row_shape, self.generator)
+        else:   # CPU normal_ runs on one core: fill the blocks from all of them (each block has its own seed)
+            list(pool.map(lambda block: self._fill(out, block, row_shape, torch.Generator()), blocks))
         return out
 
-    def _fill(self, out: torch.Tensor, block: int, row_shape: tuple) -> None:
-        start, end, generator = block * self.BLOCK, (block + 1) * self.BLOCK, self.generator
+    def _fill(self, out: torch.Tensor, block: int, row_shape: tuple, generator: torch.Generator) -> None:
+        start, end = block * self.BLOCK, (block + 1) * self.BLOCK
         generator.manual_seed(step_seed(self.seed, self.step, _NOISE_STREAM, self.draws, block))
         if start >= self.lo and end <= self.hi:     # the whole block is ours: draw straight into the output
             out[start - self.lo:end - self.lo].normal_(generator=generator)
@@ -149,6 +156,20 @@ class BatchNoise:
             rows = torch.randn((self.BLOCK, *row_shape), generator=generator, device=self.device)
             a, b = max(start, self.lo), min(end, self.hi)
             out[a - self.lo:b - self.lo] = rows[a - start:b - start]
+
+
+_NOISE_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _noise_pool() -> ThreadPoolExecutor | None:
+    """Threads for filling noise blocks, one per PyTorch intra-op thread (None with one thread)."""
+    global _NOISE_POOL
+    threads = torch.get_num_threads()
+    if threads < 2:
+        return None
+    if _NOISE_POOL is None or _NOISE_POOL[0] != threads:
+        _NOISE_POOL = (threads, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ehrdiff-noise"))
+    return _NOISE_POOL[1]
 
 
 LossFn = Callable[[nn.Module, torch.Tensor, BatchNoise], torch.Tensor]
@@ -280,6 +301,54 @@ def _identity_difference(saved: dict, current: dict) -> str:
 
 
 # ---- the loop ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def flush_denormals():
+    """Treat subnormal floats as zero on the CPU while training. Saturated sigmoids and their gradients (a GAN's
+    discriminator, cross-entropy on confident codes) produce numbers below 1e-38, and x86 arithmetic on them is
+    up to 100 times slower: measured here, medGAN's steps went from 7 to 0.5 per second once its discriminator
+    saturated. Flushing changes values only below 1e-38. PyTorch offers no getter, so the mode is switched off
+    again afterwards (its default)."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def optimiser_and_ema(module: nn.Module, settings: TrainSettings, device: torch.device
+                      ) -> tuple[list[nn.Parameter], torch.optim.Optimizer, list[torch.Tensor]]:
+    """The module's parameters, their (fused) AdamW and their EMA copies."""
+    params = list(module.parameters())
+    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
+                                  weight_decay=settings.weight_decay, **fused)
+    return params, optimizer, [p.detach().clone() for p in params]
+
+
+def resume_point(checkpoint_dir: str | os.PathLike | None, resume: bool, identity: dict, module: nn.Module,
+                 ema: list[torch.Tensor], optimizer: torch.optim.Optimizer, ctx: DistContext
+                 ) -> tuple[Path | None, int]:
+    """(checkpoint file or None, first step): with ``resume`` and a checkpoint of the same ``identity``, its state
+    is restored into module, EMA and optimiser; a checkpoint of another run is refused."""
+    checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+    if checkpoint is not None and ctx.is_main and checkpoint.parent.is_dir():
+        for stale in checkpoint.parent.glob(f".{CHECKPOINT_FILE}.*.tmp"):   # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
+    if not (resume and checkpoint is not None and checkpoint.exists()):
+        if resume and ctx.is_main:
+            log.info("no checkpoint in %s yet: starting from step 0", checkpoint_dir)
+        return checkpoint, 0
+    meta, tensors = read_checkpoint(checkpoint)
+    if meta["identity"] != identity:
+        raise EhrdiffError(f"{checkpoint}: cannot resume, the checkpoint is of a different run "
+                           f"({_identity_difference(meta['identity'], identity)}); use the same data and "
+                           "settings, or start over without --resume")
+    _restore(meta, tensors, module, ema, optimizer, checkpoint)
+    start = int(meta["step"])
+    if ctx.is_main:
+        log.info("resuming from step %d of %d (%s)", start, meta["total_steps"], checkpoint)
+    return checkpoint, start
+
 @dataclass
 class TrainResult:
     ema_state: dict[str, torch.Tensor]      # the module's state dict with EMA weights (on the CPU)
@@ -308,29 +377,8 @@ def train(module: nn.Module, data: torch.Tensor, loss_fn: LossFn, settings: Trai
     device = ctx.device
     module.to(device)
     data = data.to(device=device, dtype=torch.float32).contiguous()
-    params = list(module.parameters())
-    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
-                                  weight_decay=settings.weight_decay, **fused)
-    ema = [p.detach().clone() for p in params]
-
-    checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
-    if checkpoint is not None and ctx.is_main and checkpoint.parent.is_dir():
-        for stale in checkpoint.parent.glob(f".{CHECKPOINT_FILE}.*.tmp"):   # left by a process killed mid-write
-            stale.unlink(missing_ok=True)
-    start = 0
-    if resume and checkpoint is not None and checkpoint.exists():
-        meta, tensors = read_checkpoint(checkpoint)
-        if meta["identity"] != identity:
-            raise EhrdiffError(f"{checkpoint}: cannot resume, the checkpoint is of a different run "
-                               f"({_identity_difference(meta['identity'], identity)}); use the same data and "
-                               "settings, or start over without --resume")
-        _restore(meta, tensors, module, ema, optimizer, checkpoint)
-        start = int(meta["step"])
-        if ctx.is_main:
-            log.info("resuming from step %d of %d (%s)", start, settings.steps, checkpoint)
-    elif resume and ctx.is_main:
-        log.info("no checkpoint in %s yet: starting from step 0", checkpoint_dir)
+    params, optimizer, ema = optimiser_and_ema(module, settings, device)
+    checkpoint, start = resume_point(checkpoint_dir, resume, identity, module, ema, optimizer, ctx)
 
     model: nn.Module = module
     if ctx.world_size > 1:
@@ -353,7 +401,7 @@ def train(module: nn.Module, data: torch.Tensor, loss_fn: LossFn, settings: Trai
     window_rows = 0
     final_loss: float | None = None
     model.train()
-    try:
+    with flush_denormals(), contextlib.closing(bar):
         for step in range(start, total):
             lr = learning_rate(step, settings.lr, warmup, total)
             for group in optimizer.param_groups:
@@ -379,8 +427,6 @@ def train(module: nn.Module, data: torch.Tensor, loss_fn: LossFn, settings: Trai
                 bar.update(done - bar.n)
             if write and (done == total or (settings.checkpoint_every and done % settings.checkpoint_every == 0)):
                 save_checkpoint(checkpoint, module, ema, optimizer, done, total, identity)
-    finally:
-        bar.close()
 
     ema_state = {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
     for (name, _), e in zip(module.named_parameters(), ema):

@@ -31,6 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="synthetic tables to evaluate (FILE alone uses the file name as NAME)")
     p.add_argument("--scale", nargs="+", default=[], metavar="NAME:FRACTION=FILE",
                    help="runs of model NAME trained on FRACTION of the training data (metric-vs-size figure)")
+    p.add_argument("--model", nargs="+", default=[], metavar="NAME=RUN",
+                   help="the run folder of the model that generated dataset NAME: its differential-privacy budget "
+                        "(dp_epsilon, dp_delta in RUN/model.json) joins the report")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the report")
     p.add_argument("--label", default="label", help="label column for TSTR/TRTR (default: label)")
     p.add_argument("--no-references", action="store_true", help="leave out the reference rows")
@@ -93,6 +96,14 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"dataset name(s) given more than once: {', '.join(duplicates)}")
     if not names and args.no_references:
         raise DataError("nothing to evaluate: give --synthetic NAME=FILE (or drop --no-references)")
+    models = {}
+    for text in args.model:
+        name, sep, run_dir = text.partition("=")
+        if not sep or not name or not run_dir:
+            raise DataError(f"--model expects NAME=RUN (a dataset name and its model's run folder), got '{text}'")
+        if name not in names:
+            raise DataError(f"--model {text}: no synthetic dataset named '{name}' (datasets: {', '.join(names)})")
+        models[name] = privacy_facts(run_dir)
     options = {k: v for k, v in (("dimwise_codes", args.dimwise_codes), ("threads", args.threads),
                                  ("device", args.device)) if v is not None}
     if args.no_figures:
@@ -105,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         scale.setdefault(name, {})[fraction] = read_synthetic(path)
     report = evaluate(train, test, synthetic, label=args.label, references=not args.no_references, seed=args.seed,
                       scale=scale, **options)
+    for name, (values, skipped) in models.items():
+        report.add_model_facts(name, values, skipped)
     out = Path(args.output)
     report.to_json(out / "metrics.json")
     write_text_atomic(out / "report.md", report.to_markdown())
@@ -119,9 +132,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def privacy_facts(run_dir: str) -> tuple[dict, dict]:
+    """({dp_epsilon, dp_delta}, skipped reasons) from a run folder's model.json."""
+    import json
+
+    path = Path(run_dir) / "model.json"
+    try:
+        metadata = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise DataError(f"{path}: cannot read the model's model.json; give the run folder written by "
+                        "'ehrdiff train'") from None
+    if metadata.get("dp_epsilon") is None:
+        reason = "the model was trained without differential privacy"
+        return {"dp_epsilon": None, "dp_delta": None}, {"dp_epsilon": reason, "dp_delta": reason}
+    return {"dp_epsilon": metadata["dp_epsilon"], "dp_delta": metadata["dp_delta"]}, {}
+
+
 HEADLINE = {"prevalence_spearman": "prev_spearman", "discriminator_auroc": "discrim_auroc",
             "dimwise_prediction_auroc_gap": "dimwise_gap", "tstr_auroc": "tstr_auroc", "mia_auroc": "mia_auroc",
-            "nnaa_privacy_loss": "nnaa_loss", "exact_copy_rate": "copy_rate"}
+            "nnaa_privacy_loss": "nnaa_loss", "exact_copy_rate": "copy_rate", "dp_epsilon": "dp_epsilon"}
 
 
 def summary(metrics: dict[str, dict]) -> str:

@@ -27,7 +27,38 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("wide", "long", "meds"), default="wide",
                    help="wide: one column per feature (by OUT's extension, default); long: (subject, code) rows; "
                         "meds: a MEDS dataset folder at OUT")
+    p.add_argument("--condition", metavar="COL=VALUE",
+                   help="conditional model: draw rows of class VALUE of its condition column COL")
+    p.add_argument("--guidance", type=float, metavar="W",
+                   help="classifier-free guidance weight w >= 0 (0: plain conditional, the default)")
+    p.add_argument("--balance", metavar="V=SHARE,...",
+                   help="conditional model: class shares of the rows, e.g. 0=0.5,1=0.5 (default: training balance)")
     return p
+
+
+def conditional_options(args: argparse.Namespace, model) -> dict:
+    """--condition / --guidance / --balance as keyword arguments of sample()."""
+    from ehrdiff.conditioning import parse_balance
+    from ehrdiff.errors import EhrdiffError
+
+    options: dict = {}
+    if args.condition is not None:
+        column, sep, value = args.condition.partition("=")
+        if not sep or not column:
+            raise EhrdiffError(f"--condition expects COL=VALUE (e.g. label=1), got '{args.condition}'")
+        spec = getattr(model, "condition_", None)
+        if spec is not None and column != spec.column:
+            raise EhrdiffError(f"--condition {args.condition}: this model is conditioned on '{spec.column}', "
+                               f"not '{column}'")
+        options["condition"] = value
+    if args.balance is not None:
+        options["balance"] = parse_balance(args.balance)
+    if args.guidance is not None:
+        options["guidance"] = args.guidance
+    if options and not hasattr(model, "condition_"):
+        raise EhrdiffError(f"--condition, --guidance and --balance need a conditional EHRDiff model, "
+                           f"not '{model.name}'")
+    return options
 
 
 def parse_count(text: str) -> int:
@@ -50,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         table_format(args.output)             # unknown extension: fail before the (slow) sampling
     model = load_model(args.run)
     started = time.perf_counter()
-    synthetic = model.sample(n, seed=args.seed)
+    synthetic = model.sample(n, seed=args.seed, **conditional_options(args, model))
     write_synthetic(synthetic, args.output, format=args.format)
     log.info("wrote %d synthetic rows to %s in %.1f s", n, args.output, time.perf_counter() - started)
     return 0

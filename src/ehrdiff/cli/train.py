@@ -39,6 +39,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model setting, e.g. --set lr=1e-4 --set hidden_dims=[512,512] (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints if there is a checkpoint")
+    p.add_argument("--condition", metavar="COL", help="train a conditional model on label/categorical column COL "
+                   "(sample with --condition COL=VALUE; docs/conditional-and-dp.md)")
+    dp = p.add_argument_group("differential privacy (DP-SGD through Opacus: pip install ehrdiff[dp])")
+    dp.add_argument("--dp", action="store_true", help="train with DP-SGD to the budget (--epsilon, --delta)")
+    dp.add_argument("--epsilon", type=float, metavar="E", help="target epsilon of the whole run (with --dp)")
+    dp.add_argument("--delta", type=float, metavar="D", help="target delta (with --dp; default 1e-5)")
+    dp.add_argument("--max-grad-norm", type=float, metavar="C", help="per-example clipping bound (default 1)")
+    dp.add_argument("--noise-draws", type=int, metavar="K",
+                    help="noise levels drawn per example and averaged before clipping (default 4)")
+    dp.add_argument("--accountant", choices=("rdp", "prv"), help="Opacus privacy accountant (default rdp)")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in RUN")
     return p
 
@@ -63,7 +73,7 @@ def model_arguments(args: argparse.Namespace) -> dict[str, Any]:
             raise EhrdiffError(f"--set expects KEY=VALUE, got '{item}'")
         kwargs[key] = parse_value(value.strip())
     flags = {"preset": args.preset, "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
-             "checkpoint_every": args.checkpoint_every}
+             "checkpoint_every": args.checkpoint_every, **_condition_and_dp_flags(args)}
     for key, value in flags.items():
         if value is None:
             continue
@@ -71,6 +81,27 @@ def model_arguments(args: argparse.Namespace) -> dict[str, Any]:
             raise EhrdiffError(f"--{key.replace('_', '-')} {value} contradicts --set {key}={kwargs[key]}")
         kwargs[key] = value
     return kwargs
+
+
+_DP_FLAGS = {"epsilon": "dp_epsilon", "delta": "dp_delta", "max_grad_norm": "dp_max_grad_norm",
+             "noise_draws": "dp_noise_draws", "accountant": "dp_accountant"}
+
+
+def _condition_and_dp_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """--condition and the DP flags as model settings; a DP option without --dp is refused."""
+    out: dict[str, Any] = {}
+    if getattr(args, "condition", None) is not None:
+        out["condition"] = args.condition
+    given = {flag: getattr(args, flag, None) for flag in _DP_FLAGS}
+    given = {flag: value for flag, value in given.items() if value is not None}
+    if given and not getattr(args, "dp", False):
+        raise EhrdiffError(f"--{next(iter(given)).replace('_', '-')} only applies to private training: add --dp")
+    if getattr(args, "dp", False):
+        if "epsilon" not in given:
+            raise EhrdiffError("--dp needs a target budget: give --epsilon E (and --delta D, default 1e-5)")
+        out["dp"] = True
+        out.update({_DP_FLAGS[flag]: value for flag, value in given.items()})
+    return out
 
 
 def build_model(name: str, kwargs: dict[str, Any]):
@@ -85,7 +116,8 @@ def build_model(name: str, kwargs: dict[str, Any]):
         known = [p for p in params if p != "self"]
         for key in kwargs:
             if key not in known:
-                what = "--" + key.replace("_", "-") if key in ("preset", "checkpoint_every") else f"setting '{key}'"
+                what = ("--" + key.replace("_", "-") if key in ("preset", "checkpoint_every", "condition", "dp")
+                        else f"setting '{key}'")
                 raise EhrdiffError(f"model '{name}' does not take {what} (its settings: {', '.join(known)})")
     try:
         return cls(**kwargs)

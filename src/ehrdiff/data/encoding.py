@@ -107,6 +107,29 @@ class TableEncoder:
                 mask += [True] * c.width
         return np.array(mask, dtype=bool)
 
+    def code_columns(self) -> np.ndarray:
+        """Indices of the encoded columns that hold binary codes (kind "binary"; labels and indicators excluded)."""
+        starts = np.cumsum([0] + [c.width for c in self.codings_])
+        return np.array([start for c, start in zip(self.codings_, starts) if c.coding == "binary" and c.kind == "binary"],
+                        dtype=np.int64)
+
+    def discrete_groups(self) -> list[tuple[str, int, int]]:
+        """(kind, start, stop) of the encoded 0/1 columns: ("binary", ...) runs of independent 0/1 columns
+        (codes, labels, missing indicators) and one ("onehot", ...) per categorical column."""
+        groups: list[tuple[str, int, int]] = []
+        start = 0
+        for c in self.codings_:
+            if c.coding == "onehot":
+                groups.append(("onehot", start, start + c.width))
+            elif c.coding == "binary" or (c.coding == "continuous" and c.has_missing):
+                first = start if c.coding == "binary" else start + 1
+                if groups and groups[-1][0] == "binary" and groups[-1][2] == first:
+                    groups[-1] = ("binary", groups[-1][1], first + 1)
+                else:
+                    groups.append(("binary", first, first + 1))
+            start += c.width
+        return groups
+
     def transform(self, table: Table, dtype=np.float32) -> np.ndarray:
         self._check_fitted()
         missing = [c.name for c in self.codings_ if c.name not in table.frame.columns and c.coding != "id"]

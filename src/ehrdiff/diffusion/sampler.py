@@ -31,3 +31,24 @@ def heun_sampler(denoiser: DenoiserFn, x: torch.Tensor, sigmas: torch.Tensor) ->
             x_next = torch.add(x, d_cur.add_(d_next), alpha=0.5 * h)        # x + h (d_cur + d_next) / 2
         x = x_next
     return x
+
+
+@torch.no_grad()
+def ancestral_sampler(denoiser: DenoiserFn, x: torch.Tensor, sigmas: torch.Tensor,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Stochastic sampling, one denoiser call per level (ours; not in the EHRDiff paper): from x at sigma to the
+    next level s, draw from the Gaussian posterior of the variance-exploding process given the denoised estimate D,
+        x_s = D + (s / sigma)^2 (x - D) + s sqrt(1 - (s / sigma)^2) n,     n ~ N(0, I)
+    (Ho et al. 2020's ancestral step written for x_sigma = x_0 + sigma n). The last step, into sigma = 0, returns D.
+    The fresh noise corrects errors of an imperfect denoiser that the deterministic flow carries to the end
+    (Karras et al. 2022, Sec. 4)."""
+    levels = sigmas.tolist()
+    sigmas = sigmas.to(dtype=x.dtype, device=x.device)
+    for i in range(len(levels) - 1):
+        denoised = denoiser(x, sigmas[i])
+        if levels[i + 1] == 0:
+            return denoised
+        ratio = (levels[i + 1] / levels[i]) ** 2
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        x = torch.lerp(denoised, x, ratio).add_(noise, alpha=levels[i + 1] * (1 - ratio) ** 0.5)
+    return x

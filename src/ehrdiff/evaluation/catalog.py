@@ -55,6 +55,8 @@ METRICS: list[MetricInfo] = [
                "relative Frobenius distance of the pairwise co-occurrence probabilities"),
     MetricInfo("discriminator_auroc", "discriminator", "fidelity", "0.5",
                "cross-validated AUROC of gradient-boosted trees telling real from synthetic rows"),
+    MetricInfo("discriminator_auroc_lr", "discriminator", "fidelity", "0.5",
+               "the same with logistic regression on every column (rates, no interactions)"),
     MetricInfo("dimwise_prediction_auroc_gap", "dimwise", "fidelity", "lower (0)",
                "mean |AUROC(trained on synthetic) - AUROC(trained on real)| over the K commonest codes"),
     MetricInfo("dimwise_prediction_agreement", "dimwise", "fidelity", "higher (1)",
@@ -105,6 +107,9 @@ METRICS: list[MetricInfo] = [
                "F1 of inferring training records' other codes from the nearest synthetic records"),
     MetricInfo("aia_f1_test", "aia", "privacy", "-", "the same for held-out records"),
     MetricInfo("aia_f1_gap", "aia", "privacy", "0 (> 0 leaks)", "aia_f1_train - aia_f1_test"),
+    MetricInfo("dp_epsilon", "dp", "privacy", "lower", "epsilon spent by the generator's differentially private "
+               "training (from its model.json: ehrdiff evaluate --model NAME=RUN)"),
+    MetricInfo("dp_delta", "dp", "privacy", "lower", "delta of that (epsilon, delta) guarantee"),
 ]
 
 BY_KEY = {m.key: m for m in METRICS}

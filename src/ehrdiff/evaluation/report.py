@@ -61,6 +61,16 @@ class Report:
         self.add(name, {"n_rows": None, **{k: None for k in catalog.REQUIRED}},
                  {k: reason for k in ("n_rows", *catalog.REQUIRED)}, warnings + [reason], DatasetDetails(), {})
 
+    def add_model_facts(self, name: str, values: dict, skipped: dict | None = None) -> None:
+        """Facts about the generator of dataset ``name`` that no metric can measure (its DP budget, from the
+        model's model.json), kept in catalog order with the metrics."""
+        data = self.metrics[name]
+        merged = {k: v for k, v in data.items() if k not in META_KEYS}
+        merged.update({k: _plain(v) for k, v in values.items()})
+        order = {m.key: i for i, m in enumerate(catalog.METRICS)}
+        self.metrics[name] = {**dict(sorted(merged.items(), key=lambda kv: order.get(kv[0], len(order)))),
+                              "skipped": {**data["skipped"], **(skipped or {})}, "warnings": data["warnings"]}
+
     # ---- outputs
     def to_dict(self) -> dict:
         return {"datasets": self.metrics}

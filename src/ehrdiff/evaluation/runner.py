@@ -191,9 +191,9 @@ def evaluate_one(ctx: Context, name: str, synthetic: Encoded, label_problem: str
                                                                        X[:, ctx.cooccurrence_columns])}
 
     def discriminate():
-        return {"discriminator_auroc": discriminator.discriminator_auroc(
+        return discriminator.discriminator_auroc(
             ctx.train.X, X, ctx.rng("discriminator", name), config.discriminator_max_rows,
-            config.discriminator_folds, config.discriminator_iterations, ctx.seed, config.threads)}
+            config.discriminator_folds, config.discriminator_iterations, ctx.seed, config.threads)
 
     def dimwise():
         need_codes()

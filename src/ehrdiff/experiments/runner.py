@@ -37,7 +37,8 @@ from ehrdiff.data.table import Table
 from ehrdiff.errors import EhrdiffError
 from ehrdiff.experiments.spec import (QUICK_BATCH, QUICK_BUDGET, QUICK_EVALUATION, Budget, DatasetSpec,
                                       ExperimentConfig,
-                                      dataset_spec, model_settings, parse_budget, resolve_inputs, steps_of)
+                                      dataset_spec, model_settings, parse_budget, registry_name, resolve_inputs,
+                                      steps_of)
 from ehrdiff.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def train_and_sample(run: Run, data: PreparedData, *, resume: bool, progress: bo
             run.reused = True
             return
         interrupted = True
-    model = build_model(run.model, run.settings)
+    model = build_model(registry_name(run.model), run.settings)
     table = data.train if run.rows is None else data.train.subset(run.rows)
     write_text_atomic(record, json.dumps({"status": "training", "key": key}, indent=2) + "\n")
     started = time.perf_counter()
@@ -333,7 +334,7 @@ def _header(config: ExperimentConfig, spec: DatasetSpec, budget: Budget, data: P
         entry["runs"] += 1
     return {
         "dataset": spec.name, "description": spec.description, "label": spec.label, "source": spec.source,
-        "inputs": {k: str(v) for k, v in inputs.items()}, "preset": spec.preset if "ehrdiff" in config.models else None,
+        "inputs": {k: str(v) for k, v in inputs.items()}, "preset": spec.preset if "ehrdiff-paper" in config.models else None,
         "training_rows": data.train.n_rows, "test_rows": data.test.n_rows, "columns": len(data.train.columns),
         "encoded_width": data.summary.get("columns", {}).get("encoded_width"),
         "models": list(config.models), "seeds": list(range(config.seeds)),

@@ -28,7 +28,10 @@ from typing import Any
 
 from ehrdiff.errors import DataError, EhrdiffError
 
-ALL_MODELS = ("ehrdiff", "medgan", "emrwgan", "corgan", "marginals", "resample")
+ALL_MODELS = ("ehrdiff", "ehrdiff-paper", "medgan", "emrwgan", "corgan", "marginals", "resample")
+# experiment names that are a registered model with other settings: the paper's EHRDiff is the ehrdiff model with
+# the dataset's paper preset (``DatasetSpec.preset``); plain "ehrdiff" is the library's default model
+VARIANTS = {"ehrdiff-paper": "ehrdiff"}
 REFERENCE_MODELS = ("marginals", "resample")        # nothing trained: the budget does not apply
 GAN_PRETRAINING = {"medgan": "ae_steps", "corgan": "ae_steps"}
 PRETRAINING_SHARE = 10                              # autoencoder steps = N // 10 (medGAN's 100 : 1,000 epochs)
@@ -39,6 +42,8 @@ QUICK_BATCH = 64
 QUICK_SETTINGS: dict[str, dict[str, Any]] = {
     "ehrdiff": {"preset": "cpu-fast", "hidden_dims": [128, 128], "embedding_features": 32, "embedding_width": 64,
                 "num_noise_levels": 8},
+    # the paper's model keeps its preset (its way of modelling 0/1 columns) with the same small network
+    "ehrdiff-paper": {"hidden_dims": [128, 128], "embedding_features": 32, "embedding_width": 64, "num_noise_levels": 8},
     "medgan": {"noise_dim": 32},
     "emrwgan": {"noise_dim": 32, "hidden_dim": 64, "n_critic": 2},
     "corgan": {"noise_dim": 32, "channels": 4, "n_critic": 2},
@@ -165,7 +170,7 @@ def steps_of(model: str, settings: dict[str, Any]) -> dict[str, Any]:
 
     if model in REFERENCE_MODELS:
         return {"counted": 0, "text": "nothing trained"}
-    config = getattr(REGISTRY[model], "Config", None)
+    config = getattr(REGISTRY[registry_name(model)], "Config", None)
     defaults = {f.name: f.default for f in dataclasses.fields(config)} if config else {}
 
     def value(key: str):
@@ -173,7 +178,7 @@ def steps_of(model: str, settings: dict[str, Any]) -> dict[str, Any]:
 
     steps = value("steps")
     out: dict[str, Any] = {"counted": steps, "batch_size": value("batch_size")}
-    if model == "ehrdiff":
+    if registry_name(model) == "ehrdiff":
         out["text"] = f"{steps:,} denoiser steps"
         return out
     critic = "critic" if value("n_critic") else "discriminator"
@@ -187,6 +192,11 @@ def steps_of(model: str, settings: dict[str, Any]) -> dict[str, Any]:
         parts.append(f"{value('ae_steps'):,} autoencoder pre-training steps (not counted)")
     out["text"] = ", ".join(parts)
     return out
+
+
+def registry_name(model: str) -> str:
+    """The registered model behind an experiment's model name (``VARIANTS``)."""
+    return VARIANTS.get(model, model)
 
 
 def pretraining_steps(steps: int) -> int:
@@ -221,7 +231,7 @@ def model_settings(model: str, spec: DatasetSpec, budget: Budget, seed: int, *, 
     else:
         settings = {"steps": budget.steps, "batch_size": budget.batch_size, "seed": seed, "device": device,
                     "checkpoint_every": min(budget.steps, 500)}
-        if model == "ehrdiff":
+        if model == "ehrdiff-paper":
             settings["preset"] = spec.preset
         if model in GAN_PRETRAINING:
             settings[GAN_PRETRAINING[model]] = pretraining_steps(budget.steps)
@@ -258,8 +268,9 @@ class ExperimentConfig:
         if not self.models:
             raise EhrdiffError("--models: give at least one model")
         for name in self.models:
-            if name not in REGISTRY:
-                raise EhrdiffError(f"unknown model '{name}' (choose from {', '.join(sorted(REGISTRY))})")
+            if registry_name(name) not in REGISTRY:
+                known = sorted({*REGISTRY, *VARIANTS})
+                raise EhrdiffError(f"unknown model '{name}' (choose from {', '.join(known)})")
         if len(set(self.models)) != len(self.models):
             raise EhrdiffError("--models: a model is named twice")
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
@@ -292,4 +303,4 @@ class ExperimentConfig:
 
 
 __all__ = ["ALL_MODELS", "DATASETS", "Budget", "DatasetSpec", "ExperimentConfig", "dataset_spec",
-           "default_data_root", "model_settings", "parse_budget", "pretraining_steps", "resolve_inputs", "steps_of"]
+           "default_data_root", "model_settings", "parse_budget", "pretraining_steps", "registry_name", "resolve_inputs", "steps_of"]

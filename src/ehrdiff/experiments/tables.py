@@ -18,7 +18,8 @@ KEY_METRICS: dict[str, list[tuple[str, str, str]]] = {
         ("empty_row_rate", "empty rows", "= real"),
         ("distinct_row_rate", "distinct rows", "= real"),
         ("correlation_distance", "correlation distance", "lower (0)"),
-        ("discriminator_auroc", "discriminator AUROC", "0.5"),
+        ("discriminator_auroc", "discriminator AUROC (trees)", "0.5"),
+        ("discriminator_auroc_lr", "discriminator AUROC (logistic)", "0.5"),
         ("dimwise_prediction_auroc_gap", "dim-wise prediction AUROC gap", "lower (0)"),
         ("continuous_ks_mean", "mean KS (continuous)", "lower (0)"),
         ("continuous_correlation_distance", "correlation distance (continuous)", "lower (0)"),
@@ -155,7 +156,7 @@ def results_markdown(results: dict) -> str:
              f"deviation over the seeds (ddof 1); each run samples as many rows as it was trained on",
              f"- Wall time: {head['wall_seconds']:,.0f} s for this command"
              + (f" ({head['reused_runs']} finished runs reused)" if head["reused_runs"] else "")
-             + f"; training per model (all seeds): "
+             + "; training per model (all seeds): "
              + ", ".join(f"{g} {v['train_seconds']:,.0f} s" for g, v in head["run_seconds"].items() if "@" not in g),
              f"- Machine: {head['machine']['processor']}, {head['machine']['cpu_count']} CPU cores"
              + (f", {head['machine']['gpu']}" if head["machine"].get("gpu") else "")

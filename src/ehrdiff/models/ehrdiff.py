@@ -1,13 +1,15 @@
 """EHRDiff (Yuan et al., arXiv 2303.05656): an EDM diffusion model over the encoded patient x feature matrix.
 
-    model = EHRDiff(preset="paper-mimic", steps=20_000).fit(table)     # any setting of EHRDiffConfig overrides
+    model = EHRDiff(steps=20_000).fit(table)       # preset "default"; any setting of EHRDiffConfig overrides
     synthetic = model.sample(10_000, seed=0)                           # a Table in the training table's columns
     model.save("run/"); EHRDiff.load("run/")
 
 Training adds Gaussian noise to the encoded rows (binary codes 0/1, continuous features scaled to [0, 1]) and fits
 the preconditioned denoiser with the EDM loss; sampling integrates the probability-flow ODE with the 32-level Heun
 sampler from the EMA weights, and the encoder turns the output back into the user's columns (binary columns
-clipped to [0, 1] and rounded at 0.5, continuous ones clipped to the training range).
+clipped to [0, 1] and rounded at 0.5, continuous ones clipped to the training range). That is the paper's model
+(presets paper-mimic, paper-cinc, paper-ecg). The default preset models 0/1 columns as Bernoulli probabilities
+(ehrdiff.diffusion.bernoulli) and draws them at the end instead of rounding.
 """
 
 from __future__ import annotations
@@ -23,24 +25,41 @@ import torch
 
 from ehrdiff.data.encoding import TableEncoder
 from ehrdiff.data.table import Table
-from ehrdiff.diffusion import Denoiser, EDMLoss, MLPDenoiserNet, NoiseEmbedding, heun_sampler, karras_sigmas
+from ehrdiff.diffusion import (Denoiser, EDMLoss, MLPDenoiserNet, NoiseEmbedding, ancestral_sampler, heun_sampler,
+                               karras_sigmas)
+from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss, draw_discrete, redraw_short_rows
 from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
 from ehrdiff.models.base import Generator, as_table, check_sample_size, register
 from ehrdiff.models.persistence import data_fingerprint, load_model_dir, save_model_dir
 from ehrdiff.presets import EHRDiffConfig, config_from_dict, make_config
+from ehrdiff.conditioning import (ConditionSpec, ConditionalNoiseEmbedding, check_sampling_request,
+                                  conditional_row_loss, guided_denoiser, sample_conditional, split_condition)
 from ehrdiff.training import BatchNoise, TrainSettings, distributed_context, is_main_process, resolve_device, train
 
 log = logging.getLogger(__name__)
 
 
-def build_denoiser(config: EHRDiffConfig, width: int, seed: int | None = None) -> Denoiser:
+def build_denoiser(config: EHRDiffConfig, width: int, seed: int | None = None, n_classes: int = 0,
+                   binary: np.ndarray | None = None) -> Denoiser:
     """The preconditioned network for data of ``width`` encoded columns; weights drawn from ``seed``
-    (without touching PyTorch's global random state)."""
+    (without touching PyTorch's global random state). ``n_classes`` > 0: with a class embedding (conditioning).
+    ``binary``: the encoder's 0/1 columns, which the Bernoulli head models as probabilities."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed if seed is None else seed)
-        embedding = NoiseEmbedding(config.embedding, config.embedding_size(width), config.embedding_width)
+        if n_classes:
+            embedding = ConditionalNoiseEmbedding(config.embedding, config.embedding_size(width),
+                                                  config.embedding_width, n_classes)
+        else:
+            embedding = NoiseEmbedding(config.embedding, config.embedding_size(width), config.embedding_width)
         net = MLPDenoiserNet(width, config.hidden_dims, embedding)
+    if config.binary_head == "bernoulli":
+        return BernoulliDenoiser(net, config.sigma_data, np.zeros(width, bool) if binary is None else binary)
     return Denoiser(net, config.sigma_data)
+
+
+def training_loss(cfg: EHRDiffConfig) -> EDMLoss | BernoulliEDMLoss:
+    kind = BernoulliEDMLoss if cfg.binary_head == "bernoulli" else EDMLoss
+    return kind(sigma_data=cfg.sigma_data, P_mean=cfg.P_mean, P_std=cfg.P_std)
 
 
 def _edm_row_loss(loss: EDMLoss):
@@ -52,11 +71,11 @@ def _edm_row_loss(loss: EDMLoss):
 
 @register("ehrdiff")
 class EHRDiff(Generator):
-    """The paper's diffusion model. ``preset``: paper-mimic (default), paper-cinc, paper-ecg or cpu-fast;
+    """EHRDiff. ``preset``: default (ours), paper-mimic, paper-cinc, paper-ecg (the paper's) or cpu-fast;
     keyword arguments override any field of :class:`ehrdiff.presets.EHRDiffConfig` (steps, batch_size, seed, lr,
     hidden_dims, sigma_data, ...)."""
 
-    def __init__(self, preset: str = "paper-mimic", **overrides: Any) -> None:
+    def __init__(self, preset: str = "default", **overrides: Any) -> None:
         self.preset = preset
         self.overrides = dict(overrides)
         self.config = make_config(preset, **overrides)      # validates now: bad settings fail before training
@@ -69,6 +88,9 @@ class EHRDiff(Generator):
     def fit(self, data, *, checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
             progress: bool = True) -> "EHRDiff":
         table = as_table(data)
+        condition, labels = None, None
+        if self.config.condition is not None:      # the condition column becomes a class index, not a feature
+            table, labels, condition = split_condition(table, self.config.condition)
         encoder = TableEncoder().fit(table)
         matrix = encoder.transform(table, dtype=np.float32)
         if matrix.shape[1] == 0:
@@ -81,21 +103,35 @@ class EHRDiff(Generator):
         n_rows, width = matrix.shape
         total = cfg.total_steps(n_rows)
         context = distributed_context(cfg.device)
-        denoiser = build_denoiser(cfg, width)
+        denoiser = build_denoiser(cfg, width, n_classes=condition.n_classes if condition else 0,
+                                  binary=encoder.binary_mask)
+        if isinstance(denoiser, BernoulliDenoiser) and not cfg.dp:   # start from the independent-marginals model
+            # (not under DP: the training prevalences would leak without noise)
+            denoiser.init_output(matrix.mean(axis=0))
+        rows = matrix if condition is None else np.column_stack([matrix, labels.astype(np.float32)])
         settings = TrainSettings(steps=total, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
                                  warmup_steps=cfg.effective_warmup(total), ema_decay=cfg.ema_decay, seed=cfg.seed,
                                  checkpoint_every=cfg.checkpoint_every)
-        fingerprint = data_fingerprint(matrix)
+        fingerprint = data_fingerprint(rows)
         identity = {"model": self.name, "config": cfg.identity(), "data": fingerprint, "shape": [n_rows, width]}
         if context.is_main:
             log.info("training EHRDiff (%s) on %d rows x %d columns: %d steps of batch %d on %s%s", self.preset,
                      n_rows, width, total, cfg.batch_size, context.device,
                      f" x {context.world_size} processes" if context.world_size > 1 else "")
-        loss = EDMLoss(sigma_data=cfg.sigma_data, P_mean=cfg.P_mean, P_std=cfg.P_std)
-        result = train(denoiser, torch.from_numpy(matrix), _edm_row_loss(loss), settings,
-                       checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, identity=identity,
-                       context=context)
+        row_loss = _edm_row_loss(training_loss(cfg))
+        if condition is not None:
+            row_loss = conditional_row_loss(row_loss, condition.null_index, cfg.condition_dropout)
+        privacy = None
+        if cfg.dp:      # DP-SGD (ehrdiff.dp): Poisson batches, clipped per-example gradients, accountant
+            from ehrdiff.dp import train_ehrdiff_private
+            result, privacy = train_ehrdiff_private(
+                denoiser, torch.from_numpy(rows), settings, cfg, width, condition, loss=training_loss(cfg),
+                checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, identity=identity, context=context)
+        else:
+            result = train(denoiser, torch.from_numpy(rows), row_loss, settings,
+                           checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, identity=identity,
+                           context=context)
         denoiser.load_state_dict(result.ema_state)              # sampling uses the EMA weights
         self.denoiser_ = denoiser.eval()
         self.encoder_ = encoder
@@ -103,16 +139,23 @@ class EHRDiff(Generator):
         self.data_fingerprint_ = fingerprint
         self.train_steps_ = total
         self.final_loss_ = result.final_loss
+        self.condition_ = condition
+        codes = encoder.code_columns()     # the fewest codes of a training row (not under DP: it would leak)
+        self.min_codes_ = int(matrix[:, codes].sum(axis=1).min()) if codes.size and not cfg.dp else 0
+        self.privacy_ = privacy.to_dict() if privacy is not None else None
         return self
 
     # ---- sampling --------------------------------------------------------------------------------------------
-    def sample_matrix(self, n: int, seed: int = 0) -> np.ndarray:
-        """Raw sampler output in the encoded space (unclipped), ``n`` x ``n_features_``."""
+    def sample_matrix(self, n: int, seed: int = 0, *, label: int | None = None, guidance: float = 0.0) -> np.ndarray:
+        """Sampler output in the encoded space, ``n`` x ``n_features_``: D(x; sigma_min) (unclipped), with the 0/1
+        columns drawn from it when ``final_draw`` is "sample"; ``label``: class index of a conditional model (None:
+        unconditional), with classifier-free ``guidance``."""
         n = check_sample_size(n)
         self._check_fitted()
         cfg = self.config
         device = resolve_device(cfg.device)
         denoiser = self.denoiser_.to(device)
+        denoise = denoiser if label is None else guided_denoiser(denoiser, label, guidance)
         sigmas = karras_sigmas(cfg.num_noise_levels, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=device)
         generator = torch.Generator(device=device).manual_seed(int(seed))
         out = []
@@ -120,11 +163,30 @@ class EHRDiff(Generator):
             for start in range(0, n, cfg.sample_batch_size):
                 rows = min(cfg.sample_batch_size, n - start)
                 latents = torch.randn((rows, self.n_features_), generator=generator, device=device)
-                x = heun_sampler(denoiser, latents.to(torch.float64) * sigmas[0], sigmas)
+                start_x = latents.to(torch.float64) * sigmas[0]
+                if cfg.sampler == "ancestral":
+                    x = ancestral_sampler(denoise, start_x, sigmas, generator)
+                else:
+                    x = heun_sampler(denoise, start_x, sigmas)
                 out.append(x.to("cpu", torch.float32).numpy())
-        return np.concatenate(out)
+        matrix = np.concatenate(out)
+        if cfg.final_draw == "sample":      # its own stream: the same seed gives the same latents either way
+            draws = np.random.default_rng(np.random.SeedSequence([int(seed), 0x0D5A]))
+            probs, matrix = matrix, draw_discrete(matrix, self.encoder_.discrete_groups(), draws)
+            if cfg.min_codes == "data" and getattr(self, "min_codes_", 0) > 0:
+                redraw_short_rows(matrix, probs, self.encoder_.code_columns(), self.min_codes_, draws)
+        return matrix
 
-    def sample(self, n: int, seed: int = 0) -> Table:
+    def sample(self, n: int, seed: int = 0, condition: Any = None, guidance: float | None = None,
+               balance: dict | None = None) -> Table:
+        """``n`` synthetic rows. A conditional model (trained with ``condition="COL"``) takes ``condition`` (one
+        value of COL), or ``balance`` ({value: share}; default: the training balance), and ``guidance`` w >= 0
+        (classifier-free guidance; 0 = plain conditional); see ehrdiff.conditioning."""
+        self._check_fitted()
+        spec = getattr(self, "condition_", None)
+        w = check_sampling_request(spec, condition, guidance, balance)
+        if spec is not None:
+            return sample_conditional(self, n, seed, spec, condition, w, balance)
         matrix = self.sample_matrix(n, seed=seed)
         return self.encoder_.inverse_transform(matrix)
 
@@ -138,7 +200,9 @@ class EHRDiff(Generator):
                 "config": self.config.to_dict(), "encoder": self.encoder_.to_dict(),
                 "columns": [c.name for c in self.encoder_.codings_], "n_rows": self.n_rows_,
                 "n_features": self.n_features_, "data_fingerprint": self.data_fingerprint_,
-                "train_steps": self.train_steps_, "final_loss": self.final_loss_}
+                "train_steps": self.train_steps_, "final_loss": self.final_loss_, "min_codes": self.min_codes_,
+                "condition": self.condition_.to_dict() if getattr(self, "condition_", None) else None,
+                **(getattr(self, "privacy_", None) or {})}
 
     def save(self, path: str | os.PathLike) -> None:
         """Write model.json + weights.safetensors (EMA weights). Under torchrun only rank 0 writes."""
@@ -167,9 +231,15 @@ class EHRDiff(Generator):
             model.n_rows_, model.n_features_ = int(metadata["n_rows"]), int(metadata["n_features"])
             model.data_fingerprint_ = metadata["data_fingerprint"]
             model.train_steps_, model.final_loss_ = metadata["train_steps"], metadata["final_loss"]
+            model.min_codes_ = int(metadata.get("min_codes", 0))       # older model files: no floor
             if model.encoder_.width != model.n_features_:
                 raise ValueError("encoder width differs from n_features")
-            denoiser = build_denoiser(model.config, model.n_features_)
+            spec = metadata.get("condition")
+            model.condition_ = ConditionSpec.from_dict(spec) if spec else None
+            model.privacy_ = {k: v for k, v in metadata.items() if k.startswith("dp_")} or None
+            denoiser = build_denoiser(model.config, model.n_features_,
+                                      n_classes=model.condition_.n_classes if model.condition_ else 0,
+                                      binary=model.encoder_.binary_mask)
             denoiser.load_state_dict(tensors, strict=True)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{path}: model.json and the weights do not fit together "

@@ -31,6 +31,7 @@ from ehrdiff.errors import EhrdiffError, ModelFileError
 from ehrdiff.fileio import atomic_path
 from ehrdiff.models.base import Generator, as_table, check_sample_size
 from ehrdiff.models.persistence import data_fingerprint, load_model_dir, save_model_dir
+from ehrdiff.training import flush_denormals
 
 logger = logging.getLogger(__name__)
 
@@ -254,8 +255,8 @@ class GanBaseline(Generator):
         total = sum(n for _, n in phases)
         for net in self.nets_.values():
             net.train()
-        with tqdm(total=total, initial=min(start, total), desc=f"train {self.name}", disable=not progress,
-                  leave=False) as bar:
+        with flush_denormals(), tqdm(total=total, initial=min(start, total), desc=f"train {self.name}",
+                                     disable=not progress, leave=False) as bar:
             for step in range(start, total):
                 losses = self._train_step(_phase_at(phases, step), batches)
                 done = step + 1

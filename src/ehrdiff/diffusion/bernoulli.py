@@ -1,0 +1,139 @@
+"""Binary columns as Bernoulli variables inside EDM: ehrdiff's default model (not in the EHRDiff paper).
+
+The paper's denoiser treats a 0/1 code like a real number: D is trained by squared error and the sampler's output is
+rounded at 0.5, so a code whose probability stays under one half is almost never generated (issue 7: 1.9 codes per
+synthetic patient against 3.7 real on UCI diabetes). Here a binary column's denoised value is a probability:
+
+    D_i(x; sigma) = P(x0_i = 1 | x) = sigmoid( (x_i - 1/2) / sigma^2  +  F_i(c_in x; c_noise) )
+
+The first term is exact: the log-likelihood ratio of the noisy value x_i = x0_i + sigma n under x0_i = 1 against
+x0_i = 0 (the Gaussian densities differ by exp((2 x_i - 1) / (2 sigma^2))). The network adds the prior log-odds of
+the code given the rest of the noisy row, so it only has to learn what the other codes say about this one; its output
+bias starts at the code's log-odds in the training data (``init_output``), which makes the untrained model the
+independent-marginals model. Training minimises binary cross-entropy for these columns (the probability is the
+target's conditional mean, as for squared error, but the loss is proper for 0/1 data), and the EDM loss for the
+continuous ones. Sampling ends by drawing each binary column from its probability instead of rounding it
+(``draw_discrete``), and a one-hot group from its normalised probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ehrdiff.diffusion.preconditioning import Denoiser, c_out, c_skip, training_sigma
+
+
+# Log-odds beyond +-30 mean probability 1 - 1e-13; clamping there keeps the cross-entropy's gradient (p - x) out of
+# the subnormal floats (sigmoid(-90) ~ 1e-39), which made every backward matrix product of a step twice as slow on CPU.
+MAX_LOG_ODDS = 30.0
+
+
+def noise_log_odds(x: torch.Tensor, sigma) -> torch.Tensor:
+    """log p(x | x0 = 1) - log p(x | x0 = 0) for x = x0 + sigma n, n ~ N(0, 1)."""
+    return (x - 0.5) / sigma ** 2
+
+
+def code_log_odds(f: torch.Tensor, x: torch.Tensor, sigma) -> torch.Tensor:
+    """log-odds of x0_i = 1 given the noisy row: the network's prior log-odds plus the noise's evidence."""
+    return (f + noise_log_odds(x, sigma)).clamp(-MAX_LOG_ODDS, MAX_LOG_ODDS)
+
+
+class BernoulliDenoiser(Denoiser):
+    """D(x; sigma) with probabilities for the columns in ``binary`` (a bool mask over the encoded columns) and EDM's
+    preconditioned output for the rest. ``raw=True`` returns F, as for :class:`Denoiser`."""
+
+    def __init__(self, net: nn.Module, sigma_data: float, binary: torch.Tensor | np.ndarray) -> None:
+        super().__init__(net, sigma_data)
+        binary = torch.as_tensor(np.asarray(binary, dtype=bool))
+        self.register_buffer("binary", binary, persistent=False)     # derived from the table encoder, not saved
+        self.all_binary = bool(binary.all())
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        f = super().forward(x, sigma, raw=True)
+        if raw:
+            return f
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        logits = code_log_odds(f.to(x.dtype), x, sigma)
+        if self.all_binary:
+            return torch.sigmoid(logits)
+        sd = self.sigma_data
+        out = x * c_skip(sigma, sd) + f.to(x.dtype) * c_out(sigma, sd)
+        return torch.where(self.binary, torch.sigmoid(logits), out)
+
+    @torch.no_grad()
+    def init_output(self, prevalence: np.ndarray) -> None:
+        """Last layer: zero weights, bias = log-odds of each binary column's prevalence (0 for the others)."""
+        last = self.net.layers[-1]
+        last.weight.zero_()
+        p = torch.as_tensor(np.clip(prevalence, 1e-4, 1 - 1e-4), dtype=last.bias.dtype)
+        last.bias.copy_(torch.where(self.binary, torch.log(p) - torch.log1p(-p), torch.zeros_like(p)))
+
+
+@dataclass
+class BernoulliEDMLoss:
+    """Per row, the mean over columns of: binary cross-entropy of D_i for binary columns, EDM's weighted squared
+    error (in its effective-target form, see :class:`ehrdiff.diffusion.EDMLoss`) for the others."""
+
+    sigma_data: float = 0.14
+    P_mean: float = -1.2
+    P_std: float = 1.2
+
+    def __call__(self, denoiser: BernoulliDenoiser, x: torch.Tensor, sigma_normal: torch.Tensor,
+                 noise: torch.Tensor) -> torch.Tensor:
+        sigma = training_sigma(sigma_normal, self.P_mean, self.P_std)
+        noisy = torch.addcmul(x, sigma, noise)
+        f = denoiser(noisy, sigma, raw=True)
+        binary = denoiser.binary if hasattr(denoiser, "binary") else denoiser.module.binary   # DDP wraps it
+        logits = code_log_odds(f, noisy, sigma)
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        if bool(binary.all()):
+            return bce.mean(dim=1)
+        with torch.no_grad():
+            target = (x - c_skip(sigma, self.sigma_data) * noisy) / c_out(sigma, self.sigma_data)
+        squared = (f - target) ** 2
+        return torch.where(binary, bce, squared).mean(dim=1)
+
+
+def draw_discrete(matrix: np.ndarray, groups: list[tuple[str, int, int]], generator: np.random.Generator
+                  ) -> np.ndarray:
+    """Replace probabilities by draws: ("binary", start, stop) columns each from Bernoulli(p); a ("onehot", start,
+    stop) group as one categorical draw from its probabilities (normalised; uniform when all are zero)."""
+    out = matrix.copy()
+    for kind, start, stop in groups:
+        p = np.clip(matrix[:, start:stop], 0.0, 1.0)
+        if kind == "binary":
+            out[:, start:stop] = generator.random(p.shape) < p
+        else:
+            total = p.sum(axis=1, keepdims=True)
+            p = np.where(total > 0, p / np.where(total > 0, total, 1), 1.0 / p.shape[1])
+            picks = (generator.random((p.shape[0], 1)) > np.cumsum(p, axis=1)).sum(axis=1)
+            one_hot = np.zeros_like(p)
+            one_hot[np.arange(p.shape[0]), np.minimum(picks, p.shape[1] - 1)] = 1
+            out[:, start:stop] = one_hot
+    return out
+
+
+def redraw_short_rows(draws: np.ndarray, probs: np.ndarray, columns: np.ndarray, minimum: int,
+                      generator: np.random.Generator, max_rounds: int = 1000) -> np.ndarray:
+    """Rows with fewer than ``minimum`` ones among ``columns`` are drawn again from their own probabilities:
+    rejection sampling, i.e. exact draws from the product of Bernoullis given at least ``minimum`` codes. A row still
+    short after ``max_rounds`` gets its most probable codes. Changes ``draws`` in place and returns it."""
+    p = np.clip(probs[:, columns], 0.0, 1.0)
+    short = np.flatnonzero(draws[:, columns].sum(axis=1) < minimum)
+    for _ in range(max_rounds):
+        if short.size == 0:
+            break
+        fresh = generator.random((short.size, len(columns))) < p[short]
+        draws[np.ix_(short, columns)] = fresh
+        short = short[fresh.sum(axis=1) < minimum]
+    for row in short:
+        draws[row, columns[np.argsort(-p[row], kind="stable")[:minimum]]] = 1
+    return draws
+
+
+__all__ = ["BernoulliDenoiser", "BernoulliEDMLoss", "code_log_odds", "draw_discrete", "noise_log_odds",
+           "redraw_short_rows"]
