@@ -81,13 +81,6 @@ def test_batch_noise_rows_do_not_depend_on_the_split():
     assert not torch.equal(other_step, a)
     z = BatchNoise(g, 0, 0, 0, 4096, cpu).randn(64)             # and they are standard normal
     assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1) < 0.01
-    torch.set_num_threads(2)                                     # blocks filled by a thread pool: same numbers
-    try:
-        threaded = BatchNoise(g, 7, 12, 0, 300, cpu)
-        assert torch.equal(threaded.randn(1), a) and torch.equal(threaded.randn(5), b)
-        assert torch.equal(BatchNoise(g, 7, 12, 100, 131, cpu).randn(1), a[100:131])
-    finally:
-        torch.set_num_threads(1)
 
 
 # ---- the loop --------------------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -138,17 +137,12 @@ class BatchNoise:
         """(this process's rows, *row_shape) standard normal numbers; each call gives fresh numbers."""
         self.draws += 1
         out = torch.empty((self.hi - self.lo, *row_shape), device=self.device)
-        blocks = range(self.lo // self.BLOCK, (self.hi - 1) // self.BLOCK + 1)
-        pool = _noise_pool() if self.device.type == "cpu" and len(blocks) > 1 and out[0].numel() > 1 else None
-        if pool is None:
-            for block in blocks:
-                self._fill(out, block, row_shape, self.generator)
-        else:   # CPU normal_ runs on one core: fill the blocks from all of them (each block has its own seed)
-            list(pool.map(lambda block: self._fill(out, block, row_shape, torch.Generator()), blocks))
+        for block in range(self.lo // self.BLOCK, (self.hi - 1) // self.BLOCK + 1):
+            self._fill(out, block, row_shape)
         return out
 
-    def _fill(self, out: torch.Tensor, block: int, row_shape: tuple, generator: torch.Generator) -> None:
-        start, end = block * self.BLOCK, (block + 1) * self.BLOCK
+    def _fill(self, out: torch.Tensor, block: int, row_shape: tuple) -> None:
+        start, end, generator = block * self.BLOCK, (block + 1) * self.BLOCK, self.generator
         generator.manual_seed(step_seed(self.seed, self.step, _NOISE_STREAM, self.draws, block))
         if start >= self.lo and end <= self.hi:     # the whole block is ours: draw straight into the output
             out[start - self.lo:end - self.lo].normal_(generator=generator)
@@ -156,20 +150,6 @@ class BatchNoise:
             rows = torch.randn((self.BLOCK, *row_shape), generator=generator, device=self.device)
             a, b = max(start, self.lo), min(end, self.hi)
             out[a - self.lo:b - self.lo] = rows[a - start:b - start]
-
-
-_NOISE_POOL: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _noise_pool() -> ThreadPoolExecutor | None:
-    """Threads for filling noise blocks, one per PyTorch intra-op thread (None with one thread)."""
-    global _NOISE_POOL
-    threads = torch.get_num_threads()
-    if threads < 2:
-        return None
-    if _NOISE_POOL is None or _NOISE_POOL[0] != threads:
-        _NOISE_POOL = (threads, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ehrdiff-noise"))
-    return _NOISE_POOL[1]
 
 
 LossFn = Callable[[nn.Module, torch.Tensor, BatchNoise], torch.Tensor]
