@@ -57,12 +57,13 @@ class BernoulliDenoiser(Denoiser):
         if raw:
             return f
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        logits = code_log_odds(f.to(x.dtype), x, sigma)
+        f = f.to(x.dtype)
+        probs = torch.sigmoid(code_log_odds(f, x, sigma))
         if self.all_binary:
-            return torch.sigmoid(logits)
+            return probs
         sd = self.sigma_data
-        out = x * c_skip(sigma, sd) + f.to(x.dtype) * c_out(sigma, sd)
-        return torch.where(self.binary, torch.sigmoid(logits), out)
+        out = x * c_skip(sigma, sd) + f * c_out(sigma, sd)
+        return torch.where(self.binary, probs, out)
 
     @torch.no_grad()
     def init_output(self, prevalence: np.ndarray) -> None:
@@ -87,15 +88,15 @@ class BernoulliEDMLoss:
         sigma = training_sigma(sigma_normal, self.P_mean, self.P_std)
         noisy = torch.addcmul(x, sigma, noise)
         f = denoiser(noisy, sigma, raw=True)
-        binary = denoiser.binary if hasattr(denoiser, "binary") else denoiser.module.binary   # DDP wraps it
+        head = getattr(denoiser, "module", denoiser)           # under DDP the denoiser is wrapped
         logits = code_log_odds(f, noisy, sigma)
         bce = nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
-        if bool(binary.all()):
+        if head.all_binary:                                   # known at construction: no device sync per step
             return bce.mean(dim=1)
         with torch.no_grad():
             target = (x - c_skip(sigma, self.sigma_data) * noisy) / c_out(sigma, self.sigma_data)
         squared = (f - target) ** 2
-        return torch.where(binary, bce, squared).mean(dim=1)
+        return torch.where(head.binary, bce, squared).mean(dim=1)
 
 
 def draw_discrete(matrix: np.ndarray, groups: list[tuple[str, int, int]], generator: np.random.Generator
