@@ -9,7 +9,7 @@
 3. sampling rows/s with the 32-level Heun sampler (63 network calls);
 4. peak memory (RSS) of a fresh process fitting EHRDiff on a 71,518 x 881 random sparse binary matrix (4% ones).
 
-    .venv/bin/python benchmarks/bench_core.py            # about 3-5 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/bench_core.py            # about 3 minutes on 2 CPU cores (machine otherwise idle)
     .venv/bin/python benchmarks/bench_core.py --quick    # a smoke run (seconds, numbers meaningless)
     .venv/bin/python benchmarks/bench_core.py --threads 1
 
@@ -51,28 +51,31 @@ def flops_per_step(d: int, batch: int = BATCH) -> float:
     return 3 * 2 * batch * sum(i * o for i, o in linear_shapes(d))
 
 
-def matmul_rate(d: int, seconds: float) -> tuple[float, float]:
-    """GFLOP/s of the forward and backward matrix products of every linear layer (batch rows), fp32."""
-    g = torch.Generator().manual_seed(0)
-    ops = []
-    for i, o in linear_shapes(d):
-        x, w, gy = torch.randn(BATCH, i, generator=g), torch.randn(o, i, generator=g), torch.randn(BATCH, o, generator=g)
-        ops.append((x, w, gy))
+class MatmulCeiling:
+    """The fp32 matrix-multiply rate for exactly the model's products at batch rows: forward, grad-input and
+    grad-weight of every linear layer, on random operands of those shapes."""
 
-    def once():
-        for x, w, gy in ops:
+    def __init__(self, d: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.ops = [(torch.randn(BATCH, i, generator=g), torch.randn(o, i, generator=g),
+                     torch.randn(BATCH, o, generator=g)) for i, o in linear_shapes(d)]
+        self.flops = flops_per_step(d)
+        self._once()
+
+    def _once(self) -> None:
+        for x, w, gy in self.ops:
             F.linear(x, w)            # forward      (B x in) (in x out)
             gy @ w                    # grad input   (B x out) (out x in)
             gy.t() @ x                # grad weight  (out x B) (B x in)
 
-    once()
-    total = 3 * 2 * BATCH * sum(i * o for i, o in linear_shapes(d))
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 3:
-        t0 = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - t0)
-    return total / float(np.median(times)) / 1e9, total / min(times) / 1e9      # median, best
+    def measure(self, seconds: float) -> float:
+        """GFLOP/s: the median over repetitions that fill ``seconds`` (at least 3)."""
+        times, start = [], time.perf_counter()
+        while time.perf_counter() - start < seconds or len(times) < 3:
+            t0 = time.perf_counter()
+            self._once()
+            times.append(time.perf_counter() - t0)
+        return self.flops / float(np.median(times)) / 1e9
 
 
 def sparse_binary(rows: int, d: int, density: float, seed: int) -> np.ndarray:
@@ -80,19 +83,42 @@ def sparse_binary(rows: int, d: int, density: float, seed: int) -> np.ndarray:
     return (rng.random((rows, d), dtype=np.float32) < density).astype(np.uint8)
 
 
-def train_rate(d: int, steps: int, log_every: int) -> tuple[float, float, EHRDiff]:
+def train_rate(d: int, windows: int, log_every: int, ceiling_s: float) -> tuple[dict, EHRDiff]:
+    """Train with the real loop and measure the matmul ceiling between its logging windows.
+
+    The host's speed drifts by up to 2x within minutes (other tenants), so training and ceiling are measured in
+    alternating short windows and each training window is compared with the ceiling measured just before and just
+    after it; the verdict is the median of these per-window fractions."""
     cfg = make_config("paper-mimic", seed=0)
     data = torch.from_numpy(sparse_binary(8192, d, 0.04, seed=d).astype(np.float32))
     denoiser = build_denoiser(cfg, d)
+    ceiling = MatmulCeiling(d)
+    ceilings = [ceiling.measure(ceiling_s)]
+    ends: list[tuple[float, float]] = []          # (end of a training window, start of the next one)
+
+    def between_windows(done: int) -> None:
+        end = time.perf_counter()
+        ceilings.append(ceiling.measure(ceiling_s))
+        ends.append((end, time.perf_counter()))
+
+    steps = (windows + 1) * log_every             # the first window (warm-up) is not counted
     settings = TrainSettings(steps=steps, batch_size=BATCH, lr=cfg.lr, warmup_steps=10, seed=0, log_every=log_every)
     result = train(denoiser, data, _edm_row_loss(EDMLoss(cfg.sigma_data, cfg.P_mean, cfg.P_std)), settings,
-                   progress=False)
+                   progress=False, on_log=between_windows)
+    rates = [log_every / (end - prev_start) for (_, prev_start), (end, _) in zip(ends, ends[1:])]
+    around = [(before + after) / 2 for before, after in zip(ceilings[1:], ceilings[2:])]
+    fractions = [r * ceiling.flops / 1e9 / c for r, c in zip(rates, around)]
     denoiser.load_state_dict(result.ema_state)
     model = EHRDiff("paper-mimic")                   # a fitted-looking model for the sampling measurement
     model.denoiser_, model.n_features_ = denoiser.eval(), d
-    # median over logging windows (the first one, with warm-up, skipped): robust to bursts of load from other jobs
-    windows = [(s1 - s0) / (t1 - t0) for (s0, t0), (s1, t1) in zip(result.timings[1:], result.timings[2:])]
-    return float(np.median(windows)), max(windows), model
+    q = lambda values, p: float(np.percentile(values, p))      # noqa: E731
+    summary = {"windows": len(rates), "steps_per_window": log_every, "ceiling_seconds_per_window": ceiling_s,
+               "train_steps_per_s": q(rates, 50), "matmul_gflops": q(around, 50),
+               "matmul_gflops_min_max": [min(ceilings), max(ceilings)],
+               "fraction_of_ceiling": q(fractions, 50),
+               "fraction_quartiles": [q(fractions, 25), q(fractions, 75)],
+               "window_fractions": fractions}
+    return summary, model
 
 
 def sample_rate(model: EHRDiff, rows: int) -> float:
@@ -138,25 +164,17 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     q = args.quick
-    train_steps, log_every, matmul_s = (8, 2, 0.5) if q else (45, 5, 4.0)
+    windows, log_every, ceiling_s = (3, 2, 0.2) if q else (20, 5, 1.0)
     sample_rows = 32 if q else 1024
     memory_rows, memory_steps = (2000, 3) if q else (71_518, 20)
 
     load_before = os.getloadavg()
     results: dict = {"machine": machine(), "batch_size": BATCH, "widths": {}, "quick": q}
     for d in (1782, 881):
-        before, before_best = matmul_rate(d, matmul_s)
-        steps_s, steps_s_best, model = train_rate(d, train_steps, log_every)
-        after, after_best = matmul_rate(d, matmul_s)
-        ceiling, ceiling_best = (before + after) / 2, max(before_best, after_best)
-        flops = flops_per_step(d)
-        achieved = steps_s * flops / 1e9
+        summary, model = train_rate(d, windows, log_every, ceiling_s)
         results["widths"][str(d)] = {
-            "matmul_gflops_before": before, "matmul_gflops_after": after, "matmul_gflops": ceiling,
-            "train_steps_per_s": steps_s, "gflop_per_step": flops / 1e9, "train_gflops": achieved,
-            "fraction_of_ceiling": achieved / ceiling,
-            "best_matmul_gflops": ceiling_best, "best_train_steps_per_s": steps_s_best,
-            "best_fraction_of_ceiling": steps_s_best * flops / 1e9 / ceiling_best,
+            **summary, "gflop_per_step": flops_per_step(d) / 1e9,
+            "train_gflops": summary["train_steps_per_s"] * flops_per_step(d) / 1e9,
             "sample_rows_per_s": sample_rate(model, sample_rows),
             "network_calls_per_sample": 2 * model.config.num_noise_levels - 1}
         print(f"d={d}: done", file=sys.stderr, flush=True)
@@ -168,14 +186,15 @@ def main() -> None:
     suffix = f"-{args.threads}thread" if args.threads else ""
     command = "python benchmarks/bench_core.py" + (" --quick" if q else "") + (
         f" --threads {args.threads}" if args.threads else "")
-    header = ("| d | matmul GFLOP/s (before / after) | train steps/s | GFLOP/step | train GFLOP/s | fraction of ceiling "
-              "| best-case fraction | sample rows/s (63 calls) |")
-    lines = [header, "|" + "---|" * 8]
+    header = ("| d | matmul GFLOP/s (median; min-max) | train steps/s | GFLOP/step | train GFLOP/s "
+              "| fraction of ceiling (median; quartiles) | sample rows/s (63 calls) |")
+    lines = [header, "|" + "---|" * 7]
     for d, r in results["widths"].items():
-        lines.append(f"| {d} | {r['matmul_gflops']:.1f} ({r['matmul_gflops_before']:.1f} / "
-                     f"{r['matmul_gflops_after']:.1f}) | {r['train_steps_per_s']:.2f} | {r['gflop_per_step']:.1f} "
-                     f"| {r['train_gflops']:.1f} | {r['fraction_of_ceiling']:.2f} | {r['best_fraction_of_ceiling']:.2f} "
-                     f"| {r['sample_rows_per_s']:.0f} |")
+        lo, hi = r["matmul_gflops_min_max"]
+        f25, f75 = r["fraction_quartiles"]
+        lines.append(f"| {d} | {r['matmul_gflops']:.1f} ({lo:.0f}-{hi:.0f}) | {r['train_steps_per_s']:.2f} "
+                     f"| {r['gflop_per_step']:.1f} | {r['train_gflops']:.1f} | **{r['fraction_of_ceiling']:.2f}** "
+                     f"({f25:.2f}-{f75:.2f}) | {r['sample_rows_per_s']:.0f} |")
     mem = results["memory"]
     table = "\n".join(lines)
     print(table)
@@ -184,8 +203,9 @@ def main() -> None:
 
     (ROOT / "out").mkdir(exist_ok=True)
     m = results["machine"]
-    busy = max(results["load_average_before_after"]) > 0.75 * (m["cores"] or 1)
-    warning = ("\n**The machine was busy with other jobs during this run (load average above the core count): "
+    # the load after the run includes this benchmark's own threads: only the load before it tells of other jobs
+    busy = results["load_average_before_after"][0] > 0.75 * (m["cores"] or 1)
+    warning = ("\n**The machine was busy with other jobs during this run (load average before the run near the core count): "
                "the rates below are depressed and noisy; with several threads per process, oversubscription hurts "
                "the many short parallel operations of a training step more than the long matrix products of the "
                "ceiling. Re-run on an idle machine for representative numbers.**\n" if busy else "")
@@ -195,14 +215,16 @@ Command: `{command}` (from the repository root; writes benchmarks/out/core{suffi
 
 Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), Python {m['python']}.
 Load average before / after the run: {results['load_average_before_after'][0]:.1f} / {results['load_average_before_after'][1]:.1f}
-(other jobs shared the CPU when the load is above the core count, which lowers both the ceiling and the measured rates).
+(the load before the run shows other jobs; the load after includes this benchmark's own threads).
 {warning}
-Batch {BATCH}. Training speed is the median over 5-step windows of the real training loop (first window skipped);
-the ceiling is the median over repetitions of the products. "Best-case fraction" uses the fastest window and the
-fastest repetition instead (each the least disturbed by other jobs). The ceiling is the fp32 matrix-multiply rate of this machine for exactly the model's products (forward,
-grad-input and grad-weight of every linear layer), measured just before and after training at the same width.
-FLOPs per step are counted analytically (forward 2 x in x out per row and layer, backward twice that);
-the fraction is (steps/s x FLOPs/step) / ceiling. The loop skips two products the count includes (the input
+Batch {BATCH}. The ceiling is the fp32 matrix-multiply rate of this machine for exactly the model's products
+(forward, grad-input and grad-weight of every linear layer, median over repetitions). Because this host's speed drifts
+(the ceiling alone moved between 105 and 220 GFLOP/s across runs of one day), ceiling and training are measured in
+alternation: {windows} windows of {log_every} steps of the real training loop (a warm-up window before them is not
+counted), with {ceiling_s:g} s of ceiling measurement before and after each. Each window's fraction is
+(its steps/s x FLOPs/step) / (mean of the ceilings just before and after it); the table gives the median fraction
+and its quartiles over the windows. FLOPs per step are counted analytically (forward 2 x in x out per row and layer,
+backward twice that). The loop skips two products the count includes (the input
 gradients of the first network layer and of the embedding's first layer), so it can come out slightly above 1.
 Sampling: 32 noise levels, Heun, 63 network calls; the noise embedding is computed once per call for the whole batch.
 

@@ -340,8 +340,11 @@ class TrainResult:
 
 def train(module: nn.Module, data: torch.Tensor, loss_fn: LossFn, settings: TrainSettings, *,
           checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
-          identity: dict | None = None, context: DistContext | None = None) -> TrainResult:
+          identity: dict | None = None, context: DistContext | None = None,
+          on_log: Callable[[int], None] | None = None) -> TrainResult:
     """Train ``module`` (in place) on the rows of ``data`` and return the EMA weights.
+
+    ``on_log(steps_done)`` is called after every logging window (benchmarks use it to measure between windows).
 
     ``identity`` describes what is being trained (model settings, data fingerprint); resuming from a checkpoint
     with a different identity is refused rather than silently mixing two runs.
@@ -405,6 +408,8 @@ def train(module: nn.Module, data: torch.Tensor, loss_fn: LossFn, settings: Trai
                 timings.append((done, time.perf_counter()))
                 bar.set_postfix(loss=f"{final_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
                 bar.update(done - bar.n)
+                if on_log is not None:
+                    on_log(done)
             if write and (done == total or (settings.checkpoint_every and done % settings.checkpoint_every == 0)):
                 save_checkpoint(checkpoint, module, ema, optimizer, done, total, identity)
 
