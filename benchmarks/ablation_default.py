@@ -5,8 +5,10 @@ Each change alone and together, on the same data, training seed and step budget:
   paper + draw    the same trained network, 0/1 columns drawn from D(x; sigma_min) instead of rounded (sampling only)
   paper + head    Bernoulli head (ehrdiff.diffusion.bernoulli) trained with cross-entropy, rounded at 0.5
   head + draw     the Bernoulli head with the final draw
-  default         head + draw + floor: rows with fewer codes than any training row (none on UCI) drawn again
-  default, N      the default model with fewer noise levels (fewer network calls)
+  head + draw + floor   rows with fewer codes than any training row (none on UCI) drawn again
+  ..., N levels   the same with N noise levels down to sigma 0.1 (2N - 1 network calls instead of 63)
+  default         + count matching: rows selected so that codes per row follow the training histogram
+                  (ehrdiff.diffusion.count_matching), N levels: the library's default preset
 
     .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models ehrdiff,ehrdiff-paper,marginals,resample \\
         --seeds 1 --budget steps:5000 --batch-size 1024 --threads 1 -o runs/paper-uci
@@ -25,6 +27,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ehrdiff.data.io import read_table, write_table
@@ -57,14 +60,19 @@ comes from what 5,000 steps of training learn, not from the output step."""
 
 
 def variants(levels: int, sigma_min: float) -> list[tuple[str, str, dict]]:
-    """(name, experiment model whose trained network it samples, its sampling settings)."""
-    draw, floor = {"final_draw": "sample", "min_codes": "none"}, {"final_draw": "sample", "min_codes": "data"}
-    return [("paper", "ehrdiff-paper", {"final_draw": "round"}),
+    """(name, experiment model whose trained network it samples, its sampling settings: all of them explicit, so a
+    variant means the same whatever the run's saved preset)."""
+    paper_sampler = {"num_noise_levels": 32, "sigma_min": 0.02, "codes_per_row": "model"}
+    fewer = {"num_noise_levels": levels, "sigma_min": sigma_min}
+    draw = {**paper_sampler, "final_draw": "sample", "min_codes": "none"}
+    floor = {**draw, "min_codes": "data"}
+    return [("paper", "ehrdiff-paper", {**paper_sampler, "final_draw": "round", "min_codes": "none"}),
             ("paper + draw", "ehrdiff-paper", draw),
-            ("paper + head", "ehrdiff", {"final_draw": "round"}),
+            ("paper + head", "ehrdiff", {**paper_sampler, "final_draw": "round", "min_codes": "none"}),
             ("head + draw", "ehrdiff", draw),
-            ("default", "ehrdiff", floor),
-            (f"default, {levels} levels", "ehrdiff", {**floor, "num_noise_levels": levels, "sigma_min": sigma_min})]
+            ("head + draw + floor", "ehrdiff", floor),
+            (f"head + draw + floor, {levels} levels", "ehrdiff", {**floor, **fewer}),
+            (f"default: + count matching, {levels} levels", "ehrdiff", {**floor, **fewer, "codes_per_row": "data"})]
 
 
 def run_folder(experiment: Path, model: str, seed: int) -> Path:
@@ -81,9 +89,12 @@ def synthetic_for(folder: Path, settings: dict, train, seed: int, saved: Path) -
     unchanged = all(getattr(model.config, k) == v for k, v in settings.items())
     for key, value in settings.items():
         setattr(model.config, key, value)
-    if settings.get("min_codes") == "data":    # the floor, also for runs saved before model files recorded it
-        codes = model.encoder_.code_columns()
-        model.min_codes_ = int(model.encoder_.transform(train)[:, codes].sum(axis=1).min())
+    codes = model.encoder_.code_columns()       # the floor and the histogram, also for runs saved before model files
+    counts = model.encoder_.transform(train)[:, codes].sum(axis=1)          # recorded them
+    if settings.get("min_codes") == "data":
+        model.min_codes_ = int(counts.min())
+    if settings.get("codes_per_row") == "data" and not getattr(model, "code_histograms_", None):
+        model.code_histograms_ = {"all": np.bincount(counts.round().astype(int)).tolist(), "by_class": None}
     calls = 2 * model.config.num_noise_levels - 1
     if unchanged and (folder / "synthetic.parquet").exists():           # the experiment's own sample
         return read_table(folder / "synthetic.parquet"), None, calls
@@ -122,7 +133,7 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     for name, model, overrides in variants(args.levels, args.sigma_min):
         folder = run_folder(args.experiment, model, args.seed)
-        saved = args.output / f"synthetic-{name.replace(' ', '').replace(',', '-').replace('+', '-')}.parquet"
+        saved = args.output / f"synthetic-{name.replace(' ', '').replace(',', '-').replace('+', '-').replace(':', '')}.parquet"
         synthetic[name], seconds, calls = synthetic_for(folder, overrides, train, args.seed, saved)
         facts[name] = {"run": str(folder), "overrides": overrides, "sample_seconds": seconds, "network_calls": calls}
         print(f"{name}: {calls} network calls" + (f", sampled in {seconds:.0f} s" if seconds else ", reused"),

@@ -13,7 +13,7 @@
     .venv/bin/python benchmarks/bench_core.py --quick    # a smoke run (seconds, numbers meaningless)
     .venv/bin/python benchmarks/bench_core.py --threads 1
 
-Writes benchmarks/out/core.json and benchmarks/results/core.md (core-1thread.* with --threads 1).
+Writes benchmarks/out/core.json and benchmarks/results/core.md (core-Nthread.* with --threads N).
 """
 
 from __future__ import annotations

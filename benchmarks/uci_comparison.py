@@ -55,7 +55,7 @@ def fmt(summary) -> str:
     if summary is None:
         return "-"
     if isinstance(summary, dict):
-        mean, sd, n = summary.get("mean"), summary.get("sd"), summary.get("n")
+        mean, sd, n = summary.get("mean"), summary.get("std"), summary.get("n")
         if mean is None:
             return "-"
         text = f"{mean:.0f}" if abs(mean) >= 100 else f"{mean:.3f}"

@@ -144,7 +144,7 @@ def test_short_rows_are_redrawn_from_their_own_probabilities():
 def test_default_model_keeps_the_training_floor_of_codes(tmp_path):
     data = block_binary_data(1500, 3, 3, seed=2)
     data = data[data.sum(axis=1) >= 2]                                          # every real row has 2+ codes
-    model = EHRDiff("cpu-fast", steps=200, num_noise_levels=8).fit(data, progress=False)
+    model = EHRDiff("cpu-fast", steps=200, num_noise_levels=8, codes_per_row="model").fit(data, progress=False)
     assert model.min_codes_ == 2
     assert (model.sample(3000, seed=0).frame.to_numpy(float).sum(axis=1) >= 2).all()
     model.config.min_codes = "none"

@@ -93,6 +93,17 @@ def test_same_seed_same_file(trained, tmp_path):
     assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()
 
 
+def test_sampling_settings_can_change_for_a_trained_model(trained, tmp_path, capsys):
+    folder, _ = trained
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert run_cli("sample", folder / "run", "-n", 40, "-o", a, "--seed", 5) == 0
+    assert run_cli("sample", folder / "run", "-n", 40, "-o", b, "--seed", 5, "--set", "num_noise_levels=4",
+                   "--set", "codes_per_row=model") == 0
+    assert a.read_bytes() != b.read_bytes()
+    rc = run_cli("sample", folder / "run", "-n", 40, "-o", b, "--set", "lr=0.1")
+    assert_one_line_error(capsys, rc, "changes training, not sampling")
+
+
 def test_sample_writes_long_and_meds_formats(trained, tmp_path):
     folder, frame = trained
     binary = [c for c in frame.columns if c.startswith("b")]          # block_binary_data names: b{block}_c{code}

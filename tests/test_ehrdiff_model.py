@@ -17,7 +17,7 @@ from ehrdiff.presets import PRESETS, make_config
 
 from conftest import block_binary_data
 
-DEFAULT_SAMPLING: dict = {}      # the default preset's sampler settings that differ from the paper's
+DEFAULT_SAMPLING = {"codes_per_row": "data", "num_noise_levels": 16, "sigma_min": 0.1}   # sampling only
 TINY = dict(steps=40, batch_size=32, hidden_dims=(32, 32), embedding_features=8, embedding_width=16)
 
 

@@ -156,6 +156,13 @@ def test_data_scale_experiment_and_resume(tmp_path, caplog):
 
     # other settings for the same folder are refused, not mixed in
     assert run_cli(*args, "--resume", "--set", "ehrdiff.lr=0.01") == 1
+    # other sampling settings only: the trained model is sampled again (its training time kept), nothing retrained
+    seconds = json.loads((interrupted / "run.json").read_text())["train_seconds"]
+    assert run_cli(*args, "--resume", "--eval", "figures=false", "--set", "ehrdiff.num_noise_levels=5") == 0
+    again = json.loads((interrupted / "run.json").read_text())
+    assert again["key"]["resolved"]["sampling"]["num_noise_levels"] == 5 and again["train_seconds"] == seconds
+    assert any("sampling again from the trained model" in r.getMessage() for r in caplog.records)
+    assert not read_table(interrupted / "synthetic.parquet").frame.equals(before)
 
 
 # ---- pieces ----------------------------------------------------------------------------------------------------------

@@ -162,6 +162,20 @@ def test_resume_refuses_a_different_run(tmp_path):
               identity={"data": "another"})
 
 
+def test_settings_only_the_checkpoint_records_do_not_block_a_resume(tmp_path):
+    # older versions recorded the sampler's settings in the identity; they do not change the weights
+    cfg, data, loss = small_problem()
+    old = {"config": {"lr": 1.0, "num_noise_levels": 32}}
+    train(fresh(cfg), data, loss, settings(5, checkpoint_every=5), checkpoint_dir=tmp_path, progress=False,
+          identity=old)
+    done = train(fresh(cfg), data, loss, settings(5), checkpoint_dir=tmp_path, resume=True, progress=False,
+                 identity={"config": {"lr": 1.0}})
+    assert done.start_step == 5
+    with pytest.raises(EhrdiffError, match="lr: checkpoint 1.0, now 2.0"):
+        train(fresh(cfg), data, loss, settings(5), checkpoint_dir=tmp_path, resume=True, progress=False,
+              identity={"config": {"lr": 2.0}})
+
+
 def test_damaged_checkpoint_is_refused(tmp_path):
     cfg, data, loss = small_problem()
     train(fresh(cfg), data, loss, settings(3), checkpoint_dir=tmp_path, progress=False)

@@ -267,10 +267,17 @@ def _restore(meta: dict, tensors: dict[str, torch.Tensor], module: nn.Module, em
                              "delete it or drop --resume") from None
 
 
+def same_identity(saved: Any, current: Any) -> bool:
+    """Every entry of ``current`` equals the checkpoint's; entries only the checkpoint has are ignored (older
+    versions recorded settings that are now known not to change the weights, such as the sampler's)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return all(k in saved and same_identity(saved[k], current[k]) for k in current)
+    return saved == current
+
+
 def _identity_difference(saved: dict, current: dict) -> str:
     current = json.loads(json.dumps(current))
-    keys = sorted(set(saved) | set(current), key=str)
-    diffs = [k for k in keys if saved.get(k) != current.get(k)]
+    diffs = [k for k in sorted(current, key=str) if not same_identity(saved.get(k), current[k])]
     parts = []
     for k in diffs[:3]:
         if isinstance(saved.get(k), dict) and isinstance(current.get(k), dict):
@@ -319,7 +326,7 @@ def resume_point(checkpoint_dir: str | os.PathLike | None, resume: bool, identit
             log.info("no checkpoint in %s yet: starting from step 0", checkpoint_dir)
         return checkpoint, 0
     meta, tensors = read_checkpoint(checkpoint)
-    if meta["identity"] != identity:
+    if not same_identity(meta["identity"], identity):
         raise EhrdiffError(f"{checkpoint}: cannot resume, the checkpoint is of a different run "
                            f"({_identity_difference(meta['identity'], identity)}); use the same data and "
                            "settings, or start over without --resume")

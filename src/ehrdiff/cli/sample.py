@@ -33,7 +33,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="classifier-free guidance weight w >= 0 (0: plain conditional, the default)")
     p.add_argument("--balance", metavar="V=SHARE,...",
                    help="conditional model: class shares of the rows, e.g. 0=0.5,1=0.5 (default: training balance)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="EHRDiff: change a sampling setting for this draw, e.g. --set num_noise_levels=32 or "
+                        "--set codes_per_row=model (repeatable)")
     return p
+
+
+def apply_sampling_settings(args: argparse.Namespace, model) -> None:
+    """--set KEY=VALUE for the sampler of an EHRDiff model."""
+    from ehrdiff.cli.train import parse_value
+    from ehrdiff.errors import EhrdiffError
+
+    if not args.settings:
+        return
+    if not hasattr(model, "set_sampling"):
+        raise EhrdiffError(f"--set applies to EHRDiff models only, not '{model.name}'")
+    settings = {}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise EhrdiffError(f"--set expects KEY=VALUE, got '{item}'")
+        settings[key.strip()] = parse_value(value.strip())
+    model.set_sampling(**settings)
 
 
 def conditional_options(args: argparse.Namespace, model) -> dict:
@@ -80,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "wide":
         table_format(args.output)             # unknown extension: fail before the (slow) sampling
     model = load_model(args.run)
+    apply_sampling_settings(args, model)
     started = time.perf_counter()
     synthetic = model.sample(n, seed=args.seed, **conditional_options(args, model))
     write_synthetic(synthetic, args.output, format=args.format)

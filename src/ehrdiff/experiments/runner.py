@@ -20,6 +20,7 @@ A run with a run.json whose status is "finished" and whose settings and data mat
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from ehrdiff.experiments.spec import (QUICK_BATCH, QUICK_BUDGET, QUICK_EVALUATIO
                                       dataset_spec, model_settings, parse_budget, registry_name, resolve_inputs,
                                       steps_of)
 from ehrdiff.fileio import write_text_atomic
+from ehrdiff.presets import SAMPLING_SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -148,33 +150,53 @@ def _runtime_free(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in ("device", "checkpoint_every", "sample_batch_size")}
 
 
+def _training_part(settings: dict) -> dict:
+    return {k: v for k, v in _runtime_free(settings).items() if k not in SAMPLING_SETTINGS}
+
+
+def _resolved_settings(model) -> dict:
+    """The model's full settings (a preset's contents included), split into those training reads and those only
+    sampling reads: a changed preset is noticed, and a change of sampling settings alone only resamples."""
+    cfg = getattr(model, "config", None)
+    values = _runtime_free(dataclasses.asdict(cfg)) if dataclasses.is_dataclass(cfg) else {}
+    sampling = {k: values.pop(k) for k in SAMPLING_SETTINGS if k in values}
+    return json.loads(json.dumps({"training": values, "sampling": sampling}))
+
+
 def train_and_sample(run: Run, data: PreparedData, *, resume: bool, progress: bool) -> None:
     """Fit, save and sample one run (or reuse a finished one); fills the run's seconds and synthetic table."""
     from ehrdiff.cli.train import build_model
     from ehrdiff.data.io import read_table, write_table
 
-    key = _run_key(run, data)
+    model = build_model(registry_name(run.model), run.settings)
+    key = {**_run_key(run, data), "resolved": _resolved_settings(model)}
     record = run.folder / RUN_FILE
-    interrupted = False
+    interrupted, trained_seconds = False, None
     if record.exists():
         saved = json.loads(record.read_text())
-        same = _runtime_free(saved["key"].pop("settings")) == _runtime_free(key["settings"]) and \
-            saved["key"] == {k: v for k, v in key.items() if k != "settings"}
+        resolved = saved["key"].pop("resolved", None)       # absent in runs of older versions
+        same = _training_part(saved["key"].pop("settings")) == _training_part(key["settings"]) and \
+            saved["key"] == {k: v for k, v in key.items() if k not in ("settings", "resolved")} and \
+            (resolved is None or resolved["training"] == key["resolved"]["training"])
         if not same:
             raise EhrdiffError(f"{run.folder}: was run with other settings or data; use the same command, delete "
                                "that folder, or choose another -o")
-        if saved.get("status") == "finished" and (run.folder / SYNTHETIC_FILE).exists():
+        resample = resolved is not None and resolved["sampling"] != key["resolved"]["sampling"]
+        finished = saved.get("status") == "finished"
+        if finished and (run.folder / SYNTHETIC_FILE).exists() and not resample:
             run.synthetic = read_table(run.folder / SYNTHETIC_FILE)
             run.train_seconds, run.sample_seconds = saved["train_seconds"], saved["sample_seconds"]
             run.reused = True
             return
+        if finished and resample:       # the finished checkpoint restores the model at once; only sampling runs
+            log.info("%s: sampling settings changed, sampling again from the trained model", run.name)
+            trained_seconds = saved["train_seconds"]
         interrupted = True
-    model = build_model(registry_name(run.model), run.settings)
     table = data.train if run.rows is None else data.train.subset(run.rows)
     write_text_atomic(record, json.dumps({"status": "training", "key": key}, indent=2) + "\n")
     started = time.perf_counter()
     model.fit(table, checkpoint_dir=run.folder / "checkpoints", resume=resume, progress=progress)
-    run.train_seconds = time.perf_counter() - started
+    run.train_seconds = trained_seconds if trained_seconds is not None else time.perf_counter() - started
     model.save(run.folder)
     started = time.perf_counter()
     run.synthetic = model.sample(table.n_rows, seed=run.seed)     # as many rows as the model was trained on

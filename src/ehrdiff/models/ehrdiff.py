@@ -28,10 +28,11 @@ from ehrdiff.data.table import Table
 from ehrdiff.diffusion import (Denoiser, EDMLoss, MLPDenoiserNet, NoiseEmbedding, ancestral_sampler, heun_sampler,
                                karras_sigmas)
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss, draw_discrete, redraw_short_rows
+from ehrdiff.diffusion.count_matching import match_code_counts
 from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
 from ehrdiff.models.base import Generator, as_table, check_sample_size, register
 from ehrdiff.models.persistence import data_fingerprint, load_model_dir, save_model_dir
-from ehrdiff.presets import EHRDiffConfig, config_from_dict, make_config
+from ehrdiff.presets import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict, make_config
 from ehrdiff.conditioning import (ConditionSpec, ConditionalNoiseEmbedding, check_sampling_request,
                                   conditional_row_loss, guided_denoiser, sample_conditional, split_condition)
 from ehrdiff.training import BatchNoise, TrainSettings, distributed_context, is_main_process, resolve_device, train
@@ -142,6 +143,10 @@ class EHRDiff(Generator):
         self.condition_ = condition
         codes = encoder.code_columns()     # the fewest codes of a training row (not under DP: it would leak)
         self.min_codes_ = int(matrix[:, codes].sum(axis=1).min()) if codes.size and not cfg.dp else 0
+        self.code_histograms_ = code_histograms(matrix[:, codes], labels, condition) if codes.size and not cfg.dp \
+            else None
+        if cfg.dp and cfg.codes_per_row == "data":
+            log.info("codes_per_row='data' is off under DP: the training histogram of codes per row is not private")
         self.privacy_ = privacy.to_dict() if privacy is not None else None
         return self
 
@@ -149,9 +154,19 @@ class EHRDiff(Generator):
     def sample_matrix(self, n: int, seed: int = 0, *, label: int | None = None, guidance: float = 0.0) -> np.ndarray:
         """Sampler output in the encoded space, ``n`` x ``n_features_``: D(x; sigma_min) (unclipped), with the 0/1
         columns drawn from it when ``final_draw`` is "sample"; ``label``: class index of a conditional model (None:
-        unconditional), with classifier-free ``guidance``."""
+        unconditional), with classifier-free ``guidance``. With ``codes_per_row`` "data" the rows are selected from
+        a larger sample so that their numbers of codes follow the training histogram (of the class, with a label)."""
         n = check_sample_size(n)
         self._check_fitted()
+        histograms = getattr(self, "code_histograms_", None)
+        if self.config.codes_per_row == "data" and histograms:
+            histogram = histograms["all"] if label is None else histograms["by_class"][label]
+            return match_code_counts(
+                lambda rows, r: self._sample_rows(rows, seed if r == 0 else _round_seed(seed, r), label, guidance),
+                n, np.asarray(histogram), self.encoder_.code_columns())
+        return self._sample_rows(n, seed, label, guidance)
+
+    def _sample_rows(self, n: int, seed: int, label: int | None, guidance: float) -> np.ndarray:
         cfg = self.config
         device = resolve_device(cfg.device)
         denoiser = self.denoiser_.to(device)
@@ -190,6 +205,17 @@ class EHRDiff(Generator):
         matrix = self.sample_matrix(n, seed=seed)
         return self.encoder_.inverse_transform(matrix)
 
+    def set_sampling(self, **settings: Any) -> "EHRDiff":
+        """Change sampling settings (``SAMPLING_SETTINGS``, ``sample_batch_size``, ``device``) of this model, trained
+        or not; settings that change training are refused. Returns self."""
+        allowed = SAMPLING_SETTINGS + RUNTIME_SETTINGS
+        for key in settings:
+            if key not in allowed:
+                raise EhrdiffError(f"setting '{key}' changes training, not sampling; only these can be set for a "
+                                   f"trained model: {', '.join(allowed)}")
+        self.config = config_from_dict({**self.config.to_dict(), **settings})
+        return self
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "denoiser_"):
             raise RuntimeError("this EHRDiff model is not fitted yet; call fit() or EHRDiff.load() first")
@@ -201,6 +227,7 @@ class EHRDiff(Generator):
                 "columns": [c.name for c in self.encoder_.codings_], "n_rows": self.n_rows_,
                 "n_features": self.n_features_, "data_fingerprint": self.data_fingerprint_,
                 "train_steps": self.train_steps_, "final_loss": self.final_loss_, "min_codes": self.min_codes_,
+                "codes_per_row_histograms": getattr(self, "code_histograms_", None),
                 "condition": self.condition_.to_dict() if getattr(self, "condition_", None) else None,
                 **(getattr(self, "privacy_", None) or {})}
 
@@ -232,6 +259,7 @@ class EHRDiff(Generator):
             model.data_fingerprint_ = metadata["data_fingerprint"]
             model.train_steps_, model.final_loss_ = metadata["train_steps"], metadata["final_loss"]
             model.min_codes_ = int(metadata.get("min_codes", 0))       # older model files: no floor
+            model.code_histograms_ = metadata.get("codes_per_row_histograms")   # older files: no count matching
             if model.encoder_.width != model.n_features_:
                 raise ValueError("encoder width differs from n_features")
             spec = metadata.get("condition")
@@ -248,6 +276,21 @@ class EHRDiff(Generator):
             raise ModelFileError(f"{path}: invalid model settings ({exc})") from None
         model.denoiser_ = denoiser.eval()
         return model
+
+
+def code_histograms(codes: np.ndarray, labels: np.ndarray | None, condition) -> dict[str, Any]:
+    """Training rows per number of codes (index k: rows with k codes), overall and per class of a condition."""
+    counts = codes.sum(axis=1).round().astype(np.int64)
+    size = int(counts.max()) + 1
+    by_class = None
+    if condition is not None:
+        by_class = [np.bincount(counts[labels == c], minlength=size).tolist() for c in range(condition.n_classes)]
+    return {"all": np.bincount(counts, minlength=size).tolist(), "by_class": by_class}
+
+
+def _round_seed(seed: int, round_number: int) -> int:
+    """The seed of the ``round_number``-th extra batch of count matching (round 0 uses ``seed`` itself)."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xC0DE, round_number]).generate_state(1)[0])
 
 
 def _content_hash(content: dict) -> str:

@@ -1,0 +1,74 @@
+"""Matching the number of codes per synthetic row to the training data's histogram.
+
+A diffusion model of 0/1 code vectors learns the codes' prevalences and co-occurrences well but spreads the number
+of codes per row: on UCI diabetes (three diagnosis slots) 71% of real patients have exactly 3 codes, against a
+third of the rows the default model draws. The count is fixed by the sampling trajectory, not by the final draw
+(the last denoised probabilities are 0 or 1 to within 1e-9), so it cannot be repaired row by row.
+
+Stratified selection instead: sample more rows than asked, group them by their number of codes k, and keep
+round(n * h(k)) rows of each group, h being the training histogram. The kept rows are draws from the model given
+their count, and their counts follow h exactly: the model's distribution reweighted by h(k) / q(k), q being the
+model's own count histogram. The price is sampling time: about max_k h(k) / q(k) times the rows (bounded by
+``max_factor``); a group the model still leaves short at that bound takes rows of the nearest count instead.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+def target_counts(histogram: np.ndarray, n: int) -> np.ndarray:
+    """Rows wanted per count k: n * h(k) / sum(h), rounded by largest remainders so the total is exactly n."""
+    shares = np.asarray(histogram, dtype=np.float64)
+    exact = n * shares / shares.sum()
+    counts = np.floor(exact).astype(np.int64)
+    short = n - int(counts.sum())
+    counts[np.argsort(-(exact - counts), kind="stable")[:short]] += 1
+    return counts
+
+
+def match_code_counts(generate: Callable[[int, int], np.ndarray], n: int, histogram: np.ndarray,
+                      code_columns: np.ndarray, *, max_factor: float = 4.0, min_batch: int = 256) -> np.ndarray:
+    """``n`` rows chosen from rounds of ``generate(rows, round_number)`` (0/1 in ``code_columns``) so that their
+    numbers of codes follow ``histogram`` (rows with k codes: ``histogram[k]``; rows with more codes than it covers
+    are not wanted). Rows keep the order in which they were generated. At most ``max_factor * n`` rows are generated
+    in all."""
+    want = target_counts(histogram, n)
+    top = len(want) - 1                         # the most codes a wanted row has
+    have = np.zeros_like(want)
+    seen = np.zeros_like(want)                  # rows generated per count: the model's own histogram
+    kept, left = [], []
+    generated, budget, round_number = 0, max(int(np.ceil(max_factor * n)), n), 0
+    while (have < want).any() and generated < budget:
+        need = want - have
+        rate = seen / max(generated, 1)
+        fillable = (need > 0) & (rate > 0)
+        # first round: n rows; then enough to fill the slowest group the model does produce, at its observed rate
+        rows = n if generated == 0 else (int(np.ceil((need[fillable] / rate[fillable]).max() * 1.05))
+                                         if fillable.any() else budget)
+        rows = int(min(max(rows, min_batch), budget - generated))
+        batch = generate(rows, round_number)
+        round_number += 1
+        generated += rows
+        k = (batch[:, code_columns] >= 0.5).sum(axis=1)
+        seen += np.bincount(k[k <= top], minlength=len(want))
+        take = np.zeros(rows, dtype=bool)
+        for count in np.flatnonzero(need > 0):
+            picks = np.flatnonzero(k == count)[:need[count]]
+            take[picks] = True
+            have[count] += picks.size
+        kept.append(batch[take])
+        left.append((batch[~take], k[~take]))
+    chosen = np.concatenate(kept)
+    if (have < want).any():     # counts the model rarely reaches within the budget: rows of the nearest count
+        rest = np.concatenate([b for b, _ in left])
+        rest_k = np.concatenate([c for _, c in left]).astype(np.float64)
+        extra = []
+        for count in np.flatnonzero(have < want):
+            nearest = np.argsort(np.abs(rest_k - count), kind="stable")[:want[count] - have[count]]
+            extra.append(rest[nearest])
+            rest_k[nearest] = np.inf            # each row stands in once
+        chosen = np.concatenate([chosen, *extra])
+    return chosen
