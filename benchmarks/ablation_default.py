@@ -27,12 +27,11 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ehrdiff.data.io import read_table, write_table
 from ehrdiff.evaluation import evaluate
-from ehrdiff.models.ehrdiff import EHRDiff
+from ehrdiff.models.ehrdiff import EHRDiff, code_histograms, min_codes
 
 ROOT = Path(__file__).resolve().parent
 COLUMNS = [("discriminator_auroc", "discriminator AUROC (trees)"),
@@ -93,12 +92,10 @@ def synthetic_for(folder: Path, settings: dict, train, seed: int, saved: Path) -
     unchanged = all(getattr(model.config, k) == v for k, v in settings.items())
     for key, value in settings.items():
         setattr(model.config, key, value)
-    codes = model.encoder_.code_columns()       # the floor and the histogram, also for runs saved before model files
-    counts = model.encoder_.transform(train)[:, codes].sum(axis=1)          # recorded them
-    if settings.get("min_codes") == "data":
-        model.min_codes_ = int(counts.min())
-    if settings.get("codes_per_row") == "data" and not getattr(model, "code_histograms_", None):
-        model.code_histograms_ = {"all": np.bincount(counts.round().astype(int)).tolist(), "by_class": None}
+    if not getattr(model, "code_histograms_", None):   # runs saved before model files kept the histogram
+        codes = model.encoder_.code_columns()
+        model.code_histograms_ = code_histograms(model.encoder_.transform(train)[:, codes], None, None)
+        model.min_codes_ = min_codes(model.code_histograms_)
     calls = 2 * model.config.num_noise_levels - 1
     if unchanged and (folder / "synthetic.parquet").exists():           # the experiment's own sample
         return read_table(folder / "synthetic.parquet"), None, calls

@@ -34,6 +34,11 @@ SAMPLING_SETTINGS = ("sigma_min", "sigma_max", "rho", "num_noise_levels", "final
                      "sampler")
 
 
+# Settings with two allowed values (the first one is the paper's).
+CHOICES = {"binary_head": ("gaussian", "bernoulli"), "min_codes": ("none", "data"), "codes_per_row": ("model", "data"),
+           "sampler": ("heun", "ancestral"), "final_draw": ("round", "sample"), "embedding": ("sinusoidal", "fourier")}
+
+
 @dataclass
 class EHRDiffConfig:
     # diffusion (EDM)
@@ -119,18 +124,9 @@ class EHRDiffConfig:
             raise EhrdiffError(f"setting 'num_noise_levels' must be at least 2, got {self.num_noise_levels}")
         if not self.hidden_dims or any(w <= 0 for w in self.hidden_dims):
             raise EhrdiffError(f"setting 'hidden_dims' must be a list of positive widths, got {list(self.hidden_dims)}")
-        if self.binary_head not in ("gaussian", "bernoulli"):
-            raise EhrdiffError(f"setting 'binary_head' must be 'gaussian' or 'bernoulli', got {self.binary_head!r}")
-        if self.min_codes not in ("none", "data"):
-            raise EhrdiffError(f"setting 'min_codes' must be 'none' or 'data', got {self.min_codes!r}")
-        if self.codes_per_row not in ("model", "data"):
-            raise EhrdiffError(f"setting 'codes_per_row' must be 'model' or 'data', got {self.codes_per_row!r}")
-        if self.sampler not in ("heun", "ancestral"):
-            raise EhrdiffError(f"setting 'sampler' must be 'heun' or 'ancestral', got {self.sampler!r}")
-        if self.final_draw not in ("round", "sample"):
-            raise EhrdiffError(f"setting 'final_draw' must be 'round' or 'sample', got {self.final_draw!r}")
-        if self.embedding not in ("sinusoidal", "fourier"):
-            raise EhrdiffError(f"setting 'embedding' must be 'sinusoidal' or 'fourier', got {self.embedding!r}")
+        for name, (first, second) in CHOICES.items():
+            if getattr(self, name) not in (first, second):
+                raise EhrdiffError(f"setting '{name}' must be '{first}' or '{second}', got {getattr(self, name)!r}")
         if self.embedding_features is not None and self.embedding_features <= 0:
             raise EhrdiffError(f"setting 'embedding_features' must be positive, got {self.embedding_features}")
         if self.warmup_steps < 0 or not 0 <= self.warmup_max_fraction <= 1:

@@ -141,10 +141,10 @@ class EHRDiff(Generator):
         self.train_steps_ = total
         self.final_loss_ = result.final_loss
         self.condition_ = condition
-        codes = encoder.code_columns()     # the fewest codes of a training row (not under DP: it would leak)
-        self.min_codes_ = int(matrix[:, codes].sum(axis=1).min()) if codes.size and not cfg.dp else 0
+        codes = encoder.code_columns()     # rows per number of codes (not under DP: it would leak)
         self.code_histograms_ = code_histograms(matrix[:, codes], labels, condition) if codes.size and not cfg.dp \
             else None
+        self.min_codes_ = min_codes(self.code_histograms_)     # the fewest codes of a training row
         if cfg.dp and cfg.codes_per_row == "data":
             log.info("codes_per_row='data' is off under DP: the training histogram of codes per row is not private")
         self.privacy_ = privacy.to_dict() if privacy is not None else None
@@ -286,6 +286,11 @@ def code_histograms(codes: np.ndarray, labels: np.ndarray | None, condition) -> 
     if condition is not None:
         by_class = [np.bincount(counts[labels == c], minlength=size).tolist() for c in range(condition.n_classes)]
     return {"all": np.bincount(counts, minlength=size).tolist(), "by_class": by_class}
+
+
+def min_codes(histograms: dict[str, Any] | None) -> int:
+    """The fewest codes of a training row, read off the histogram (0 without one)."""
+    return int(np.flatnonzero(histograms["all"])[0]) if histograms else 0
 
 
 def _round_seed(seed: int, round_number: int) -> int:
