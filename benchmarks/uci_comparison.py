@@ -1,13 +1,15 @@
 """UCI diabetes (patient level): ehrdiff's models beside the official EHRDiff code at the same budget and the
 targets of issue 7, from the results.json of one or more `ehrdiff experiment paper` folders.
 
-    .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models ehrdiff-paper,marginals,resample --seeds 1 \\
-        --budget steps:5000 --batch-size 1024 --threads 1 -o runs/paper-uci
-    .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models ehrdiff --seeds 1 \\
-        --budget steps:5000 --batch-size 1024 --threads 1 -o runs/default-uci
-    .venv/bin/python benchmarks/uci_comparison.py runs/paper-uci runs/default-uci
+    .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models ehrdiff-paper,medgan,marginals,resample \\
+        --seeds 1 --budget steps:5000 --batch-size 1024 --threads 1 -o runs/paper-uci
+    .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models emrwgan --seeds 1 --budget steps:5000 \\
+        --batch-size 1024 --threads 1 -o runs/gan-uci-emrwgan
+    .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models ehrdiff --seeds 3 --budget steps:15000 \\
+        --batch-size 1024 --threads 1 -o runs/default-uci-v2
+    .venv/bin/python benchmarks/uci_comparison.py runs/paper-uci runs/gan-uci-emrwgan runs/default-uci-v2
 
-Writes benchmarks/results/uci_comparison.md. The official code's numbers are not measured by this script: they are
+(a model found in several folders is taken from the last one). Writes benchmarks/results/uci_comparison.md. The official code's numbers are not measured by this script: they are
 the measurements recorded in the project's shared FINDINGS.md (official code, same split, 4,984 steps at batch
 1,024 on this 2-core machine) and quoted by issue 5; the targets are issue 7's.
 """
@@ -55,6 +57,20 @@ they are the training data, and pay for it in membership inference and copies (t
 model's seeds 1 and 2 were trained while three other jobs shared the two cores (longer wall time)."""
 
 
+WIDTH = 882     # UCI diabetes patient level: 881 code columns and the label
+
+
+def multiply_adds(preset: str) -> float:
+    """Millions of multiply-adds of one denoiser forward pass per row at UCI's width."""
+    from ehrdiff.diffusion.network import MLPDenoiserNet, NoiseEmbedding
+    from ehrdiff.presets import make_config
+
+    cfg = make_config(preset)
+    embedding = NoiseEmbedding(cfg.embedding, cfg.embedding_size(WIDTH), cfg.embedding_width)
+    net = MLPDenoiserNet(WIDTH, cfg.hidden_dims, embedding)
+    return sum(i * o for _, i, o in net.linear_shapes()) / 1e6
+
+
 def fmt(summary) -> str:
     if summary is None:
         return "-"
@@ -71,13 +87,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("experiments", nargs="+", type=Path, help="experiment folders (results.json inside)")
     args = parser.parse_args()
-    models, references, commands, seeds = {}, {}, [], {}
+    models, references, commands, seeds, steps = {}, {}, [], {}, {}
     for folder in args.experiments:
         results = json.loads((folder / "results.json").read_text())
         for name, values in results["models"].items():
             models[name] = values
             runs = [r for r in results["runs"] if r["model"] == name and r["fraction"] == 1.0]
             seeds[name] = len(runs)
+            steps[name] = runs[0]["settings"].get("steps") if runs else None
             models[name]["train_seconds"] = {"mean": sum(r["train_seconds"] or 0 for r in runs) / max(1, len(runs)),
                                              "n": 1}
         references.update(results.get("references", {}))
@@ -85,13 +102,19 @@ def main() -> None:
     names = [m for m in ("ehrdiff", "ehrdiff-paper", "medgan", "emrwgan", "corgan") if m in models]
     names += [m for m in models if m not in names]
     refs = [r for r in REFERENCE_NAMES if r in references]
-    header = ["metric", "official EHRDiff code", *[f"{m} ({seeds[m]} seed{'s' * (seeds[m] > 1)})" for m in names],
+    header = ["metric", "official EHRDiff code (4,984 steps)",
+              *[f"{m} ({seeds[m]} seed{'s' * (seeds[m] > 1)}" + (f", {steps[m]:,} steps)" if steps[m] else ")")
+                for m in names],
               *[REFERENCE_NAMES[r] for r in refs], "issue 7 target"]
     lines = ["# UCI diabetes: ehrdiff against the official EHRDiff code at the same budget", "",
              "Commands (each writes its experiment folder; this table: "
              f"`.venv/bin/python benchmarks/uci_comparison.py {' '.join(map(str, args.experiments))}`):", "",
              *[f"    {c}" for c in commands], "",
-             "Budget: 5,000 optimiser steps at batch 1,024 for every learned model, 57,214 training patients (80/20 "
+             f"Budget: the CPU compute of the official code's 5,000 steps at batch 1,024. The paper's model and the "
+             f"GANs get 5,000 optimiser steps (generator steps for GANs); the default model's network has "
+             f"{multiply_adds('default'):.1f} M multiply-adds per row against the paper network's "
+             f"{multiply_adds('paper-mimic'):.1f} M at UCI's {WIDTH} columns, so it gets three times the steps, "
+             "15,000, at the same compute (wall time in the last row). 57,214 training patients (80/20 "
              "patient split, seed 0), as many synthetic rows as training rows; one evaluation report per experiment "
              "folder (the same real training and test rows, the same evaluation seed). Machine: the project's 2-core "
              "CPU, 1 torch thread per run, other jobs sharing the cores (training seconds are wall time under that "

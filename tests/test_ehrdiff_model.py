@@ -37,11 +37,17 @@ def test_paper_mimic_matches_the_paper():
     assert (cfg.warmup_steps, cfg.epochs, cfg.steps, cfg.ema_decay) == (20_000, 5000, None, 0.999)
 
 
-def test_default_is_the_paper_network_with_the_bernoulli_head():
+def test_default_is_the_paper_model_with_the_bernoulli_head_and_the_small_network():
     model = EHRDiff()
     assert model.preset == "default"
     changed = {k: v for k, v in model.config.to_dict().items() if v != make_config("paper-mimic").to_dict()[k]}
-    assert changed == {"binary_head": "bernoulli", "final_draw": "sample", "min_codes": "data", **DEFAULT_SAMPLING}
+    assert changed == {"binary_head": "bernoulli", "final_draw": "sample", "min_codes": "data", **DEFAULT_SAMPLING,
+                       "hidden_dims": [512, 256, 256, 512], "embedding_features": 64, "embedding_width": 128,
+                       "lr": 1e-3}
+    # cpu-fast is the same model at batch 256 for a short run
+    fast = {k: v for k, v in make_config("cpu-fast").to_dict().items() if v != model.config.to_dict()[k]}
+    assert fast == {"batch_size": 256, "steps": 3000, "warmup_steps": 100, "checkpoint_every": 500,
+                    "num_noise_levels": 32, "sigma_min": 0.02}
 
 
 @pytest.mark.parametrize("name, sigma_data", [("paper-cinc", 0.03), ("paper-ecg", 0.003)])

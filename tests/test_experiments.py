@@ -165,6 +165,28 @@ def test_data_scale_experiment_and_resume(tmp_path, caplog):
     assert not read_table(interrupted / "synthetic.parquet").frame.equals(before)
 
 
+def test_shards_train_their_runs_and_the_last_command_evaluates_them(tmp_path, capsys):
+    out = tmp_path / "exp"
+    args = ["--dataset", "uci-diabetes", "--input", f"path={FIXTURES / 'uci' / 'dataset_diabetes.zip'}",
+            "--models", "ehrdiff,marginals", "--quick", "--seeds", "2", "--threads", "1", "--eval", "figures=false",
+            "-o", str(out)]
+    runs = out / "runs"
+    assert run_cli(*args, "--shard", "1/3") == 0       # plan: ehrdiff 0, ehrdiff 1, marginals 0, marginals 1
+    assert "when every shard is done" in capsys.readouterr().out
+    made = sorted(str(p.parent.relative_to(runs)) for p in runs.glob("*/*/synthetic.parquet"))
+    assert made == ["ehrdiff/seed-1"] and not (out / "results.json").exists()
+    stamp = (runs / "ehrdiff" / "seed-1" / "synthetic.parquet").stat().st_mtime_ns
+    assert run_cli(*args, "--shard", "0/3") == 0 and run_cli(*args, "--shard", "2/3") == 0
+    assert len(list(runs.glob("*/*/synthetic.parquet"))) == 4
+    assert run_cli(*args, "--resume") == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["experiment"]["reused_runs"] == 4            # nothing trained twice
+    assert (runs / "ehrdiff" / "seed-1" / "synthetic.parquet").stat().st_mtime_ns == stamp
+    for bad in ("3/3", "1", "a/b"):
+        assert run_cli(*args, "--shard", bad) == 1
+        assert "--shard" in capsys.readouterr().err
+
+
 # ---- pieces ----------------------------------------------------------------------------------------------------------
 def test_budget_parsing_and_the_refused_wall_clock_budget():
     assert S.parse_budget("steps:5000") == S.Budget(5000, None)

@@ -50,6 +50,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help="data-scale experiment: also train on these shares of the training patients, e.g. "
                             "0.1,0.25,0.5,1.0")
     paper.add_argument("--resume", action="store_true", help="continue DIR: finished runs are kept, others resume")
+    paper.add_argument("--shard", default=None, metavar="I/N",
+                       help="train and sample only runs I, I+N, I+2N, ... of the plan (0 <= I < N) into DIR, for "
+                            "several processes or machines sharing the folder; then run the same command without "
+                            "--shard, with --resume, to evaluate every finished run")
     paper.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     paper.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch and the metrics")
     paper.add_argument("--set", dest="settings", action="append", default=[], metavar="MODEL.KEY=VALUE",
@@ -96,6 +100,12 @@ def build_config(args: argparse.Namespace):
         budget = parse_budget(QUICK_BUDGET, args.batch_size or QUICK_BATCH)
     else:
         budget = None       # refused by check() with the reason
+    shard = None
+    if args.shard:
+        index, slash, count = args.shard.partition("/")
+        if not slash or not index.strip().isdigit() or not count.strip().isdigit():
+            raise EhrdiffError(f"--shard expects I/N such as 0/3, got '{args.shard}'")
+        shard = (int(index), int(count))
     data_root = Path(args.data_root) if args.data_root else default_data_root()
     if args.data_root and not data_root.is_dir():
         raise EhrdiffError(f"--data-root {data_root}: folder not found")
@@ -105,7 +115,7 @@ def build_config(args: argparse.Namespace):
                                                                                                     "--input")),
         fractions=tuple(fractions), resume=args.resume, device=args.device, threads=args.threads,
         settings=settings, evaluation={k: parse_value(v) for k, v in _pairs(args.evaluation, "--eval")},
-        progress=not getattr(args, "quiet", False)).check()
+        progress=not getattr(args, "quiet", False), shard=shard).check()
     config.command = command_line(config)
     return config
 
@@ -140,7 +150,11 @@ def run(args: argparse.Namespace) -> int:
     from ehrdiff.experiments import run_experiment
 
     config = build_config(args)
-    run_experiment(config)
+    result = run_experiment(config)
     out = config.output
+    if config.shard is not None:
+        print(f"shard {args.shard}: {len(result['runs'])} run(s) in {out / 'runs'}; when every shard is done, run "
+              "the same command without --shard, with --resume, to evaluate them")
+        return 0
     print(f"wrote {out / 'results.md'}, {out / 'results.json'} and the full report in {out / 'report'}")
     return 0

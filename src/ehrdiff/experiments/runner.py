@@ -236,6 +236,23 @@ def check_output(folder: Path, resume: bool) -> None:
 
 
 @contextlib.contextmanager
+def _exclusive(lock_file: Path):
+    """Hold an exclusive lock on ``lock_file`` (POSIX; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def torch_threads(threads: int | None):
     import torch
 
@@ -258,6 +275,18 @@ def evaluation_device(device: str) -> str:
     return "cpu"
 
 
+def _run_shard(config: ExperimentConfig, runs: list[Run], data: PreparedData) -> dict:
+    """Train and sample this shard's runs (I, I+N, ...), resuming any it finds; the evaluation is left to a last
+    command without --shard, which reuses every finished run."""
+    index, count = config.shard
+    mine = [r for k, r in enumerate(runs) if k % count == index]
+    for r in mine:
+        train_and_sample(r, data, resume=True, progress=config.progress)
+        log.info("shard %d/%d: %s %s (%.1f s training, %.1f s sampling)", index, count, r.name,
+                 "finished earlier, reused" if r.reused else "trained and sampled", r.train_seconds, r.sample_seconds)
+    return {"shard": [index, count], "runs": [r.name for r in mine]}
+
+
 def run_experiment(config: ExperimentConfig) -> dict:
     """Run the whole experiment described by ``config``; returns the results dict (also in DIR/results.json)."""
     from ehrdiff.evaluation import evaluate
@@ -267,19 +296,22 @@ def run_experiment(config: ExperimentConfig) -> dict:
     spec = dataset_spec(config.dataset)
     out = Path(config.output)
     inputs = resolve_inputs(spec, config.data_root, config.inputs)     # missing files fail before any write
-    check_output(out, config.resume)
+    check_output(out, config.resume or config.shard is not None)     # shards share one folder
     started = time.perf_counter()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None   # other jobs slow every timing
     stages: dict[str, float] = {}
     with torch_threads(config.threads):
         t0 = time.perf_counter()
-        data = prepare_data(spec, inputs, out / "data")
+        with _exclusive(out / ".prepare.lock"):    # shards started together prepare the data once
+            data = prepare_data(spec, inputs, out / "data")
         stages["prepare"] = time.perf_counter() - t0
         log.info("prepare: %s %s (%d training, %d test rows, %d columns) in %s", spec.name,
                  "reused" if data.reused else "prepared", data.train.n_rows, data.test.n_rows,
                  len(data.train.columns), out / "data")
         budget = (config.budget or parse_budget(QUICK_BUDGET, QUICK_BATCH)).resolved(data.train.n_rows)
         runs = plan_runs(config, spec, budget, data)
+        if config.shard is not None:
+            return _run_shard(config, runs, data)
         t0 = time.perf_counter()
         for i, run in enumerate(runs, 1):
             train_and_sample(run, data, resume=config.resume, progress=config.progress)

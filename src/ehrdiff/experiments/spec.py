@@ -260,6 +260,7 @@ class ExperimentConfig:
     evaluation: dict[str, Any] = field(default_factory=dict)            # EvaluationConfig overrides
     progress: bool = True
     command: str | None = None            # the command line, recorded in results
+    shard: tuple[int, int] | None = None  # (I, N): train and sample only runs I, I+N, ...; no evaluation
 
     def check(self) -> "ExperimentConfig":
         from ehrdiff.models import REGISTRY
@@ -288,6 +289,10 @@ class ExperimentConfig:
                 raise EhrdiffError(f"--device {self.device}: PyTorch sees no CUDA GPU here (use --device auto or cpu)")
         elif self.device not in ("auto", "cpu"):
             raise EhrdiffError(f"--device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        if self.shard is not None:
+            index, count = self.shard
+            if not 0 <= index < count:
+                raise EhrdiffError(f"--shard I/N needs 0 <= I < N, got {index}/{count}")
         unknown = sorted(set(self.settings) - set(self.models))
         if unknown:
             raise EhrdiffError(f"--set {unknown[0]}.KEY=VALUE names a model that is not in --models")
