@@ -70,7 +70,7 @@ READING = """How to read it. Nothing that keeps the paper network at 5,000 steps
 higher learning rate helps a little (lr 1e-3: 0.087) or diverges (2e-3: 0.236, TSTR 0.50), moving the noise
 distribution up does not, and neither sampler change does. Four times the steps does (0.025, trees discriminator
 0.518): the network learns the co-occurrence of the rarer common codes slowly, per optimiser step. Spending the same
-FLOPs on more steps therefore pays: smaller batches help somewhat (batch 256 x 20,000 steps: 0.061 at lr 1e-3), and a
+FLOPs on more steps therefore pays: smaller batches help somewhat (batch 256 x 20,000 steps: 0.060 at lr 1e-3), and a
 network of a third of the FLOPs per row trained 15,000 steps at lr 1e-3 reaches 0.020 with every other issue-7 target
 met. That configuration became the `default` preset; its 3-seed CPU result is benchmarks/results/uci_comparison.md."""
 

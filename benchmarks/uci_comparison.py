@@ -46,15 +46,17 @@ it lands close to the official code at this budget on every metric but TSTR, whe
 sampler's output at one half, which drops most codes whose probability stays under it, so both generate about half
 the real number of codes and many empty rows, and a linear discriminator spots the missing codes at once. medGAN
 beats the paper's model on codes per patient (it decodes with a sigmoid autoencoder) but loses on everything that
-needs co-occurrence. ehrdiff's default model (`ehrdiff`: the same network and budget with the Bernoulli head, the
-final draw, count matching and 16 noise levels, README "The model") fixes the code counts, the empty rows and the
-prevalences, and with them the discriminators, TSTR and the share of copied rows. What it does not yet learn in
-5,000 steps is the finer co-occurrence: its dimension-wise prediction gap stays near the paper model's, and per code
-the gap grows from the commonest codes to the rarer ones among the 50 (the codes whose partners the network has seen
-least often; `ehrdiff evaluate` writes that per-code table, dimwise_prediction.csv). Count matching gives every row the right number of codes but does not move that gap (ablation), so it
-comes from the network's training, not from the output step. The resampled training rows win on structure because
+needs co-occurrence. EMR-WGAN, a plain WGAN-GP on the code vector, is the strongest baseline: close to the real
+data on the discriminators and the dimension-wise gap, a little lower on TSTR. ehrdiff's default model (`ehrdiff`:
+the Bernoulli head, the final draw, count matching and 16 noise levels, with a network of a third of the paper
+network's FLOPs per row trained for three times the steps at lr 1e-3; README "The model") fixes the code counts, the
+empty rows and the prevalences, and with them the discriminators, TSTR and the share of copied rows; the extra steps
+teach it the co-occurrence of codes that the paper network had not learned in 5,000 (benchmarks/results/gpu_sweep.md),
+so its dimension-wise gap is down near the real test half's. The resampled training rows win on structure because
 they are the training data, and pay for it in membership inference and copies (their privacy rows). The default
-model's seeds 1 and 2 were trained while three other jobs shared the two cores (longer wall time)."""
+model's three seeds were trained side by side (`--shard`) with two to three other jobs on the two cores, so their
+wall time is that of a shared machine; benchmarks/results/default_budget.md compares the two budgets' speed in
+one run."""
 
 
 WIDTH = 882     # UCI diabetes patient level: 881 code columns and the label
@@ -69,6 +71,12 @@ def multiply_adds(preset: str) -> float:
     embedding = NoiseEmbedding(cfg.embedding, cfg.embedding_size(WIDTH), cfg.embedding_width)
     net = MLPDenoiserNet(WIDTH, cfg.hidden_dims, embedding)
     return sum(i * o for _, i, o in net.linear_shapes()) / 1e6
+
+
+def run_steps(run: dict) -> int | None:
+    """The optimiser steps a run was trained with (its run.json records the model's settings)."""
+    record = Path(run["folder"]) / "run.json"
+    return json.loads(record.read_text())["key"]["settings"].get("steps") if record.exists() else None
 
 
 def fmt(summary) -> str:
@@ -94,7 +102,7 @@ def main() -> None:
             models[name] = values
             runs = [r for r in results["runs"] if r["model"] == name and r["fraction"] == 1.0]
             seeds[name] = len(runs)
-            steps[name] = runs[0]["settings"].get("steps") if runs else None
+            steps[name] = run_steps(runs[0]) if runs else None
             models[name]["train_seconds"] = {"mean": sum(r["train_seconds"] or 0 for r in runs) / max(1, len(runs)),
                                              "n": 1}
         references.update(results.get("references", {}))
