@@ -87,7 +87,7 @@ def job(data: str, name: str, training: dict, samplings: dict, seed: int, device
     import numpy as np
     import torch
 
-    from ehrdiff.data.io import read_table
+    from ehrdiff.data.io import read_table, write_table
     from ehrdiff.models.ehrdiff import EHRDiff
 
     torch.set_num_threads(threads)
@@ -109,7 +109,6 @@ def job(data: str, name: str, training: dict, samplings: dict, seed: int, device
         entry = {"variant": variant, "seed": seed, "train_seconds": train_seconds, "sample_seconds": sample_seconds,
                  "metrics": {}}
         if save:        # evaluated later, elsewhere (--evaluate-saved): a lent GPU's minutes are short
-            from ehrdiff.data.io import write_table
             write_table(synthetic, Path(save) / saved_name(variant, seed))
         else:
             entry.update(evaluate_set(train, test, variant, synthetic, threads))

@@ -64,12 +64,10 @@ WIDTH = 882     # UCI diabetes patient level: 881 code columns and the label
 
 def multiply_adds(preset: str) -> float:
     """Millions of multiply-adds of one denoiser forward pass per row at UCI's width."""
-    from ehrdiff.diffusion.network import MLPDenoiserNet, NoiseEmbedding
+    from ehrdiff.models.ehrdiff import build_denoiser
     from ehrdiff.presets import make_config
 
-    cfg = make_config(preset)
-    embedding = NoiseEmbedding(cfg.embedding, cfg.embedding_size(WIDTH), cfg.embedding_width)
-    net = MLPDenoiserNet(WIDTH, cfg.hidden_dims, embedding)
+    net = build_denoiser(make_config(preset), WIDTH).net
     return sum(i * o for _, i, o in net.linear_shapes()) / 1e6
 
 

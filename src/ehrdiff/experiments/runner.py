@@ -275,15 +275,21 @@ def evaluation_device(device: str) -> str:
     return "cpu"
 
 
+def _log_run(position: str, run: Run, data: PreparedData) -> None:
+    rows = data.train.n_rows if run.rows is None else len(run.rows)
+    log.info("%s %s: %s (%d training rows, %.1f s training, %.1f s sampling %d rows)", position, run.name,
+             "finished earlier, reused" if run.reused else "trained and sampled", rows, run.train_seconds,
+             run.sample_seconds, run.synthetic.n_rows)
+
+
 def _run_shard(config: ExperimentConfig, runs: list[Run], data: PreparedData) -> dict:
     """Train and sample this shard's runs (I, I+N, ...), resuming any it finds; the evaluation is left to a last
     command without --shard, which reuses every finished run."""
     index, count = config.shard
     mine = [r for k, r in enumerate(runs) if k % count == index]
-    for r in mine:
+    for i, r in enumerate(mine, 1):
         train_and_sample(r, data, resume=True, progress=config.progress)
-        log.info("shard %d/%d: %s %s (%.1f s training, %.1f s sampling)", index, count, r.name,
-                 "finished earlier, reused" if r.reused else "trained and sampled", r.train_seconds, r.sample_seconds)
+        _log_run(f"shard {index}/{count}, run {i}/{len(mine)}", r, data)
     return {"shard": [index, count], "runs": [r.name for r in mine]}
 
 
@@ -315,10 +321,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
         t0 = time.perf_counter()
         for i, run in enumerate(runs, 1):
             train_and_sample(run, data, resume=config.resume, progress=config.progress)
-            rows = data.train.n_rows if run.rows is None else len(run.rows)
-            log.info("run %d/%d %s: %s (%d training rows, %.1f s training, %.1f s sampling %d rows)", i, len(runs),
-                     run.name, "finished earlier, reused" if run.reused else "trained and sampled", rows,
-                     run.train_seconds, run.sample_seconds, run.synthetic.n_rows)
+            _log_run(f"run {i}/{len(runs)}", run, data)
         stages["train_and_sample"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
