@@ -71,9 +71,9 @@ def multiply_adds(preset: str) -> float:
     return sum(i * o for _, i, o in net.linear_shapes()) / 1e6
 
 
-def run_steps(run: dict) -> int | None:
+def run_steps(experiment: Path, run: dict) -> int | None:
     """The optimiser steps a run was trained with (its run.json records the model's settings)."""
-    record = Path(run["folder"]) / "run.json"
+    record = experiment / "runs" / run["model"] / f"seed-{run['seed']}" / "run.json"
     return json.loads(record.read_text())["key"]["settings"].get("steps") if record.exists() else None
 
 
@@ -100,7 +100,7 @@ def main() -> None:
             models[name] = values
             runs = [r for r in results["runs"] if r["model"] == name and r["fraction"] == 1.0]
             seeds[name] = len(runs)
-            steps[name] = run_steps(runs[0]) if runs else None
+            steps[name] = run_steps(folder, runs[0]) if runs else None
             models[name]["train_seconds"] = {"mean": sum(r["train_seconds"] or 0 for r in runs) / max(1, len(runs)),
                                              "n": 1}
         references.update(results.get("references", {}))
