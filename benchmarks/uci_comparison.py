@@ -20,6 +20,9 @@ import argparse
 import json
 from pathlib import Path
 
+from default_vs_paper import METRICS
+from paper_experiments import losses
+
 ROOT = Path(__file__).resolve().parent
 
 # key, title, official EHRDiff code (FINDINGS.md), issue 7's target
@@ -93,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("experiments", nargs="+", type=Path, help="experiment folders (results.json inside)")
     args = parser.parse_args()
-    models, references, commands, seeds, steps = {}, {}, [], {}, {}
+    models, references, commands, seeds, steps, real = {}, {}, [], {}, {}, {}
     for folder in args.experiments:
         results = json.loads((folder / "results.json").read_text())
         for name, values in results["models"].items():
@@ -104,6 +107,7 @@ def main() -> None:
             models[name]["train_seconds"] = {"mean": sum(r["train_seconds"] or 0 for r in runs) / max(1, len(runs)),
                                              "n": 1}
         references.update(results.get("references", {}))
+        real.update(results.get("real_training", {}))
         commands.append(results["experiment"].get("command", str(folder)))
     names = [m for m in ("ehrdiff", "ehrdiff-paper", "medgan", "emrwgan", "corgan") if m in models]
     names += [m for m in models if m not in names]
@@ -111,7 +115,7 @@ def main() -> None:
     header = ["metric", "official EHRDiff code (4,984 steps)",
               *[f"{m} ({seeds[m]} seed{'s' * (seeds[m] > 1)}" + (f", {steps[m]:,} steps)" if steps[m] else ")")
                 for m in names],
-              *[REFERENCE_NAMES[r] for r in refs], "issue 7 target"]
+              *[REFERENCE_NAMES[r] for r in refs], "issue 7 target", "ehrdiff beaten by"]
     lines = ["# UCI diabetes: ehrdiff against the official EHRDiff code at the same budget", "",
              "Commands (each writes its experiment folder; this table: "
              f"`.venv/bin/python benchmarks/uci_comparison.py {' '.join(map(str, args.experiments))}`):", "",
@@ -127,9 +131,12 @@ def main() -> None:
              "load). The official code's column is quoted from FINDINGS.md (measured on this machine at 4,984 steps), "
              "not rerun here. Mean ± standard deviation over seeds where there are several.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rules = {key: rule for key, _, rule in METRICS}
+    merged = {"models": models, "references": references, "real_training": real}
     for key, title, official, target in ROWS:
         cells = [fmt(models[m].get(key)) for m in names] + [fmt(references[r].get(key)) for r in refs]
-        lines.append(f"| {title} | {official} | " + " | ".join(cells) + f" | {target} |")
+        beaten = ", ".join(losses(key, rules[key], merged, names)) or "-" if key in rules else ""
+        lines.append(f"| {title} | {official} | " + " | ".join(cells) + f" | {target} | {beaten} |")
     lines += ["", READING]
     (ROOT / "results" / "uci_comparison.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -92,6 +92,16 @@ def test_same_seed_same_file(trained, tmp_path):
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()
 
+def test_sampling_shows_a_progress_bar_unless_quiet(trained, tmp_path, capsys):
+    folder, _ = trained
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert main(["sample", str(folder / "run"), "-n", "40", "-o", str(a), "--seed", "5"]) == 0
+    assert "sampling: 100%" in capsys.readouterr().err
+    assert run_cli("sample", folder / "run", "-n", 40, "-o", b, "--seed", 5) == 0
+    assert "sampling" not in capsys.readouterr().err
+    assert a.read_bytes() == b.read_bytes()          # the bar changes nothing in the rows
+
+
 
 def test_sampling_settings_can_change_for_a_trained_model(trained, tmp_path, capsys):
     folder, _ = trained

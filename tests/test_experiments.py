@@ -72,6 +72,9 @@ def test_quick_mode_writes_every_file_and_a_finite_row_per_model(quick):
     for name in ("results.json", "results.md", "report/metrics.json", "report/report.md", "report/report.html",
                  "data/summary.json"):
         assert (quick / name).is_file(), name
+    prevalence = pd.read_csv(quick / "report" / "prevalence.csv")      # per code and synthetic set
+    assert {"dataset", "code", "training", "synthetic"} <= set(prevalence.columns)
+    assert "ehrdiff/seed-1" in set(prevalence["dataset"]) and (quick / "report" / "dimwise_prediction.csv").is_file()
     for model in MODELS:
         for seed in (0, 1):
             folder = quick / "runs" / model / f"seed-{seed}"

@@ -83,6 +83,20 @@ def test_batch_noise_rows_do_not_depend_on_the_split():
     assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1) < 0.01
 
 
+def test_batch_noise_drawn_in_threads_equals_one_thread(monkeypatch):
+    g, cpu = torch.Generator(), torch.device("cpu")
+    monkeypatch.setattr(BatchNoise, "PARALLEL_MIN", 1)      # every draw takes the threaded path
+    torch.set_num_threads(2)                                # (the fixture restores one thread afterwards)
+    threaded = [BatchNoise(g, 3, 5, lo, hi, cpu) for lo, hi in [(0, 300), (100, 131), (150, 300)]]
+    torch.set_num_threads(1)
+    serial = [BatchNoise(g, 3, 5, lo, hi, cpu) for lo, hi in [(0, 300), (100, 131), (150, 300)]]
+    for t, s in zip(threaded, serial):
+        torch.set_num_threads(2)
+        a = (t.randn(1), t.randn(7))
+        torch.set_num_threads(1)
+        assert torch.equal(a[0], s.randn(1)) and torch.equal(a[1], s.randn(7))
+
+
 # ---- the loop --------------------------------------------------------------------------------------------------
 def small_problem(seed: int = 0):
     cfg = make_config("cpu-fast", hidden_dims=(32, 32), embedding_features=8, embedding_width=16)

@@ -267,7 +267,7 @@ def check_sampling_request(spec: ConditionSpec | None, condition: Any, guidance:
 
 
 def sample_conditional(model, n: int, seed: int, spec: ConditionSpec, condition: Any, guidance: float,
-                       balance: Mapping | None) -> Table:
+                       balance: Mapping | None, progress: bool = False) -> Table:
     """``n`` rows from a conditional EHRDiff: each class's share drawn with its own seed (seed, class), rows of
     several classes shuffled by ``seed``, and the condition column put back."""
     from ehrdiff.models.base import check_sample_size
@@ -278,7 +278,8 @@ def sample_conditional(model, n: int, seed: int, spec: ConditionSpec, condition:
     for k, count in enumerate(counts):
         if count:
             class_seed = int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, k]).generate_state(1)[0])
-            matrices.append(model.sample_matrix(int(count), seed=class_seed, label=k, guidance=guidance))
+            matrices.append(model.sample_matrix(int(count), seed=class_seed, label=k, guidance=guidance,
+                                               progress=progress))
             labels.append(np.full(int(count), k, dtype=np.int64))
     matrix, label_index = np.concatenate(matrices), np.concatenate(labels)
     if len(matrices) > 1:

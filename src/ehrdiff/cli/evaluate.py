@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from ehrdiff.errors import DataError
-from ehrdiff.fileio import write_text_atomic
 
 log = logging.getLogger("ehrdiff")
 
@@ -119,15 +118,11 @@ def run(args: argparse.Namespace) -> int:
     for name, (values, skipped) in models.items():
         report.add_model_facts(name, values, skipped)
     out = Path(args.output)
-    report.to_json(out / "metrics.json")
-    write_text_atomic(out / "report.md", report.to_markdown())
-    html = report.to_html(out)
-    for kind, filename in (("prevalence", "prevalence.csv"), ("dimwise", "dimwise_prediction.csv")):
-        write_text_atomic(out / filename, report.per_code(kind).to_csv(index=False))
+    html = report.save(out)
     log.info("evaluated %d dataset(s) in %.1f s", len(report.metrics), time.perf_counter() - started)
     print(summary(report.metrics))
-    print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {html}, per-code tables (prevalence.csv, "
-          "dimwise_prediction.csv)"
+    print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {html}, per-code tables "
+          f"({', '.join(report.PER_CODE_FILES.values())})"
           + (f" and {len(report.figures())} figure(s) in {out / 'figures'}" if not args.no_figures else ""))
     return 0
 

@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.run)
     apply_sampling_settings(args, model)
     started = time.perf_counter()
-    synthetic = model.sample(n, seed=args.seed, **conditional_options(args, model))
+    synthetic = model.sample(n, seed=args.seed, progress=not getattr(args, "quiet", False),
+                             **conditional_options(args, model))
     write_synthetic(synthetic, args.output, format=args.format)
     log.info("wrote %d synthetic rows to %s in %.1f s", n, args.output, time.perf_counter() - started)
     return 0

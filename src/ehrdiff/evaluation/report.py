@@ -163,6 +163,18 @@ class Report:
         write_text_atomic(path, self.html(pngs))
         return path
 
+    PER_CODE_FILES = {"prevalence": "prevalence.csv", "dimwise": "dimwise_prediction.csv"}
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """The whole report in ``DIR``: metrics.json, report.md, report.html with figures/, and the per-code tables
+        prevalence.csv and dimwise_prediction.csv. Returns the HTML page's path."""
+        directory = Path(directory)
+        self.to_json(directory / "metrics.json")
+        write_text_atomic(directory / "report.md", self.to_markdown())
+        for kind, filename in self.PER_CODE_FILES.items():
+            write_text_atomic(directory / filename, self.per_code(kind).to_csv(index=False))
+        return self.to_html(directory)
+
     def html(self, pngs: dict[str, bytes]) -> str:
         names = list(self.metrics)
         e = html.escape

@@ -4,7 +4,7 @@ Layout of the output folder DIR:
   data/                         the prepared split (train.parquet, test.parquet, summary.json), made once and reused
   runs/MODEL/seed-S/            model files, checkpoints/, synthetic.parquet, run.json (settings, seconds)
   runs/MODEL@F/seed-S/          the same for runs on a share F < 1 of the training subjects (data-scale experiment)
-  report/                       the evaluation of every run at once: metrics.json, report.md, report.html, figures/
+  report/                       the evaluation of every run at once: metrics.json, report.md, report.html, figures/, per-code CSVs
   figures/data_scale.png        metrics against the training share, mean +- std over seeds (with --fractions)
   results.json, results.md      mean and standard deviation over seeds per model, budget, seeds, times
 
@@ -199,7 +199,7 @@ def train_and_sample(run: Run, data: PreparedData, *, resume: bool, progress: bo
     run.train_seconds = trained_seconds if trained_seconds is not None else time.perf_counter() - started
     model.save(run.folder)
     started = time.perf_counter()
-    run.synthetic = model.sample(table.n_rows, seed=run.seed)     # as many rows as the model was trained on
+    run.synthetic = model.sample(table.n_rows, seed=run.seed, progress=progress)   # as many rows as trained on
     run.sample_seconds = time.perf_counter() - started
     write_table(run.synthetic, run.folder / SYNTHETIC_FILE)
     write_text_atomic(record, json.dumps({
@@ -346,9 +346,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
 
         t0 = time.perf_counter()
         report_dir = out / "report"
-        report.to_json(report_dir / "metrics.json")
-        write_text_atomic(report_dir / "report.md", report.to_markdown())
-        report.to_html(report_dir)
+        report.save(report_dir)
         extra = {r.name: {"distinct_row_rate": distinct_row_rate(r.synthetic)} for r in runs}
         real_rows = {"distinct_row_rate": distinct_row_rate(data.train), **code_stats(data.train)}
         results = tables.build_results(report.metrics, runs, extra, real_rows)

@@ -2,6 +2,7 @@
 
     model = SomeGenerator(**hyperparameters).fit(table)     # returns self; learned state ends in "_"
     synthetic = model.sample(1000, seed=0)                  # a Table with the training table's columns
+                                                            # (progress=True: a bar where sampling is slow)
     model.save("run/"); load_model("run/")
 """
 

@@ -151,22 +151,29 @@ class EHRDiff(Generator):
         return self
 
     # ---- sampling --------------------------------------------------------------------------------------------
-    def sample_matrix(self, n: int, seed: int = 0, *, label: int | None = None, guidance: float = 0.0) -> np.ndarray:
+    def sample_matrix(self, n: int, seed: int = 0, *, label: int | None = None, guidance: float = 0.0,
+                      progress: bool = False) -> np.ndarray:
         """Sampler output in the encoded space, ``n`` x ``n_features_``: D(x; sigma_min) (unclipped), with the 0/1
         columns drawn from it when ``final_draw`` is "sample"; ``label``: class index of a conditional model (None:
         unconditional), with classifier-free ``guidance``. With ``codes_per_row`` "data" the rows are selected from
-        a larger sample so that their numbers of codes follow the training histogram (of the class, with a label)."""
+        a larger sample so that their numbers of codes follow the training histogram (of the class, with a label).
+        ``progress`` shows a bar of rows sampled (one per round of count matching)."""
         n = check_sample_size(n)
         self._check_fitted()
         histograms = getattr(self, "code_histograms_", None)
         if self.config.codes_per_row == "data" and histograms:
             histogram = histograms["all"] if label is None else histograms["by_class"][label]
             return match_code_counts(
-                lambda rows, r: self._sample_rows(rows, seed if r == 0 else _round_seed(seed, r), label, guidance),
+                lambda rows, r: self._sample_rows(rows, seed if r == 0 else _round_seed(seed, r), label, guidance,
+                                                  progress, "sampling" if r == 0 else f"count matching, round {r}"),
                 n, np.asarray(histogram), self.encoder_.code_columns())
-        return self._sample_rows(n, seed, label, guidance)
+        return self._sample_rows(n, seed, label, guidance, progress)
 
-    def _sample_rows(self, n: int, seed: int, label: int | None, guidance: float) -> np.ndarray:
+    def _sample_rows(self, n: int, seed: int, label: int | None, guidance: float, progress: bool = False,
+                     desc: str = "sampling") -> np.ndarray:
+        from tqdm.auto import tqdm
+
+
         cfg = self.config
         device = resolve_device(cfg.device)
         denoiser = self.denoiser_.to(device)
@@ -174,7 +181,8 @@ class EHRDiff(Generator):
         sigmas = karras_sigmas(cfg.num_noise_levels, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=device)
         generator = torch.Generator(device=device).manual_seed(int(seed))
         out = []
-        with torch.inference_mode():
+        bar = tqdm(total=n, unit="row", desc=desc, disable=not progress, dynamic_ncols=True)
+        with torch.inference_mode(), bar:
             for start in range(0, n, cfg.sample_batch_size):
                 rows = min(cfg.sample_batch_size, n - start)
                 latents = torch.randn((rows, self.n_features_), generator=generator, device=device)
@@ -184,6 +192,7 @@ class EHRDiff(Generator):
                 else:
                     x = heun_sampler(denoise, start_x, sigmas)
                 out.append(x.to("cpu", torch.float32).numpy())
+                bar.update(rows)
         matrix = np.concatenate(out)
         if cfg.final_draw == "sample":      # its own stream: the same seed gives the same latents either way
             draws = np.random.default_rng(np.random.SeedSequence([int(seed), 0x0D5A]))
@@ -193,7 +202,7 @@ class EHRDiff(Generator):
         return matrix
 
     def sample(self, n: int, seed: int = 0, condition: Any = None, guidance: float | None = None,
-               balance: dict | None = None) -> Table:
+               balance: dict | None = None, progress: bool = False) -> Table:
         """``n`` synthetic rows. A conditional model (trained with ``condition="COL"``) takes ``condition`` (one
         value of COL), or ``balance`` ({value: share}; default: the training balance), and ``guidance`` w >= 0
         (classifier-free guidance; 0 = plain conditional); see ehrdiff.conditioning."""
@@ -201,8 +210,8 @@ class EHRDiff(Generator):
         spec = getattr(self, "condition_", None)
         w = check_sampling_request(spec, condition, guidance, balance)
         if spec is not None:
-            return sample_conditional(self, n, seed, spec, condition, w, balance)
-        matrix = self.sample_matrix(n, seed=seed)
+            return sample_conditional(self, n, seed, spec, condition, w, balance, progress)
+        matrix = self.sample_matrix(n, seed=seed, progress=progress)
         return self.encoder_.inverse_transform(matrix)
 
     def set_sampling(self, **settings: Any) -> "EHRDiff":

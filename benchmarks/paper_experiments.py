@@ -1,0 +1,140 @@
+"""The paper's comparison on the open datasets: every model of `ehrdiff experiment paper` folders in one table per
+dataset, with the models that beat ehrdiff on each metric named (computed here), the data-scale table and the
+figures. Writes benchmarks/results/experiments.md and copies the figures to docs/figures/FOLDER/.
+
+    ALL=ehrdiff,ehrdiff-paper,medgan,emrwgan,corgan,marginals,resample
+    .venv/bin/ehrdiff experiment paper --dataset mimic-iv-demo --models $ALL --seeds 3 --budget steps:2000 \\
+        --threads 1 -o runs/default-mimic-iv
+    .venv/bin/ehrdiff experiment paper --dataset mimic-iii-demo --models $ALL --seeds 3 --budget steps:2000 \\
+        --threads 1 -o runs/default-mimic-iii
+    .venv/bin/ehrdiff experiment paper --dataset cinc2012 --models $ALL --seeds 3 --budget steps:3000 \\
+        --batch-size 256 --threads 1 -o runs/default-cinc
+    .venv/bin/ehrdiff experiment paper --dataset cinc2012 --models ehrdiff,marginals --seeds 3 --budget steps:3000 \\
+        --batch-size 256 --fractions 0.1,0.25,0.5,1 --threads 1 -o runs/scale-cinc
+    .venv/bin/python benchmarks/paper_experiments.py runs/default-mimic-iv runs/default-mimic-iii runs/default-cinc \\
+        runs/scale-cinc
+
+(each folder's own results.md holds its full command; add `--resume` to continue one.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+
+from default_vs_paper import METRICS, cell, distance, mean, seconds
+
+ROOT = Path(__file__).resolve().parent
+DOCS = ROOT.parent / "docs"
+ORDER = ("ehrdiff", "ehrdiff-paper", "medgan", "emrwgan", "corgan", "marginals", "resample")
+RIVALS = ("ehrdiff-paper", "medgan", "emrwgan", "corgan")      # the learned models ehrdiff is compared with
+FIGURES = ("prevalence.png", "dimwise.png", "codes_per_patient.png")
+
+READING = """How to read it. *beaten by* names the learned models (the paper's EHRDiff and the three GANs) that are
+closer to the ideal than ehrdiff's default model on that metric, by the rules of default_vs_paper.md (higher Spearman
+and TSTR; AUROCs nearer 0.5; lower gaps, distances and privacy loss; codes and empty rows nearer the real training
+data; copies nearer the real test half's), at the tables' three decimals."""
+
+
+def losses(key: str, rule: str, results: dict, present: list[str]) -> list[str]:
+    """The rivals closer to the ideal than ehrdiff on ``key``."""
+    models, refs = results["models"], results.get("references", {})
+    real = results.get("real_training", {}).get(key)
+    test = mean(refs.get("reference:real-test", {}).get(key))
+    ours = mean(models.get("ehrdiff", {}).get(key))
+    if ours is None:
+        return []
+    d_ours = distance(ours, rule, real, test)
+    if d_ours is None:
+        return []
+    beaten = []
+    for rival in (m for m in RIVALS if m in present):
+        value = mean(models[rival].get(key))
+        d = None if value is None else distance(value, rule, real, test)
+        if d is not None and round(d, 3) < round(d_ours, 3):
+            beaten.append(rival)
+    return beaten
+
+
+def copy_figures(folder: Path, names: list[str]) -> list[str]:
+    """Copy the folder's figures next to docs/results.md; their links, relative to docs/."""
+    links = []
+    for source in names:
+        path = folder / source
+        if path.exists():
+            target = DOCS / "figures" / folder.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            links.append(f"[{path.name}](figures/{folder.name}/{path.name})")
+    return links
+
+
+def scale_section(folder: Path) -> list[str]:
+    """The data-scale part of the runner's own results.md, one heading level down."""
+    text = (folder / "results.md").read_text()
+    match = re.search(r"^## Data scale.*?(?=^## |\Z)", text, flags=re.S | re.M)
+    if not match:
+        return []
+    return ["#" + line if line.startswith("#") else line for line in match.group(0).strip().splitlines()] + [""]
+
+
+def dataset_section(folder: Path, tally: dict[str, list[int]]) -> list[str]:
+    results = json.loads((folder / "results.json").read_text())
+    exp = results["experiment"]
+    present = [m for m in ORDER if m in results["models"]]
+    per_model = exp.get("run_seconds", {})
+    times = ", ".join(f"{m} {per_model[m]['train_seconds']:,.0f} s" for m in present if m in per_model)
+    lines = [f"## {exp['dataset']} (`{folder.name}`)", "",
+             f"{exp['description']}; {exp['training_rows']:,} training and {exp['test_rows']:,} test rows; "
+             f"label: {exp.get('label') or '-'}. Budget: {exp['budget']['text']}. Seeds: {exp['seeds']}.", "",
+             f"Command: `{exp['command']}` (continued with `--resume` where models were added; finished runs are "
+             f"reused). Training seconds, all seeds: {times}; training and sampling, all runs: "
+             f"{seconds(results):,.0f} s on {exp['machine'].get('cpu_count', '?')} CPU cores, "
+             f"{exp['machine'].get('torch_threads')} torch thread(s) per run, other jobs sharing the cores.", ""]
+    if len(present) > 1:
+        lines += ["| metric | " + " | ".join(present) + " | real test half | ehrdiff beaten by |",
+                  "|" + "---|" * (len(present) + 3)]
+        for key, title, rule in METRICS:
+            values = [results["models"][m].get(key) for m in present]
+            if all(mean(v) is None for v in values):
+                continue
+            real_test = results.get("references", {}).get("reference:real-test", {}).get(key)
+            beaten = losses(key, rule, results, present)
+            for rival in RIVALS:
+                if rival in present and mean(results["models"][rival].get(key)) is not None:
+                    tally.setdefault(rival, [0, 0])
+                    tally[rival][0 if rival in beaten else 1] += 1
+            lines.append(f"| {title} | " + " | ".join(cell(v) for v in values) + f" | {cell(real_test)} | "
+                         + (", ".join(beaten) or "-") + " |")
+        lines.append("")
+    lines += scale_section(folder)
+    links = copy_figures(folder, [f"report/figures/{f}" for f in FIGURES] + ["figures/data_scale.png"])
+    if links:
+        lines += ["Figures (every run a panel): " + ", ".join(links) + ".", ""]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiments", nargs="+", type=Path, help="experiment folders (results.json inside)")
+    args = parser.parse_args()
+    lines = ["# The paper's comparison on the open datasets: ehrdiff, the paper's EHRDiff and the GAN baselines", "",
+             f"Tables: `.venv/bin/python benchmarks/paper_experiments.py {' '.join(map(str, args.experiments))}` "
+             "(the experiment commands are in each section; UCI diabetes is in uci_comparison.md). Cells: mean ± "
+             "standard deviation over seeds. Machine: the project's 2-core CPU.", "", READING, ""]
+    tally: dict[str, list[int]] = {}
+    for folder in args.experiments:
+        lines += dataset_section(folder, tally)
+    if tally:
+        lines.append("Over every dataset and metric above, ehrdiff against each learned model (metrics where that "
+                     "model is closer to the ideal / where it is not): "
+                     + "; ".join(f"{m} {lost} / {kept}" for m, (lost, kept) in tally.items()) + ".")
+    (ROOT / "results" / "experiments.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
