@@ -2,13 +2,14 @@
 what ``ehrdiff experiment paper --budget steps:N`` will cost before it is run.
 
     .venv/bin/python benchmarks/bench_experiment_steps.py [--data DIR] [--batch-size 1024] [--steps 3]
-        [--models ehrdiff,medgan,emrwgan,corgan] [--device auto] [--threads N] [--tag SUFFIX]
+        [--models ehrdiff,ehrdiff-paper,medgan,emrwgan,corgan] [--device auto] [--threads N] [--tag SUFFIX]
 
 DIR holds an experiment's (or ``ehrdiff prepare``'s) train.parquet; default benchmarks/out/uci-diabetes (prepared
 from ../shared/data when missing). For each model, two fits with the runner's settings (``model_settings``, the
 dataset's paper preset for EHRDiff) of 1 and 1 + K counted steps, with autoencoder pre-training cut to 1 step: the
 difference divided by K is the time of one counted step (critic updates included; encoder fitting and set-up
-cancel out). EHRDiff then samples one batch of 4,096 rows. Writes benchmarks/out/experiment_steps.json and
+cancel out). ``ehrdiff`` is the default model, ``ehrdiff-paper`` the dataset's paper preset. Each EHRDiff model then
+samples 4,096 rows with its own sampler settings. Writes benchmarks/out/experiment_steps.json and
 benchmarks/results/experiment_steps.md.
 """
 
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=3, help="K extra steps timed per model")
-    parser.add_argument("--models", default="ehrdiff,medgan,emrwgan,corgan")
+    parser.add_argument("--models", default="ehrdiff,ehrdiff-paper,medgan,emrwgan,corgan")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dataset", default="uci-diabetes", help="whose EHRDiff preset to use")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (the runner's --threads)")
@@ -63,7 +64,8 @@ def main() -> None:
     spec = dataset_spec(args.dataset)
     load = os.getloadavg()[0]
     rows = []
-    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for model in models:
         times = []
         for steps in (1, 1 + args.steps):
             settings = model_settings(model, spec, Budget(steps, args.batch_size), seed=0, device=args.device)
@@ -75,17 +77,18 @@ def main() -> None:
                "steps_5000_minutes": per_step * 5000 / 60}
         print(row, flush=True)
         rows.append(row)
-    sampling = None
-    if "ehrdiff" in args.models:
+    sampling = {}
+    for name in (m for m in models if m in ("ehrdiff", "ehrdiff-paper")):
         from ehrdiff.cli.train import build_model
 
-        settings = model_settings("ehrdiff", spec, Budget(1, args.batch_size), seed=0, device=args.device)
-        model = build_model("ehrdiff", settings).fit(table, progress=False)
+        settings = model_settings(name, spec, Budget(1, args.batch_size), seed=0, device=args.device)
+        model = build_model(name, settings).fit(table, progress=False)
         start = time.perf_counter()
         model.sample(4096, seed=0)
         rate = 4096 / (time.perf_counter() - start)
-        sampling = {"rows_per_second": rate, "training_set_minutes": table.n_rows / rate / 60}
-        print(sampling, flush=True)
+        sampling[name] = {"preset": model.preset, "rows_per_second": rate,
+                          "training_set_minutes": table.n_rows / rate / 60}
+        print(name, sampling[name], flush=True)
     result = {"data": str(args.data), "training_rows": table.n_rows, "batch_size": args.batch_size,
               "steps_timed": args.steps, "preset": spec.preset, "device": args.device, "load_average_at_start": load,
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
@@ -101,9 +104,9 @@ def main() -> None:
              f"load average {load:.1f} at the start: other jobs slow these numbers)", "",
              "| model | seconds per counted step | minutes for steps:5000 |", "|---|---|---|"]
     lines += [f"| {r['model']} | {r['seconds_per_step']:.3f} | {r['steps_5000_minutes']:.1f} |" for r in rows]
-    if sampling:
-        lines += ["", f"EHRDiff ({spec.preset}) samples {sampling['rows_per_second']:.0f} rows/s: "
-                      f"{sampling['training_set_minutes']:.1f} minutes for the {table.n_rows:,} training rows."]
+    for name, rate in sampling.items():
+        lines += ["", f"{name} (preset {rate['preset']}) samples {rate['rows_per_second']:.0f} rows/s: "
+                      f"{rate['training_set_minutes']:.1f} minutes for the {table.n_rows:,} training rows."]
     (HERE / "results" / f"experiment_steps{args.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -49,6 +49,8 @@ cat "$DEST/gpu.txt"
 
 ARGS=(experiment paper --dataset uci-diabetes --models "$MODELS" --seeds "$SEEDS" --budget "steps:$STEPS"
       --batch-size 1024 --device "$DEVICE" --data-root "$DATA_ROOT" -o "$WORK")
+# the paper's model warms up for the official share of its schedule (20,000 of 280,000 steps), as the official run
+[[ ",$MODELS," == *",ehrdiff-paper,"* ]] && ARGS+=(--set "ehrdiff-paper.warmup_steps=$(( STEPS * 20000 / 280000 ))")
 [ -n "${FRACTIONS:-}" ] && ARGS+=(--fractions "$FRACTIONS")
 EHRDIFF=("$PY" -c 'import sys; from ehrdiff.cli import main; sys.exit(main(sys.argv[1:]))')
 echo "ehrdiff ${ARGS[*]}  (runs in $SHARDS parallel shards, then one evaluation)"

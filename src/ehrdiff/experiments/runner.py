@@ -4,7 +4,8 @@ Layout of the output folder DIR:
   data/                         the prepared split (train.parquet, test.parquet, summary.json), made once and reused
   runs/MODEL/seed-S/            model files, checkpoints/, synthetic.parquet, run.json (settings, seconds)
   runs/MODEL@F/seed-S/          the same for runs on a share F < 1 of the training subjects (data-scale experiment)
-  report/                       the evaluation of every run at once: metrics.json, report.md, report.html, figures/, per-code CSVs
+  report/                       the evaluation of every run at once: metrics.json, report.md, report.html, figures/,
+                                per-code CSVs (prevalence.csv, dimwise_prediction.csv)
   figures/data_scale.png        metrics against the training share, mean +- std over seeds (with --fractions)
   results.json, results.md      mean and standard deviation over seeds per model, budget, seeds, times
 
