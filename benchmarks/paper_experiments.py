@@ -12,7 +12,7 @@ figures. Writes benchmarks/results/experiments.md and copies the figures to docs
     .venv/bin/ehrdiff experiment paper --dataset cinc2012 --models ehrdiff,marginals --seeds 3 --budget steps:3000 \\
         --batch-size 256 --fractions 0.1,0.25,0.5,1 --threads 1 -o runs/scale-cinc
     .venv/bin/python benchmarks/paper_experiments.py runs/default-mimic-iv runs/default-mimic-iii runs/default-cinc \\
-        runs/scale-cinc
+        runs/scale-cinc --figures default-mimic-iv
 
 (each folder's own results.md holds its full command; add `--resume` to continue one.)
 """
@@ -23,6 +23,7 @@ import argparse
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from default_vs_paper import METRICS, cell, distance, mean, seconds
@@ -81,7 +82,7 @@ def scale_section(folder: Path) -> list[str]:
     return ["#" + line if line.startswith("#") else line for line in match.group(0).strip().splitlines()] + [""]
 
 
-def dataset_section(folder: Path, tally: dict[str, list[int]]) -> list[str]:
+def dataset_section(folder: Path, tally: dict[str, list[int]], report_figures: bool) -> list[str]:
     results = json.loads((folder / "results.json").read_text())
     exp = results["experiment"]
     present = [m for m in ORDER if m in results["models"]]
@@ -111,23 +112,27 @@ def dataset_section(folder: Path, tally: dict[str, list[int]]) -> list[str]:
                          + (", ".join(beaten) or "-") + " |")
         lines.append("")
     lines += scale_section(folder)
-    links = copy_figures(folder, [f"report/figures/{f}" for f in FIGURES] + ["figures/data_scale.png"])
+    links = copy_figures(folder, [f"report/figures/{f}" for f in FIGURES if report_figures]
+                         + ["figures/data_scale.png"])
     if links:
-        lines += ["Figures (every run a panel): " + ", ".join(links) + ".", ""]
+        lines += ["Figures: " + ", ".join(links) + f" (every figure of every run: `{folder}/report/figures/`).", ""]
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("experiments", nargs="+", type=Path, help="experiment folders (results.json inside)")
+    parser.add_argument("--figures", nargs="*", default=[], metavar="FOLDER",
+                        help="folders whose report figures (prevalence, dimwise, codes per patient) are copied to docs/ "
+                             "(the data-scale figure always is)")
     args = parser.parse_args()
     lines = ["# The paper's comparison on the open datasets: ehrdiff, the paper's EHRDiff and the GAN baselines", "",
-             f"Tables: `.venv/bin/python benchmarks/paper_experiments.py {' '.join(map(str, args.experiments))}` "
+             f"Tables: `.venv/bin/python benchmarks/paper_experiments.py {' '.join(sys.argv[1:])}` "
              "(the experiment commands are in each section; UCI diabetes is in uci_comparison.md). Cells: mean ± "
              "standard deviation over seeds. Machine: the project's 2-core CPU.", "", READING, ""]
     tally: dict[str, list[int]] = {}
     for folder in args.experiments:
-        lines += dataset_section(folder, tally)
+        lines += dataset_section(folder, tally, str(folder) in args.figures or folder.name in args.figures)
     if tally:
         lines.append("Over every dataset and metric above, ehrdiff against each learned model (metrics where that "
                      "model is closer to the ideal / where it is not): "
