@@ -33,9 +33,10 @@ SHARED_ZIP = HERE.parents[1] / "shared" / "data" / "uci-diabetes-130-us-hospital
 
 def timed_fit(model: str, settings: dict, table) -> float:
     from ehrdiff.cli.train import build_model
+    from ehrdiff.experiments.spec import registry_name
 
     start = time.perf_counter()
-    build_model(model, settings).fit(table, progress=False)
+    build_model(registry_name(model), settings).fit(table, progress=False)
     return time.perf_counter() - start
 
 
@@ -54,7 +55,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from ehrdiff.data.io import read_table
-    from ehrdiff.experiments.spec import Budget, dataset_spec, model_settings
+    from ehrdiff.experiments.spec import Budget, dataset_spec, model_settings, registry_name
 
     if not (args.data / "train.parquet").exists():
         from ehrdiff.data.sources import prepare
@@ -82,7 +83,7 @@ def main() -> None:
         from ehrdiff.cli.train import build_model
 
         settings = model_settings(name, spec, Budget(1, args.batch_size), seed=0, device=args.device)
-        model = build_model(name, settings).fit(table, progress=False)
+        model = build_model(registry_name(name), settings).fit(table, progress=False)
         start = time.perf_counter()
         model.sample(4096, seed=0)
         rate = 4096 / (time.perf_counter() - start)

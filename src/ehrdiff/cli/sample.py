@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from ehrdiff.data.io import table_format
     from ehrdiff.data.writers import write_synthetic
     from ehrdiff.models import load_model
+    from ehrdiff.models.base import sample_rows
 
     n = parse_count(str(args.n))
     if args.format == "wide":
@@ -103,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.run)
     apply_sampling_settings(args, model)
     started = time.perf_counter()
-    synthetic = model.sample(n, seed=args.seed, progress=not getattr(args, "quiet", False),
-                             **conditional_options(args, model))
+    synthetic = sample_rows(model, n, args.seed, not getattr(args, "quiet", False),
+                            **conditional_options(args, model))
     write_synthetic(synthetic, args.output, format=args.format)
     log.info("wrote %d synthetic rows to %s in %.1f s", n, args.output, time.perf_counter() - started)
     return 0

@@ -168,6 +168,7 @@ def train_and_sample(run: Run, data: PreparedData, *, resume: bool, progress: bo
     """Fit, save and sample one run (or reuse a finished one); fills the run's seconds and synthetic table."""
     from ehrdiff.cli.train import build_model
     from ehrdiff.data.io import read_table, write_table
+    from ehrdiff.models.base import sample_rows
 
     model = build_model(registry_name(run.model), run.settings)
     key = {**_run_key(run, data), "resolved": _resolved_settings(model)}
@@ -200,7 +201,7 @@ def train_and_sample(run: Run, data: PreparedData, *, resume: bool, progress: bo
     run.train_seconds = trained_seconds if trained_seconds is not None else time.perf_counter() - started
     model.save(run.folder)
     started = time.perf_counter()
-    run.synthetic = model.sample(table.n_rows, seed=run.seed, progress=progress)   # as many rows as trained on
+    run.synthetic = sample_rows(model, table.n_rows, run.seed, progress)     # as many rows as trained on
     run.sample_seconds = time.perf_counter() - started
     write_table(run.synthetic, run.folder / SYNTHETIC_FILE)
     write_text_atomic(record, json.dumps({

@@ -2,12 +2,12 @@
 
     model = SomeGenerator(**hyperparameters).fit(table)     # returns self; learned state ends in "_"
     synthetic = model.sample(1000, seed=0)                  # a Table with the training table's columns
-                                                            # (progress=True: a bar where sampling is slow)
     model.save("run/"); load_model("run/")
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from abc import ABC, abstractmethod
 
@@ -43,6 +43,14 @@ def as_table(data, kinds: dict[str, str] | None = None) -> Table:
     if isinstance(data, np.ndarray):
         return Table.from_array(data, kinds=kinds)
     raise DataError(f"expected a Table, DataFrame or numpy matrix, got {type(data).__name__}")
+
+
+def sample_rows(model: "Generator", n: int, seed: int, progress: bool, **options) -> Table:
+    """``model.sample(n, seed, **options)``, with a progress bar where the model's ``sample`` takes ``progress``
+    (EHRDiff's sampler is slow; other generators, one's own included, need not offer it)."""
+    if "progress" in inspect.signature(model.sample).parameters:
+        options["progress"] = progress
+    return model.sample(n, seed=seed, **options)
 
 
 def check_sample_size(n) -> int:
