@@ -97,17 +97,40 @@ def scale_section(folder: Path) -> list[str]:
     return ["#" + line if line.startswith("#") else line for line in match.group(0).strip().splitlines()] + [""]
 
 
-def dataset_section(folder: Path, tally: dict[str, list[int]], report_figures: bool) -> list[str]:
-    results = json.loads((folder / "results.json").read_text())
+def load_results(spec: str) -> tuple[Path, dict, list[str]]:
+    """``DIR`` or ``DIR+DIR2+...``: folders of one dataset (same prepared split) whose models are shown together, each
+    model taken from the first folder that has it. Returns the first folder, the merged results and the commands."""
+    folders = [Path(p) for p in spec.split("+")]
+    results = json.loads((folders[0] / "results.json").read_text())
+    exp = results["experiment"]
+    commands = [exp["command"]]
+    for extra in folders[1:]:
+        more = json.loads((extra / "results.json").read_text())
+        if (more["experiment"]["dataset"], more["experiment"]["test_rows"]) != (exp["dataset"], exp["test_rows"]):
+            raise SystemExit(f"{extra}: another dataset or split than {folders[0]}")
+        new = [m for m in more["models"] if m not in results["models"]]
+        results["models"].update({m: more["models"][m] for m in new})
+        results["runs"] += [r for r in more["runs"] if r["model"] in new]
+        exp["run_seconds"] = {**exp.get("run_seconds", {}),
+                              **{m: v for m, v in more["experiment"].get("run_seconds", {}).items() if m in new}}
+        commands.append(more["experiment"]["command"])
+    return folders[0], results, commands
+
+
+def dataset_section(spec: str, tally: dict[str, list[int]], report_figures: bool) -> list[str]:
+    folder, results, commands = load_results(spec)
     exp = results["experiment"]
     present = [m for m in ORDER if m in results["models"]]
     per_model = exp.get("run_seconds", {})
     times = ", ".join(f"{m} {per_model[m]['train_seconds']:,.0f} s" for m in present if m in per_model)
-    lines = [f"## {exp['dataset']} (`{folder.name}`)", "",
+    lines = [f"## {exp['dataset']} (`{spec}`)", "",
              f"{exp['description']}; {exp['training_rows']:,} training and {exp['test_rows']:,} test rows; "
-             f"label: {exp.get('label') or '-'}. Budget: {exp['budget']['text']}. Seeds: {exp['seeds']}.", "",
-             f"Command: `{exp['command']}` (continued with `--resume` where models were added; finished runs are "
-             f"reused). Training seconds, all seeds: {times}; training and sampling, all runs: "
+             f"label: {exp.get('label') or '-'}. Budget: {exp['budget']['text']}. Seeds: as many as the command "
+             "names (a cell without ± is one seed).", "",
+             "Command" + "s" * (len(commands) > 1) + ": " + "; ".join(f"`{c}`" for c in commands) +
+             f" (continued with `--resume` where models were added; finished runs are reused; folders joined by + "
+             f"were evaluated separately against the same split and evaluation seed). Training seconds, all seeds: "
+             f"{times}; training and sampling, all runs: "
              f"{seconds(results):,.0f} s on {exp['machine'].get('cpu_count', '?')} CPU cores, "
              f"{exp['machine'].get('torch_threads')} torch thread(s) per run, other jobs sharing the cores.", ""]
     if len(present) > 1 and "scale" not in results:     # a data-scale folder shows its scale table alone
@@ -136,7 +159,8 @@ def dataset_section(folder: Path, tally: dict[str, list[int]], report_figures: b
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("experiments", nargs="+", type=Path, help="experiment folders (results.json inside)")
+    parser.add_argument("experiments", nargs="+", help="experiment folders (results.json inside); DIR+DIR2 shows "
+                        "the models of folders of the same dataset in one table")
     parser.add_argument("--figures", nargs="*", default=[], metavar="FOLDER",
                         help="folders whose report figures (prevalence, dimwise, codes per patient) are copied to docs/ "
                              "(the data-scale figure always is)")
@@ -147,7 +171,7 @@ def main() -> None:
              "standard deviation over seeds. Machine: the project's 2-core CPU.", "", READING, ""]
     tally: dict[str, list[int]] = {}
     for folder in args.experiments:
-        lines += dataset_section(folder, tally, str(folder) in args.figures or folder.name in args.figures)
+        lines += dataset_section(folder, tally, folder in args.figures or Path(folder).name in args.figures)
     if tally:
         lines.append("Over every dataset and metric above, ehrdiff against each learned model (metrics where that "
                      "model is closer to the ideal / where it is not): "
