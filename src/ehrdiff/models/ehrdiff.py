@@ -173,7 +173,6 @@ class EHRDiff(Generator):
                      desc: str = "sampling") -> np.ndarray:
         from tqdm.auto import tqdm
 
-
         cfg = self.config
         device = resolve_device(cfg.device)
         denoiser = self.denoiser_.to(device)
