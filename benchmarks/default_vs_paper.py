@@ -83,16 +83,25 @@ def seconds(results: dict) -> float:
     return sum((r.get("train_seconds") or 0) + (r.get("sample_seconds") or 0) for r in results["runs"])
 
 
+def gap(model: str, key: str, rule: str, results: dict) -> float | None:
+    """How far ``model``'s mean of ``key`` is from the ideal (``distance``), at the tables' three decimals; None when
+    the metric or its reference value is missing."""
+    value = mean(results["models"].get(model, {}).get(key))
+    if value is None:
+        return None
+    real = results.get("real_training", {}).get(key)
+    test = mean(results.get("references", {}).get("reference:real-test", {}).get(key))
+    d = distance(value, rule, real, test)
+    return None if d is None else round(d, 3)
+
+
 def verdict(key: str, rule: str, results: dict) -> str:
     a, b = (mean(results["models"].get(m, {}).get(key)) for m in ("ehrdiff", "ehrdiff-paper"))
     if a is None or b is None:      # e.g. TSTR when a model's synthetic label has one class only
         return "-" if a is None and b is None else "default (paper: none)" if b is None else "paper (default: none)"
-    real = results.get("real_training", {}).get(key)
-    test = mean(results.get("references", {}).get("reference:real-test", {}).get(key))
-    da, db = distance(a, rule, real, test), distance(b, rule, real, test)
+    da, db = gap("ehrdiff", key, rule, results), gap("ehrdiff-paper", key, rule, results)
     if da is None or db is None:
         return "-"
-    da, db = round(da, 3), round(db, 3)     # no verdict below the tables' precision
     return "default" if da < db else "paper" if db < da else "tie"
 
 

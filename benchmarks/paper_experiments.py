@@ -28,7 +28,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from default_vs_paper import METRICS, cell, distance, mean, seconds
+from default_vs_paper import METRICS, cell, gap, mean, seconds
 
 ROOT = Path(__file__).resolve().parent
 DOCS = ROOT.parent / "docs"
@@ -64,22 +64,11 @@ Gaussian-noise denoiser (and a GAN generator) smooths over."""
 
 def losses(key: str, rule: str, results: dict, present: list[str]) -> list[str]:
     """The rivals closer to the ideal than ehrdiff on ``key``."""
-    models, refs = results["models"], results.get("references", {})
-    real = results.get("real_training", {}).get(key)
-    test = mean(refs.get("reference:real-test", {}).get(key))
-    ours = mean(models.get("ehrdiff", {}).get(key))
+    ours = gap("ehrdiff", key, rule, results)
     if ours is None:
         return []
-    d_ours = distance(ours, rule, real, test)
-    if d_ours is None:
-        return []
-    beaten = []
-    for rival in (m for m in RIVALS if m in present):
-        value = mean(models[rival].get(key))
-        d = None if value is None else distance(value, rule, real, test)
-        if d is not None and round(d, 3) < round(d_ours, 3):
-            beaten.append(rival)
-    return beaten
+    gaps = {rival: gap(rival, key, rule, results) for rival in RIVALS if rival in present}
+    return [rival for rival, d in gaps.items() if d is not None and d < ours]
 
 
 def copy_figures(folder: Path, names: list[str]) -> list[str]:
