@@ -5,11 +5,11 @@ figures. Writes benchmarks/results/experiments.md and copies the figures to docs
     ALL=ehrdiff,ehrdiff-paper,medgan,emrwgan,corgan,marginals,resample
     .venv/bin/ehrdiff experiment paper --dataset mimic-iv-demo --models $ALL --seeds 3 --budget steps:2000 \\
         --threads 1 -o runs/default-mimic-iv
-    .venv/bin/ehrdiff experiment paper --dataset mimic-iii-demo --models ehrdiff,ehrdiff-paper,marginals,resample \\
-        --seeds 3 --budget steps:2000 --threads 1 -o runs/default-mimic-iii       # (the GANs: --models $ALL --resume)
+    .venv/bin/ehrdiff experiment paper --dataset mimic-iii-demo --models $ALL --seeds 3 --budget steps:2000 \\
+        --threads 1 -o runs/default-mimic-iii
     .venv/bin/ehrdiff experiment paper --dataset cinc2012 --models ehrdiff,ehrdiff-paper,marginals,resample \\
         --seeds 3 --budget steps:3000 --batch-size 256 --threads 1 -o runs/default-cinc
-    .venv/bin/ehrdiff experiment paper --dataset cinc2012 --models medgan,emrwgan,marginals --seeds 1 \\
+    .venv/bin/ehrdiff experiment paper --dataset cinc2012 --models medgan,emrwgan,corgan,marginals --seeds 3 \\
         --budget steps:3000 --batch-size 256 --threads 1 -o runs/gan-cinc
     .venv/bin/ehrdiff experiment paper --dataset cinc2012 --models ehrdiff,marginals --seeds 2 --budget steps:3000 \\
         --batch-size 256 --fractions 0.1,0.25,0.5,1 --threads 1 -o runs/scale-cinc
@@ -41,9 +41,10 @@ closer to the ideal than ehrdiff's default model on that metric, by the rules of
 and TSTR; AUROCs nearer 0.5; lower gaps, distances and privacy loss; codes and empty rows nearer the real training
 data; copies nearer the real test half's), at the tables' three decimals.
 
-Where ehrdiff loses, and why we think so. On the MIMIC demos (80 training patients) ehrdiff's default model is the
-closest of the learned models on prevalences, codes per patient and empty rows, and it loses on privacy to every
-GAN: membership inference, nearest-neighbour privacy loss and rows identical to a training row. The budget is the
+Where ehrdiff loses, and why we think so. On both MIMIC demos (80 training patients) ehrdiff's default model is the
+closest of the learned models on prevalences, codes per patient and empty rows, and it loses on privacy to the
+paper's model and to every GAN: membership inference, nearest-neighbour privacy loss and rows identical to a
+training row. The budget is the
 cause: 2,000 full-batch steps are 2,000 epochs over 80 patients, and the default model learns fastest per step, so
 it memorises them; medGAN and CorGAN keep membership inference near 0.5 because they fit these patients poorly (see
 their prevalence and discriminator rows), not because they protect them. On data this small, train for far fewer
@@ -51,11 +52,13 @@ steps or with differential privacy (docs/conditional-and-dp.md). The discriminat
 for several models, so their verdicts there mean little, and the dimension-wise gap of the paper's model and of
 ehrdiff are within one standard deviation. On CinC 2012 the trees discriminator separates every synthetic set, the
 independent columns too: synthetic rows break the rules that tie a variable's summaries together
-(cinc_consistency.md). There EMR-WGAN (one seed so far, CorGAN not yet run) beats the default model on TSTR and the
-categorical distance, while a logistic discriminator tells its rows apart from real ones perfectly and the default
-model's less so; its TSTR is within about one standard deviation of the default model's three seeds, so more seeds
-are needed before calling it. Both share the same weak point: their continuous marginals (KS) are far from the
-real ones, far above the independent columns' (each column's own distribution). For the default model that
+(cinc_consistency.md). There EMR-WGAN beats the default model on TSTR and the categorical distance, while a
+logistic discriminator tells its rows (and medGAN's and CorGAN's) apart from real ones perfectly and the default
+model's less so; over three seeds each the two TSTR means differ by less than either's standard deviation, so we
+read them as level, with EMR-WGAN's categorical columns the closer. medGAN and CorGAN are well behind both on TSTR and the continuous distance; their better membership
+inference and nearest-neighbour loss come with rows that fit the data worse. ehrdiff and EMR-WGAN share the same
+weak point: their continuous marginals (KS) are far from the real ones, far above the independent columns' (each
+column's own distribution). For the default model that
 distance does not fall with more data in the data-scale table, while its TSTR and correlation distance improve
 with the share of training patients and stay below the real data of the same size. We think the continuous columns
 are where the vector models fall short on this data: many are imputed or summary values with point masses that a
