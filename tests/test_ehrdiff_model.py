@@ -226,3 +226,23 @@ def test_any_width_including_odd_and_bad_values():
     X[3, 2] = np.inf
     with pytest.raises(DataError, match="infinite"):
         EHRDiff("cpu-fast", **TINY).fit(X, progress=False)
+
+
+# ---- memorisation warning --------------------------------------------------------------------------------------
+def test_memorisation_warning_depends_on_passes_over_the_rows_and_not_under_dp():
+    from ehrdiff.models.ehrdiff import MEMORISATION_PASSES, memorisation_warning
+    message = memorisation_warning(2000, 80, 80, private=False)
+    assert "2,000 times" in message and "80 training rows" in message and "--dp" in message
+    assert memorisation_warning(3000, 256, 3200, private=False) is None          # CinC's 240 passes
+    assert memorisation_warning(MEMORISATION_PASSES, 10, 10, private=False) is not None
+    assert memorisation_warning(MEMORISATION_PASSES - 1, 10, 10, private=False) is None
+    assert memorisation_warning(2000, 80, 80, private=True) is None
+
+
+def test_fit_warns_when_the_run_passes_over_small_data_a_thousand_times(caplog):
+    data = block_binary_data(16, 2, 3, seed=1)
+    caplog.set_level("WARNING", logger="ehrdiff")
+    EHRDiff(**(TINY | {"steps": 40})).fit(data, progress=False)          # 80 passes
+    assert not [r for r in caplog.records if "memorise" in r.getMessage()]
+    EHRDiff(**(TINY | {"steps": 500})).fit(data, progress=False)         # 1,000 passes
+    assert [r for r in caplog.records if r.levelname == "WARNING" and "1,000 times" in r.getMessage()]
