@@ -44,3 +44,7 @@ def test_demo_writes_synthetic_data_and_a_consistent_comparison(tmp_path):
     assert comparison["codes_never_generated"] == int((counts == 0).sum())
     assert np.isclose(comparison["codes_per_patient_real"], len(real) / patients)
     assert np.isclose(comparison["codes_per_patient_synthetic"], counts.sum() / len(synthetic))
+    real_sets = {frozenset(g) for _, g in real.groupby("subject_id")["cat"]}
+    synthetic_sets = [frozenset(c for c, v in zip(codes, row) if v) for row in synthetic[codes].to_numpy()]
+    assert np.isclose(comparison["identical_to_a_real_patient"],
+                      np.mean([s in real_sets for s in synthetic_sets]))
