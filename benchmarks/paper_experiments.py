@@ -37,32 +37,31 @@ RIVALS = ("ehrdiff-paper", "medgan", "emrwgan", "corgan")      # the learned mod
 FIGURES = ("prevalence.png", "dimwise.png", "codes_per_patient.png")
 
 READING = """How to read it. *beaten by* names the learned models (the paper's EHRDiff and the three GANs) that are
-closer to the ideal than ehrdiff's default model on that metric, by the rules of default_vs_paper.md (higher Spearman
-and TSTR; AUROCs nearer 0.5; lower gaps, distances and privacy loss; codes and empty rows nearer the real training
-data; copies nearer the real test half's), at the tables' three decimals.
+closer to the ideal than ehrdiff's default model on that metric, by the rules of default_vs_paper.md (higher
+Spearman and TSTR; AUROCs nearer 0.5; lower gaps, distances and privacy loss; codes and empty rows nearer the real
+training data; copies nearer the real test half's), at the tables' three decimals.
 
 Where ehrdiff loses, and why we think so. On both MIMIC demos (80 training patients) ehrdiff's default model is the
 closest of the learned models on prevalences, codes per patient and empty rows, and it loses on privacy to the
 paper's model and to every GAN: membership inference, nearest-neighbour privacy loss and rows identical to a
-training row. The budget is the
-cause: 2,000 full-batch steps are 2,000 epochs over 80 patients, and the default model learns fastest per step, so
-it memorises them; medGAN and CorGAN keep membership inference near 0.5 because they fit these patients poorly (see
-their prevalence and discriminator rows), not because they protect them. On data this small, train for far fewer
-steps or with differential privacy (docs/conditional-and-dp.md). The discriminators on 80 + 80 rows fall below 0.5
-for several models, so their verdicts there mean little, and the dimension-wise gap of the paper's model and of
-ehrdiff are within one standard deviation. On CinC 2012 the trees discriminator separates every synthetic set, the
-independent columns too: synthetic rows break the rules that tie a variable's summaries together
-(cinc_consistency.md). There EMR-WGAN beats the default model on TSTR and the categorical distance, while a
-logistic discriminator tells its rows (and medGAN's and CorGAN's) apart from real ones perfectly and the default
-model's less so; over three seeds each the two TSTR means differ by less than either's standard deviation, so we
-read them as level, with EMR-WGAN's categorical columns the closer. medGAN and CorGAN are well behind both on TSTR and the continuous distance; their better membership
-inference and nearest-neighbour loss come with rows that fit the data worse. ehrdiff and EMR-WGAN share the same
-weak point: their continuous marginals (KS) are far from the real ones, far above the independent columns' (each
-column's own distribution). For the default model that
-distance does not fall with more data in the data-scale table, while its TSTR and correlation distance improve
-with the share of training patients and stay below the real data of the same size. We think the continuous columns
-are where the vector models fall short on this data: many are imputed or summary values with point masses that a
-Gaussian-noise denoiser (and a GAN generator) smooths over."""
+training row. The budget is the cause: 2,000 full-batch steps are 2,000 epochs over 80 patients, and the default
+model learns fastest per step, so it memorises them; medGAN and CorGAN keep membership inference near 0.5 because
+they fit these patients poorly (see their prevalence and discriminator rows), not because they protect them. On data
+this small, train for far fewer steps or with differential privacy (docs/conditional-and-dp.md). The discriminators
+on 80 + 80 rows fall below 0.5 for several models, so their verdicts there mean little, and the dimension-wise gap
+of the paper's model and of ehrdiff are within one standard deviation. On CinC 2012 the trees discriminator
+separates every synthetic set, the independent columns too: synthetic rows break the rules that tie a variable's
+summaries together (cinc_consistency.md). There EMR-WGAN beats the default model on TSTR and the categorical
+distance, while a logistic discriminator tells its rows (and medGAN's and CorGAN's) apart from real ones perfectly
+and the default model's less so; over three seeds each the two TSTR means differ by less than either's standard
+deviation, so we read them as level, with EMR-WGAN's categorical columns the closer. medGAN and CorGAN are well
+behind both on TSTR and the continuous distance; their better membership inference and nearest-neighbour loss come
+with rows that fit the data worse. ehrdiff and EMR-WGAN share the same weak point: their continuous marginals (KS)
+are far from the real ones, far above the independent columns' (each column's own distribution). For the default
+model that distance does not fall with more data in the data-scale table, while its TSTR and correlation distance
+improve with the share of training patients and stay below the real data of the same size. We think the continuous
+columns are where the vector models fall short on this data: many are imputed or summary values with point masses
+that a Gaussian-noise denoiser (and a GAN generator) smooths over."""
 
 
 def losses(key: str, rule: str, results: dict, present: list[str]) -> list[str]:

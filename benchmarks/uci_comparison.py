@@ -22,8 +22,8 @@ targets of issue 7, from the results.json of one or more `ehrdiff experiment pap
     .venv/bin/python benchmarks/uci_comparison.py runs/paper-uci runs/gan-uci-medgan runs/gan-uci-emrwgan \\
         runs/gan-uci-corgan runs/paper-uci-v2 runs/default-uci-v2 --gbt runs/paper-uci-v2-gbt runs/default-uci-v2-gbt
 
-(a model found in several folders is taken from the last one). Writes benchmarks/results/uci_comparison.md. The official code's numbers are not measured by this script: they are
-the measurements recorded in the project's shared FINDINGS.md (official code, same split, 4,984 steps at batch
+(a model found in several folders is taken from the last one). Writes benchmarks/results/uci_comparison.md. The
+official code's numbers are not measured by this script: they are the measurements recorded in the project's shared FINDINGS.md (official code, same split, 4,984 steps at batch
 1,024 on this 2-core machine) and quoted by issue 5; the targets are issue 7's.
 """
 
@@ -59,37 +59,38 @@ REFERENCE_NAMES = {"reference:real-test": "real test half", "reference:train-res
                    "reference:independent": "independent columns"}
 
 
-READING = """How to read it. `ehrdiff-paper` is this library's implementation of the paper's model (preset paper-mimic,
-warmed up for the official schedule's share of its steps as the official run was). Over three seeds it matches the
-official code on prevalences, codes per patient, empty rows, distinct rows and membership inference, and is a little
-better on both discriminators and the dimension-wise gap; its TSTR is slightly lower. The two TSTR numbers come from
-two evaluations that differ in detail (the official code was evaluated by the project's earlier protocol in
-FINDINGS.md, on a held-out set one patient smaller, and that protocol's own reference rows, the real held-out half and
-the independent columns, scored about as much higher than ours), so we read the TSTR difference as within what the
-protocols alone move, not as a shortfall of the implementation. Scored with gradient boosting instead of logistic
-regression (the --gbt rows: the same synthetic rows; that classifier's TRTR equals the official evaluation's), the
-paper's model stays as far under the official code's TSTR, so the choice of classifier does not explain it; a single seed with the runner's default warm-up (a
-quarter of the steps) scored lower still (runs/paper-uci). Both round the sampler's output at one half, which drops
-most codes whose probability stays under it, so both generate about half the real number of codes and many empty
-rows, and a linear discriminator spots the missing codes at once. medGAN beats the paper's model on codes per
-patient (it decodes with a sigmoid autoencoder) but loses on everything that needs co-occurrence. EMR-WGAN, a plain
-WGAN-GP on the code vector, is the strongest baseline: close to the real data on the discriminators and the
-dimension-wise gap, a little lower on TSTR. CorGAN (one seed: about 1.9 s per generator step on one core, 2.6 hours
-for its 5,000 steps here) is the weakest learned model on this data: its prevalences rank worst (Spearman), both
-discriminators separate its rows and its TSTR is barely above the independent columns'. We think its 1-D
-convolutions are the reason: they assume that neighbouring columns are related, and the numeric order of the ICD-9
-categories groups related codes only in part. ehrdiff's default model (`ehrdiff`: the Bernoulli head, the final draw, count matching and 16
-noise levels, with a network of a third of the paper network's FLOPs per row trained for three times the steps at
-lr 1e-3; README "The model") fixes the code counts, the empty rows and the prevalences, and with them the
-discriminators, TSTR and the share of copied rows; the extra steps teach it the co-occurrence of codes that the
-paper network had not learned in 5,000 (benchmarks/results/gpu_sweep.md), so its dimension-wise gap is down near
-the real test half's. Where it is beaten (*ehrdiff beaten by*), it is on membership inference and the
-nearest-neighbour privacy loss, by less than a hundredth: the models that fit the training rows less closely sit
-nearer the ideal, and the default model's share of rows identical to a training row stays below the real test
-half's. The resampled training rows win on structure because they are the training data, and pay for it in
-membership inference and copies (their privacy rows). The default model's three seeds were trained side by side
-(`--shard`) with two to three other jobs on the two cores, so their wall time is that of a shared machine;
-benchmarks/results/default_budget.md compares the two budgets' speed in one run."""
+READING = """How to read it. `ehrdiff-paper` is this library's implementation of the paper's model (preset paper-
+mimic, warmed up for the official schedule's share of its steps as the official run was). Over three seeds it
+matches the official code on prevalences, codes per patient, empty rows, distinct rows and membership inference, and
+is a little better on both discriminators and the dimension-wise gap; its TSTR is slightly lower. The two TSTR
+numbers come from two evaluations that differ in detail (the official code was evaluated by the project's earlier
+protocol in FINDINGS.md, on a held-out set one patient smaller, and that protocol's own reference rows, the real
+held-out half and the independent columns, scored about as much higher than ours), so we read the TSTR difference as
+within what the protocols alone move, not as a shortfall of the implementation. Scored with gradient boosting
+instead of logistic regression (the --gbt rows: the same synthetic rows; that classifier's TRTR equals the official
+evaluation's), the paper's model stays as far under the official code's TSTR, so the choice of classifier does not
+explain it; a single seed with the runner's default warm-up (a quarter of the steps) scored lower still (runs/paper-
+uci). Both round the sampler's output at one half, which drops most codes whose probability stays under it, so both
+generate about half the real number of codes and many empty rows, and a linear discriminator spots the missing codes
+at once. medGAN beats the paper's model on codes per patient (it decodes with a sigmoid autoencoder) but loses on
+everything that needs co-occurrence. EMR-WGAN, a plain WGAN-GP on the code vector, is the strongest baseline: close
+to the real data on the discriminators and the dimension-wise gap, a little lower on TSTR. CorGAN (one seed: about
+1.9 s per generator step on one core, 2.6 hours for its 5,000 steps here) is the weakest learned model on this data:
+its prevalences rank worst (Spearman), both discriminators separate its rows and its TSTR is barely above the
+independent columns'. We think its 1-D convolutions are the reason: they assume that neighbouring columns are
+related, and the numeric order of the ICD-9 categories groups related codes only in part. ehrdiff's default model
+(`ehrdiff`: the Bernoulli head, the final draw, count matching and 16 noise levels, with a network of a third of the
+paper network's FLOPs per row trained for three times the steps at lr 1e-3; README "The model") fixes the code
+counts, the empty rows and the prevalences, and with them the discriminators, TSTR and the share of copied rows; the
+extra steps teach it the co-occurrence of codes that the paper network had not learned in 5,000
+(benchmarks/results/gpu_sweep.md), so its dimension-wise gap is down near the real test half's. Where it is beaten
+(*ehrdiff beaten by*), it is on membership inference and the nearest-neighbour privacy loss, by less than a
+hundredth: the models that fit the training rows less closely sit nearer the ideal, and the default model's share of
+rows identical to a training row stays below the real test half's. The resampled training rows win on structure
+because they are the training data, and pay for it in membership inference and copies (their privacy rows). The
+default model's three seeds were trained side by side (`--shard`) with two to three other jobs on the two cores, so
+their wall time is that of a shared machine; benchmarks/results/default_budget.md compares the two budgets' speed in
+one run."""
 
 
 WIDTH = 882     # UCI diabetes patient level: 881 code columns and the label
@@ -175,7 +176,8 @@ def main() -> None:
              "folder (the same real training and test rows, the same evaluation seed). Machine: the project's 2-core "
              "CPU, 1 torch thread per run, other jobs sharing the cores (training seconds are wall time under that "
              "load; a run marked resumed was interrupted and continued from its checkpoint, and counts the last "
-             "invocation's seconds only). The official code's column is quoted from FINDINGS.md (measured on this machine at 4,984 steps), "
+             "invocation's seconds only). The official code's column is quoted from FINDINGS.md (measured on this "
+             "machine at 4,984 steps), "
              "not rerun here. Mean ± standard deviation over seeds where there are several.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rules = {key: rule for key, _, rule in METRICS}
