@@ -23,8 +23,9 @@ targets of issue 7, from the results.json of one or more `ehrdiff experiment pap
         runs/gan-uci-corgan runs/paper-uci-v2 runs/default-uci-v2 --gbt runs/paper-uci-v2-gbt runs/default-uci-v2-gbt
 
 (a model found in several folders is taken from the last one). Writes benchmarks/results/uci_comparison.md. The
-official code's numbers are not measured by this script: they are the measurements recorded in the project's shared FINDINGS.md (official code, same split, 4,984 steps at batch
-1,024 on this 2-core machine) and quoted by issue 5; the targets are issue 7's.
+official code's numbers are not measured by this script: they are the measurements recorded in the project's
+shared FINDINGS.md (official code, same split, 4,984 steps at batch 1,024 on this 2-core machine) and quoted by
+issue 5; the targets are issue 7's.
 """
 
 from __future__ import annotations
