@@ -12,7 +12,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "demo", help="train and sample on the bundled MIMIC-IV demo data",
         description="Train EHRDiff on the bundled MIMIC-IV Clinical Database Demo diagnoses (the 76 of its 100 "
-                    "patients with ICD-9 diagnoses, as 3-digit categories), sample as many synthetic patients, and compare code prevalence.")
+                    "patients with ICD-9 diagnoses, as 3-digit categories), sample as many synthetic patients, and "
+                    "compare code prevalence.")
     p.add_argument("-o", "--output", default="demo-out", help="output folder (default: demo-out)")
     p.add_argument("--preset", default="cpu-fast", help="EHRDiff preset (default: cpu-fast)")
     p.add_argument("--steps", type=int, help="optimiser steps (default: 1,000, README \"Quick start\"; 0: the "

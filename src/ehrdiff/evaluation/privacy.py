@@ -42,12 +42,17 @@ def copy_rates(train: np.ndarray, synthetic: np.ndarray, holdout: np.ndarray) ->
     """Share of synthetic rows identical to a training row, and the same share for real held-out rows.
 
     Arguments are row fingerprints (``rows.fingerprints``) computed with the same 0/1 columns."""
-    ids = row_ids(np.vstack([train, synthetic, holdout]))
-    n_train, n_syn = len(train), len(synthetic)
+    on_synthetic, on_holdout = identical_shares(train, synthetic, holdout)
+    return {"exact_copy_rate": on_synthetic, "exact_copy_rate_holdout": on_holdout}
+
+
+def identical_shares(train: np.ndarray, *groups: np.ndarray) -> list[float]:
+    """For each group of rows, the share identical to some training row (rows: equal-width 2-D arrays)."""
+    ids = row_ids(np.vstack([train, *groups]))
     in_train = np.zeros(ids.max() + 1, dtype=bool)
-    in_train[ids[:n_train]] = True
-    return {"exact_copy_rate": float(in_train[ids[n_train:n_train + n_syn]].mean()),
-            "exact_copy_rate_holdout": float(in_train[ids[n_train + n_syn:]].mean())}
+    in_train[ids[:len(train)]] = True
+    bounds = np.cumsum([len(train)] + [len(g) for g in groups])
+    return [float(in_train[ids[a:b]].mean()) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 # ---- nearest-neighbour adversarial accuracy ----------------------------------------------------------------------
