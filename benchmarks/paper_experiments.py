@@ -59,9 +59,10 @@ behind both on TSTR and the continuous distance; their better membership inferen
 with rows that fit the data worse. ehrdiff and EMR-WGAN share the same weak point: their continuous marginals (KS)
 are far from the real ones, far above the independent columns' (each column's own distribution). For the default
 model that distance does not fall with more data in the data-scale table, while its TSTR and correlation distance
-improve with the share of training patients and stay below the real data of the same size. We think the continuous
-columns are where the vector models fall short on this data: many are imputed or summary values with point masses
-that a Gaussian-noise denoiser (and a GAN generator) smooths over."""
+improve with the share of training patients and stay below the real data of the same size. Much of that distance
+comes from the min-max scaling all these models share: it squeezes each skewed lab column into a sliver near 0 under
+its outliers. Scaled through its training quantiles (`continuous_scaling="quantile"`), the default model's continuous
+KS halves, at a cost in TSTR (benchmarks/results/cinc_continuous.md, one seed)."""
 
 
 def losses(key: str, rule: str, results: dict, present: list[str]) -> list[str]:

@@ -3,8 +3,8 @@ targets of issue 7, from the results.json of one or more `ehrdiff experiment pap
 
     .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models ehrdiff-paper,medgan,marginals,resample \\
         --seeds 1 --budget steps:5000 --batch-size 1024 --threads 1 -o runs/paper-uci
-    .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models emrwgan --seeds 1 --budget steps:5000 \\
-        --batch-size 1024 --threads 1 -o runs/gan-uci-emrwgan
+    .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models emrwgan --seeds 3 --budget steps:5000 \\
+        --batch-size 1024 --threads 1 -o runs/gan-uci-emrwgan   # seeds side by side: --shard I/3, then without
     .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models ehrdiff-paper --seeds 3 --budget steps:5000 \\
         --batch-size 1024 --set ehrdiff-paper.warmup_steps=357 --threads 1 -o runs/paper-uci-v2
     .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models ehrdiff --seeds 3 --budget steps:15000 \\
@@ -75,7 +75,7 @@ uci). Both round the sampler's output at one half, which drops most codes whose 
 generate about half the real number of codes and many empty rows, and a linear discriminator spots the missing codes
 at once. medGAN beats the paper's model on codes per patient (it decodes with a sigmoid autoencoder) but loses on
 everything that needs co-occurrence. EMR-WGAN, a plain WGAN-GP on the code vector, is the strongest baseline: close
-to the real data on the discriminators and the dimension-wise gap, a little lower on TSTR. CorGAN (one seed: about
+to the real data on the discriminators and the dimension-wise gap over its three seeds, lower on TSTR. CorGAN (one seed: about
 1.9 s per generator step on one core, 2.6 hours for its 5,000 steps here) is the weakest learned model on this data:
 its prevalences rank worst (Spearman), both discriminators separate its rows and its TSTR is barely above the
 independent columns'. We think its 1-D convolutions are the reason: they assume that neighbouring columns are
@@ -85,9 +85,9 @@ paper network's FLOPs per row trained for three times the steps at lr 1e-3; READ
 counts, the empty rows and the prevalences, and with them the discriminators, TSTR and the share of copied rows; the
 extra steps teach it the co-occurrence of codes that the paper network had not learned in 5,000
 (benchmarks/results/gpu_sweep.md), so its dimension-wise gap is down near the real test half's. Where it is beaten
-(*ehrdiff beaten by*), it is on membership inference and the nearest-neighbour privacy loss, by less than a
-hundredth: the models that fit the training rows less closely sit nearer the ideal, and the default model's share of
-rows identical to a training row stays below the real test half's. The resampled training rows win on structure
+(*ehrdiff beaten by*), it is on membership inference, by less than a hundredth: the models that fit the training
+rows less closely sit nearer the ideal, and the default model's share of rows identical to a training row stays
+below the real test half's. The resampled training rows win on structure
 because they are the training data, and pay for it in membership inference and copies (their privacy rows). The
 default model's three seeds were trained side by side (`--shard`) with two to three other jobs on the two cores, so
 their wall time is that of a shared machine; benchmarks/results/default_budget.md compares the two budgets' speed in

@@ -191,6 +191,17 @@ def test_shards_train_their_runs_and_the_last_command_evaluates_them(tmp_path, c
 
 
 # ---- pieces ----------------------------------------------------------------------------------------------------------
+def test_run_records_leave_out_settings_added_later_at_their_old_value():
+    """Runs recorded before ``continuous_scaling`` existed were min-max scaled: a min-max run still matches them,
+    a quantile-scaled one does not."""
+    from ehrdiff.experiments.runner import _resolved_settings
+    from ehrdiff.models.ehrdiff import EHRDiff
+
+    assert "continuous_scaling" not in _resolved_settings(EHRDiff("paper-cinc"))["training"]
+    assert "continuous_scaling" not in _resolved_settings(EHRDiff("default"))["training"]
+    assert _resolved_settings(EHRDiff(continuous_scaling="quantile"))["training"]["continuous_scaling"] == "quantile"
+
+
 def test_budget_parsing_and_the_refused_wall_clock_budget():
     assert S.parse_budget("steps:5000") == S.Budget(5000, None)
     assert S.parse_budget("steps:5,000", 256) == S.Budget(5000, 256)

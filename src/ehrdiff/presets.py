@@ -37,9 +37,20 @@ SAMPLING_SETTINGS = ("sigma_min", "sigma_max", "rho", "num_noise_levels", "final
                      "sampler")
 
 
+# Settings added after runs were recorded, with the value that does what runs made before they existed did.
+ADDED_LATER = {"continuous_scaling": "minmax"}
+
+
+def without_inert(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` less those of ADDED_LATER at their old behaviour's value: runs recorded before those settings
+    existed still match (resume, experiment folders)."""
+    return {k: v for k, v in settings.items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
+
+
 # Settings with two allowed values (the first one is the paper's).
 CHOICES = {"binary_head": ("gaussian", "bernoulli"), "min_codes": ("none", "data"), "codes_per_row": ("model", "data"),
-           "sampler": ("heun", "ancestral"), "final_draw": ("round", "sample"), "embedding": ("sinusoidal", "fourier")}
+           "sampler": ("heun", "ancestral"), "final_draw": ("round", "sample"), "embedding": ("sinusoidal", "fourier"),
+           "continuous_scaling": ("minmax", "quantile")}
 
 
 @dataclass
@@ -60,6 +71,11 @@ class EHRDiffConfig:
     codes_per_row: str = "model"          # "data": select sampled rows so that the numbers of codes per row follow
                                           # the training histogram (ehrdiff.diffusion.count_matching); "model": as drawn
     sampler: str = "heun"                 # "heun": deterministic, 2N - 1 calls; "ancestral": stochastic, N calls
+    # how continuous columns are put on [0, 1] (ehrdiff.data.encoding): "minmax" (the paper's) or "quantile"
+    # (ours: through the training quantiles, so skewed columns are spread evenly: closer continuous marginals, a
+    # lower TSTR on CinC 2012, benchmarks/results/cinc_continuous.md; under DP min-max is used, as the quantiles
+    # would leak without noise)
+    continuous_scaling: str = "minmax"
     # denoiser network
     hidden_dims: tuple[int, ...] = PAPER_MIMIC_WIDTHS
     embedding: str = "sinusoidal"         # "sinusoidal" or "fourier"
@@ -110,8 +126,9 @@ class EHRDiffConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def identity(self) -> dict[str, Any]:
-        """The settings that determine the trained weights (compared when a run resumes)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_SETTINGS + SAMPLING_SETTINGS}
+        """The settings that determine the trained weights (compared when a run resumes), less settings added
+        later at the value that does what runs without them did (``without_inert``)."""
+        return without_inert({k: v for k, v in self.to_dict().items() if k not in RUNTIME_SETTINGS + SAMPLING_SETTINGS})
 
     def validate(self) -> "EHRDiffConfig":
         positive = ("sigma_data", "P_std", "sigma_min", "sigma_max", "rho", "lr", "adam_eps", "embedding_width",

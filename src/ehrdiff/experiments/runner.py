@@ -42,7 +42,7 @@ from ehrdiff.experiments.spec import (QUICK_BATCH, QUICK_BUDGET, QUICK_EVALUATIO
                                       dataset_spec, model_settings, parse_budget, registry_name, resolve_inputs,
                                       steps_of)
 from ehrdiff.fileio import write_text_atomic
-from ehrdiff.presets import SAMPLING_SETTINGS
+from ehrdiff.presets import SAMPLING_SETTINGS, without_inert
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +157,11 @@ def _training_part(settings: dict) -> dict:
 
 def _resolved_settings(model) -> dict:
     """The model's full settings (a preset's contents included), split into those training reads and those only
-    sampling reads: a changed preset is noticed, and a change of sampling settings alone only resamples."""
+    sampling reads: a changed preset is noticed, and a change of sampling settings alone only resamples. Settings
+    added later at their old behaviour's value are left out (presets.without_inert): older runs still match."""
     cfg = getattr(model, "config", None)
     values = _runtime_free(dataclasses.asdict(cfg)) if dataclasses.is_dataclass(cfg) else {}
+    values = without_inert(values)
     sampling = {k: values.pop(k) for k in SAMPLING_SETTINGS if k in values}
     return json.loads(json.dumps({"training": values, "sampling": sampling}))
 

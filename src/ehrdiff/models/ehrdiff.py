@@ -9,7 +9,8 @@ the preconditioned denoiser with the EDM loss; sampling integrates the probabili
 sampler from the EMA weights, and the encoder turns the output back into the user's columns (binary columns
 clipped to [0, 1] and rounded at 0.5, continuous ones clipped to the training range). That is the paper's model
 (presets paper-mimic, paper-cinc, paper-ecg). The default preset models 0/1 columns as Bernoulli probabilities
-(ehrdiff.diffusion.bernoulli) and draws them at the end instead of rounding.
+(ehrdiff.diffusion.bernoulli) and draws them at the end instead of rounding. Continuous columns are min-max scaled
+as in the paper, or through their training quantiles with ``continuous_scaling="quantile"`` (ehrdiff.data.encoding).
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ class EHRDiff(Generator):
         condition, labels = None, None
         if self.config.condition is not None:      # the condition column becomes a class index, not a feature
             table, labels, condition = split_condition(table, self.config.condition)
-        encoder = TableEncoder().fit(table)
+        # the quantile scaling's knots are training values kept without noise: private runs use min-max
+        encoder = TableEncoder("minmax" if self.config.dp else self.config.continuous_scaling).fit(table)
         matrix = encoder.transform(table, dtype=np.float32)
         if matrix.shape[1] == 0:
             raise DataError("the table has no columns to model")
@@ -167,6 +169,8 @@ class EHRDiff(Generator):
         self.min_codes_ = min_codes(self.code_histograms_)     # the fewest codes of a training row
         if cfg.dp and cfg.codes_per_row == "data":
             log.info("codes_per_row='data' is off under DP: the training histogram of codes per row is not private")
+        if cfg.dp and cfg.continuous_scaling == "quantile" and encoder.has_continuous:
+            log.info("continuous columns are min-max scaled under DP: the training quantiles are not private")
         self.privacy_ = privacy.to_dict() if privacy is not None else None
         return self
 
