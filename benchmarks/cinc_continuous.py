@@ -1,12 +1,12 @@
 """The default model's two scalings of continuous columns on CinC 2012 (in-hospital death).
 
-    .venv/bin/python benchmarks/cinc_continuous.py                  # about 10 min on 1 thread of the 2-core machine
+    .venv/bin/python benchmarks/cinc_continuous.py --threads 2      # about 20 min on the 2-core machine
     .venv/bin/python benchmarks/cinc_continuous.py --quick          # a smoke run (numbers meaningless)
 
-The default model trained twice with the experiment budget of the CinC tables (3,000 steps at batch 256, warm-up a
-quarter of them as the experiment runner's) on the same patient split (``ehrdiff prepare cinc2012``, into
-benchmarks/out/data/) and sampled at the training size, then evaluated in one report (docs/metrics.md) with the
-reference rows:
+The default model trained with each scaling and seeds 0-2 (``--seeds``) at the experiment budget of the CinC
+tables (3,000 steps at batch 256, warm-up a quarter of them as the experiment runner's) on the same patient split
+(``ehrdiff prepare cinc2012``, into benchmarks/out/data/) and sampled at the training size, then evaluated in one
+report (docs/metrics.md) with the reference rows:
   - ``min-max``: continuous columns scaled by their training minimum and maximum (the paper's encoding and the
     default, ``continuous_scaling="minmax"``);
   - ``quantile``: scaled through their training quantiles (``continuous_scaling="quantile"``).
@@ -42,12 +42,13 @@ READING = """How to read it. With min-max scaling each column's outliers set its
 lab column sit in a sliver near 0 and small errors of the denoiser there become large ones on the column's own
 scale: the model draws far more values beyond the 10th and 90th training percentiles than the real test half has,
 and its continuous marginals (KS) are far from the real ones. Scaled through the quantiles, every column fills [0, 1]
-evenly: the KS distance halves, the continuous correlation distance comes down to the real test half's and the
-logistic discriminator separates fewer rows. The model then draws fewer extreme values than the real data has, and
-its TSTR is lower: the extremes it misses seem to carry part of the signal for in-hospital death. Neither scaling
+evenly: the KS distance halves, the continuous correlation distance comes down to about the real test half's and
+the logistic discriminator separates fewer rows. The model then draws fewer extreme values than the real data has,
+and its TSTR is lower on average, with a wide spread over the seeds: the extremes it misses seem to carry part of
+the signal for in-hospital death. Neither scaling
 fools the trees discriminator (cinc_consistency.md: the rules that tie a variable's summaries together). So the
 default stays min-max, the paper's, which keeps the TSTR; choose the quantile scaling when the continuous marginals
-matter more than the label's prediction. One seed and one data set: a reason to try it, not a verdict."""
+matter more than the label's prediction. One data set: a reason to try it, not a verdict."""
 VARIANTS = {"min-max": dict(continuous_scaling="minmax"), "quantile": dict(continuous_scaling="quantile")}
 
 
@@ -69,7 +70,7 @@ def tail_shares(train, synthetic) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=3, help="training and sampling seeds 0..N-1 (default 3)")
     parser.add_argument("--quick", action="store_true", help="a few steps and rows: checks that the script runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -84,54 +85,71 @@ def main() -> None:
         train, test, steps = train.subset(range(400)), test.subset(range(100)), 20
     synthetic, seconds, tails = {}, {}, {}
     for name, settings in VARIANTS.items():
-        started = time.perf_counter()
-        model = EHRDiff("default", steps=steps, batch_size=256, warmup_steps=steps // 4, seed=args.seed, **settings)
-        synthetic[name] = model.fit(train, progress=False).sample(train.n_rows, seed=args.seed)
-        seconds[name] = time.perf_counter() - started
-        tails[name] = tail_shares(train, synthetic[name])
-        print(f"{name}: trained and sampled in {seconds[name]:.0f} s", flush=True)
+        for seed in range(args.seeds):
+            run = f"{name}/seed-{seed}"
+            started = time.perf_counter()
+            model = EHRDiff("default", steps=steps, batch_size=256, warmup_steps=steps // 4, seed=seed, **settings)
+            synthetic[run] = model.fit(train, progress=False).sample(train.n_rows, seed=seed)
+            seconds[run] = time.perf_counter() - started
+            tails[run] = tail_shares(train, synthetic[run])
+            print(f"{run}: trained and sampled in {seconds[run]:.0f} s", flush=True)
     tails["reference:real-test"] = tail_shares(train, test)
-    report = evaluate(train, test, synthetic, label="label", references=True, seed=args.seed,
-                      threads=args.threads, figures=False)
+    report = evaluate(train, test, synthetic, label="label", references=True, seed=0, threads=args.threads,
+                      figures=False)
     metrics = report.metrics
     out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                        "threads": args.threads, "load_average": os.getloadavg()},
-           "steps": steps, "batch_size": 256, "seed": args.seed, "train_rows": train.n_rows, "seconds": seconds,
+           "steps": steps, "batch_size": 256, "seeds": args.seeds, "train_rows": train.n_rows, "seconds": seconds,
            "tails": tails, "metrics": metrics, "quick": args.quick}
     (ROOT / "out").mkdir(exist_ok=True)
     (ROOT / "out" / "cinc_continuous.json").write_text(json.dumps(out, indent=2, default=float) + "\n")
+    values = {name: {key: [metrics[f"{name}/seed-{s}"].get(key) for s in range(args.seeds)] for key, _ in METRICS}
+              for name in VARIANTS}
+    for name in VARIANTS:
+        for index, side in enumerate(("low", "high")):
+            values[name][side] = [tails[f"{name}/seed-{s}"][index] for s in range(args.seeds)]
+    for ref in ("reference:independent", "reference:real-test"):
+        values[ref] = {key: [metrics[ref].get(key)] for key, _ in METRICS}
+    values["reference:real-test"].update(low=[tails["reference:real-test"][0]], high=[tails["reference:real-test"][1]])
     if args.quick:
-        print(json.dumps({k: {m: metrics[k].get(m) for m, _ in METRICS} for k in VARIANTS}, indent=1, default=float))
+        print(json.dumps({name: {k: _cell(v) for k, v in row.items()} for name, row in values.items()}, indent=1))
         return
     names = [*VARIANTS, "reference:independent", "reference:real-test"]
+    options = ([f"--threads {args.threads}"] if args.threads != 1 else []) + \
+        ([f"--seeds {args.seeds}"] if args.seeds != 3 else [])
+    command = " ".join([".venv/bin/python benchmarks/cinc_continuous.py", *options])
     lines = ["# CinC 2012: min-max or quantile scaling of the default model's continuous columns", "",
-             "Command: `.venv/bin/python benchmarks/cinc_continuous.py` (writes this file and "
-             "benchmarks/out/cinc_continuous.json)", "",
+             f"Command: `{command}` (writes this file and benchmarks/out/cinc_continuous.json)", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
-             f"({args.threads} thread), other jobs sharing the cores (load average at the end "
-             f"{os.getloadavg()[0]:.1f}).", "",
-             f"The default model (preset `default`), {steps:,} steps at batch 256, seed {args.seed}, on the CinC 2012 "
-             f"set-a patient split ({train.n_rows:,} training rows; {train.n_rows:,} synthetic rows each); one "
-             "evaluation report (seed 0). `min-max` scales continuous columns by the training minimum and maximum "
-             "(the paper's encoding, the default); `quantile` through their training quantiles (`--set "
-             "continuous_scaling=quantile`). One seed: differences of a hundredth or two are within noise (the "
-             "CinC tables of docs/results.md give the default model's spread over three seeds).", "",
+             f"({args.threads} thread{'s' * (args.threads > 1)}); load average at the end {os.getloadavg()[0]:.1f}.",
+             "",
+             f"The default model (preset `default`), {steps:,} steps at batch 256, seeds 0-{args.seeds - 1}, on the "
+             f"CinC 2012 set-a patient split ({train.n_rows:,} training rows; as many synthetic rows per run); one "
+             "evaluation report (seed 0); cells: mean ± standard deviation over the seeds. `min-max` scales "
+             "continuous columns by the training minimum and maximum (the paper's encoding, the default); "
+             "`quantile` through their training quantiles (`--set continuous_scaling=quantile`).", "",
              "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for key, label in METRICS:
-        lines.append(f"| {label} | " + " | ".join(_cell(metrics.get(n, {}).get(key)) for n in names) + " |")
-    for side, index in (("below the 10th", 0), ("above the 90th", 1)):
-        lines.append(f"| share of values {side} training percentile | "
-                     + " | ".join(_cell(tails[n][index]) if n in tails else "-" for n in names) + " |")
-    lines.append("| train and sample seconds | " + " | ".join(f"{seconds[n]:,.0f}" if n in seconds else "-"
-                                                           for n in names) + " |")
+    labels = [*METRICS, ("low", "share of values below the 10th training percentile"),
+              ("high", "share of values above the 90th training percentile")]
+    for key, label in labels:
+        lines.append(f"| {label} | " + " | ".join(_cell(values[n].get(key)) for n in names) + " |")
+    lines.append("| train and sample seconds (per seed) | " + " | ".join(
+        f"{np.mean([seconds[f'{n}/seed-{s}'] for s in range(args.seeds)]):,.0f}" if n in VARIANTS else "-"
+        for n in names) + " |")
     lines += ["", READING]
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / "cinc_continuous.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
-def _cell(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _cell(values) -> str:
+    """mean ± sd (ddof 1) of the values, one value as it is, "-" when there is none."""
+    values = [v for v in (values or []) if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ TSTR: the paper's model rounds the in-hospital-death label at one half, so its s
 rows are easier for the logistic discriminator, though: on continuous columns the default keeps EDM's sigma_data
 0.14 where paper-cinc uses 0.03. Both scale continuous columns by their minimum and maximum; scaled through their
 quantiles instead (`continuous_scaling="quantile"`), the default model's continuous marginals and logistic
-discriminator improve and its TSTR falls (benchmarks/results/cinc_continuous.md, one seed)."""
+discriminator improve and its TSTR falls (benchmarks/results/cinc_continuous.md, three seeds)."""
 
 
 def mean(summary) -> float | None:

@@ -62,7 +62,7 @@ model that distance does not fall with more data in the data-scale table, while 
 improve with the share of training patients and stay below the real data of the same size. Much of that distance
 comes from the min-max scaling all these models share: it squeezes each skewed lab column into a sliver near 0 under
 its outliers. Scaled through its training quantiles (`continuous_scaling="quantile"`), the default model's continuous
-KS halves, at a cost in TSTR (benchmarks/results/cinc_continuous.md, one seed)."""
+KS halves, at a cost in TSTR (benchmarks/results/cinc_continuous.md, three seeds)."""
 
 
 def losses(key: str, rule: str, results: dict, present: list[str]) -> list[str]:
