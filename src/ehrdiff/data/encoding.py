@@ -71,9 +71,8 @@ class ColumnCoding:
         i = np.clip(np.searchsorted(knots, raw, side="right") - 1, 0, len(knots) - 2)   # knots[i] <= raw
         t = np.clip((raw - knots[i]) / (knots[i + 1] - knots[i]), 0.0, 1.0)
         out = high[i] + t * (low[i + 1] - high[i])
-        on_knot = np.isin(raw, knots)
-        j = np.clip(np.searchsorted(knots, raw), 0, len(knots) - 1)
-        out = np.where(on_knot, (low[j] + high[j]) / 2, out)
+        at = np.where(raw == knots[i + 1], i + 1, i)            # the knot equal to raw, if any (t is 0 or 1 there)
+        out = np.where(raw == knots[at], (low[at] + high[at]) / 2, out)
         return np.where(raw < knots[0], 0.0, np.where(raw > knots[-1], 1.0, out))
 
     def unscale(self, encoded: np.ndarray) -> np.ndarray:
