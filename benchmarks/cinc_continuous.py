@@ -29,6 +29,8 @@ import numpy as np
 import torch
 
 from bench_private import prepare
+from default_vs_paper import cell
+from ehrdiff.experiments.tables import summarize
 
 ROOT = Path(__file__).resolve().parent
 METRICS = [("continuous_ks_mean", "continuous KS (mean)"), ("continuous_ks_max", "continuous KS (max)"),
@@ -112,7 +114,8 @@ def main() -> None:
         values[ref] = {key: [metrics[ref].get(key)] for key, _ in METRICS}
     values["reference:real-test"].update(low=[tails["reference:real-test"][0]], high=[tails["reference:real-test"][1]])
     if args.quick:
-        print(json.dumps({name: {k: _cell(v) for k, v in row.items()} for name, row in values.items()}, indent=1))
+        print(json.dumps({name: {k: cell(summarize(v)) for k, v in row.items()} for name, row in values.items()},
+                         indent=1))
         return
     names = [*VARIANTS, "reference:independent", "reference:real-test"]
     options = ([f"--threads {args.threads}"] if args.threads != 1 else []) + \
@@ -132,7 +135,7 @@ def main() -> None:
     labels = [*METRICS, ("low", "share of values below the 10th training percentile"),
               ("high", "share of values above the 90th training percentile")]
     for key, label in labels:
-        lines.append(f"| {label} | " + " | ".join(_cell(values[n].get(key)) for n in names) + " |")
+        lines.append(f"| {label} | " + " | ".join(cell(summarize(values[n].get(key, []))) for n in names) + " |")
     lines.append("| train and sample seconds (per seed) | " + " | ".join(
         f"{np.mean([seconds[f'{n}/seed-{s}'] for s in range(args.seeds)]):,.0f}" if n in VARIANTS else "-"
         for n in names) + " |")
@@ -140,16 +143,6 @@ def main() -> None:
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / "cinc_continuous.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def _cell(values) -> str:
-    """mean ± sd (ddof 1) of the values, one value as it is, "-" when there is none."""
-    values = [v for v in (values or []) if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
 
 if __name__ == "__main__":

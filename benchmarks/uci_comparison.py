@@ -19,10 +19,10 @@ targets of issue 7, from the results.json of one or more `ehrdiff experiment pap
     cp -r runs/paper-uci/runs/medgan runs/gan-uci-medgan/runs/
     .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models medgan --seeds 3 --budget steps:5000 \\
         --batch-size 1024 --threads 2 -o runs/gan-uci-medgan --resume
-    .venv/bin/python benchmarks/uci_comparison.py runs/paper-uci runs/gan-uci-medgan runs/gan-uci-emrwgan \\
-        runs/gan-uci-corgan runs/paper-uci-v2 runs/default-uci-v2 --gbt runs/paper-uci-v2-gbt runs/default-uci-v2-gbt
+    .venv/bin/python benchmarks/uci_comparison.py runs/paper-uci-v2 runs/default-uci-v2 runs/gan-uci-medgan \\
+        runs/gan-uci-emrwgan runs/gan-uci-corgan runs/paper-uci --gbt runs/paper-uci-v2-gbt runs/default-uci-v2-gbt
 
-(a model found in several folders is taken from the last one). Writes benchmarks/results/uci_comparison.md. The
+(a model found in several folders is taken from the first one; the folders must hold the same dataset and split). Writes benchmarks/results/uci_comparison.md. The
 official code's numbers are not measured by this script: they are the measurements recorded in the project's
 shared FINDINGS.md (official code, same split, 4,984 steps at batch 1,024 on this 2-core machine) and quoted by
 issue 5; the targets are issue 7's.
@@ -34,8 +34,8 @@ import argparse
 import json
 from pathlib import Path
 
-from default_vs_paper import METRICS
-from paper_experiments import losses
+from default_vs_paper import METRICS, cell
+from paper_experiments import load_results, losses
 
 ROOT = Path(__file__).resolve().parent
 
@@ -106,22 +106,10 @@ def multiply_adds(preset: str) -> float:
     return sum(i * o for _, i, o in net.linear_shapes()) / 1e6
 
 
-def run_record(experiment: Path, run: dict) -> dict:
+def run_record(run: dict) -> dict:
     """A run's run.json (the model's settings, whether it was resumed), or {} when it is gone."""
-    record = experiment / "runs" / run["model"] / f"seed-{run['seed']}" / "run.json"
+    record = Path(run["folder"]) / "run.json"
     return json.loads(record.read_text()) if record.exists() else {}
-
-
-def fmt(summary) -> str:
-    if summary is None:
-        return "-"
-    if isinstance(summary, dict):
-        mean, sd, n = summary.get("mean"), summary.get("std"), summary.get("n")
-        if mean is None:
-            return "-"
-        text = f"{mean:.0f}" if abs(mean) >= 100 else f"{mean:.3f}"
-        return text + (f" ± {sd:.3f}" if n and n > 1 and sd is not None else "")
-    return f"{summary:.3f}" if isinstance(summary, float) else str(summary)
 
 
 def main() -> None:
@@ -131,29 +119,24 @@ def main() -> None:
                         help="copies of experiment folders re-evaluated with --eval utility_model=gbt: their TSTR "
                              "and TRTR join the table as the gradient-boosting rows")
     args = parser.parse_args()
-    models, references, commands, seeds, steps, real, resumed = {}, {}, [], {}, {}, {}, set()
-    for folder in args.experiments:
-        results = json.loads((folder / "results.json").read_text())
-        for name, values in results["models"].items():
-            models[name] = values
-            runs = [r for r in results["runs"] if r["model"] == name and r["fraction"] == 1.0]
-            seeds[name] = len(runs)
-            records = [run_record(folder, r) for r in runs]
-            steps[name] = records[0].get("key", {}).get("settings", {}).get("steps") if records else None
-            if any(r.get("resumed") for r in records):
-                resumed.add(name)
-            models[name]["train_seconds"] = {"mean": sum(r["train_seconds"] or 0 for r in runs) / max(1, len(runs)),
-                                             "n": 1}
-        references.update(results.get("references", {}))
-        real.update(results.get("real_training", {}))
-        commands.append(results["experiment"].get("command", str(folder)))
+    _, results, commands = load_results("+".join(map(str, args.experiments)))
+    models, references = results["models"], results.get("references", {})
+    seeds, steps, resumed = {}, {}, set()
+    for name, values in models.items():
+        runs = [r for r in results["runs"] if r["model"] == name and r["fraction"] == 1.0]
+        seeds[name] = len(runs)
+        records = [run_record(r) for r in runs]
+        steps[name] = records[0].get("key", {}).get("settings", {}).get("steps") if records else None
+        if any(r.get("resumed") for r in records):
+            resumed.add(name)
+        values["train_seconds"] = {"mean": sum(r["train_seconds"] or 0 for r in runs) / max(1, len(runs)), "n": 1}
     for folder in args.gbt:
-        results = json.loads((folder / "results.json").read_text())
-        for table, source in ((models, results["models"]), (references, results.get("references", {}))):
+        rescored = json.loads((folder / "results.json").read_text())
+        for table, source in ((models, rescored["models"]), (references, rescored.get("references", {}))):
             for name, values in source.items():
                 if name in table:
                     table[name].update({f"{key}_gbt": values.get(key) for key in ("tstr_auroc", "trtr_auroc")})
-        commands.append(results["experiment"].get("command", str(folder)))
+        commands.append(rescored["experiment"]["command"])
     names = [m for m in ("ehrdiff", "ehrdiff-paper", "medgan", "emrwgan", "corgan") if m in models]
     names += [m for m in models if m not in names]
     refs = [r for r in REFERENCE_NAMES if r in references]
@@ -182,15 +165,14 @@ def main() -> None:
              "not rerun here. Mean ± standard deviation over seeds where there are several.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rules = {key: rule for key, _, rule in METRICS}
-    merged = {"models": models, "references": references, "real_training": real}
     for key, title, official, target in ROWS:
         if key == "train_seconds":
             cells = [f"{models[m][key]['mean']:,.0f}" + (" (resumed)" if m in resumed else "") for m in names]
             cells += ["-"] * len(refs)
         else:
-            cells = [fmt(models[m].get(key)) for m in names] + [fmt(references[r].get(key)) for r in refs]
+            cells = [cell(models[m].get(key)) for m in names] + [cell(references[r].get(key)) for r in refs]
         rule = rules.get(key.removesuffix("_gbt"))
-        beaten = ", ".join(losses(key, rule, merged, names)) or "-" if rule else ""
+        beaten = ", ".join(losses(key, rule, results, names)) or "-" if rule else ""
         lines.append(f"| {title} | {official} | " + " | ".join(cells) + f" | {target} | {beaten} |")
     lines += ["", READING]
     (ROOT / "results" / "uci_comparison.md").write_text("\n".join(lines) + "\n")
