@@ -63,11 +63,13 @@ REFERENCE_NAMES = {"reference:real-test": "real test half", "reference:train-res
 READING = """How to read it. `ehrdiff-paper` is this library's implementation of the paper's model (preset paper-
 mimic, warmed up for the official schedule's share of its steps as the official run was). Over three seeds it
 matches the official code on prevalences, codes per patient, empty rows, distinct rows and membership inference, and
-is a little better on both discriminators and the dimension-wise gap; its TSTR is slightly lower. The two TSTR
-numbers come from two evaluations that differ in detail (the official code was evaluated by the project's earlier
-protocol in FINDINGS.md, on a held-out set one patient smaller, and that protocol's own reference rows, the real
-held-out half and the independent columns, scored about as much higher than ours), so we read the TSTR difference as
-within what the protocols alone move, not as a shortfall of the implementation. Scored with gradient boosting
+is a little better on both discriminators and the dimension-wise gap; its TSTR is lower, by one to two hundredths.
+The two TSTR numbers come from two evaluations that differ in detail: the official code was scored by the project's
+earlier protocol (FINDINGS.md), on a held-out set one patient smaller, and that protocol's reference rows scored
+higher than the same references here for the real held-out half and the independent columns but lower for the copied
+training rows, by about a hundredth either way (FINDINGS.md against the reference columns above). So part of the gap
+may be the protocol, but we have not shown that all of it is: on TSTR, the paper's model is not shown to be as good
+as the official code. Scored with gradient boosting
 instead of logistic regression (the --gbt rows: the same synthetic rows; that classifier's TRTR equals the official
 evaluation's), the paper's model stays as far under the official code's TSTR, so the choice of classifier does not
 explain it; a single seed with the runner's default warm-up (a quarter of the steps) scored lower still (runs/paper-
