@@ -299,5 +299,7 @@ def test_missing_data_and_missing_budget_are_clear_errors(tmp_path, capsys):
     assert run_cli("--dataset", "nope", "--quick", "-o", str(tmp_path / "o")) == 1
     assert "unknown dataset 'nope'" in capsys.readouterr().err
     assert run_cli("--dataset", "ptb", "--quick", "--models", "ehrdiff,gpt", "-o", str(tmp_path / "o")) == 1
-    assert "unknown model 'gpt'" in capsys.readouterr().err
+    assert "--models: unknown model 'gpt'" in capsys.readouterr().err
+    assert run_cli("--dataset", "ptb", "--quick", "--set", "ehrdif.lr=1e-4", "-o", str(tmp_path / "o")) == 1
+    assert "--set: unknown model 'ehrdif'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

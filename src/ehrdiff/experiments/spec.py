@@ -268,10 +268,12 @@ class ExperimentConfig:
         dataset_spec(self.dataset)
         if not self.models:
             raise EhrdiffError("--models: give at least one model")
-        for name in self.models:
-            if registry_name(name) not in REGISTRY:
-                known = sorted({*REGISTRY, *VARIANTS})
-                raise EhrdiffError(f"unknown model '{name}' (choose from {', '.join(known)})")
+        # a misspelt model in --set would otherwise leave its setting silently unused
+        for option, names in (("--models", self.models), ("--set", self.settings)):
+            for name in names:
+                if registry_name(name) not in REGISTRY:
+                    known = sorted({*REGISTRY, *VARIANTS})
+                    raise EhrdiffError(f"{option}: unknown model '{name}' (choose from {', '.join(known)})")
         if len(set(self.models)) != len(self.models):
             raise EhrdiffError("--models: a model is named twice")
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
