@@ -302,4 +302,6 @@ def test_missing_data_and_missing_budget_are_clear_errors(tmp_path, capsys):
     assert "--models: unknown model 'gpt'" in capsys.readouterr().err
     assert run_cli("--dataset", "ptb", "--quick", "--set", "ehrdif.lr=1e-4", "-o", str(tmp_path / "o")) == 1
     assert "--set: unknown model 'ehrdif'" in capsys.readouterr().err
+    assert run_cli("--dataset", "mimic-iv-demo", "--quick", "--set", "medgan.lr=-1", "-o", str(tmp_path / "o")) == 1
+    assert "setting lr=-1.0 is invalid" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

@@ -297,6 +297,17 @@ def _run_shard(config: ExperimentConfig, runs: list[Run], data: PreparedData) ->
     return {"shard": [index, count], "runs": [r.name for r in mine]}
 
 
+def check_model_settings(config: ExperimentConfig, spec: DatasetSpec) -> None:
+    """Build every model with its settings (nothing is trained): a bad --set fails here, before the data is prepared
+    and the first runs are trained, not when its model's turn comes."""
+    from ehrdiff.cli.train import build_model
+
+    budget = (config.budget or parse_budget(QUICK_BUDGET, QUICK_BATCH)).resolved(training_rows=1024)
+    for model in config.models:
+        build_model(registry_name(model), model_settings(model, spec, budget, seed=0, quick=config.quick,
+                                                         device=config.device, overrides=config.settings.get(model)))
+
+
 def run_experiment(config: ExperimentConfig) -> dict:
     """Run the whole experiment described by ``config``; returns the results dict (also in DIR/results.json)."""
     from ehrdiff.evaluation import evaluate
@@ -306,6 +317,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
     spec = dataset_spec(config.dataset)
     out = Path(config.output)
     inputs = resolve_inputs(spec, config.data_root, config.inputs)     # missing files fail before any write
+    check_model_settings(config, spec)                                 # so do invalid model settings
     check_output(out, config.resume or config.shard is not None)     # shards share one folder
     started = time.perf_counter()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None   # other jobs slow every timing
