@@ -9,8 +9,8 @@ targets of issue 7, from the results.json of one or more `ehrdiff experiment pap
         --batch-size 1024 --set ehrdiff-paper.warmup_steps=357 --threads 1 -o runs/paper-uci-v2
     .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models ehrdiff --seeds 3 --budget steps:15000 \\
         --batch-size 1024 --threads 1 -o runs/default-uci-v2
-    .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models corgan --seeds 1 --budget steps:5000 \\
-        --batch-size 1024 --threads 1 -o runs/gan-uci-corgan
+    .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models corgan --seeds 3 --budget steps:5000 \\
+        --batch-size 1024 --threads 1 -o runs/gan-uci-corgan   # seeds side by side: --shard I/3, then without
     # TSTR with gradient boosting: the same runs, evaluated again in a copy of their folder
     for f in paper-uci-v2 default-uci-v2; do mkdir runs/$f-gbt; cp -r runs/$f/data runs/$f/runs runs/$f-gbt/; done
     (the two commands of paper-uci-v2 and default-uci-v2 above, with -o runs/...-gbt --resume --eval utility_model=gbt)
