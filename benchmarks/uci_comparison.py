@@ -10,7 +10,7 @@ targets of issue 7, from the results.json of one or more `ehrdiff experiment pap
     .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models ehrdiff --seeds 3 --budget steps:15000 \\
         --batch-size 1024 --threads 1 -o runs/default-uci-v2
     .venv/bin/ehrdiff experiment paper --dataset uci-diabetes --models corgan --seeds 3 --budget steps:5000 \\
-        --batch-size 1024 --threads 1 -o runs/gan-uci-corgan   # seeds side by side: --shard I/3, then without
+        --batch-size 1024 --threads 2 -o runs/gan-uci-corgan   # trained as --shard I/3 --threads 1, then without
     # TSTR with gradient boosting: the same runs, evaluated again in a copy of their folder
     for f in paper-uci-v2 default-uci-v2; do mkdir runs/$f-gbt; cp -r runs/$f/data runs/$f/runs runs/$f-gbt/; done
     (the two commands of paper-uci-v2 and default-uci-v2 above, with -o runs/...-gbt --resume --eval utility_model=gbt)
@@ -77,10 +77,10 @@ uci). Both round the sampler's output at one half, which drops most codes whose 
 generate about half the real number of codes and many empty rows, and a linear discriminator spots the missing codes
 at once. medGAN beats the paper's model on codes per patient (it decodes with a sigmoid autoencoder) but loses on
 everything that needs co-occurrence. EMR-WGAN, a plain WGAN-GP on the code vector, is the strongest baseline: close
-to the real data on the discriminators and the dimension-wise gap over its three seeds, lower on TSTR. CorGAN (one seed: about
-1.9 s per generator step on one core, 2.6 hours for its 5,000 steps here) is the weakest learned model on this data:
-its prevalences rank worst (Spearman), both discriminators separate its rows and its TSTR is barely above the
-independent columns'. We think its 1-D convolutions are the reason: they assume that neighbouring columns are
+to the real data on the discriminators and the dimension-wise gap over its three seeds, lower on TSTR. CorGAN (about 1.9 s per
+generator step on one core, 2.6 hours per seed for its 5,000 steps here) is the weakest learned model on this data and
+the least stable: its prevalences rank worst (Spearman), both discriminators separate its rows, one of its seeds
+leaves many rows empty, and its TSTR scatters around the independent columns' from seed to seed. We think its 1-D convolutions are the reason: they assume that neighbouring columns are
 related, and the numeric order of the ICD-9 categories groups related codes only in part. ehrdiff's default model
 (`ehrdiff`: the Bernoulli head, the final draw, count matching and 16 noise levels, with a network of a third of the
 paper network's FLOPs per row trained for three times the steps at lr 1e-3; README "The model") fixes the code
