@@ -22,10 +22,10 @@ targets of issue 7, from the results.json of one or more `ehrdiff experiment pap
     .venv/bin/python benchmarks/uci_comparison.py runs/paper-uci-v2 runs/default-uci-v2 runs/gan-uci-medgan \\
         runs/gan-uci-emrwgan runs/gan-uci-corgan runs/paper-uci --gbt runs/paper-uci-v2-gbt runs/default-uci-v2-gbt
 
-(a model found in several folders is taken from the first one; the folders must hold the same dataset and split). Writes benchmarks/results/uci_comparison.md. The
-official code's numbers are not measured by this script: they are the measurements recorded in the project's
-shared FINDINGS.md (official code, same split, 4,984 steps at batch 1,024 on this 2-core machine) and quoted by
-issue 5; the targets are issue 7's.
+(a model found in several folders is taken from the first one; the folders must hold the same dataset and split).
+Writes benchmarks/results/uci_comparison.md. The official code's numbers are not measured by this script: they are
+the measurements recorded in the project's shared FINDINGS.md (official code, same split, 4,984 steps at batch 1,024
+on this 2-core machine) and quoted by issue 5; the targets are issue 7's.
 """
 
 from __future__ import annotations
@@ -77,10 +77,11 @@ uci). Both round the sampler's output at one half, which drops most codes whose 
 generate about half the real number of codes and many empty rows, and a linear discriminator spots the missing codes
 at once. medGAN beats the paper's model on codes per patient (it decodes with a sigmoid autoencoder) but loses on
 everything that needs co-occurrence. EMR-WGAN, a plain WGAN-GP on the code vector, is the strongest baseline: close
-to the real data on the discriminators and the dimension-wise gap over its three seeds, lower on TSTR. CorGAN (about 1.9 s per
-generator step on one core, 2.6 hours per seed for its 5,000 steps here) is the weakest learned model on this data and
-the least stable: its prevalences rank worst (Spearman), both discriminators separate its rows, one of its seeds
-leaves many rows empty, and its TSTR scatters around the independent columns' from seed to seed. We think its 1-D convolutions are the reason: they assume that neighbouring columns are
+to the real data on the discriminators and the dimension-wise gap over its three seeds, lower on TSTR. CorGAN
+(about 1.9 s per generator step on one core, 2.6 hours per seed for its 5,000 steps here) is the weakest learned
+model on this data and the least stable: its prevalences rank worst (Spearman), both discriminators separate its
+rows, one of its seeds leaves many rows empty, and its TSTR scatters around the independent columns' from seed to
+seed. We think its 1-D convolutions are the reason: they assume that neighbouring columns are
 related, and the numeric order of the ICD-9 categories groups related codes only in part. ehrdiff's default model
 (`ehrdiff`: the Bernoulli head, the final draw, count matching and 16 noise levels, with a network of a third of the
 paper network's FLOPs per row trained for three times the steps at lr 1e-3; README "The model") fixes the code
