@@ -67,17 +67,11 @@ echo "training and sampling: $(( $(date +%s) - start )) s" | tee -a "$DEST/run.l
 # one report of the models whose runs all finished: a run a shard did not finish would otherwise resume training
 # here and could use up the time left before anything is evaluated
 finished=$("$PY" - "$WORK" "$MODELS" "$SEEDS" "${FRACTIONS:-1}" <<'EOF'
-import json, sys
-from pathlib import Path
-work, models, seeds, fractions = Path(sys.argv[1]), sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4].split(",")
+import sys
+from ehrdiff.experiments.runner import run_finished, run_folder
+work, models, seeds, fractions = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4].split(",")
 shares = {1.0} | {float(f) for f in fractions if float(f) < 1}
-def finished(folder):
-    record = folder / "run.json"
-    return record.exists() and (folder / "synthetic.parquet").exists() and \
-        json.loads(record.read_text()).get("status") == "finished"
-done = [m for m in models if all(finished(work / "runs" / (m if f == 1.0 else f"{m}@{f:g}") / f"seed-{s}")
-                                 for f in shares for s in range(seeds))]
-print(",".join(done))
+print(",".join(m for m in models if all(run_finished(run_folder(work, m, f, s)) for f in shares for s in range(seeds))))
 EOF
 )
 for m in ${MODELS//,/ }; do

@@ -124,14 +124,25 @@ class Run:
         return base if self.fraction == 1.0 else f"{base}@{self.fraction:g}"
 
 
+def run_folder(output: Path, model: str, fraction: float, seed: int) -> Path:
+    """Where a run keeps its files: DIR/runs/MODEL/seed-S, or DIR/runs/MODEL@SHARE/seed-S for a share below 1."""
+    return Path(output) / "runs" / (model if fraction == 1.0 else f"{model}@{fraction:g}") / f"seed-{seed}"
+
+
+def run_finished(folder: Path) -> bool:
+    """Whether the run in ``folder`` finished training and sampling (its settings are not compared here)."""
+    record = folder / RUN_FILE
+    return record.exists() and (folder / SYNTHETIC_FILE).exists() and \
+        json.loads(record.read_text()).get("status") == "finished"
+
+
 def plan_runs(config: ExperimentConfig, spec: DatasetSpec, budget: Budget, data: PreparedData) -> list[Run]:
     fractions = [1.0] + sorted({float(f) for f in config.fractions if f < 1}, reverse=True)
     runs = []
     for fraction in fractions:
         for model in config.models:
             for seed in range(config.seeds):
-                folder = config.output / "runs" / (model if fraction == 1.0 else f"{model}@{fraction:g}") / \
-                    f"seed-{seed}"
+                folder = run_folder(config.output, model, fraction, seed)
                 settings = model_settings(model, spec, budget, seed, quick=config.quick, device=config.device,
                                           overrides=config.settings.get(model))
                 rows = None if fraction == 1.0 else training_subset(data.train, data.subject_column, fraction, seed)
