@@ -20,8 +20,8 @@ has a smaller network trained for more steps, benchmarks/results/gpu_sweep.md):
     .venv/bin/python benchmarks/ablation_default.py runs/paper-uci --seed 0
 
 Samples as many rows as the training set per variant (the experiment's own samples are reused for "paper" and
-"+ count matching"), evaluates them all in one report with ehrdiff's evaluation, and writes benchmarks/results/ablation.md
-(and the report under OUT, default benchmarks/out/ablation).
+"+ count matching"), evaluates them all in one report with ehrdiff's evaluation, and writes
+benchmarks/results/ablation.md (and the report under OUT, default benchmarks/out/ablation).
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def variants(levels: int, sigma_min: float) -> list[tuple[str, str, dict]]:
             ("head + draw", "ehrdiff", draw),
             ("head + draw + floor", "ehrdiff", floor),
             (f"head + draw + floor, {levels} levels", "ehrdiff", {**floor, **fewer}),
-            (f"+ count matching, {levels} levels (the default until the network change)", "ehrdiff", {**floor, **fewer, "codes_per_row": "data"})]
+            (f"+ count matching, {levels} levels (the default until the network change)", "ehrdiff",
+             {**floor, **fewer, "codes_per_row": "data"})]
 
 
 def run_folder(experiment: Path, model: str, seed: int) -> Path:
@@ -140,7 +141,8 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     for name, model, overrides in variants(args.levels, args.sigma_min):
         folder = run_folder(args.experiment, model, args.seed)
-        saved = args.output / f"synthetic-{name.replace(' ', '').replace(',', '-').replace('+', '-').replace(':', '')}.parquet"
+        saved = args.output / (f"synthetic-{name.replace(' ', '').replace(',', '-').replace('+', '-').replace(':', '')}"
+                               ".parquet")
         synthetic[name], seconds, calls = synthetic_for(folder, overrides, train, args.seed, saved)
         facts[name] = {"run": str(folder), "overrides": overrides, "sample_seconds": seconds, "network_calls": calls}
         print(f"{name}: {calls} network calls" + (f", sampled in {seconds:.0f} s" if seconds else ", reused"),

@@ -255,7 +255,8 @@ def main() -> None:
     m = results["machine"]
     # the load after the run includes this benchmark's own threads: only the load before it tells of other jobs
     busy = results["load_average_before_after"][0] > 0.75 * (m["cores"] or 1)
-    warning = ("\n**The machine was busy with other jobs during this run (load average before the run near the core count): "
+    warning = ("\n**The machine was busy with other jobs during this run "
+               "(load average before the run near the core count): "
                "the rates below are depressed and noisy; with several threads per process, oversubscription hurts "
                "the many short parallel operations of a training step more than the long matrix products of the "
                "ceiling. Re-run on an idle machine for representative numbers.**\n" if busy else "")
@@ -264,7 +265,8 @@ def main() -> None:
 Command: `{command}` (from the repository root; writes benchmarks/out/core{suffix}.json and this file)
 
 Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), Python {m['python']}.
-Load average before / after the run: {results['load_average_before_after'][0]:.1f} / {results['load_average_before_after'][1]:.1f}
+Load average before / after the run: {results['load_average_before_after'][0]:.1f} / \
+{results['load_average_before_after'][1]:.1f}
 (the load before the run shows other jobs; the load after includes this benchmark's own threads).
 {warning}
 Batch {BATCH}. The ceiling is the fp32 matrix-multiply rate of this machine for exactly the model's products
@@ -283,7 +285,8 @@ Sampling: 32 noise levels, Heun, 63 network calls; the noise embedding is comput
 
 {table}
 
-Peak memory (RSS) of a fresh process fitting EHRDiff(paper-mimic) for {mem['steps']} steps on a {mem['rows']:,} x {mem['d']}
+Peak memory (RSS) of a fresh process fitting EHRDiff(paper-mimic) for {mem['steps']} steps on a \
+{mem['rows']:,} x {mem['d']}
 random binary matrix ({mem['density']:.1%} ones, {mem['input_gb']:.2f} GB as uint8): **{mem['peak_rss_gb']:.2f} GB**
 (fit {mem['fit_seconds']:.0f} s, including validation and encoding).
 

@@ -75,7 +75,8 @@ def main() -> None:
         print(json.dumps(record["budget_seconds"]))
         return
     lines = ["# Training budget: the default model's 15,000 steps against the paper model's 5,000", "",
-             f"Command: `.venv/bin/python benchmarks/bench_default_budget.py {' '.join(sys.argv[1:])}` ({rounds} rounds; machine: {os.cpu_count()}"
+             "Command: `.venv/bin/python benchmarks/bench_default_budget.py "
+             f"{' '.join(sys.argv[1:])}` ({rounds} rounds; machine: {os.cpu_count()}"
              f" CPU cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}; load average "
              f"{load:.1f} before, {os.getloadavg()[0]:.1f} after). Training loop of `EHRDiff.fit` at batch 1,024 on "
              f"a random 0/1 matrix of {WIDTH} columns with UCI's density; seconds per step = (fit of {long} steps "

@@ -163,7 +163,8 @@ def main() -> None:
             sample = cond.sample(drawn, seed=args.seed + 1, condition=c, guidance=w)
             rows[f"conditional, guidance {w:g}"] = class_means(encoder, sample, "label", [c])[c]
         for what, means in rows.items():
-            per_class.append({"class": c, "rows": count, "drawn": drawn, "synthetic": what, **compare(real[c], means, real["all"])})
+            per_class.append({"class": c, "rows": count, "drawn": drawn, "synthetic": what,
+                              **compare(real[c], means, real["all"])})
 
     total = time.perf_counter() - started
     load_after = os.getloadavg()

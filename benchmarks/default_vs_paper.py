@@ -37,7 +37,8 @@ METRICS = [("prevalence_spearman", "prevalence Spearman", "high"),
            ("exact_copy_rate", "identical to a training row", "test")]
 
 
-READING = """Where the default model's gain does not carry over. On the MIMIC demos (80 training patients, a test half of
+READING = """\
+Where the default model's gain does not carry over. On the MIMIC demos (80 training patients, a test half of
 20) the discriminators fall below 0.5 and the held-out reference is too small to mean much. The default model
 reproduces the training codes more closely than the paper's (prevalences, codes per patient, empty rows, trees
 discriminator, and now the dimension-wise gap on MIMIC-III, nearly tied on MIMIC-IV), and pays for it in privacy:

@@ -14,7 +14,8 @@ rewritten after every finished job, so a run stopped at its deadline keeps what 
 On the device machine (runs/default-uci/data from `ehrdiff experiment paper --dataset uci-diabetes ...` carried):
     python3 benchmarks/gpu_sweep.py --data runs/default-uci/data --seeds 3 --workers 5 --threads 2 --deadline 505
     python3 benchmarks/gpu_sweep.py --data runs/default-uci/data --seeds 1 --workers 4 --threads 3 --save-only \
-        --only "batch 256, 20,000 steps;batch 256, 20,000 steps, lr 1e-3;batch 512, 10,000 steps, lr 1e-3;small net, 15,000 steps, lr 1e-3 (the new default)"
+        --only "batch 256, 20,000 steps;batch 256, 20,000 steps, lr 1e-3;batch 512, 10,000 steps, lr 1e-3;\
+small net, 15,000 steps, lr 1e-3 (the new default)"
 Then here: --evaluate-saved DIR for the second, and --results DIR1 DIR2 writes benchmarks/results/gpu_sweep.md.
 """
 
@@ -218,7 +219,8 @@ def main() -> None:
     errors: list[str] = []
     pool = ProcessPoolExecutor(args.workers)
     pending = {pool.submit(job, args.data, n, TRAINING[n], SAMPLING if n == "base" else {}, s, args.device,
-                           args.threads, budget, args.rows, str(out) if args.save_only else None): (n, s) for n, s in jobs}
+                           args.threads, budget, args.rows, str(out) if args.save_only else None): (n, s)
+               for n, s in jobs}
     while pending:
         left = args.deadline - (time.time() - started)
         if left <= 0:

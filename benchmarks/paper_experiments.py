@@ -161,8 +161,8 @@ def main() -> None:
     parser.add_argument("experiments", nargs="+", help="experiment folders (results.json inside); DIR+DIR2 shows "
                         "the models of folders of the same dataset in one table")
     parser.add_argument("--figures", nargs="*", default=[], metavar="FOLDER",
-                        help="folders whose report figures (prevalence, dimwise, codes per patient) are copied to docs/ "
-                             "(the data-scale figure always is)")
+                        help="folders whose report figures (prevalence, dimwise, codes per patient) are copied "
+                             "to docs/ (the data-scale figure always is)")
     args = parser.parse_args()
     lines = ["# The paper's comparison on the open datasets: ehrdiff, the paper's EHRDiff and the GAN baselines", "",
              f"Tables: `.venv/bin/python benchmarks/paper_experiments.py {' '.join(sys.argv[1:])}` "

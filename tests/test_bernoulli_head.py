@@ -35,7 +35,8 @@ def test_log_odds_term_is_the_exact_gaussian_likelihood_ratio():
 
 
 def test_constant_prior_gives_the_exact_posterior_of_independent_codes():
-    # x0_i ~ Bernoulli(p_i) independently: P(x0_i = 1 | x) = p_i N(x_i; 1, s) / (p_i N(x_i; 1, s) + (1-p_i) N(x_i; 0, s))
+    # x0_i ~ Bernoulli(p_i) independently:
+    # P(x0_i = 1 | x) = p_i N(x_i; 1, s) / (p_i N(x_i; 1, s) + (1-p_i) N(x_i; 0, s))
     p = np.array([0.02, 0.3, 0.7])
     denoiser = BernoulliDenoiser(Constant(np.log(p / (1 - p))), SIGMA_DATA, np.ones(3, bool))
     x = torch.tensor([[0.1, 0.6, -0.2], [0.9, 0.4, 1.1]], dtype=torch.float64)

@@ -118,7 +118,8 @@ def test_sample_writes_long_and_meds_formats(trained, tmp_path):
     folder, frame = trained
     binary = [c for c in frame.columns if c.startswith("b")]          # block_binary_data names: b{block}_c{code}
     assert run_cli("sample", folder / "run", "-n", 30, "-o", tmp_path / "wide.parquet", "--seed", 3) == 0
-    assert run_cli("sample", folder / "run", "-n", 30, "-o", tmp_path / "long.csv", "--seed", 3, "--format", "long") == 0
+    assert run_cli("sample", folder / "run", "-n", 30, "-o", tmp_path / "long.csv", "--seed", 3,
+                   "--format", "long") == 0
     assert run_cli("sample", folder / "run", "-n", 30, "-o", tmp_path / "meds", "--seed", 3, "--format", "meds") == 0
     wide = read_table(tmp_path / "wide.parquet").frame
     long = pd.read_csv(tmp_path / "long.csv")

@@ -31,7 +31,8 @@ def demo_data_dir() -> Path:
 
 
 def demo_table() -> Table:
-    """Patient x 3-digit ICD-9 category matrix of the MIMIC-IV demo (ICD-10 rows dropped, as the paper's ICD-9 setup)."""
+    """Patient x 3-digit ICD-9 category matrix of the MIMIC-IV demo (ICD-10 rows dropped, as the paper's ICD-9
+    setup)."""
     return prepare_mimic(demo_data_dir() / "diagnoses_icd.csv.gz", level="patient", icd10="drop").table
 
 

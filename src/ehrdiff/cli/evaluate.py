@@ -1,9 +1,10 @@
 """``ehrdiff evaluate --train T --test H --synthetic NAME=FILE ... -o DIR``: fidelity, utility and privacy report.
 
 Writes DIR/metrics.json ({"datasets": {NAME: {METRIC: value}}}), DIR/report.md, DIR/report.html (one page, figures
-embedded), DIR/figures/*.png and the per-code tables DIR/prevalence.csv and DIR/dimwise_prediction.csv. Runs trained on parts of the training data (the metric-vs-training-size figure) are
-given as ``--scale NAME:FRACTION=FILE`` (e.g. ``--scale ehrdiff:0.25=run25.parquet``); each becomes a dataset
-``NAME@FRACTION``. Metric definitions: docs/metrics.md.
+embedded), DIR/figures/*.png and the per-code tables DIR/prevalence.csv and DIR/dimwise_prediction.csv. Runs trained
+on parts of the training data (the metric-vs-training-size figure) are given as ``--scale NAME:FRACTION=FILE`` (e.g.
+``--scale ehrdiff:0.25=run25.parquet``); each becomes a dataset ``NAME@FRACTION``. Metric definitions:
+docs/metrics.md.
 """
 
 from __future__ import annotations

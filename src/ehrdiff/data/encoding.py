@@ -124,7 +124,8 @@ class TableEncoder:
             low, high = float(observed.min()), float(observed.max())
             span = high - low if high > low else 1.0
             has_missing = bool(values.isna().any())
-            integer = bool(np.all(np.mod(observed, 1) == 0)) and pd.api.types.is_integer_dtype(values.dropna().convert_dtypes())
+            integer = (bool(np.all(np.mod(observed, 1) == 0))
+                       and pd.api.types.is_integer_dtype(values.dropna().convert_dtypes()))
             coding = ColumnCoding(name, kind, "continuous", width=2 if has_missing else 1, low=low, high=low + span,
                                   integer=integer, has_missing=has_missing, dtype=dtype)
             if self.continuous == "quantile" and high > low:
@@ -161,8 +162,8 @@ class TableEncoder:
     def code_columns(self) -> np.ndarray:
         """Indices of the encoded columns that hold binary codes (kind "binary"; labels and indicators excluded)."""
         starts = np.cumsum([0] + [c.width for c in self.codings_])
-        return np.array([start for c, start in zip(self.codings_, starts) if c.coding == "binary" and c.kind == "binary"],
-                        dtype=np.int64)
+        return np.array([start for c, start in zip(self.codings_, starts)
+                         if c.coding == "binary" and c.kind == "binary"], dtype=np.int64)
 
     def discrete_groups(self) -> list[tuple[str, int, int]]:
         """(kind, start, stop) of the encoded 0/1 columns: ("binary", ...) runs of independent 0/1 columns

@@ -51,7 +51,8 @@ def read_frame(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, str]]:
             return pd.read_csv(path, sep="\t" if fmt == "tsv" else ","), {}
         with np.load(path, allow_pickle=False) as npz:
             if "data" not in npz:
-                raise DataError(f"{path}: NPZ file has no 'data' array (write the matrix as data=..., columns optional)")
+                raise DataError(f"{path}: NPZ file has no 'data' array "
+                                "(write the matrix as data=..., columns optional)")
             data = npz["data"]
             if data.ndim != 2:
                 raise DataError(f"{path}: 'data' must be a 2-D matrix (patients x features), got shape {data.shape}")

@@ -110,7 +110,8 @@ class Table:
             raise DataError(f"{source}: column '{dup}' appears more than once")
         for name, kind in self.kinds.items():
             if kind not in KINDS:
-                raise DataError(f"{source}: column '{name}' has unknown kind '{kind}' (choose one of {', '.join(KINDS)})")
+                raise DataError(f"{source}: column '{name}' has unknown kind '{kind}' "
+                                f"(choose one of {', '.join(KINDS)})")
             values = self.frame[name]
             numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
             if numeric:
@@ -128,7 +129,8 @@ class Table:
                     bad = ~np.isin(as_float, (0.0, 1.0))
                     row = int(np.argmax(bad))
                     raise DataError(f"{source}: binary column '{name}' row {row} has value {values.iloc[row]!r}; "
-                                    "binary columns hold only 0 and 1 (declare the column continuous if it is not binary)")
+                                    "binary columns hold only 0 and 1 "
+                                    "(declare the column continuous if it is not binary)")
             if kind == "continuous" and not numeric:
                 raise DataError(f"{source}: column '{name}' is declared continuous but holds non-numeric values "
                                 f"such as {values.dropna().iloc[0]!r}")

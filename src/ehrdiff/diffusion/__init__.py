@@ -12,5 +12,6 @@ from ehrdiff.diffusion.preconditioning import (Denoiser, EDMLoss, c_in, c_noise,
 from ehrdiff.diffusion.sampler import ancestral_sampler, heun_sampler
 from ehrdiff.diffusion.schedule import karras_sigmas
 
-__all__ = ["Denoiser", "ancestral_sampler", "EDMLoss", "MLPDenoiserNet", "NoiseEmbedding", "RandomFourierEmbedding", "SinusoidalEmbedding",
-           "c_in", "c_noise", "c_out", "c_skip", "heun_sampler", "karras_sigmas", "loss_weight", "training_sigma"]
+__all__ = ["Denoiser", "ancestral_sampler", "EDMLoss", "MLPDenoiserNet", "NoiseEmbedding", "RandomFourierEmbedding",
+           "SinusoidalEmbedding", "c_in", "c_noise", "c_out", "c_skip", "heun_sampler", "karras_sigmas", "loss_weight",
+           "training_sigma"]

@@ -96,8 +96,8 @@ class EDMLoss:
 
 
 class _RowMSE(torch.autograd.Function):
-    """mean over features of (f - target)^2 per row, with ``target`` needing no gradient. The residual is
-    written into ``target``'s buffer and reused by the backward: two passes over the batch instead of autograd's five."""
+    """mean over features of (f - target)^2 per row, with ``target`` needing no gradient. The residual is written
+    into ``target``'s buffer and reused by the backward: two passes over the batch instead of autograd's five."""
 
     @staticmethod
     def forward(ctx, f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

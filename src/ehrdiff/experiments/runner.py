@@ -416,7 +416,8 @@ def _header(config: ExperimentConfig, spec: DatasetSpec, budget: Budget, data: P
         entry["runs"] += 1
     return {
         "dataset": spec.name, "description": spec.description, "label": spec.label, "source": spec.source,
-        "inputs": {k: str(v) for k, v in inputs.items()}, "preset": spec.preset if "ehrdiff-paper" in config.models else None,
+        "inputs": {k: str(v) for k, v in inputs.items()},
+        "preset": spec.preset if "ehrdiff-paper" in config.models else None,
         "training_rows": data.train.n_rows, "test_rows": data.test.n_rows, "columns": len(data.train.columns),
         "encoded_width": data.summary.get("columns", {}).get("encoded_width"),
         "models": list(config.models), "seeds": list(range(config.seeds)),

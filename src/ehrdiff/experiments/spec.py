@@ -43,7 +43,8 @@ QUICK_SETTINGS: dict[str, dict[str, Any]] = {
     "ehrdiff": {"preset": "cpu-fast", "hidden_dims": [128, 128], "embedding_features": 32, "embedding_width": 64,
                 "num_noise_levels": 8},
     # the paper's model keeps its preset (its way of modelling 0/1 columns) with the same small network
-    "ehrdiff-paper": {"hidden_dims": [128, 128], "embedding_features": 32, "embedding_width": 64, "num_noise_levels": 8},
+    "ehrdiff-paper": {"hidden_dims": [128, 128], "embedding_features": 32, "embedding_width": 64,
+                      "num_noise_levels": 8},
     "medgan": {"noise_dim": 32},
     "emrwgan": {"noise_dim": 32, "hidden_dim": 64, "n_critic": 2},
     "corgan": {"noise_dim": 32, "channels": 4, "n_critic": 2},
@@ -310,4 +311,5 @@ class ExperimentConfig:
 
 
 __all__ = ["ALL_MODELS", "DATASETS", "Budget", "DatasetSpec", "ExperimentConfig", "dataset_spec",
-           "default_data_root", "model_settings", "parse_budget", "pretraining_steps", "registry_name", "resolve_inputs", "steps_of"]
+           "default_data_root", "model_settings", "parse_budget", "pretraining_steps", "registry_name",
+           "resolve_inputs", "steps_of"]
