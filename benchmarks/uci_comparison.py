@@ -60,41 +60,38 @@ REFERENCE_NAMES = {"reference:real-test": "real test half", "reference:train-res
                    "reference:independent": "independent columns"}
 
 
-READING = """How to read it. `ehrdiff-paper` is this library's implementation of the paper's model (preset paper-
-mimic, warmed up for the official schedule's share of its steps as the official run was). Over three seeds it
-matches the official code on prevalences, codes per patient, empty rows, distinct rows and membership inference, and
-is a little better on both discriminators and the dimension-wise gap; its TSTR is lower, by one to two hundredths.
-The two TSTR numbers come from two evaluations that differ in detail: the official code was scored by the project's
-earlier protocol (FINDINGS.md), on a held-out set one patient smaller, and that protocol's reference rows scored
-higher than the same references here for the real held-out half and the independent columns but lower for the copied
-training rows, by about a hundredth either way (FINDINGS.md against the reference columns above). So part of the gap
-may be the protocol, but we have not shown that all of it is: on TSTR, the paper's model is not shown to be as good
-as the official code. Scored with gradient boosting
-instead of logistic regression (the --gbt rows: the same synthetic rows; that classifier's TRTR equals the official
-evaluation's), the paper's model stays as far under the official code's TSTR, so the choice of classifier does not
-explain it; a single seed with the runner's default warm-up (a quarter of the steps) scored lower still (runs/paper-
-uci). Both round the sampler's output at one half, which drops most codes whose probability stays under it, so both
-generate about half the real number of codes and many empty rows, and a linear discriminator spots the missing codes
-at once. medGAN beats the paper's model on codes per patient (it decodes with a sigmoid autoencoder) but loses on
-everything that needs co-occurrence. EMR-WGAN, a plain WGAN-GP on the code vector, is the strongest baseline: close
-to the real data on the discriminators and the dimension-wise gap over its three seeds, lower on TSTR. CorGAN
-(about 1.9 s per generator step on one core, 2.6 hours per seed for its 5,000 steps here) is the weakest learned
-model on this data and the least stable: its prevalences rank worst (Spearman), both discriminators separate its
-rows, one of its seeds leaves many rows empty, and its TSTR scatters around the independent columns' from seed to
-seed. We think its 1-D convolutions are the reason: they assume that neighbouring columns are
-related, and the numeric order of the ICD-9 categories groups related codes only in part. ehrdiff's default model
-(`ehrdiff`: the Bernoulli head, the final draw, count matching and 16 noise levels, with a network of a third of the
-paper network's FLOPs per row trained for three times the steps at lr 1e-3; README "The model") fixes the code
-counts, the empty rows and the prevalences, and with them the discriminators, TSTR and the share of copied rows; the
-extra steps teach it the co-occurrence of codes that the paper network had not learned in 5,000
-(benchmarks/results/gpu_sweep.md), so its dimension-wise gap is down near the real test half's. Where it is beaten
-(*ehrdiff beaten by*), it is on membership inference, by less than a hundredth: the models that fit the training
-rows less closely sit nearer the ideal, and the default model's share of rows identical to a training row stays
-below the real test half's. The resampled training rows win on structure
-because they are the training data, and pay for it in membership inference and copies (their privacy rows). The
-default model's three seeds were trained side by side (`--shard`) with two to three other jobs on the two cores, so
-their wall time is that of a shared machine; benchmarks/results/default_budget.md compares the two budgets' speed in
-one run."""
+READING = """How to read it. `ehrdiff-paper` is this library's implementation of the paper's model (preset
+paper-mimic, warmed up for the official schedule's share of its steps as the official run was). Over three seeds it
+matches the quoted official run on prevalences, codes per patient, empty rows, distinct rows and membership inference,
+is a little better on both discriminators and the dimension-wise gap, and scores one to two hundredths under its TSTR.
+That column is one run of the official code scored by the project's earlier protocol (FINDINGS.md), on another
+held-out set. Trained on this split and scored in one evaluation with ehrdiff-paper
+(benchmarks/results/official_code.md: the official network, loss and sampler imported from its repository, three seeds
+each), the official code scores the same TSTR as ehrdiff-paper, and the same on every other metric within the spread
+over seeds but one (the tree discriminator, read there): the gap to the quoted TSTR comes from that protocol and that
+run, not from the implementation. A single seed with the runner's default warm-up (a quarter of the steps) scored
+lower (runs/paper-uci). The --gbt rows score the same synthetic rows with gradient boosting as the TSTR classifier:
+the models keep their order. Both round the sampler's output at one half, which drops most codes whose probability
+stays under it, so both generate about half the real number of codes and many empty rows, and a linear discriminator
+spots the missing codes at once. medGAN beats the paper's model on codes per patient (it decodes with a sigmoid
+autoencoder) but loses on everything that needs co-occurrence. EMR-WGAN, a plain WGAN-GP on the code vector, is the
+strongest baseline: close to the real data on the discriminators and the dimension-wise gap over its three seeds,
+lower on TSTR. CorGAN (about 1.9 s per generator step on one core, 2.6 hours per seed for its 5,000 steps here) is the
+weakest learned model on this data and the least stable: its prevalences rank worst (Spearman), both discriminators
+separate its rows, one of its seeds leaves many rows empty, and its TSTR scatters around the independent columns' from
+seed to seed. We think its 1-D convolutions are the reason: they assume that neighbouring columns are related, and the
+numeric order of the ICD-9 categories groups related codes only in part. ehrdiff's default model (`ehrdiff`: the
+Bernoulli head, the final draw, count matching and 16 noise levels, with a network of a third of the paper network's
+FLOPs per row trained for three times the steps at lr 1e-3; README "The model") fixes the code counts, the empty rows
+and the prevalences, and with them the discriminators, TSTR and the share of copied rows; the extra steps teach it the
+co-occurrence of codes that the paper network had not learned in 5,000 (benchmarks/results/gpu_sweep.md), so its
+dimension-wise gap is down near the real test half's. Where it is beaten (*ehrdiff beaten by*), it is on membership
+inference, by less than a hundredth: the models that fit the training rows less closely sit nearer the ideal, and the
+default model's share of rows identical to a training row stays below the real test half's. The resampled training
+rows win on structure because they are the training data, and pay for it in membership inference and copies (their
+privacy rows). The default model's three seeds were trained side by side (`--shard`) with two to three other jobs on
+the two cores, so their wall time is that of a shared machine; benchmarks/results/default_budget.md compares the two
+budgets' speed in one run."""
 
 
 WIDTH = 882     # UCI diabetes patient level: 881 code columns and the label
