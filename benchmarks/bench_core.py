@@ -290,8 +290,8 @@ Peak memory (RSS) of a fresh process fitting EHRDiff(paper-mimic) for {mem['step
 random binary matrix ({mem['density']:.1%} ones, {mem['input_gb']:.2f} GB as uint8): **{mem['peak_rss_gb']:.2f} GB**
 (fit {mem['fit_seconds']:.0f} s, including validation and encoding).
 
-For reference (FINDINGS.md): the official EHRDiff code on this machine runs 3.47 steps/s at d = 882, batch 1,024
-(29.7 GFLOP per step, about 103 GFLOP/s) and samples 170 rows/s.
+For reference (FINDINGS.md): the official EHRDiff code on the project's 2-core machine of that time runs 3.47
+steps/s at d = 882, batch 1,024 (29.7 GFLOP per step, about 103 GFLOP/s) and samples 170 rows/s.
 """
     (ROOT / "out" / f"core{suffix}.json").write_text(json.dumps(results, indent=2))
     (ROOT / "results").mkdir(exist_ok=True)
