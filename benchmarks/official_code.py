@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parent
@@ -143,8 +144,7 @@ def train(args: argparse.Namespace) -> None:
 
     folder = args.output / f"seed-{args.seed}"
     folder.mkdir(parents=True, exist_ok=True)
-    table = Table.from_frame(__import__("pandas").DataFrame(synthetic, columns=columns),
-                             {c: real.kinds[c] for c in columns})
+    table = Table.from_frame(pd.DataFrame(synthetic, columns=columns), {c: real.kinds[c] for c in columns})
     write_table(table, folder / "synthetic.parquet")
     write_text_atomic(folder / "run.json", json.dumps({
         "official_repo": str(repo), "experiment": str(args.experiment), "seed": args.seed, "epochs": args.epochs,
