@@ -55,8 +55,9 @@ higher TSTR came from that protocol and that one run, not from the code."""
 
 
 class OfficialEma:
-    """The official code's EMA rule (score_sde's ExponentialMovingAverage with use_num_updates): after the n-th
-    update, shadow -= (1 - decay_n) (shadow - param) with decay_n = min(decay, (1 + n) / (10 + n))."""
+    """The EMA of the official config (ema_rate) as score_sde's ExponentialMovingAverage computes it, whose interface
+    the official runners use: after the n-th update, shadow -= (1 - decay_n) (shadow - param) with
+    decay_n = min(decay, (1 + n) / (10 + n))."""
 
     def __init__(self, parameters, decay: float) -> None:
         self.decay, self.updates = decay, 0
