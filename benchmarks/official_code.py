@@ -156,16 +156,6 @@ def train(args: argparse.Namespace) -> None:
     print(f"{folder}: {step} steps in {train_seconds:.0f} s, {len(synthetic)} rows sampled in {sample_seconds:.0f} s")
 
 
-def cpu_name() -> str:
-    """The processor's model name (Linux), else the platform's machine type."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        import platform
-        return platform.machine()
-
-
 def standard_error(a: dict, b: dict) -> float | None:
     """Standard error of the difference of two means over seeds (Welch): sqrt(s_a^2 / n_a + s_b^2 / n_b)."""
     if a["std"] is None or b["std"] is None:
@@ -174,6 +164,7 @@ def standard_error(a: dict, b: dict) -> float | None:
 
 
 def compare(args: argparse.Namespace) -> None:
+    from bench_core import machine
     from default_vs_paper import METRICS, cell
     from uci_comparison import ROWS
     from ehrdiff.data.io import read_table
@@ -196,7 +187,8 @@ def compare(args: argparse.Namespace) -> None:
     summary = {group: {k: summarize(report.metrics[f"{group}/{p.parent.name}"].get(k) for p in paths)
                        for k in keys} for group, paths in groups.items()}
     official_runs = [json.loads((p.parent / "run.json").read_text()) for p in groups[OFFICIAL]]
-    ours = json.loads((groups[OURS][0].parent / "run.json").read_text())["key"]["settings"]
+    ours_runs = [json.loads((p.parent / "run.json").read_text()) for p in groups[OURS]]
+    ours = ours_runs[0]["key"]["settings"]
     out = {"command": " ".join(sys.argv), "experiment": str(args.experiment), "summary": summary,
            "per_seed": {name: {k: report.metrics[name].get(k) for k in keys} for name in sets},
            "official_runs": official_runs}
@@ -216,7 +208,7 @@ def compare(args: argparse.Namespace) -> None:
              f"seed(s), {ours['steps']:,} steps at batch {ours['batch_size']:,}, warm-up {ours['warmup_steps']}. "
              "Both sampled at the training set's size and "
              "rounded at 0.5; one `evaluate` call (evaluation seed 0) scores every set against the same real rows. "
-             f"Mean ± standard deviation over seeds (sample std). Machine: {cpu_name()}, {os.cpu_count()} cores, "
+             f"Mean ± standard deviation over seeds (sample std). Machine: {machine()['cpu']}, {os.cpu_count()} cores, "
              "one torch thread per training run.", "",
              f"| metric | best | {OFFICIAL} | {OURS} | ours - official (in standard errors) "
              "| per seed: official / ours | official code, FINDINGS.md's protocol |", "|---|---|---|---|---|---|---|"]
@@ -231,10 +223,9 @@ def compare(args: argparse.Namespace) -> None:
                               for g in (OFFICIAL, OURS))
         lines.append(f"| {title} | {rules.get(key, '-')} | {cell(official)} | {cell(mine)} | {difference} | "
                      f"{per_seed} | {quoted} |")
-    ours_seconds = [json.loads((p.parent / "run.json").read_text())["train_seconds"] for p in groups[OURS]]
     lines += ["", "Training seconds per seed (one thread each, another run on the other core): official code "
               + ", ".join(f"{r['train_seconds']:,.0f}" for r in official_runs) + "; ehrdiff-paper "
-              + ", ".join(f"{s:,.0f}" for s in ours_seconds) + ".", "", READING]
+              + ", ".join(f"{r['train_seconds']:,.0f}" for r in ours_runs) + ".", "", READING]
     (ROOT / "results" / "official_code.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
