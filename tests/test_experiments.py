@@ -1,8 +1,9 @@
 """The experiment runner (``ehrdiff experiment paper``): quick mode end to end on the MIMIC-IV demo, the data-scale
-experiment and resume on the UCI fixture, and the budget, subsets and tables checked against values computed here.
+experiment and resume on the UCI fixture, PTB beats (continuous columns) on their fixture, and the budget, subsets
+and tables checked against values computed here.
 
-Timing on the 2-core CPU: about 50 s of CPU time, nearly all in the two end-to-end runs (the report figures are left
-out of the first one: their cost is matplotlib drawing, which the second one exercises)."""
+Timing on the 2-core CPU: about 60 s of CPU time, nearly all in the three end-to-end runs (the report figures are
+left out of the first and third: their cost is matplotlib drawing, which the second one exercises)."""
 
 from __future__ import annotations
 
@@ -166,6 +167,29 @@ def test_data_scale_experiment_and_resume(tmp_path, caplog):
     assert again["key"]["resolved"]["sampling"]["num_noise_levels"] == 5 and again["train_seconds"] == seconds
     assert any("sampling again from the trained model" in r.getMessage() for r in caplog.records)
     assert not read_table(interrupted / "synthetic.parquet").frame.equals(before)
+
+
+def test_ptb_beats_with_continuous_columns_and_a_label_go_through_the_runner(tmp_path):
+    """The continuous path end to end: PTB beats (187 samples in [0, 1] and the abnormal label), split by beat."""
+    from scipy.stats import ks_2samp
+
+    out, ptb = tmp_path / "ptb", FIXTURES / "ptb"
+    assert run_cli("--dataset", "ptb", "--input", f"normal={ptb / 'ptbdb_normal.csv'}", "--input",
+                   f"abnormal={ptb / 'ptbdb_abnormal.csv'}", "--models", "ehrdiff,emrwgan,marginals", "--quick",
+                   "--seeds", "1", "--threads", "1", "--eval", "figures=false", "-o", str(out)) == 0
+    train = read_table(out / "data" / "train.parquet")
+    samples = [c for c in train.feature_columns if train.kinds[c] == "continuous"]
+    assert len(samples) == 187 and train.kinds["label"] == "label"
+    results = json.loads((out / "results.json").read_text())
+    for model in ("ehrdiff", "emrwgan", "marginals"):
+        synthetic = read_table(out / "runs" / model / "seed-0" / "synthetic.parquet").frame
+        values = synthetic[samples].to_numpy()
+        assert values.min() >= 0 and values.max() <= 1                 # continuous columns stay in [0, 1]
+        assert set(np.unique(synthetic["label"])) <= {0, 1}
+        ks = np.mean([ks_2samp(train.frame[c], synthetic[c]).statistic for c in samples])
+        assert results["models"][model]["continuous_ks_mean"]["mean"] == pytest.approx(ks)
+    assert results["models"]["ehrdiff"]["trtr_auroc"]["mean"] is not None
+    assert "split by beat_id" in (out / "results.md").read_text()
 
 
 def test_shards_train_their_runs_and_the_last_command_evaluates_them(tmp_path, capsys):

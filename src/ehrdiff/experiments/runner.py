@@ -419,6 +419,7 @@ def _header(config: ExperimentConfig, spec: DatasetSpec, budget: Budget, data: P
         "inputs": {k: str(v) for k, v in inputs.items()},
         "preset": spec.preset if "ehrdiff-paper" in config.models else None,
         "training_rows": data.train.n_rows, "test_rows": data.test.n_rows, "columns": len(data.train.columns),
+        "split_by": data.subject_column,
         "encoded_width": data.summary.get("columns", {}).get("encoded_width"),
         "models": list(config.models), "seeds": list(range(config.seeds)),
         "fractions": sorted({r.fraction for r in runs}),

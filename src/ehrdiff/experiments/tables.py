@@ -148,7 +148,7 @@ def results_markdown(results: dict) -> str:
     seeds = len(head["seeds"])
     lines = [f"# Experiment: {head['dataset']}", "",
              f"- Data: {head['description']}; {head['training_rows']:,} training and {head['test_rows']:,} test rows "
-             f"(80/20 split by patient, seed 0), {head['columns']:,} columns"
+             f"(80/20 split by {head.get('split_by') or 'row'}, seed 0), {head['columns']:,} columns"
              + (f", label: {head['label']}" if head["label"] else ", no label (no TSTR)"),
              f"- Budget: {head['budget']['text']}",
              "- Steps per model: " + "; ".join(f"{m}: {v['text']}" for m, v in head["steps_per_model"].items()),
