@@ -16,7 +16,7 @@ epochs = 4,984 steps, the budget of the official run in FINDINGS.md; warm-up 356
 share (20,000 of 280,000).
 
     # ehrdiff's runs on the split (benchmarks/uci_comparison.py: the runs/paper-uci-v2 command)
-    # the official code, one seed per command (about 40 minutes on one core, no checkpoints)
+    # the official code, one seed per command (about 40 minutes on one core; rerun it to resume)
     PYTHONPATH=DIR_WITH_EINOPS .venv/bin/python benchmarks/official_code.py train --official-repo PATH \\
         --experiment runs/paper-uci-v2 --seed 0 -o runs/official-uci
     # both scored in one evaluation: benchmarks/results/official_code.md
@@ -117,8 +117,29 @@ def train(args: argparse.Namespace) -> None:
     loss_fn = EDMLoss(p_mean=-1.2, p_std=1.2, sigma_data=0.14, n_classes=None).get_loss
     loader = torch.utils.data.DataLoader(data, shuffle=True, batch_size=BATCH)
 
-    started, step = time.perf_counter(), 0
-    for _ in range(args.epochs):
+    folder = args.output / f"seed-{args.seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = folder / "checkpoint.pt"
+    first_epoch, step, seconds_before = 0, 0, 0.0
+    if checkpoint.exists():
+        # every random draw (shuffling, noise levels, noise) comes from torch's global generator, whose state is
+        # saved at the epoch boundary: the resumed run continues exactly as the uninterrupted one would
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ema.shadow, ema.updates = state["ema"], state["ema_updates"]
+        torch.set_rng_state(state["rng"])
+        first_epoch, step, seconds_before = state["epoch"], state["step"], state["train_seconds"]
+        print(f"{checkpoint}: resuming after epoch {first_epoch} (step {step})", flush=True)
+
+    started = time.perf_counter()
+    for epoch in range(first_epoch, args.epochs):
+        if epoch > first_epoch and epoch % args.checkpoint_every == 0:
+            save_checkpoint(checkpoint, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "ema": ema.shadow, "ema_updates": ema.updates, "rng": torch.get_rng_state(), "epoch": epoch,
+                "step": step, "train_seconds": seconds_before + time.perf_counter() - started})
         for x in loader:
             optimizer.zero_grad(set_to_none=True)
             loss = torch.mean(loss_fn(model, x, None))
@@ -128,8 +149,9 @@ def train(args: argparse.Namespace) -> None:
             ema.update(model.parameters())
             step += 1
             if step % 500 == 0 or step == total:
-                print(f"step {step}/{total} loss {loss.item():.4f} {time.perf_counter() - started:.0f} s", flush=True)
-    train_seconds = time.perf_counter() - started
+                print(f"step {step}/{total} loss {loss.item():.4f} "
+                      f"{seconds_before + time.perf_counter() - started:.0f} s", flush=True)
+    train_seconds = seconds_before + time.perf_counter() - started
 
     started = time.perf_counter()
     ema.copy_to(model.parameters())
@@ -143,8 +165,6 @@ def train(args: argparse.Namespace) -> None:
     synthetic = np.rint(np.clip(out.numpy(), 0, 1)).astype(np.int8)
     sample_seconds = time.perf_counter() - started
 
-    folder = args.output / f"seed-{args.seed}"
-    folder.mkdir(parents=True, exist_ok=True)
     table = Table.from_frame(pd.DataFrame(synthetic, columns=columns), {c: real.kinds[c] for c in columns})
     write_table(table, folder / "synthetic.parquet")
     write_text_atomic(folder / "run.json", json.dumps({
@@ -153,7 +173,15 @@ def train(args: argparse.Namespace) -> None:
         "threads": args.threads,
         "train_seconds": train_seconds, "sample_seconds": sample_seconds,
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}, indent=2) + "\n")
+    checkpoint.unlink(missing_ok=True)
     print(f"{folder}: {step} steps in {train_seconds:.0f} s, {len(synthetic)} rows sampled in {sample_seconds:.0f} s")
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    from ehrdiff.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def standard_error(a: dict, b: dict) -> float | None:
@@ -239,6 +267,8 @@ def main() -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--epochs", type=int, default=89, help="89 epochs of 56 batches: 4,984 steps")
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--checkpoint-every", type=int, default=10, metavar="EPOCHS",
+                   help="save a checkpoint every this many epochs; a rerun of the same command resumes from it")
     t.add_argument("--sample-rows", type=int, help="rows to sample (default: as many as the training rows)")
     t.add_argument("-o", "--output", type=Path, default=Path("runs/official-uci"))
     c = sub.add_parser("compare", help="score the official runs and ehrdiff-paper's in one evaluation")
