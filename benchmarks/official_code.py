@@ -15,10 +15,13 @@ Heun levels in [0.02, 80], rho 7, then rounding at 0.5. One process instead of D
 epochs = 4,984 steps, the budget of the official run in FINDINGS.md; warm-up 356 steps, the official schedule's
 share (20,000 of 280,000).
 
-    # ehrdiff's runs on the split (benchmarks/uci_comparison.py: the runs/paper-uci-v2 command)
-    # the official code, one seed per command (about 40 minutes on one core; rerun it to resume)
+    # ehrdiff-paper, seeds 0-5 (uci_comparison.py's runs/paper-uci-v2 command with --seeds 6), one per command
+    # with --shard I/6 for I = 0..5, two at a time on two cores (about 40 minutes each)
+    .venv/bin/ehrdiff -q experiment paper --dataset uci-diabetes --models ehrdiff-paper --seeds 6 --budget \\
+        steps:5000 --batch-size 1024 --threads 1 --set=ehrdiff-paper.warmup_steps=357 --shard I/6 -o runs/paper-uci-v2
+    # the official code, seeds 0-5, one per command (about 40 minutes on one core; rerun it to resume)
     PYTHONPATH=DIR_WITH_EINOPS .venv/bin/python benchmarks/official_code.py train --official-repo PATH \\
-        --experiment runs/paper-uci-v2 --seed 0 -o runs/official-uci
+        --experiment runs/paper-uci-v2 --seed S -o runs/official-uci
     # both scored in one evaluation: benchmarks/results/official_code.md
     .venv/bin/python benchmarks/official_code.py compare --experiment runs/paper-uci-v2 --official runs/official-uci
 """
