@@ -66,10 +66,10 @@ matches the quoted official run on prevalences, codes per patient, empty rows, d
 is a little better on both discriminators and the dimension-wise gap, and scores one to two hundredths under its TSTR.
 That column is one run of the official code scored by the project's earlier protocol (FINDINGS.md), on another
 held-out set. Trained on this split and scored in one evaluation with ehrdiff-paper
-(benchmarks/results/official_code.md: the official network, loss and sampler imported from its repository, three seeds
-each), the official code scores the same TSTR as ehrdiff-paper, and the same on every other metric within the spread
-over seeds but one (the tree discriminator, read there): the gap to the quoted TSTR comes from that protocol and that
-run, not from the implementation. A single seed with the runner's default warm-up (a quarter of the steps) scored
+(benchmarks/results/official_code.md: the official network, loss and sampler imported from its repository, six seeds
+each), the official code scores the same TSTR as ehrdiff-paper, and the same on every other metric within two
+standard errors of the difference: the gap to the quoted TSTR comes from that protocol and that run, not from the
+implementation. A single seed with the runner's default warm-up (a quarter of the steps) scored
 lower (runs/paper-uci). The --gbt rows score the same synthetic rows with gradient boosting as the TSTR classifier:
 the models keep their order. Both round the sampler's output at one half, which drops most codes whose probability
 stays under it, so both generate about half the real number of codes and many empty rows, and a linear discriminator
