@@ -130,6 +130,8 @@ def train(args: argparse.Namespace) -> None:
         # every random draw (shuffling, noise levels, noise) comes from torch's global generator, whose state is
         # saved at the epoch boundary: the resumed run continues exactly as the uninterrupted one would
         state = torch.load(checkpoint, weights_only=False)
+        if state["epochs"] != args.epochs:
+            sys.exit(f"{checkpoint}: a run of {state['epochs']} epochs, not {args.epochs}; delete it to start over")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -144,7 +146,7 @@ def train(args: argparse.Namespace) -> None:
             save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "ema": ema.shadow, "ema_updates": ema.updates, "rng": torch.get_rng_state(), "epoch": epoch,
-                "step": step, "train_seconds": seconds_before + time.perf_counter() - started})
+                "epochs": args.epochs, "step": step, "train_seconds": seconds_before + time.perf_counter() - started})
         for x in loader:
             optimizer.zero_grad(set_to_none=True)
             loss = torch.mean(loss_fn(model, x, None))
