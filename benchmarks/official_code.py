@@ -8,12 +8,12 @@ sampler (samplers.py, ablation_sampler; it integrates in float64), with their de
 the loop around them is written here, as the official runners drive them (runners/train_dpdm_base.py without DP,
 runners/generate_base.py): AdamW lr 3e-4 without weight decay, batches of 1,024 shuffled each epoch (the last one
 smaller), linear warm-up then cosine decay to zero over (rows // 1,024 + 1) x epochs steps (transformers'
-get_cosine_schedule_with_warmup), the EMA of the official config (ema_rate 0.999) with the warm-up of score_sde's
-ExponentialMovingAverage, decay min(0.999, (1 + n) / (10 + n)), whose interface the official model/ema.py has (that
-file is not in every copy of the repository, so the rule is written here), sampling from the EMA weights with 32
-Heun levels in [0.02, 80], rho 7, then rounding at 0.5. One process instead of DDP changes nothing on one device. 89
-epochs = 4,984 steps, the budget of the official run in FINDINGS.md; warm-up 356 steps, the official schedule's
-share (20,000 of 280,000).
+get_cosine_schedule_with_warmup; computed by ehrdiff's training.learning_rate, the same formula), the EMA of the
+official config (ema_rate 0.999) with the warm-up of score_sde's ExponentialMovingAverage, decay min(0.999, (1 + n) /
+(10 + n)), whose interface the official model/ema.py has (that file is not in every copy of the repository; the decay
+comes from ehrdiff's training.ema_decay, the same rule), sampling from the EMA weights with 32 Heun levels in [0.02,
+80], rho 7, then rounding at 0.5. One process instead of DDP changes nothing on one device. 89 epochs = 4,984 steps,
+the budget of the official run in FINDINGS.md; warm-up 356 steps, the official schedule's share (20,000 of 280,000).
 
     # ehrdiff-paper, seeds 0-5 (uci_comparison.py's runs/paper-uci-v2 command with --seeds 6), one per command
     # with --shard I/6 for I = 0..5, two at a time on two cores (about 40 minutes each)
@@ -40,6 +40,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ehrdiff.training import ema_decay, learning_rate
+
 ROOT = Path(__file__).resolve().parent
 BATCH = 1024
 OFFICIAL = "official EHRDiff code"
@@ -62,7 +64,7 @@ official code's own spread over seeds here, not from the code."""
 class OfficialEma:
     """The EMA of the official config (ema_rate) as score_sde's ExponentialMovingAverage computes it, whose interface
     the official runners use: after the n-th update, shadow -= (1 - decay_n) (shadow - param) with
-    decay_n = min(decay, (1 + n) / (10 + n))."""
+    decay_n = min(decay, (1 + n) / (10 + n)) (ehrdiff's ema_decay: the same rule)."""
 
     def __init__(self, parameters, decay: float) -> None:
         self.decay, self.updates = decay, 0
@@ -71,7 +73,7 @@ class OfficialEma:
     @torch.no_grad()
     def update(self, parameters) -> None:
         self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        decay = ema_decay(self.updates, self.decay)
         for s, p in zip(self.shadow, [p for p in parameters if p.requires_grad]):
             s.sub_((1 - decay) * (s - p))
 
@@ -79,16 +81,6 @@ class OfficialEma:
     def copy_to(self, parameters) -> None:
         for s, p in zip(self.shadow, [p for p in parameters if p.requires_grad]):
             p.copy_(s)
-
-
-def cosine_with_warmup(warmup: int, total: int):
-    """The factor of transformers' get_cosine_schedule_with_warmup (half a cosine period) at each step."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return step / max(1, warmup)
-        progress = (step - warmup) / max(1, total - warmup)
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
-    return factor
 
 
 def train(args: argparse.Namespace) -> None:
@@ -118,7 +110,7 @@ def train(args: argparse.Namespace) -> None:
                                           use_cfg=False), sigma_data=0.14, sigma_min=0.02, sigma_max=80.0)
     ema = OfficialEma(model.parameters(), decay=0.999)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup, total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate(step, 1.0, warmup, total))
     loss_fn = EDMLoss(p_mean=-1.2, p_std=1.2, sigma_data=0.14, n_classes=None).get_loss
     loader = torch.utils.data.DataLoader(data, shuffle=True, batch_size=BATCH)
 
@@ -258,8 +250,7 @@ def compare(args: argparse.Namespace) -> None:
                               for g in (OFFICIAL, OURS))
         lines.append(f"| {title} | {rules.get(key, '-')} | {cell(official)} | {cell(mine)} | {difference} | "
                      f"{per_seed} | {quoted} |")
-    lines += ["", "Training seconds per seed (one thread each, another run on the other core, and for a few minutes of "
-              "seeds 3-5 the test suite or this evaluation beside them): official code "
+    lines += ["", "Training seconds per seed (one thread each, other jobs sharing the two cores): official code "
               + ", ".join(f"{r['train_seconds']:,.0f}" for r in official_runs) + "; ehrdiff-paper "
               + ", ".join(f"{r['train_seconds']:,.0f}" for r in ours_runs) + ".", "", READING]
     (ROOT / "results" / "official_code.md").write_text("\n".join(lines) + "\n")
