@@ -1,23 +1,39 @@
-"""The interface every generator follows (scikit-learn style) and the registry that loads any of them.
+"""The interface every generator follows (scikit-learn style) and the registry that finds any of them.
 
     model = SomeGenerator(**hyperparameters).fit(table)     # returns self; learned state ends in "_"
     synthetic = model.sample(1000, seed=0)                  # a Table with the training table's columns
     model.save("run/"); load_model("run/")
+
+A model joins by one line, ``@register("name")`` on its class, inside ehrdiff (imported by ``ehrdiff.models``) or
+in another package that names the class in the entry-point group ``ehrdiff.models`` of its pyproject.toml:
+
+    [project.entry-points."ehrdiff.models"]
+    mymodel = "mypackage.module:MyGenerator"
+
+Either way it appears in ``ehrdiff train --model``, ``ehrdiff experiment --models`` and ``load_model``. How the
+experiment runner treats it (budget, pre-training, --quick settings, named variants) is the class's ``experiment``
+attribute (:class:`ExperimentRole`).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from ehrdiff.data.table import Table
-from ehrdiff.errors import DataError, ModelFileError
+from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
+
+log = logging.getLogger(__name__)
 
 REGISTRY: dict[str, type["Generator"]] = {}
+ENTRY_POINT_GROUP = "ehrdiff.models"
 
 
 def register(name: str):
@@ -29,6 +45,79 @@ def register(name: str):
         return cls
 
     return wrap
+
+
+@dataclass(frozen=True)
+class ExperimentRole:
+    """How ``ehrdiff experiment`` runs a model (declared by the model class as ``experiment``).
+
+    ``trains``: False for references that learn nothing (the step budget does not apply).
+    ``pretraining``: the setting that receives budget // 10 pre-training steps (an autoencoder's, not counted).
+    ``quick``: settings of ``--quick`` runs (small networks: the pipeline in seconds, numbers meaningless).
+    ``variants``: other experiment names for the same class, each with its own role; a variant with
+    ``dataset_preset`` trains with the dataset's paper preset (``ehrdiff-paper``).
+    ``default``: part of the experiment when ``--models`` is not given.
+    """
+
+    trains: bool = True
+    pretraining: str | None = None
+    quick: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, "ExperimentRole"] = field(default_factory=dict)
+    dataset_preset: bool = False
+    default: bool = True
+
+
+def load_entry_points() -> None:
+    """Register the generators other packages declare in the ``ehrdiff.models`` entry-point group. A broken
+    plug-in is reported and skipped, so it cannot take the built-in models down with it."""
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.name in REGISTRY:
+            continue
+        try:
+            cls = point.load()
+        except Exception as exc:  # a third party's import error: say which plug-in, keep going
+            log.warning("model plug-in '%s' (%s) could not be loaded: %s", point.name, point.value, exc)
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Generator)):
+            log.warning("model plug-in '%s' (%s) is not an ehrdiff Generator class; skipped", point.name, point.value)
+            continue
+        register(point.name)(cls)
+
+
+def model_class(name: str) -> type["Generator"]:
+    """The generator registered as ``name``; EhrdiffError listing the known ones."""
+    if name not in REGISTRY:
+        raise EhrdiffError(f"unknown model '{name}' (choose one of {', '.join(sorted(REGISTRY))})")
+    return REGISTRY[name]
+
+
+def build_model(name: str, settings: dict[str, Any]) -> "Generator":
+    """``name``'s generator constructed with ``settings``; a setting it does not take is refused with one line."""
+    cls = model_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        known = [p for p in params if p != "self"]
+        for key in settings:
+            if key not in known:
+                what = ("--" + key.replace("_", "-") if key in ("preset", "checkpoint_every", "condition", "dp")
+                        else f"setting '{key}'")
+                raise EhrdiffError(f"model '{name}' does not take {what} (its settings: {', '.join(known)})")
+    try:
+        return cls(**settings)
+    except TypeError as exc:      # a wrong keyword for a model with **kwargs
+        raise EhrdiffError(f"model '{name}': {exc}") from None
+
+
+def experiment_models() -> dict[str, tuple[str, ExperimentRole]]:
+    """Every name ``ehrdiff experiment --models`` accepts -> (registered model, its role), variants included."""
+    out: dict[str, tuple[str, ExperimentRole]] = {}
+    for name, cls in REGISTRY.items():
+        out[name] = (name, cls.experiment)
+        for variant, role in cls.experiment.variants.items():
+            out[variant] = (name, role)
+    return out
 
 
 def as_table(data, kinds: dict[str, str] | None = None) -> Table:
@@ -60,7 +149,37 @@ def check_sample_size(n) -> int:
 
 
 class Generator(ABC):
+    """A generator. Its constructor takes settings only (stored, not acted on: ``get_params`` reads them back);
+    ``fit`` learns state whose names end in "_"; ``check_fitted`` is the one test of being fitted."""
+
     name: str = "generator"
+    experiment: ClassVar[ExperimentRole] = ExperimentRole()
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's settings (scikit-learn's convention: ``type(m)(**m.get_params())`` is an unfitted
+        copy). Named parameters are read from attributes of the same name, ``**settings`` from ``self.settings``."""
+        params: dict[str, Any] = {}
+        for name, p in inspect.signature(type(self).__init__).parameters.items():
+            if p.kind is inspect.Parameter.VAR_KEYWORD:
+                params.update(getattr(self, "settings", {}))
+            elif name != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL:
+                params[name] = getattr(self, name)
+        return params
+
+    def set_params(self, **params: Any) -> "Generator":
+        """Change constructor settings of an unfitted model (validated as the constructor does). Returns self."""
+        if self.is_fitted():
+            raise EhrdiffError(f"{self.name} is fitted: set_params changes the settings of an unfitted model; "
+                               "construct a new one")
+        type(self).__init__(self, **{**self.get_params(), **params})
+        return self
+
+    def is_fitted(self) -> bool:
+        return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
+
+    def check_fitted(self) -> None:
+        if not self.is_fitted():
+            raise RuntimeError(f"this {self.name} model is not fitted yet; call fit() or load() first")
 
     @abstractmethod
     def fit(self, data, **kwargs) -> "Generator": ...
@@ -83,5 +202,6 @@ def load_model(path: str | os.PathLike) -> Generator:
     metadata, _ = load_model_dir(path)
     name = metadata["model"]
     if name not in REGISTRY:
-        raise ModelFileError(f"{path}: unknown model type '{name}' (known: {', '.join(sorted(REGISTRY))})")
+        raise ModelFileError(f"{path}: unknown model type '{name}' (known: {', '.join(sorted(REGISTRY))}); a "
+                             "plug-in model needs its package installed")
     return REGISTRY[name].load(path)

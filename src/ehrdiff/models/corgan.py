@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ehrdiff.models.base import register
+from ehrdiff.models.base import ExperimentRole, register
 from ehrdiff.models.gan_common import (Batches, GanBaseline, GanConfig, ResidualGenerator, parameters,
                                        autoencoder_step, wgan_gp_step)
 
@@ -121,6 +121,7 @@ class ConvCritic(nn.Module):
 @register("corgan")
 class CorGAN(GanBaseline):
     Config = CorGanConfig
+    experiment = ExperimentRole(pretraining="ae_steps", quick={"noise_dim": 32, "channels": 4, "n_critic": 2})
     sampling_nets = ("generator", "decoder")
 
     def _build(self, width: int) -> dict[str, nn.Module]:

@@ -31,7 +31,7 @@ from ehrdiff.diffusion import (Denoiser, EDMLoss, MLPDenoiserNet, NoiseEmbedding
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss, draw_discrete, redraw_short_rows
 from ehrdiff.diffusion.count_matching import match_code_counts
 from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
-from ehrdiff.models.base import Generator, as_table, check_sample_size, register
+from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, register
 from ehrdiff.models.persistence import data_fingerprint, load_model_dir, save_model_dir
 from ehrdiff.presets import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict, make_config
 from ehrdiff.conditioning import (ConditionSpec, ConditionalNoiseEmbedding, check_sampling_request,
@@ -88,11 +88,19 @@ def memorisation_warning(steps: int, batch_size: int, rows: int, private: bool) 
             "or with --dp")
 
 
+_QUICK_NETWORK = {"hidden_dims": [128, 128], "embedding_features": 32, "embedding_width": 64, "num_noise_levels": 8}
+
+
 @register("ehrdiff")
 class EHRDiff(Generator):
     """EHRDiff. ``preset``: default (ours), paper-mimic, paper-cinc, paper-ecg (the paper's) or cpu-fast;
     keyword arguments override any field of :class:`ehrdiff.presets.EHRDiffConfig` (steps, batch_size, seed, lr,
     hidden_dims, sigma_data, ...)."""
+
+    # in experiments "ehrdiff" is the library's default model and "ehrdiff-paper" the paper's (the dataset's paper
+    # preset, its way of modelling 0/1 columns kept under --quick)
+    experiment = ExperimentRole(quick={"preset": "cpu-fast", **_QUICK_NETWORK}, variants={
+        "ehrdiff-paper": ExperimentRole(quick=_QUICK_NETWORK, dataset_preset=True)})
 
     def __init__(self, preset: str = "default", **overrides: Any) -> None:
         self.preset = preset

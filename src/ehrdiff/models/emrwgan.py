@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ehrdiff.errors import EhrdiffError
-from ehrdiff.models.base import register
+from ehrdiff.models.base import ExperimentRole, register
 from ehrdiff.models.gan_common import Batches, GanBaseline, GanConfig, parameters, wgan_gp_step
 
 
@@ -45,6 +45,7 @@ class EmrWganConfig(GanConfig):
 @register("emrwgan")
 class EMRWGAN(GanBaseline):
     Config = EmrWganConfig
+    experiment = ExperimentRole(quick={"noise_dim": 32, "hidden_dim": 64, "n_critic": 2})
     sampling_nets = ("generator",)
 
     def _build(self, width: int) -> dict[str, nn.Module]:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ehrdiff.models.base import register
+from ehrdiff.models.base import ExperimentRole, register
 from ehrdiff.models.gan_common import (Batches, GanBaseline, GanConfig, ResidualGenerator, parameters,
                                        autoencoder_step)
 
@@ -50,6 +50,7 @@ def minibatch_average(x: torch.Tensor) -> torch.Tensor:
 @register("medgan")
 class MedGAN(GanBaseline):
     Config = MedGanConfig
+    experiment = ExperimentRole(pretraining="ae_steps", quick={"noise_dim": 32})
     sampling_nets = ("generator", "decoder")
 
     def _build(self, width: int) -> dict[str, nn.Module]:

@@ -24,7 +24,7 @@ import torch
 from ehrdiff.data.encoding import TableEncoder
 from ehrdiff.data.table import Table
 from ehrdiff.errors import ModelFileError
-from ehrdiff.models.base import Generator, as_table, check_sample_size, register
+from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, register
 from ehrdiff.models.gan_common import make_config
 from ehrdiff.models.persistence import data_fingerprint, load_model_dir, save_model_dir
 
@@ -55,6 +55,8 @@ def _factorize(table: Table) -> tuple[list[str], list[list], np.ndarray]:
 
 class _Reference(Generator):
     """Shared glue: fit the encoder (for ids and dtypes), decode code matrices, save / load."""
+
+    experiment = ExperimentRole(trains=False)
 
     def __init__(self, **settings) -> None:
         self.config = make_config(ReferenceConfig, self.name, settings)
