@@ -18,7 +18,7 @@ class EvaluationConfig:
     discriminator_iterations: int = 100   # boosting rounds
     dimwise_codes: int = 50               # dimension-wise prediction on the K commonest codes (medGAN, EHRDiff)
     dimwise_max_rows: int = 20_000        # training rows per set of K models
-    dimwise_iterations: int = 50          # L-BFGS iterations (per-code AUROCs are stable to ~0.001 by then)
+    dimwise_iterations: int = 50          # L-BFGS iterations of the K models fitted together
     # utility
     utility_model: str = "logistic"       # "logistic" (L2, C=1) or "gbt" (HistGradientBoosting)
     utility_max_rows: int = 100_000

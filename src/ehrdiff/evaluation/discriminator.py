@@ -1,8 +1,8 @@
 """Real-versus-synthetic discriminators: gradient-boosted trees and logistic regression, cross-validated AUROC on the
 same folds (0.5 = indistinguishable).
 
-Trees see co-occurrence, not only marginals: on UCI diabetes they tell independently drawn codes from real patients
-(AUROC 0.69, benchmarks/results/evaluate.md). For speed the sample is balanced and capped, and columns with fewer
+Trees see co-occurrence, not only marginals, so they tell codes drawn independently at the right rates (the
+reference:independent rows) from real patients. For speed the sample is balanced and capped, and columns with fewer
 non-zero entries than a tree leaf needs are pooled into one feature: the row's count of such rare codes.
 """
 
@@ -63,11 +63,10 @@ def discriminator_auroc(real: sp.csr_matrix, synthetic: sp.csr_matrix, rng: np.r
     return {"discriminator_auroc": auroc(y, scores), "discriminator_auroc_lr": auroc(y, linear_scores)}
 
 
-
 def tree_threads(threads: int | None):
     """OpenMP threads for scikit-learn's gradient boosting: ``threads``, or 1 when unset.
 
     The samples here are small (thousands of rows), where extra threads gain little, and OpenMP threads that wait
-    for each other spin: on a 2-core machine shared with other jobs, 2 threads can be several times slower than 1
-    (benchmarks/bench_evaluate.py times both)."""
+    for each other spin: on a few cores shared with other jobs, more threads can be much slower than one
+    (benchmarks/bench_evaluate.py times both; docs/results.md)."""
     return threadpool_limits(threads or 1, user_api="openmp")

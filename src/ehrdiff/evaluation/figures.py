@@ -17,11 +17,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.stats import gaussian_kde
 
+from ehrdiff.evaluation.catalog import TRAINING_SIZE_FIGURE_METRICS
+
 PANEL = 3.2   # inches per panel
 MAX_COLUMNS = 4
-KDE_POINTS = 5000
-SCALE_METRICS = ("prevalence_spearman", "discriminator_auroc", "dimwise_prediction_auroc_gap", "tstr_auroc",
-                 "mia_auroc", "nnaa_privacy_loss")
 
 
 def _grid(n: int, title: str) -> tuple[Figure, list]:
@@ -114,7 +113,7 @@ def codes_per_patient(panels: dict[str, tuple[np.ndarray, np.ndarray]]) -> bytes
 
 
 def training_size(metrics: dict[str, dict], runs: dict[str, tuple[str, float]]) -> bytes:
-    keys = [k for k in SCALE_METRICS if any(metrics[d].get(k) is not None for d in runs)]
+    keys = [k for k in TRAINING_SIZE_FIGURE_METRICS if any(metrics[d].get(k) is not None for d in runs)]
     figure, axes = _grid(max(len(keys), 1), "Metrics against the share of training data")
     for ax, key in zip(axes, keys):
         for model in sorted({m for m, _ in runs.values()}):

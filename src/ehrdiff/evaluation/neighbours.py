@@ -107,8 +107,8 @@ def nearest_distance(space: Space, queries: sp.csr_matrix, reference: sp.csr_mat
                      exclude_self: bool = False) -> np.ndarray:
     """Distance from each query row to its nearest reference row, computed once per distinct row.
 
-    EHR code rows repeat a lot (on UCI diabetes about half of the held-out patients have the exact code set of some
-    training patient), so de-duplicating both sides first saves a large share of the work.
+    EHR code rows repeat a lot (many patients share their exact code set with another patient), so de-duplicating
+    both sides first saves a large share of the work.
     ``exclude_self``: leave-one-out within ``queries`` (``reference`` is ignored); a row with an identical twin is at
     distance 0."""
     q_first, q_ids, q_counts = unique_rows(queries)

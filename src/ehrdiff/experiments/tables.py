@@ -37,8 +37,7 @@ KEY_METRICS: dict[str, list[tuple[str, str, str]]] = {
         ("dcr_ratio", "DCR ratio", "1"),
     ],
 }
-SCALE_METRICS = ("tstr_auroc", "prevalence_spearman", "discriminator_auroc", "dimwise_prediction_auroc_gap",
-                 "correlation_distance", "continuous_ks_mean")
+from ehrdiff.evaluation.catalog import DATA_SCALE_TABLE_METRICS as SCALE_METRICS  # no privacy metrics: see there
 REFERENCES = {"reference:real-test": "real held-out rows (half of test)",
               "reference:train-resample": "training rows resampled",
               "reference:independent": "independent columns"}
