@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import IO
 
 import pandas as pd
 import pyarrow.parquet as pq
 
+from ehrdiff.data.io import existing_file, first_line
 from ehrdiff.errors import DataError
-
-
-def existing_file(path: str | os.PathLike, what: str = "file") -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: {what} not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, expected a {what}")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty")
-    return path
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_csv(source: str | os.PathLike | IO[bytes], name: str, *, all_strings: bool = True, header: bool = True,
@@ -43,7 +27,7 @@ def read_csv(source: str | os.PathLike | IO[bytes], name: str, *, all_strings: b
     except pd.errors.EmptyDataError:
         raise DataError(f"{name}: file is empty (no header or rows)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{name}: could not read as CSV ({_first_line(exc)})") from None
+        raise DataError(f"{name}: could not read as CSV ({first_line(exc)})") from None
     if len(frame) == 0:
         raise DataError(f"{name}: file has a header but no rows")
     return frame
@@ -53,7 +37,7 @@ def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> p
     try:
         return pq.read_table(path, columns=columns).to_pandas()
     except Exception as exc:  # pyarrow raises many types for a corrupt or foreign file
-        raise DataError(f"{path}: could not read as Parquet ({_first_line(exc)})") from None
+        raise DataError(f"{path}: could not read as Parquet ({first_line(exc)})") from None
 
 
 def read_long(path: str | os.PathLike) -> pd.DataFrame:

@@ -21,6 +21,7 @@ SOFA, length of stay, survival) describe the outcome and are not used.
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import tarfile
@@ -29,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ehrdiff.data.sources._files import existing_file, find_column, read_csv
+from ehrdiff.data.io import existing_file
+from ehrdiff.data.sources._files import find_column, read_csv
+from ehrdiff.data.sources.registry import data_source
 from ehrdiff.data.sources.split import Prepared
 from ehrdiff.data.table import Table
 from ehrdiff.errors import DataError
@@ -124,21 +127,64 @@ def read_outcomes(path: str | os.PathLike) -> pd.Series:
     return pd.Series(labels.to_numpy(dtype=np.int64), index=ids.to_numpy(dtype=np.int64))
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--records", required=True, metavar="PATH", help="set folder (set-a/) or its .tar.gz")
+    parser.add_argument("--outcomes", required=True, metavar="PATH", help="Outcomes file of the same set")
+
+
+@data_source("cinc2012", help="PhysioNet/CinC 2012 records + Outcomes -> one row per ICU stay with 48 h summaries",
+             arguments=add_arguments)
 def prepare_cinc2012(records: str | os.PathLike, outcomes: str | os.PathLike) -> Prepared:
     path = Path(records)
     if not path.exists():
         raise DataError(f"{path}: records folder or archive not found")
     files = _record_files(path)
     labels = read_outcomes(outcomes)
+    rows = _timed_rows(files)
+    desc, record_ids, leading = _descriptors(rows, files, path)
+    series = rows[~leading].sort_values(["file", "minute"], kind="stable")  # the time series, in time order
+    features, variables = _summaries(series, len(files))
+
+    frame = pd.DataFrame({"record_id": record_ids})
+    for name in ("Age", "Gender", "Height", "Weight", "ICUType"):
+        frame[name] = desc[name].where(desc[name] != -1).to_numpy(dtype=float)
+    frame = pd.concat([frame, pd.DataFrame(features)], axis=1)
+    has_outcome = np.isin(record_ids, labels.index.to_numpy())
+    if not has_outcome.any():
+        raise DataError(f"{outcomes}: none of the {len(files)} records has an outcome here; "
+                        "is it the Outcomes file of the same set?")
+    frame = frame[has_outcome].reset_index(drop=True)
+    frame["label"] = labels.reindex(frame["record_id"]).to_numpy()
+    if frame["ICUType"].notna().all():  # whole-number categories read back as 1..4, not 1.0..4.0
+        frame["ICUType"] = frame["ICUType"].astype("int64")
+    frame = frame.sort_values("record_id", kind="stable").reset_index(drop=True)
+
+    kinds = {c: "continuous" for c in frame.columns}
+    kinds |= {"record_id": "id", "ICUType": "categorical", "label": "label"}
+    details = _details(frame, n_files=len(files), dropped=int((~has_outcome).sum()), variables=variables,
+                       n_series_rows=len(series))
+    return Prepared(table=Table(frame, kinds), source="cinc2012", subject_column="record_id", details=details,
+                    inputs={"records": str(records), "outcomes": str(outcomes)})
+
+
+def _timed_rows(files: list[tuple[str, bytes]]) -> pd.DataFrame:
+    """Every record line with a stripped Parameter and its time in minutes; a line missing a field is an error."""
     rows = _long_rows(files)
     rows["Parameter"] = rows["Parameter"].str.strip()
     missing = rows["Value"].isna().to_numpy() | rows["Parameter"].isna().to_numpy()
     if missing.any():
         raise _bad_row(rows, missing, files, "the line needs a time, a parameter and a value")
     rows["minute"] = _minutes(rows, files)
+    return rows
 
-    # descriptors: the first 00:00 line of each descriptor name in a file (00:00 measurements such as HR may come
-    # between them; a second 00:00 Weight line is a measurement)
+
+def _descriptors(rows: pd.DataFrame, files: list[tuple[str, bytes]],
+                 path: Path) -> tuple[pd.DataFrame, np.ndarray, pd.Series]:
+    """Per file: the descriptor values (one column each), the record ids and which rows are descriptor lines.
+
+    A descriptor is the first 00:00 line of its name in a file: 00:00 measurements such as HR may come between
+    them, and a second 00:00 Weight line is a measurement. A file without a RecordID line is named by its file name.
+    """
     candidate = (rows["minute"] == 0) & rows["Parameter"].isin(DESCRIPTORS)
     leading = candidate & ~rows[["file", "Parameter"]].where(candidate).duplicated()
     head = rows[leading]
@@ -153,43 +199,30 @@ def prepare_cinc2012(records: str | os.PathLike, outcomes: str | os.PathLike) ->
     if len(np.unique(record_ids)) != len(record_ids):
         dup = pd.Series(record_ids)[pd.Series(record_ids).duplicated()].iloc[0]
         raise DataError(f"{path}: RecordID {dup} appears in more than one record file")
+    return desc, record_ids, leading
 
-    # time-series summaries over the 48 hours, in time order
-    series = rows[~leading].sort_values(["file", "minute"], kind="stable")
-    grouped = series.groupby(["file", "Parameter"])["Value"]
-    stats = grouped.agg(["first", "last", "min", "max", "mean", "count"])
+
+def _summaries(series: pd.DataFrame, n_files: int) -> tuple[dict[str, pd.Series], list[str]]:
+    """``VAR_first`` .. ``VAR_count`` per time-series variable (one row per file) and the variables, sorted."""
+    stats = series.groupby(["file", "Parameter"])["Value"].agg(["first", "last", "min", "max", "mean", "count"])
     variables = sorted(stats.index.get_level_values("Parameter").unique(), key=str.lower)
-    wide = stats.unstack("Parameter").reindex(range(len(files)))
+    wide = stats.unstack("Parameter").reindex(range(n_files))
     features = {}
     for variable in variables:
         for summary in SUMMARIES:
             column = wide[(summary, variable)]
             features[f"{variable}_{summary}"] = (column.fillna(0).astype(np.int64) if summary == "count"
                                                  else column.astype(float))
+    return features, variables
 
-    frame = pd.DataFrame({"record_id": record_ids})
-    for name in ("Age", "Gender", "Height", "Weight"):
-        frame[name] = desc[name].where(desc[name] != -1).to_numpy(dtype=float)
-    frame["ICUType"] = desc["ICUType"].where(desc["ICUType"] != -1).to_numpy(dtype=float)
-    frame = pd.concat([frame, pd.DataFrame(features)], axis=1)
-    has_outcome = np.isin(record_ids, labels.index.to_numpy())
-    if not has_outcome.any():
-        raise DataError(f"{outcomes}: none of the {len(files)} records has an outcome here; "
-                        "is it the Outcomes file of the same set?")
-    frame = frame[has_outcome].reset_index(drop=True)
-    frame["label"] = labels.reindex(frame["record_id"]).to_numpy()
-    if frame["ICUType"].notna().all():  # whole-number categories read back as 1..4, not 1.0..4.0
-        frame["ICUType"] = frame["ICUType"].astype("int64")
-    frame = frame.sort_values("record_id", kind="stable").reset_index(drop=True)
 
-    kinds = {c: "continuous" for c in frame.columns}
-    kinds |= {"record_id": "id", "ICUType": "categorical", "label": "label"}
+def _details(frame: pd.DataFrame, *, n_files: int, dropped: int, variables: list[str], n_series_rows: int) -> dict:
+    """summary.json entries: records read, dropped and kept without time series, the variables, notes."""
     empty_records = int((frame[[c for c in frame.columns if c.endswith("_count")]].sum(axis=1) == 0).sum())
     details = {
         "label_definition": f"{LABEL_COLUMN} from the Outcomes file (1 = died in hospital)",
-        "records": {"files": len(files), "without_outcome_dropped": int((~has_outcome).sum()),
-                    "without_time_series_kept": empty_records},
-        "time_series": {"variables": len(variables), "rows": int(len(series)), "summaries": list(SUMMARIES),
+        "records": {"files": n_files, "without_outcome_dropped": dropped, "without_time_series_kept": empty_records},
+        "time_series": {"variables": len(variables), "rows": n_series_rows, "summaries": list(SUMMARIES),
                         "names": variables},
         "descriptors_missing": {name: int(frame[name].isna().sum()) for name in ("Age", "Gender", "Height", "Weight")},
     }
@@ -197,8 +230,7 @@ def prepare_cinc2012(records: str | os.PathLike, outcomes: str | os.PathLike) ->
     if empty_records:
         notes.append(f"{empty_records} record(s) have descriptors but no time-series rows; kept with every summary "
                      "missing and counts 0")
-    if (~has_outcome).any():
-        notes.append(f"{int((~has_outcome).sum())} record(s) without a line in the Outcomes file were dropped")
+    if dropped:
+        notes.append(f"{dropped} record(s) without a line in the Outcomes file were dropped")
     details["notes"] = notes
-    return Prepared(table=Table(frame, kinds), source="cinc2012", subject_column="record_id", details=details,
-                    inputs={"records": str(records), "outcomes": str(outcomes)})
+    return details

@@ -5,13 +5,13 @@
 Options: ``prefixes`` keeps only codes starting with one of them (e.g. ``("DIAGNOSIS//",)``); ``label_code`` turns
 one code into the label (1 if the subject has it) and drops its column; ``min_count`` drops codes held by fewer
 subjects. Every subject in the data or in ``metadata/subject_splits.parquet`` gets a row, even one with no kept
-code. Descriptions from
-``metadata/codes.parquet`` (when present) become the column titles in summary.json. Times and numeric values are not
-used by this matrix.
+code. Descriptions from ``metadata/codes.parquet`` (when present) become the column titles in summary.json. Times
+and numeric values are not used by this matrix.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -20,7 +20,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ehrdiff.data.sources.codes import check_no_clash, code_matrix
+from ehrdiff.data.io import first_line
+from ehrdiff.data.sources.arguments import add_counts, add_min_count
+from ehrdiff.data.sources.matrix import check_no_clash, code_matrix
+from ehrdiff.data.sources.registry import data_source
 from ehrdiff.data.sources.split import Prepared
 from ehrdiff.data.table import Table
 from ehrdiff.errors import DataError
@@ -30,8 +33,7 @@ def _read_shard(path: Path) -> pd.DataFrame:
     try:
         schema = pq.read_schema(path)
     except Exception as exc:  # pyarrow raises many types for a corrupt file
-        raise DataError(f"{path}: could not read as Parquet ({str(exc).splitlines()[0] if str(exc) else exc})") \
-            from None
+        raise DataError(f"{path}: could not read as Parquet ({first_line(exc)})") from None
     for name, check, want in (("subject_id", pa.types.is_integer, "integers"), ("code", _is_text, "text")):
         if name not in schema.names:
             raise DataError(f"{path}: required MEDS column '{name}' is missing (columns found: "
@@ -58,7 +60,7 @@ def _listed_subjects(root: Path) -> np.ndarray:
     try:
         ids = pq.read_table(path, columns=["subject_id"]).column("subject_id").to_numpy()
     except Exception as exc:  # a foreign file: say which one
-        raise DataError(f"{path}: could not read its subject_id column ({str(exc).splitlines()[0]})") from None
+        raise DataError(f"{path}: could not read its subject_id column ({first_line(exc)})") from None
     return ids.astype(np.int64)
 
 
@@ -76,6 +78,16 @@ def _descriptions(root: Path) -> dict[str, str]:
     return dict(zip(frame["code"].astype(str), frame["description"].astype(str)))
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, metavar="PATH", help="MEDS root folder (holds data/)")
+    parser.add_argument("--prefix", dest="prefixes", action="append", default=[], metavar="P",
+                        help="keep only codes starting with P; repeatable")
+    parser.add_argument("--label-code", metavar="CODE", help="a code that becomes the label (1 if the subject has it)")
+    add_counts(parser)
+    add_min_count(parser, "a code", "subjects")
+
+
+@data_source("meds", help="a MEDS dataset folder -> subject x code matrix", arguments=add_arguments)
 def prepare_meds(root: str | os.PathLike, *, prefixes: tuple[str, ...] | list[str] = (), label_code: str | None = None,
                  counts: bool = False, min_count: int = 1) -> Prepared:
     root = Path(root)

@@ -13,6 +13,7 @@ ICD-10 rows (MIMIC-IV ``icd_version`` 10) need a choice, ``icd10=``:
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass, field
 
@@ -20,8 +21,11 @@ import numpy as np
 import pandas as pd
 
 from ehrdiff.data import icd
-from ehrdiff.data.sources._files import existing_file, find_column, line_of, read_long
-from ehrdiff.data.sources.codes import code_matrix, maybe_integers
+from ehrdiff.data.io import existing_file
+from ehrdiff.data.sources._files import find_column, line_of, read_long
+from ehrdiff.data.sources.arguments import add_min_count
+from ehrdiff.data.sources.matrix import CodeMatrix, code_matrix, maybe_integers
+from ehrdiff.data.sources.registry import data_source
 from ehrdiff.data.sources.split import Prepared
 from ehrdiff.data.table import Table
 from ehrdiff.errors import DataError
@@ -129,6 +133,22 @@ def category_titles(rows: _Rows, titles: dict[tuple[int, str], str]) -> dict[str
     return out
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--diagnoses", required=True, metavar="PATH",
+                        help="DIAGNOSES_ICD / diagnoses_icd (.csv[.gz])")
+    parser.add_argument("--procedures", metavar="PATH", help="PROCEDURES_ICD / procedures_icd (optional)")
+    parser.add_argument("--level", choices=LEVELS, default="patient",
+                        help="one row per patient (default) or per admission")
+    parser.add_argument("--icd10", choices=ICD10_CHOICES, default="drop",
+                        help="MIMIC-IV ICD-10 rows: drop (default; counted in summary.json), keep as separate "
+                             "3-character ICD-10 columns, or error when a file mixes versions")
+    add_min_count(parser, "a code category", "rows")
+    parser.add_argument("--titles", metavar="PATH", help="d_icd_diagnoses file: code titles into summary.json")
+    parser.add_argument("--procedure-titles", metavar="PATH", help="d_icd_procedures file (with --procedures)")
+
+
+@data_source("mimic", help="MIMIC-III/IV diagnoses (and procedures) -> binary patient x ICD-category matrix",
+             arguments=add_arguments)
 def prepare_mimic(diagnoses: str | os.PathLike, procedures: str | os.PathLike | None = None, *,
                   level: str = "patient", icd10: str = "drop", min_count: int = 1,
                   titles: str | os.PathLike | None = None,
@@ -141,36 +161,61 @@ def prepare_mimic(diagnoses: str | os.PathLike, procedures: str | os.PathLike | 
     parts = {"diagnoses": _read_rows(diagnoses, "diagnoses", icd10)}
     if procedures is not None:
         parts["procedures"] = _read_rows(procedures, "procedures", icd10)
+    matrix, keys = _category_matrix(parts, level, icd10, min_count, diagnoses)
+    frame = pd.concat([keys, matrix.frame], axis=1)
+    kinds = {c: "id" for c in keys.columns} | {c: "binary" for c in matrix.frame.columns}
+    details = _details(parts, matrix, level=level, icd10=icd10, min_count=min_count)
+    title_map: dict[str, str] = {}
+    for kind, path in (("diagnoses", titles), ("procedures", procedure_titles)):
+        if path is not None and kind in parts:
+            title_map.update(category_titles(parts[kind], read_titles(path)))
+    if title_map:
+        details["titles"] = {c: title_map[c] for c in matrix.frame.columns if c in title_map}
+    inputs = {"diagnoses": str(diagnoses)} | ({"procedures": str(procedures)} if procedures else {})
+    return Prepared(table=Table(frame, kinds), source="mimic", subject_column="subject_id", details=details,
+                    inputs=inputs)
+
+
+def _category_matrix(parts: dict[str, _Rows], level: str, icd10: str, min_count: int,
+                     diagnoses: str | os.PathLike) -> tuple[CodeMatrix, pd.DataFrame]:
+    """The category matrix, one row per patient or per admission, and its id columns (subject_id[, hadm_id])."""
     subjects = pd.concat([p.subjects for p in parts.values()], ignore_index=True)
     admissions = pd.concat([p.admissions for p in parts.values()], ignore_index=True)
     categories = pd.concat([p.categories for p in parts.values()], ignore_index=True)
     if len(categories) == 0:
         hint = " (all rows are ICD-10: use --icd10 keep)" if icd10 == "drop" else ""
         raise DataError(f"{diagnoses}: no usable code rows{hint}")
-
     if level == "patient":
         matrix = code_matrix(subjects, categories, min_count=min_count)
         keys = pd.DataFrame({"subject_id": matrix.subjects})
     else:
-        pair = pd.DataFrame({"s": subjects, "a": admissions}).drop_duplicates()
-        owners = pair.groupby("a")["s"].nunique()
-        if (owners > 1).any():
-            raise DataError(f"{diagnoses}: admission {owners.index[int(np.argmax(owners.to_numpy() > 1))]} "
-                            "belongs to more than one subject; check the subject_id and hadm_id columns")
-        matrix = code_matrix(admissions, categories, min_count=min_count)
-        owner = pair.drop_duplicates("a").set_index("a")["s"]
-        keys = pd.DataFrame({"subject_id": owner.reindex(matrix.subjects).to_numpy(), "hadm_id": matrix.subjects})
-        order = keys.sort_values(["subject_id", "hadm_id"], kind="stable").index.to_numpy()
-        keys = keys.iloc[order].reset_index(drop=True)
-        matrix.frame = matrix.frame.iloc[order].reset_index(drop=True)
+        matrix, keys = _admission_matrix(subjects, admissions, categories, min_count, diagnoses)
     if matrix.frame.shape[1] == 0:
         raise DataError(f"{diagnoses}: no code category holds at least {min_count} rows; lower --min-count")
-    frame = pd.concat([keys, matrix.frame], axis=1)
-    kinds = {c: "id" for c in keys.columns} | {c: "binary" for c in matrix.frame.columns}
+    return matrix, keys
 
+
+def _admission_matrix(subjects: pd.Series, admissions: pd.Series, categories: pd.Series, min_count: int,
+                      diagnoses: str | os.PathLike) -> tuple[CodeMatrix, pd.DataFrame]:
+    """One row per admission, sorted by (subject_id, hadm_id); an admission must belong to one subject."""
+    pair = pd.DataFrame({"s": subjects, "a": admissions}).drop_duplicates()
+    owners = pair.groupby("a")["s"].nunique()
+    if (owners > 1).any():
+        raise DataError(f"{diagnoses}: admission {owners.index[int(np.argmax(owners.to_numpy() > 1))]} "
+                        "belongs to more than one subject; check the subject_id and hadm_id columns")
+    matrix = code_matrix(admissions, categories, min_count=min_count)
+    owner = pair.drop_duplicates("a").set_index("a")["s"]
+    keys = pd.DataFrame({"subject_id": owner.reindex(matrix.subjects).to_numpy(), "hadm_id": matrix.subjects})
+    order = keys.sort_values(["subject_id", "hadm_id"], kind="stable").index.to_numpy()
+    matrix.frame = matrix.frame.iloc[order].reset_index(drop=True)
+    return matrix, keys.iloc[order].reset_index(drop=True)
+
+
+def _details(parts: dict[str, _Rows], matrix: CodeMatrix, *, level: str, icd10: str, min_count: int) -> dict:
+    """summary.json entries: options, codes kept and dropped per file, and a note when ICD-10 rows were dropped."""
     details: dict = {
         "level": level,
-        "options": {"level": level, "icd10": icd10, "min_count": min_count, "procedures": procedures is not None},
+        "options": {"level": level, "icd10": icd10, "min_count": min_count, "procedures": "procedures" in parts},
         "codes": {
             "kept": int(matrix.frame.shape[1]),
             "rule": "ICD-9-CM diagnoses: 3-character categories, E codes 4 (the EHRDiff paper's rule); ICD-9 "
@@ -185,12 +230,4 @@ def prepare_mimic(diagnoses: str | os.PathLike, procedures: str | os.PathLike | 
     if details["codes"]["icd10_rows_dropped"]:
         details["notes"] = [f"{details['codes']['icd10_rows_dropped']} ICD-10 row(s) dropped (--icd10 drop); "
                             "use --icd10 keep to keep them as separate ICD-10 category columns"]
-    title_map: dict[str, str] = {}
-    for kind, path in (("diagnoses", titles), ("procedures", procedure_titles)):
-        if path is not None and kind in parts:
-            title_map.update(category_titles(parts[kind], read_titles(path)))
-    if title_map:
-        details["titles"] = {c: title_map[c] for c in matrix.frame.columns if c in title_map}
-    inputs = {"diagnoses": str(diagnoses)} | ({"procedures": str(procedures)} if procedures else {})
-    return Prepared(table=Table(frame, kinds), source="mimic", subject_column="subject_id", details=details,
-                    inputs=inputs)
+    return details

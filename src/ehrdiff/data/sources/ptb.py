@@ -8,12 +8,15 @@ by beat: beats of one patient can fall on both sides (say so when reporting resu
 
 from __future__ import annotations
 
+import argparse
 import os
 
 import numpy as np
 import pandas as pd
 
-from ehrdiff.data.sources._files import existing_file, read_csv
+from ehrdiff.data.io import existing_file
+from ehrdiff.data.sources._files import read_csv
+from ehrdiff.data.sources.registry import data_source
 from ehrdiff.data.sources.split import Prepared
 from ehrdiff.data.table import Table
 from ehrdiff.errors import DataError
@@ -41,6 +44,12 @@ def _read_beats(path: str | os.PathLike, expected_label: int) -> np.ndarray:
     return values[:, :SAMPLES]
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--normal", required=True, metavar="PATH", help="ptbdb_normal.csv")
+    parser.add_argument("--abnormal", required=True, metavar="PATH", help="ptbdb_abnormal.csv")
+
+
+@data_source("ptb", help="PTB heartbeat CSVs (normal + abnormal) -> one row per beat", arguments=add_arguments)
 def prepare_ptb(normal: str | os.PathLike, abnormal: str | os.PathLike) -> Prepared:
     beats = [_read_beats(normal, 0), _read_beats(abnormal, 1)]
     samples = np.vstack(beats)

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from ehrdiff.data.io import write_table
 from ehrdiff.data.table import Table, _is_binary
 from ehrdiff.data.writers import staged_dir
 from ehrdiff.errors import DataError
+from ehrdiff.fileio import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,7 @@ def build_split(prepared: Prepared, test_fraction: float = 0.2, seed: int = 0) -
         raise DataError(f"{source}: subject column '{prepared.subject_column}' is empty in row "
                         f"{int(subjects.isna().argmax())}; every row needs a subject id")
     is_test = split_subjects(subjects, test_fraction, seed)
-    details = dict(prepared.details)
-    notes = list(details.pop("notes", []))
+    notes = list(prepared.details.get("notes", []))
     moved, unseen = _unseen_category_subjects(table, prepared.subject_column, is_test)
     moved &= is_test
     if moved.any():
@@ -148,22 +147,28 @@ def build_split(prepared: Prepared, test_fraction: float = 0.2, seed: int = 0) -
                      + ", ".join(empty[:10]))
     if LABEL in train.frame and train.frame[LABEL].nunique() < 2:
         notes.append("the training split holds one label class only")
+    return train, test, _summary(prepared, train, test, test_fraction=test_fraction, seed=seed, notes=notes)
 
-    encoder = TableEncoder().fit(train)
+
+def _summary(prepared: Prepared, train: Table, test: Table, *, test_fraction: float, seed: int,
+             notes: list[str]) -> dict:
+    """summary.json (less the files' hashes): the split, its sizes, columns by kind, label counts, the source's
+    own entries and the notes."""
+    details = {k: v for k, v in prepared.details.items() if k != "notes"}
+    subject = prepared.subject_column
     kinds_count = pd.Series(train.kinds).value_counts()
     summary: dict = {
         "source": prepared.source,
         "ehrdiff_version": __version__,
         "inputs": prepared.inputs,
-        "split": {"test_fraction": test_fraction, "seed": seed, "by": prepared.subject_column,
+        "split": {"test_fraction": test_fraction, "seed": seed, "by": subject,
                   "method": "distinct subject ids sorted, shuffled with numpy default_rng(seed); the first "
                             "round(test_fraction * subjects) are test"},
         "rows": {"total": int(train.n_rows + test.n_rows), "train": train.n_rows, "test": test.n_rows},
-        "subjects": {"total": int(subjects.nunique()),
-                     "train": int(train.frame[prepared.subject_column].nunique()),
-                     "test": int(test.frame[prepared.subject_column].nunique())},
+        "subjects": {"total": int(prepared.table.frame[subject].nunique()),
+                     "train": int(train.frame[subject].nunique()), "test": int(test.frame[subject].nunique())},
         "columns": {"total": len(train.columns), "by_kind": {k: int(v) for k, v in sorted(kinds_count.items())},
-                    "encoded_width": int(encoder.width)},
+                    "encoded_width": int(TableEncoder().fit(train).width)},
         "shapes": {"train": [train.n_rows, len(train.columns)], "test": [test.n_rows, len(test.columns)]},
     }
     if LABEL in train.frame:
@@ -174,15 +179,7 @@ def build_split(prepared: Prepared, test_fraction: float = 0.2, seed: int = 0) -
         }
     summary.update(details)
     summary["notes"] = notes
-    return train, test, summary
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return summary
 
 
 def _jsonable(value):
@@ -211,7 +208,7 @@ def write_prepared(prepared: Prepared, out_dir: str | os.PathLike, *, test_fract
     with staged_dir(out_dir, merge=True) as tmp:
         write_table(train, tmp / "train.parquet")
         write_table(test, tmp / "test.parquet")
-        summary["files"] = {name: {"sha256": _sha256(tmp / name)} for name in ("train.parquet", "test.parquet")}
+        summary["files"] = {name: {"sha256": sha256_file(tmp / name)} for name in ("train.parquet", "test.parquet")}
         text = json.dumps(_jsonable(summary), indent=2, ensure_ascii=False) + "\n"
         (tmp / "summary.json").write_text(text, encoding="utf-8")
     log.debug("wrote %s: train %d x %d, test %d x %d", out_dir, *summary["shapes"]["train"], *summary["shapes"]["test"])

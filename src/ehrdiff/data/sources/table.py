@@ -11,17 +11,44 @@ without any id column each row is its own subject (a ``row_id`` column is added)
 
 from __future__ import annotations
 
+import argparse
 import os
 
 import numpy as np
 
-from ehrdiff.data.io import read_frame, table_format
-from ehrdiff.data.sources._files import existing_file, find_column, read_csv
+from ehrdiff.data.io import existing_file, read_frame, table_format
+from ehrdiff.data.sources._files import find_column, read_csv
+from ehrdiff.data.sources.registry import data_source
 from ehrdiff.data.sources.split import LABEL, Prepared
 from ehrdiff.data.table import KINDS, Table
 from ehrdiff.errors import DataError
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, metavar="PATH", help="wide table (.csv, .csv.gz, .tsv, .parquet)")
+    parser.add_argument("--kind", action="append", default=[], metavar="COL=KIND",
+                        help="override a column's kind (binary, continuous, categorical, label, id); repeatable")
+    parser.add_argument("--label-col", metavar="C", help="the label column (renamed 'label')")
+    parser.add_argument("--subject-col", metavar="C", help="patient id column the split is made on")
+
+
+def parse_kinds(pairs: list[str]) -> dict[str, str]:
+    """``--kind COL=KIND`` values -> {column: kind}; a column name may itself hold '='."""
+    kinds = {}
+    for pair in pairs:
+        column, sep, kind = pair.rpartition("=")
+        if not sep or not column:
+            raise DataError(f"--kind {pair!r}: write it as COLUMN=KIND, e.g. --kind icd_code=categorical")
+        kinds[column] = kind
+    return kinds
+
+
+def command_line_options(args: argparse.Namespace) -> dict:
+    return dict(input=args.input, kinds=parse_kinds(args.kind), label_col=args.label_col, subject_col=args.subject_col)
+
+
+@data_source("table", help="any wide CSV/Parquet, kinds inferred (override with --kind)", arguments=add_arguments,
+             options=command_line_options)
 def prepare_table(input: str | os.PathLike, *, kinds: dict[str, str] | None = None, label_col: str | None = None,
                   subject_col: str | None = None) -> Prepared:
     path = existing_file(input, "table file")

@@ -17,6 +17,7 @@ Both levels carry ``patient_nbr`` (kind id); the split is always by patient.
 
 from __future__ import annotations
 
+import argparse
 import os
 import zipfile
 from pathlib import Path
@@ -26,8 +27,11 @@ import pandas as pd
 import pyarrow as pa
 
 from ehrdiff.data import icd
-from ehrdiff.data.sources._files import existing_file, find_column, read_csv
-from ehrdiff.data.sources.codes import code_matrix
+from ehrdiff.data.io import existing_file
+from ehrdiff.data.sources._files import find_column, read_csv
+from ehrdiff.data.sources.arguments import add_min_count
+from ehrdiff.data.sources.matrix import CodeMatrix, code_matrix
+from ehrdiff.data.sources.registry import data_source
 from ehrdiff.data.sources.split import Prepared
 from ehrdiff.data.table import Table
 from ehrdiff.errors import DataError
@@ -107,6 +111,16 @@ def _labels(frame: pd.DataFrame, source: str) -> np.ndarray:
     return (values == "<30").to_numpy().astype(np.int64)
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--zip", dest="path", required=True, metavar="PATH",
+                        help="dataset_diabetes.zip (or diabetic_data.csv)")
+    parser.add_argument("--level", choices=LEVELS, default="patient",
+                        help="patient: ICD-9 category matrix + label (default); encounter: mixed table")
+    add_min_count(parser, "a code category", "rows")
+
+
+@data_source("uci-diabetes", help="UCI diabetes 130-US hospitals zip -> patient-level codes or encounter-level mixed "
+                                  "table", arguments=add_arguments)
 def prepare_uci_diabetes(path: str | os.PathLike, *, level: str = "patient", min_count: int = 1) -> Prepared:
     if level not in LEVELS:
         raise DataError(f"unknown level '{level}' for uci-diabetes; choose one of {', '.join(LEVELS)}")
@@ -125,45 +139,11 @@ def prepare_uci_diabetes(path: str | os.PathLike, *, level: str = "patient", min
     codes_stats = {"rule": "integer part of the UCI code zero-padded to 3 digits (V codes: V + 2 digits, "
                            "E codes: E + 3 digits); '?' is missing",
                    "missing_diagnoses": int(len(frame) * len(DIAGNOSES) - len(pairs))}
-
     if level == "patient":
-        matrix = code_matrix(pd.Series(patients[pairs["row"].to_numpy()]), pairs["category"],
-                             all_subjects=patients, min_count=min_count, prefix=icd.PREFIX["icd9"])
-        label = pd.Series(labels).groupby(patients).max().reindex(matrix.subjects).to_numpy()
-        out = pd.concat([pd.DataFrame({"patient_nbr": matrix.subjects}), matrix.frame,
-                         pd.DataFrame({"label": label})], axis=1)
-        kinds = {"patient_nbr": "id", **{c: "binary" for c in matrix.frame.columns}, "label": "label"}
+        out, kinds, matrix = _patient_table(patients, labels, pairs, min_count)
         details["encounters"] = int(len(frame))
     else:
-        encounters = _integers(frame, "encounter_id", source)
-        if len(np.unique(encounters)) != len(encounters):
-            raise DataError(f"{source}: column 'encounter_id' repeats an encounter; each row must be one encounter")
-        row_index = np.arange(len(frame))
-        matrix = code_matrix(pd.Series(pairs["row"].to_numpy()), pairs["category"], all_subjects=row_index,
-                             min_count=min_count, prefix=icd.PREFIX["icd9"])
-        columns: dict[str, object] = {"patient_nbr": patients, "encounter_id": encounters}
-        kinds = {"patient_nbr": "id", "encounter_id": "id"}
-        for column in CATEGORICAL_TEXT + MEDICATIONS:
-            values = frame[column].str.strip()
-            columns[column] = values.where(values != "?")
-            kinds[column] = "categorical"
-        for column in CATEGORICAL_CODED:
-            columns[column] = _integers(frame, column, source)
-            kinds[column] = "categorical"
-        for column in COUNTS:
-            columns[column] = _integers(frame, column, source)
-            kinds[column] = "continuous"
-        for column, (one, zero) in BINARY.items():
-            values = frame[column].str.strip()
-            bad = ~values.isin([one, zero])
-            if bad.any():
-                raise DataError(f"{source}: line {_line(bad)}: column '{column}' has {values[bad].iloc[0]!r}; "
-                                f"expected {one} or {zero}")
-            columns[column] = (values == one).to_numpy().astype(np.int8)
-            kinds[column] = "binary"
-        base = pd.DataFrame(columns)
-        out = pd.concat([base, matrix.frame, pd.DataFrame({"label": labels})], axis=1)
-        kinds |= {c: "binary" for c in matrix.frame.columns} | {"label": "label"}
+        out, kinds, matrix = _encounter_table(frame, patients, labels, pairs, min_count, source)
         details["patients"] = int(len(np.unique(patients)))
     codes_stats |= {"kept": int(matrix.frame.shape[1]), "dropped_below_min_count": len(matrix.dropped_min_count)}
     details["codes"] = codes_stats
@@ -172,3 +152,48 @@ def prepare_uci_diabetes(path: str | os.PathLike, *, level: str = "patient", min
         raise DataError(f"{source}: no ICD-9 category holds at least {min_count} rows; lower --min-count")
     return Prepared(table=Table(out, kinds), source="uci-diabetes", subject_column="patient_nbr", details=details,
                     inputs={"zip": str(Path(path))})
+
+
+def _patient_table(patients: np.ndarray, labels: np.ndarray, pairs: pd.DataFrame,
+                   min_count: int) -> tuple[pd.DataFrame, dict[str, str], CodeMatrix]:
+    """One row per patient: the categories of all their encounters (1 if any) and the label (1 if any is)."""
+    matrix = code_matrix(pd.Series(patients[pairs["row"].to_numpy()]), pairs["category"],
+                         all_subjects=patients, min_count=min_count, prefix=icd.PREFIX["icd9"])
+    label = pd.Series(labels).groupby(patients).max().reindex(matrix.subjects).to_numpy()
+    out = pd.concat([pd.DataFrame({"patient_nbr": matrix.subjects}), matrix.frame,
+                     pd.DataFrame({"label": label})], axis=1)
+    kinds = {"patient_nbr": "id", **{c: "binary" for c in matrix.frame.columns}, "label": "label"}
+    return out, kinds, matrix
+
+
+def _encounter_table(frame: pd.DataFrame, patients: np.ndarray, labels: np.ndarray, pairs: pd.DataFrame,
+                     min_count: int, source: str) -> tuple[pd.DataFrame, dict[str, str], CodeMatrix]:
+    """One row per encounter: ids, the admission fields, counts, medications, the categories and the label."""
+    encounters = _integers(frame, "encounter_id", source)
+    if len(np.unique(encounters)) != len(encounters):
+        raise DataError(f"{source}: column 'encounter_id' repeats an encounter; each row must be one encounter")
+    matrix = code_matrix(pd.Series(pairs["row"].to_numpy()), pairs["category"], all_subjects=np.arange(len(frame)),
+                         min_count=min_count, prefix=icd.PREFIX["icd9"])
+    columns: dict[str, object] = {"patient_nbr": patients, "encounter_id": encounters}
+    kinds = {"patient_nbr": "id", "encounter_id": "id"}
+    for column in CATEGORICAL_TEXT + MEDICATIONS:
+        values = frame[column].str.strip()
+        columns[column] = values.where(values != "?")
+        kinds[column] = "categorical"
+    for column in CATEGORICAL_CODED:
+        columns[column] = _integers(frame, column, source)
+        kinds[column] = "categorical"
+    for column in COUNTS:
+        columns[column] = _integers(frame, column, source)
+        kinds[column] = "continuous"
+    for column, (one, zero) in BINARY.items():
+        values = frame[column].str.strip()
+        bad = ~values.isin([one, zero])
+        if bad.any():
+            raise DataError(f"{source}: line {_line(bad)}: column '{column}' has {values[bad].iloc[0]!r}; "
+                            f"expected {one} or {zero}")
+        columns[column] = (values == one).to_numpy().astype(np.int8)
+        kinds[column] = "binary"
+    out = pd.concat([pd.DataFrame(columns), matrix.frame, pd.DataFrame({"label": labels})], axis=1)
+    kinds |= {c: "binary" for c in matrix.frame.columns} | {"label": "label"}
+    return out, kinds, matrix
