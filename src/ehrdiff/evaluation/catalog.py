@@ -21,9 +21,22 @@ MODEL_FACTS = [
                "training (from its model.json: ehrdiff evaluate --model NAME=RUN)"),
     MetricInfo("dp_delta", "dp", "privacy", "lower", "delta of that (epsilon, delta) guarantee"),
 ]
-METRICS: list[MetricInfo] = [*ABOUT, *(m for group in REGISTRY.values() for m in group.metrics), *MODEL_FACTS]
 
-BY_KEY = {m.key: m for m in METRICS}
+
+def metrics() -> list[MetricInfo]:
+    """Every metric in report order: the dataset's size, each registered group's metrics, the generator's facts."""
+    return [*ABOUT, *(m for group in REGISTRY.values() for m in group.metrics), *MODEL_FACTS]
+
+
+def __getattr__(name: str):
+    # METRICS and BY_KEY are read from the registry on each access, so a group registered later is listed too
+    if name == "METRICS":
+        return metrics()
+    if name == "BY_KEY":
+        return {m.key: m for m in metrics()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 SECTIONS = ("about", "fidelity", "continuous", "categorical", "utility", "privacy")
 # a dataset that cannot be read at all still reports these keys (as nulls with the reason)
 REQUIRED = ("prevalence_pearson", "prevalence_spearman", "prevalence_rmse", "codes_never_generated",
@@ -37,6 +50,3 @@ TRAINING_SIZE_FIGURE_METRICS = ("prevalence_spearman", "discriminator_auroc", "d
                                 "tstr_auroc", "mia_auroc", "nnaa_privacy_loss")
 DATA_SCALE_TABLE_METRICS = ("tstr_auroc", "prevalence_spearman", "discriminator_auroc", "dimwise_prediction_auroc_gap",
                             "correlation_distance", "continuous_ks_mean")
-
-__all__ = ["ABOUT", "BY_KEY", "DATA_SCALE_TABLE_METRICS", "METRICS", "MODEL_FACTS", "MetricInfo", "REQUIRED",
-           "SECTIONS", "TRAINING_SIZE_FIGURE_METRICS"]

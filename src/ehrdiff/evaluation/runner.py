@@ -60,7 +60,8 @@ class Run:
     fraction: float | None = None
 
 
-def _runs(synthetic: Mapping[str, object] | None, scale: Mapping[str, Mapping[float, object]] | None) -> dict:
+def _runs(synthetic: Mapping[str, object] | None,
+          scale: Mapping[str, Mapping[float, object]] | None) -> dict[str, Run]:
     """{dataset name: Run}: the synthetic tables, then the training-size runs as ``MODEL@FRACTION``."""
     runs = {name: Run(table) for name, table in dict(synthetic or {}).items()}
     for model, fractions in (scale or {}).items():
