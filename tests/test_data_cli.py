@@ -1,5 +1,5 @@
-"""`ehrdiff prepare` through the command line: the documented interface works, and every bad input of issue 3
-gives one line on stderr starting "ehrdiff: error:", a non-zero exit, no traceback and no output folder."""
+"""`ehrdiff prepare` through the command line: the documented interface works, and every bad input gives one line
+on stderr starting "ehrdiff: error:", a non-zero exit, no traceback and no output folder."""
 
 from __future__ import annotations
 

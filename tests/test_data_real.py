@@ -165,7 +165,7 @@ def uci_rows():
     return path, list(csv.DictReader(io.StringIO(text)))
 
 
-@pytest.mark.slow  # about 15 s on 2 cores
+@pytest.mark.slow  # reads the full UCI file
 def test_uci_patient_level(tmp_path, uci_rows):
     path, rows = uci_rows
     codes, label = defaultdict(set), defaultdict(int)
@@ -187,7 +187,7 @@ def test_uci_patient_level(tmp_path, uci_rows):
     h.assert_roundtrip(train)
 
 
-@pytest.mark.slow  # about 25 s on 2 cores
+@pytest.mark.slow  # reads the full UCI file
 def test_uci_encounter_level(tmp_path, uci_rows):
     path, rows = uci_rows
     patients = {r["encounter_id"]: int(r["patient_nbr"]) for r in rows}

@@ -134,7 +134,7 @@ class TableEncoder:
             coding.fill = float(coding.scale(np.median(observed)))
             return coding
         # categorical, or a label with more than two classes
-        # distinct values first (vectorised), then the per-value key: fast on 100,000-row columns
+        # distinct values first (vectorised), then the per-value key: a long column has few distinct values
         categories = sorted({_category(v) for v in pd.unique(values.to_numpy(dtype=object))},
                             key=lambda c: (isinstance(c, str), c))
         return ColumnCoding(name, kind, "onehot", width=len(categories), categories=categories, dtype=dtype)

@@ -30,7 +30,7 @@ _ICD10_PCS = r"[0-9A-Z]{3,7}"
 
 
 def _on_distinct(rule):
-    """Apply a rule to the distinct codes only (a few thousand, even in 300,000 rows), then spread back."""
+    """Apply a rule to the distinct codes only (a code table repeats few codes many times), then spread back."""
 
     @functools.wraps(rule)
     def wrapper(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
