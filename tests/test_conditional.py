@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from ehrdiff.cli import main
-from ehrdiff.conditioning import ConditionSpec, class_counts, drop_labels, parse_balance
+from ehrdiff.models.ehrdiff.conditioning import ConditionSpec, class_counts, drop_labels, parse_balance
 from ehrdiff.data.table import Table
 from ehrdiff.errors import DataError, EhrdiffError
 from ehrdiff.models import load_model
 from ehrdiff.models.ehrdiff import EHRDiff, build_denoiser
-from ehrdiff.presets import make_config
+from ehrdiff.models.ehrdiff import make_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: 2 shared cores
 
@@ -214,7 +214,7 @@ def test_cli_conditional_train_and_sample_on_a_mixed_table(tmp_path, capsys):
     assert "condition column 'HR_mean' is continuous" in capsys.readouterr().err
     assert main(["-q", "train", str(data), "-o", str(tmp_path / "r3"), "--model", "medgan",
                  "--condition", "label"]) == 1
-    assert "has no setting 'condition'" in capsys.readouterr().err
+    assert "unknown medgan setting 'condition'" in capsys.readouterr().err
 
 
 def test_cli_error_exit_code_in_a_real_process(tmp_path):

@@ -4,7 +4,7 @@ alone and inside the default model."""
 import numpy as np
 import pytest
 
-from ehrdiff.diffusion.count_matching import match_code_counts, target_counts
+from ehrdiff.diffusion.count_matching import match_code_counts, apportion
 from ehrdiff.models.ehrdiff import EHRDiff
 
 from conftest import block_binary_data
@@ -12,8 +12,8 @@ from conftest import block_binary_data
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_target_counts_are_proportional_and_sum_to_n():
-    counts = target_counts(np.array([1, 0, 6, 3]), 7)
+def test_apportioned_counts_are_proportional_and_sum_to_n():
+    counts = apportion(np.array([1, 0, 6, 3]), 7)
     assert counts.sum() == 7 and counts.tolist() == [1, 0, 4, 2]     # 0.7, 0, 4.2, 2.1 by largest remainders
 
 
@@ -34,7 +34,7 @@ def test_selected_rows_follow_the_target_histogram_exactly():
     generate = poisson_rows(3.0)
     rows = match_code_counts(generate, 1000, histogram, np.arange(12))
     got = np.bincount(rows.sum(axis=1).astype(int), minlength=6)
-    assert got.tolist() == target_counts(histogram, 1000).tolist()
+    assert got.tolist() == apportion(histogram, 1000).tolist()
     # kept rows are the generator's own rows, in generation order: the first round's 3-code rows come first
     first = generate(1000, 0)
     threes = first[first.sum(axis=1) == 3]
@@ -58,7 +58,7 @@ def test_default_model_samples_the_training_histogram_of_codes(tmp_path):
     real = np.bincount(data.sum(axis=1), minlength=10)
     assert model.code_histograms_["all"] == real.tolist()[:len(model.code_histograms_["all"])]
     sample = model.sample(1000, seed=0).frame.to_numpy(float).sum(axis=1).astype(int)
-    assert np.bincount(sample, minlength=4).tolist() == target_counts(real[:4], 1000).tolist()
+    assert np.bincount(sample, minlength=4).tolist() == apportion(real[:4], 1000).tolist()
     model.config.codes_per_row = "model"
     free = model.sample(1000, seed=0).frame.to_numpy(float).sum(axis=1)
     assert not np.isin(free, [2, 3]).all()           # without matching the model does leave the histogram

@@ -242,7 +242,7 @@ def test_shared_noise_level_equals_per_row_levels():
 @pytest.mark.parametrize("d", [1, 7, 882, 1781])
 def test_paper_mimic_architecture_any_width(d):
     from ehrdiff.models.ehrdiff import build_denoiser
-    from ehrdiff.presets import make_config
+    from ehrdiff.models.ehrdiff import make_config
 
     denoiser = build_denoiser(make_config("paper-mimic"), d)
     net = denoiser.net

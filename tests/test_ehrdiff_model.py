@@ -13,7 +13,7 @@ from ehrdiff.data.table import Table
 from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
 from ehrdiff.models import REGISTRY, load_model
 from ehrdiff.models.ehrdiff import EHRDiff
-from ehrdiff.presets import PRESETS, make_config
+from ehrdiff.models.ehrdiff import PRESETS, make_config
 
 from conftest import block_binary_data
 
@@ -230,7 +230,7 @@ def test_any_width_including_odd_and_bad_values():
 
 # ---- memorisation warning --------------------------------------------------------------------------------------
 def test_memorisation_warning_depends_on_passes_over_the_rows_and_not_under_dp():
-    from ehrdiff.models.ehrdiff import MEMORISATION_PASSES, memorisation_warning
+    from ehrdiff.models.ehrdiff.model import MEMORISATION_PASSES, memorisation_warning
     message = memorisation_warning(2000, 80, 80, private=False)
     assert "2,000 times" in message and "80 training rows" in message and "--dp" in message
     assert memorisation_warning(3000, 256, 3200, private=False) is None          # CinC's 240 passes

@@ -12,7 +12,7 @@ from scipy.stats import kstest, ks_2samp
 from ehrdiff.data import Table, TableEncoder
 from ehrdiff.data.encoding import QUANTILE_LEVELS
 from ehrdiff.models.ehrdiff import EHRDiff
-from ehrdiff.presets import make_config
+from ehrdiff.models.ehrdiff import make_config
 
 TINY = dict(steps=20, batch_size=32, hidden_dims=(16,), embedding_features=8, embedding_width=8)
 

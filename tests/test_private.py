@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from ehrdiff.cli import main
-from ehrdiff.dp import (ClippedGradientSum, LossShape, PerExampleGradients, find_noise_multiplier,
+from ehrdiff.models.ehrdiff.private import (ClippedGradientSum, LossShape, PerExampleGradients, find_noise_multiplier,
                         per_example_norms, poisson_batch, require_opacus, spent_epsilon)
 from ehrdiff.errors import EhrdiffError
 from ehrdiff.models import load_model
 from ehrdiff.models.ehrdiff import EHRDiff, build_denoiser
-from ehrdiff.presets import make_config
+from ehrdiff.models.ehrdiff import make_config
 
 from conftest import block_binary_data
 
@@ -122,11 +122,8 @@ def test_per_example_gradients_with_k_draws_are_exact_and_clipped(conditional, h
     for i in range(B):
         denoiser.zero_grad()
         x = rows[i, :d].expand(K, d).contiguous()
-        if conditional:
-            denoiser.net.embedding.labels = torch.full((K,), 2 if i == 2 else int(rows[i, d]))
-        value = loss(denoiser, x, draws["sigma"][i], draws["noise"][i]).mean()
-        if conditional:
-            denoiser.net.embedding.labels = None
+        labels = torch.full((K,), 2 if i == 2 else int(rows[i, d])) if conditional else None
+        value = loss(denoiser, x, draws["sigma"][i], draws["noise"][i], labels).mean()
         value.backward()
         losses.append(value.item())
         for name, p in denoiser.named_parameters():
@@ -184,7 +181,7 @@ def test_private_resume_is_exact(tmp_path, monkeypatch):
 
     def interrupting(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 18:        # one call per step (batches are smaller than chunk_rows): dies in step 18
+        if calls["n"] == 18:        # one call per step (batches are smaller than CHUNK_ROWS): dies in step 18
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 

@@ -12,8 +12,8 @@ import torch
 
 from ehrdiff.diffusion import EDMLoss
 from ehrdiff.errors import EhrdiffError, ModelFileError
-from ehrdiff.models.ehrdiff import _edm_row_loss, build_denoiser
-from ehrdiff.presets import make_config
+from ehrdiff.models.ehrdiff import edm_row_loss, build_denoiser
+from ehrdiff.models.ehrdiff import make_config
 from ehrdiff.training import (CHECKPOINT_FILE, BatchNoise, BatchOrder, TrainSettings, ema_decay, learning_rate,
                               read_checkpoint, train)
 
@@ -101,7 +101,7 @@ def test_batch_noise_drawn_in_threads_equals_one_thread(monkeypatch):
 def small_problem(seed: int = 0):
     cfg = make_config("cpu-fast", hidden_dims=(32, 32), embedding_features=8, embedding_width=16)
     data = torch.tensor(block_binary_data(64, 2, 3, seed=seed).to_numpy(), dtype=torch.float32)
-    return cfg, data, _edm_row_loss(EDMLoss(sigma_data=0.14))
+    return cfg, data, edm_row_loss(EDMLoss(sigma_data=0.14))
 
 
 def fresh(cfg, width=6):
@@ -202,10 +202,10 @@ def test_damaged_checkpoint_is_refused(tmp_path):
 # ---- distributed -----------------------------------------------------------------------------------------------
 RECORDING_CLI = """
 import json, os, sys
-import ehrdiff.models.ehrdiff as glue
+import ehrdiff.models.ehrdiff.model as glue
 from ehrdiff.cli import main
 
-make_loss, seen = glue._edm_row_loss, []
+make_loss, seen = glue.edm_row_loss, []
 
 def recording(loss):
     inner = make_loss(loss)
@@ -214,7 +214,7 @@ def recording(loss):
         return inner(model, rows, noise)
     return row_loss
 
-glue._edm_row_loss = recording
+glue.edm_row_loss = recording
 code = main(sys.argv[1:])
 with open(os.path.join(os.environ["RECORD_DIR"], "rank%s.json" % os.environ.get("RANK", "0")), "w") as f:
     json.dump(seen, f)

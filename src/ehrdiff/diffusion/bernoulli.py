@@ -1,8 +1,8 @@
 """Binary columns as Bernoulli variables inside EDM: ehrdiff's default model (not in the EHRDiff paper).
 
 The paper's denoiser treats a 0/1 code like a real number: D is trained by squared error and the sampler's output is
-rounded at 0.5, so a code whose probability stays under one half is almost never generated (issue 7: 1.9 codes per
-synthetic patient against 3.7 real on UCI diabetes). Here a binary column's denoised value is a probability:
+rounded at 0.5, so a code whose probability stays under one half is almost never generated, and synthetic patients
+get too few codes (docs/results.md). Here a binary column's denoised value is a probability:
 
     D_i(x; sigma) = P(x0_i = 1 | x) = sigmoid( (x_i - 1/2) / sigma^2  +  F_i(c_in x; c_noise) )
 
@@ -52,8 +52,9 @@ class BernoulliDenoiser(Denoiser):
         self.register_buffer("binary", binary, persistent=False)     # derived from the table encoder, not saved
         self.all_binary = bool(binary.all())
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, raw: bool = False) -> torch.Tensor:
-        f = super().forward(x, sigma, raw=True)
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None = None,
+                raw: bool = False, plain: bool = False) -> torch.Tensor:
+        f = super().forward(x, sigma, class_labels, raw=True, plain=plain)
         if raw:
             return f
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
@@ -83,11 +84,11 @@ class BernoulliEDMLoss:
     P_mean: float = -1.2
     P_std: float = 1.2
 
-    def __call__(self, denoiser: BernoulliDenoiser, x: torch.Tensor, sigma_normal: torch.Tensor,
-                 noise: torch.Tensor) -> torch.Tensor:
+    def __call__(self, denoiser: BernoulliDenoiser, x: torch.Tensor, sigma_normal: torch.Tensor, noise: torch.Tensor,
+                 class_labels: torch.Tensor | None = None, plain: bool = False) -> torch.Tensor:
         sigma = training_sigma(sigma_normal, self.P_mean, self.P_std)
         noisy = torch.addcmul(x, sigma, noise)
-        f = denoiser(noisy, sigma, raw=True)
+        f = denoiser(noisy, sigma, class_labels, raw=True, plain=plain)
         head = getattr(denoiser, "module", denoiser)           # under DDP the denoiser is wrapped
         logits = code_log_odds(f, noisy, sigma)
         bce = nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")

@@ -19,9 +19,10 @@ from typing import Callable
 import numpy as np
 
 
-def target_counts(histogram: np.ndarray, n: int) -> np.ndarray:
-    """Rows wanted per count k: n * h(k) / sum(h), rounded by largest remainders so the total is exactly n."""
-    shares = np.asarray(histogram, dtype=np.float64)
+def apportion(shares: np.ndarray, n: int) -> np.ndarray:
+    """``n`` split in proportion to ``shares``: n * s(k) / sum(s), rounded by the largest-remainder rule (ties to
+    the earlier entry) so that the parts add up to exactly n."""
+    shares = np.asarray(shares, dtype=np.float64)
     exact = n * shares / shares.sum()
     counts = np.floor(exact).astype(np.int64)
     short = n - int(counts.sum())
@@ -35,7 +36,7 @@ def match_code_counts(generate: Callable[[int, int], np.ndarray], n: int, histog
     numbers of codes follow ``histogram`` (rows with k codes: ``histogram[k]``; rows with more codes than it covers
     are not wanted). Rows keep the order in which they were generated. At most ``max_factor * n`` rows are generated
     in all."""
-    want = target_counts(histogram, n)
+    want = apportion(histogram, n)      # rows wanted per number of codes
     top = len(want) - 1                         # the most codes a wanted row has
     have = np.zeros_like(want)
     seen = np.zeros_like(want)                  # rows generated per count: the model's own histogram

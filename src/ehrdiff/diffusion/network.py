@@ -60,9 +60,15 @@ class RandomFourierEmbedding(nn.Module):
 
 
 class NoiseEmbedding(nn.Module):
-    """c_noise -> features -> Linear -> SiLU -> Linear (``width`` outputs)."""
+    """c_noise -> features -> Linear -> SiLU -> Linear (``width`` outputs), plus, with ``n_classes`` > 0, a learned
+    embedding of the class label (classifier-free guidance, ehrdiff.models.ehrdiff.conditioning).
 
-    def __init__(self, kind: str, features: int, width: int) -> None:
+    The class table has ``n_classes`` + 1 rows, the last one the "null" class (no condition); ``class_labels`` None
+    means the null class for every row, one label is shared by every row (the sampling fast path keeps a single
+    embedding row), one label per row gives per-row embeddings (training). The table starts at zero and is created
+    without random draws, so a fresh conditional network computes what the unconditional one does."""
+
+    def __init__(self, kind: str, features: int, width: int, n_classes: int = 0) -> None:
         super().__init__()
         if kind == "sinusoidal":
             self.features = SinusoidalEmbedding(features)
@@ -72,9 +78,19 @@ class NoiseEmbedding(nn.Module):
             raise ValueError(f"unknown noise embedding '{kind}' (use 'sinusoidal' or 'fourier')")
         self.width = width
         self.mlp = nn.Sequential(nn.Linear(self.features.out_features, width), nn.SiLU(), nn.Linear(width, width))
+        self.n_classes = int(n_classes)
+        if self.n_classes:
+            self.classes = nn.Embedding(self.n_classes + 1, width, _weight=torch.zeros(self.n_classes + 1, width))
 
-    def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.features(c_noise))
+    def forward(self, c_noise: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        e = self.mlp(self.features(c_noise))
+        if not self.n_classes:
+            if class_labels is not None:
+                raise ValueError("class labels given to a network trained without a condition")
+            return e
+        if class_labels is None:
+            return e + self.classes.weight[self.n_classes]
+        return e + self.classes(class_labels)
 
 
 class MLPDenoiserNet(nn.Module):
@@ -95,10 +111,14 @@ class MLPDenoiserNet(nn.Module):
         # one Linear holding every layer's projection of the embedding (see the module docstring)
         self.projection = nn.Linear(embedding.width, sum(self.input_dims))
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        """F(scale * x; c_noise); ``scale`` (one value, or one per row) lets the caller's input scaling (EDM's c_in)
-        ride along with the first layer's addition instead of costing a pass of its own."""
-        e = self.embedding(c_noise)
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, scale: torch.Tensor | None = None,
+                class_labels: torch.Tensor | None = None, *, plain: bool = False) -> torch.Tensor:
+        """F(scale * x; c_noise, class_labels); ``scale`` (one value, or one per row) lets the caller's input scaling
+        (EDM's c_in) ride along with the first layer's addition instead of costing a pass of its own. ``plain``:
+        through ``reference_forward``, whose layers are ordinary modules (what per-example gradient hooks see)."""
+        if plain:
+            return self.reference_forward(x, c_noise, scale, class_labels)
+        e = self.embedding(c_noise, class_labels)
         if not torch.is_grad_enabled() and e.shape[0] == 1:
             return self._forward_shared(x, e, scale)
         if scale is not None and x.requires_grad:
@@ -117,10 +137,11 @@ class MLPDenoiserNet(nn.Module):
                                    (tuple(self.input_dims), self._workspace), *weights)
         return self._forward_with(x if scale is None else x * scale, e)
 
-    def reference_forward(self, x: torch.Tensor, c_noise: torch.Tensor, scale: torch.Tensor | None = None
-                          ) -> torch.Tensor:
+    def reference_forward(self, x: torch.Tensor, c_noise: torch.Tensor, scale: torch.Tensor | None = None,
+                          class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """The same function with plain autograd operations (for tests and for gradients with respect to x)."""
-        return self._forward_with(x if scale is None else x * scale, self.embedding(c_noise), in_place=False)
+        return self._forward_with(x if scale is None else x * scale, self.embedding(c_noise, class_labels),
+                                  in_place=False)
 
     def _forward_with(self, x: torch.Tensor, e: torch.Tensor, in_place: bool = True) -> torch.Tensor:
         shifts = self.projection(e).split(self.input_dims, dim=1)

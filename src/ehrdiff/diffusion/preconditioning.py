@@ -47,10 +47,12 @@ def training_sigma(standard_normal: torch.Tensor, P_mean: float, P_std: float) -
 class Denoiser(nn.Module):
     """D_theta(x; sigma): wraps the raw network F with EDM's preconditioning.
 
-    ``sigma`` is a 0-d tensor (one level for the whole batch, as in sampling) or one value per row, shape (B, 1).
+    ``sigma`` is a 0-d tensor (one level for the whole batch, as in sampling) or one value per row, shape (B, 1);
+    ``class_labels`` (optional) one class index, or one per row, for a conditional network (EDM's ``class_labels``).
     The network runs in its own dtype (float32); the result comes back in the dtype of ``x``.
     ``raw=True`` returns F(c_in x; c_noise) itself (what the training loss needs; an argument rather than a method
-    so that DistributedDataParallel, which hooks ``forward``, sees the call).
+    so that DistributedDataParallel, which hooks ``forward``, sees the call); ``plain=True`` runs the network's
+    plain-module forward (for per-example gradients).
     """
 
     def __init__(self, net: nn.Module, sigma_data: float) -> None:
@@ -58,12 +60,17 @@ class Denoiser(nn.Module):
         self.net = net
         self.sigma_data = float(sigma_data)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, raw: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None = None,
+                raw: bool = False, plain: bool = False) -> torch.Tensor:
         dtype = next(self.net.parameters()).dtype
         xs = x.to(dtype)
         sigma = torch.as_tensor(sigma, dtype=dtype, device=x.device)
         sd = self.sigma_data
-        f = self.net(xs, c_noise(sigma).reshape(-1), scale=c_in(sigma, sd))     # F(c_in x; c_noise)
+        # F(c_in x; c_noise), the optional arguments only when used: any network of (x, c_noise, scale) fits
+        extra = {"class_labels": class_labels} if class_labels is not None else {}
+        if plain:
+            extra["plain"] = True
+        f = self.net(xs, c_noise(sigma).reshape(-1), c_in(sigma, sd), **extra)
         if raw:
             return f
         return torch.addcmul(f.mul_(c_out(sigma, sd)), xs, c_skip(sigma, sd)).to(x.dtype)
@@ -84,12 +91,13 @@ class EDMLoss:
     P_mean: float = -1.2
     P_std: float = 1.2
 
-    def __call__(self, denoiser: nn.Module, x: torch.Tensor, sigma_normal: torch.Tensor,
-                 noise: torch.Tensor) -> torch.Tensor:
-        """``sigma_normal``: (B, 1) standard normal draws for ln sigma; ``noise``: (B, d) standard normal."""
+    def __call__(self, denoiser: nn.Module, x: torch.Tensor, sigma_normal: torch.Tensor, noise: torch.Tensor,
+                 class_labels: torch.Tensor | None = None, plain: bool = False) -> torch.Tensor:
+        """``sigma_normal``: (B, 1) standard normal draws for ln sigma; ``noise``: (B, d) standard normal;
+        ``class_labels``: (B,) class indices of a conditional denoiser; ``plain``: see :class:`Denoiser`."""
         sigma = training_sigma(sigma_normal, self.P_mean, self.P_std)
         noisy = torch.addcmul(x, sigma, noise)                      # x + sigma n
-        f = denoiser(noisy, sigma, raw=True)
+        f = denoiser(noisy, sigma, class_labels, raw=True, plain=plain)
         with torch.no_grad():                                       # (x - c_skip noisy) / c_out
             target = torch.addcmul(x, noisy, -c_skip(sigma, self.sigma_data)).div_(c_out(sigma, self.sigma_data))
         return _RowMSE.apply(f, target)

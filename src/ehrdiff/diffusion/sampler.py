@@ -1,8 +1,13 @@
-"""The deterministic Heun sampler (Karras et al. 2022, Algorithm 1 with S_churn = 0).
+"""Samplers: each one function ``sampler(denoise, x, sigmas, generator)`` that integrates from ``x`` (already scaled
+to noise level ``sigmas[0]``) through the levels ``sigmas`` (ending in 0), registered by name with ``@sampler``.
 
-The probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma is integrated from sigma_0 down to sigma_N = 0
-with Heun's second-order method; the step into sigma = 0 is a plain Euler step. N noise levels therefore cost
-2N - 1 calls of the denoiser (63 for EHRDiff's 32 levels).
+heun       the deterministic Heun sampler of the paper (Karras et al. 2022, Algorithm 1 with S_churn = 0): the
+           probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma integrated with Heun's second-order method,
+           the step into sigma = 0 a plain Euler step; N noise levels cost 2N - 1 denoiser calls.
+ancestral  stochastic, one denoiser call per level (ours).
+
+``denoise(x, sigma)`` gets a 0-d tensor ``sigma`` of ``x``'s dtype and returns D(x; sigma). A new sampler is one
+function here with ``@sampler("name")`` above it; the model's ``sampler`` setting then accepts its name.
 """
 
 from __future__ import annotations
@@ -12,14 +17,26 @@ from typing import Callable
 import torch
 
 DenoiserFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SamplerFn = Callable[[DenoiserFn, torch.Tensor, torch.Tensor, "torch.Generator | None"], torch.Tensor]
+
+SAMPLERS: dict[str, SamplerFn] = {}
 
 
+def sampler(name: str):
+    """Register a sampler function under ``name``."""
+
+    def wrap(fn: SamplerFn) -> SamplerFn:
+        SAMPLERS[name] = fn
+        return fn
+
+    return wrap
+
+
+@sampler("heun")
 @torch.no_grad()
-def heun_sampler(denoiser: DenoiserFn, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """Integrate from ``x`` (already scaled to noise level ``sigmas[0]``) through ``sigmas`` (ending in 0).
-
-    ``denoiser(x, sigma)`` gets a 0-d tensor ``sigma`` of ``x``'s dtype and returns D(x; sigma).
-    """
+def heun_sampler(denoiser: DenoiserFn, x: torch.Tensor, sigmas: torch.Tensor,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """The deterministic Heun sampler (``generator`` is not used: nothing is drawn)."""
     levels = sigmas.tolist()                                      # host floats: no device syncs in the loop
     sigmas = sigmas.to(dtype=x.dtype, device=x.device)
     for i in range(len(levels) - 1):
@@ -33,6 +50,7 @@ def heun_sampler(denoiser: DenoiserFn, x: torch.Tensor, sigmas: torch.Tensor) ->
     return x
 
 
+@sampler("ancestral")
 @torch.no_grad()
 def ancestral_sampler(denoiser: DenoiserFn, x: torch.Tensor, sigmas: torch.Tensor,
                       generator: torch.Generator | None = None) -> torch.Tensor:
@@ -52,3 +70,6 @@ def ancestral_sampler(denoiser: DenoiserFn, x: torch.Tensor, sigmas: torch.Tenso
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         x = torch.lerp(denoised, x, ratio).add_(noise, alpha=levels[i + 1] * (1 - ratio) ** 0.5)
     return x
+
+
+__all__ = ["SAMPLERS", "ancestral_sampler", "heun_sampler", "sampler"]

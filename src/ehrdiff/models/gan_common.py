@@ -1,8 +1,9 @@
-"""What the GAN baselines (medGAN, EMR-WGAN, CorGAN) share: settings, the training loop with atomic checkpoints and
-resume, the WGAN gradient penalty, the latent-code generator, the autoencoder loss, and the save / load glue.
+"""What the GAN baselines (medGAN, EMR-WGAN, CorGAN) share: settings, their training phases as a step of the one
+training loop (``GanSteps``, run by ehrdiff.training.run_steps with its checkpoints and resume), the WGAN gradient
+penalty, the latent-code generator, the autoencoder loss, and the save / load glue.
 
 A baseline subclasses ``GanBaseline`` and supplies only its networks, its optimisers, its training phases and one
-training step; everything that touches files, seeds, devices and progress lives here, once.
+training step; everything that touches files, seeds, devices and progress lives here and in ehrdiff.training.
 
 Every baseline works on the encoder's [0, 1] space (sigmoid outputs), so mixed tables work: the encoder's
 ``inverse_transform`` rounds binary columns at 0.5, un-scales continuous ones and takes the argmax of one-hot blocks.
@@ -11,34 +12,28 @@ Every baseline works on the encoder's [0, 1] space (sigmoid outputs), so mixed t
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from ehrdiff.data.encoding import TableEncoder
 from ehrdiff.data.table import Table
 from ehrdiff.errors import EhrdiffError, ModelFileError
-from ehrdiff.fileio import atomic_path
 from ehrdiff.models.base import Generator, as_table, check_sample_size
 from ehrdiff.models.persistence import data_fingerprint, load_model_dir, save_model_dir
-from ehrdiff.training import flush_denormals
+from ehrdiff.settings import settings_from_dict
+from ehrdiff.training import StepLog, resolve_device, run_steps
+from ehrdiff.training.checkpoint import load_optimizer_state, optimizer_state
 
-logger = logging.getLogger(__name__)
-
-CHECKPOINT_FILE = "gan_checkpoint.safetensors"
 # Settings that may change between a checkpoint and its resumption (more steps = train longer).
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "device")
 SAMPLE_CHUNK = 8192
+LEGACY_CHECKPOINT = "gan_checkpoint.safetensors"    # ehrdiff 0.1's GAN checkpoint, which this version cannot resume
 
 
 # ---- settings ------------------------------------------------------------------------------------------------
@@ -67,45 +62,8 @@ class GanConfig:
 
 
 def make_config(config_cls: type, model_name: str, overrides: dict):
-    """Build a config from keyword settings, refusing unknown names and converting CLI strings ("0.001", "true")."""
-    known = {f.name: f for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise EhrdiffError(f"{model_name} has no setting '{unknown[0]}' (its settings: {', '.join(known)})")
-    values = {k: _coerce(k, known[k].default, v, model_name) for k, v in overrides.items()}
-    return config_cls(**values)
-
-
-def _coerce(name: str, default, value, model_name: str):
-    target = type(default)
-    try:
-        if isinstance(value, str) and target is not str:
-            if target is bool:
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return target(float(value)) if target is int and float(value).is_integer() else target(value)
-        if target is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if target is int and isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, target) and not (target is int and isinstance(value, bool)):
-            return value
-    except ValueError:
-        pass
-    wanted = {int: "a whole number", float: "a number", bool: "true or false"}.get(target, "text")
-    raise EhrdiffError(f"{model_name}: setting {name}={value!r} must be {wanted}")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EhrdiffError(f"device={name} was asked for but no CUDA GPU is available (use device=cpu or auto)")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise EhrdiffError(f"unknown device '{name}' (use auto, cpu or cuda)") from None
+    """A baseline's config from keyword settings (unknown names refused, command-line text converted)."""
+    return settings_from_dict(config_cls, overrides, model_name)
 
 
 # ---- building blocks -------------------------------------------------------------------------------------------
@@ -220,7 +178,9 @@ class GanBaseline(Generator):
         raise NotImplementedError
 
     # -- shared --
-    def get_params(self) -> dict:
+    @property
+    def settings(self) -> dict:
+        """Every setting (what ``get_params`` reports for the constructor's ``**settings``)."""
         return dataclasses.asdict(self.config)
 
     def _init_networks(self, width: int, device: torch.device) -> None:
@@ -238,33 +198,19 @@ class GanBaseline(Generator):
         matrix = self.encoder_.transform(table)
         fingerprint = data_fingerprint(matrix)
         self._init_networks(matrix.shape[1], resolve_device(self.config.device))
-        optimizers = self._opts = self._optimizers()
-        rng = torch.Generator().manual_seed(self.config.seed)
+        self._opts = self._optimizers()
         batches = Batches(torch.from_numpy(matrix).to(self.device_), self.config.batch_size, self.config.noise_dim,
-                          rng)
+                          torch.Generator().manual_seed(self.config.seed))
         self._binary_mask = torch.from_numpy(self.encoder_.binary_mask).to(self.device_)
-        checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
-        start = 0
-        if resume and checkpoint is not None and checkpoint.exists():
-            start = self._load_checkpoint(checkpoint, optimizers, rng, fingerprint)
-            logger.info("%s: resuming from step %d (%s)", self.name, start, checkpoint)
-        elif resume:
-            logger.info("%s: no checkpoint to resume from, training from the start", self.name)
-
-        phases = self._phases()
-        total = sum(n for _, n in phases)
+        if resume and checkpoint_dir is not None:
+            _refuse_legacy_checkpoint(Path(checkpoint_dir))
+        steps = GanSteps(self, batches)
+        identity = {"model": self.name, "data": fingerprint,
+                    "config": {k: v for k, v in self.get_params().items() if k not in RESUMABLE_CHANGES}}
         for net in self.nets_.values():
             net.train()
-        with flush_denormals(), tqdm(total=total, initial=min(start, total), desc=f"train {self.name}",
-                                     disable=not progress, leave=False) as bar:
-            for step in range(start, total):
-                losses = self._train_step(_phase_at(phases, step), batches)
-                done = step + 1
-                if checkpoint is not None and (done % self.config.checkpoint_every == 0 or done == total):
-                    self._save_checkpoint(checkpoint, optimizers, rng, fingerprint, done)
-                if done % 50 == 0 or done == total:
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()}, refresh=False)
-                bar.update(1)
+        run_steps(steps, steps.total, identity=identity, checkpoint_dir=checkpoint_dir, resume=resume,
+                  progress=progress, checkpoint_every=self.config.checkpoint_every, log_every=50)
         for net in self.nets_.values():
             net.eval()
         del self._opts  # optimiser state is only needed for training (and lives on in the checkpoint)
@@ -274,8 +220,7 @@ class GanBaseline(Generator):
 
     def sample(self, n: int, seed: int = 0, **kwargs) -> Table:
         n = check_sample_size(n)
-        if not hasattr(self, "nets_"):
-            raise RuntimeError(f"{self.name} is not fitted; call fit() or load() first")
+        self.check_fitted()
         rng = torch.Generator().manual_seed(int(seed))
         chunks = []
         with torch.no_grad():
@@ -287,8 +232,7 @@ class GanBaseline(Generator):
 
     # -- files --
     def save(self, path: str | os.PathLike) -> None:
-        if not hasattr(self, "nets_"):
-            raise RuntimeError(f"{self.name} is not fitted; call fit() before save()")
+        self.check_fitted()
         tensors = {f"{net}.{k}": v for net in self.sampling_nets for k, v in self.nets_[net].state_dict().items()}
         metadata = {"model": self.name, "config": self.get_params(), "encoder": self.encoder_.to_dict(),
                     "width": self.width_, "n_train_rows": self.n_train_rows_, "data_fingerprint": self.fingerprint_}
@@ -316,55 +260,52 @@ class GanBaseline(Generator):
         model.fingerprint_ = metadata.get("data_fingerprint")
         return model
 
-    def _save_checkpoint(self, path: Path, optimizers: dict, rng: torch.Generator, fingerprint: str,
-                         step: int) -> None:
-        """The whole training state in ONE safetensors file, written atomically (a crash keeps the old one)."""
-        tensors = {"rng": rng.get_state()}
-        groups = {}
-        for name, net in self.nets_.items():
-            tensors.update({f"net.{name}.{k}": v for k, v in net.state_dict().items()})
-        for name, opt in optimizers.items():
-            state = opt.state_dict()
-            groups[name] = state["param_groups"]
-            for pid, values in state["state"].items():
-                tensors.update({f"opt.{name}.{pid}.{k}": v for k, v in values.items() if torch.is_tensor(v)})
-        info = {"model": self.name, "config": self.get_params(), "step": step, "data_fingerprint": fingerprint,
-                "param_groups": groups}
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"ehrdiff_checkpoint": json.dumps(info)})
 
-    def _load_checkpoint(self, path: Path, optimizers: dict, rng: torch.Generator, fingerprint: str) -> int:
+
+class GanSteps:
+    """A baseline's training phases as a step of the one training loop: step i runs the phase it falls in
+    (``_phases``: e.g. autoencoder pre-training, then the GAN). Its checkpoint state is every network, every
+    optimiser and the generator that draws batches and noise."""
+
+    def __init__(self, model: GanBaseline, batches: Batches) -> None:
+        self.model, self.batches = model, batches
+        self.phases = model._phases()
+        self.total = sum(n for _, n in self.phases)
+        self.description = f"train {model.name}"
+
+    def __call__(self, step: int) -> StepLog:
+        losses = self.model._train_step(_phase_at(self.phases, step), self.batches)
+        main = losses.get("loss_g", next(iter(losses.values())))
+        return StepLog(main, 1, {k: f"{v:.3g}" for k, v in losses.items()})
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {"rng": self.batches.rng.get_state()}
+        meta: dict[str, Any] = {"optimizers": {}}
+        for name, net in self.model.nets_.items():
+            tensors.update({f"net.{name}.{k}": v for k, v in net.state_dict().items()})
+        for name, opt in self.model._opts.items():
+            opt_tensors, meta["optimizers"][name] = optimizer_state(opt, f"opt.{name}.")
+            tensors.update(opt_tensors)
+        return tensors, meta
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> None:
         try:
-            with safe_open(str(path), framework="pt") as f:
-                info = json.loads((f.metadata() or {})["ehrdiff_checkpoint"])
-            tensors = load_file(str(path))
-        except Exception as exc:  # a damaged or foreign file: say which and what to do
-            raise ModelFileError(f"{path}: unreadable training checkpoint ({exc}); delete it or train without "
-                                 "--resume") from None
-        if info.get("model") != self.name:
-            raise ModelFileError(f"{path}: checkpoint of a '{info.get('model')}' model, not '{self.name}'")
-        ours, theirs = self.get_params(), info["config"]
-        changed = [k for k in ours if k not in RESUMABLE_CHANGES and ours[k] != theirs.get(k)]
-        if changed:
-            raise EhrdiffError(f"{path}: checkpoint was trained with {changed[0]}={theirs.get(changed[0])!r}, not "
-                               f"{ours[changed[0]]!r}; use the same settings or a new output folder")
-        if info["data_fingerprint"] != fingerprint:
-            raise EhrdiffError(f"{path}: checkpoint was trained on different data; use the same data or a new "
-                               "output folder")
-        for name, net in self.nets_.items():
-            prefix = f"net.{name}."
-            net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-        for name, opt in optimizers.items():
-            prefix = f"opt.{name}."
-            state: dict[int, dict] = {}
-            for key, value in tensors.items():
-                if key.startswith(prefix):
-                    pid, field = key[len(prefix):].split(".", 1)
-                    state.setdefault(int(pid), {})[field] = value.to(self.device_) if field != "step" else value
-            opt.load_state_dict({"state": state, "param_groups": info["param_groups"][name]})
-        rng.set_state(tensors["rng"])
-        return int(info["step"])
+            for name, net in self.model.nets_.items():
+                prefix = f"net.{name}."
+                net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            for name, opt in self.model._opts.items():
+                saved = meta["optimizers"][name]
+                load_optimizer_state(opt, tensors, f"opt.{name}.", saved["groups"], saved["scalars"])
+            self.batches.rng.set_state(tensors["rng"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: checkpoint does not fit this {self.model.name} model "
+                                 f"({str(exc).splitlines()[0][:160]}); delete it or drop --resume") from None
+
+
+def _refuse_legacy_checkpoint(folder: Path) -> None:
+    if (folder / LEGACY_CHECKPOINT).exists():
+        raise EhrdiffError(f"{folder / LEGACY_CHECKPOINT}: a checkpoint of ehrdiff 0.1, whose GAN checkpoints this "
+                           "version cannot resume; delete it and train without --resume")
 
 
 def _phase_at(phases: list[tuple[str, int]], step: int) -> str:

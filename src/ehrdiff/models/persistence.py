@@ -17,19 +17,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ehrdiff.errors import ModelFileError
-from ehrdiff.fileio import atomic_path, write_text_atomic
+from ehrdiff.fileio import atomic_path, sha256_file, write_text_atomic
 
 WEIGHTS_FILE = "weights.safetensors"
 METADATA_FILE = "model.json"
 FORMAT_VERSION = 1
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def content_hash(content: dict) -> str:
+    """SHA-256 of a JSON-able dict (keys sorted): model.json's check that its content was not edited."""
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def data_fingerprint(matrix: np.ndarray) -> str:

@@ -61,7 +61,9 @@ class _Reference(Generator):
     def __init__(self, **settings) -> None:
         self.config = make_config(ReferenceConfig, self.name, settings)
 
-    def get_params(self) -> dict:
+    @property
+    def settings(self) -> dict:
+        """Every setting (what ``get_params`` reports for the constructor's ``**settings``)."""
         return dataclasses.asdict(self.config)
 
     def fit(self, data, *, checkpoint_dir=None, resume=False, progress=True) -> "_Reference":
@@ -113,10 +115,6 @@ class _Reference(Generator):
     def _tensors(self) -> dict[str, torch.Tensor]: ...
     def _restore(self, arrays: dict[str, np.ndarray]) -> None: ...
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "encoder_"):
-            raise RuntimeError(f"{self.name} is not fitted; call fit() or load() first")
-
 
 @register("marginals")
 class Marginals(_Reference):
@@ -131,7 +129,7 @@ class Marginals(_Reference):
 
     def sample(self, n: int, seed: int = 0, **kwargs) -> Table:
         n = check_sample_size(n)
-        self._check_fitted()
+        self.check_fitted()
         rng = np.random.default_rng(seed)
         codes = np.empty((n, len(self.columns_)), dtype=np.int64)
         for j, counts in enumerate(self.counts_):
@@ -162,6 +160,6 @@ class Resample(_Reference):
 
     def sample(self, n: int, seed: int = 0, **kwargs) -> Table:
         n = check_sample_size(n)
-        self._check_fitted()
+        self.check_fitted()
         rows = np.random.default_rng(seed).integers(0, self.codes_.shape[0], size=n)
         return self._decode(self.codes_[rows])

@@ -6,9 +6,10 @@
 
 The condition column (a label, categorical or binary column) is not modelled as a feature: its K classes get a
 learned embedding (class K is the "null" class, meaning no condition) that is added to the noise-level embedding
-before the network uses it. During training each row's class is replaced by the null class with probability
-``condition_dropout`` (0.1), so one network learns both D(x; sigma, c) and the unconditional D(x; sigma). Sampling
-with guidance w uses
+before the network uses it (``NoiseEmbedding`` in ehrdiff.diffusion.network; the class indices reach the network as
+the ``class_labels`` argument of its forward, as in EDM). During training each row's class is replaced by the null
+class with probability ``condition_dropout`` (0.1), so one network learns both D(x; sigma, c) and the unconditional
+D(x; sigma). Sampling with guidance w uses
 
     D = D(x; sigma, null) + (1 + w) (D(x; sigma, c) - D(x; sigma, null))
 
@@ -17,10 +18,9 @@ so w = 0 is plain conditional sampling and larger w pushes the rows further towa
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -29,8 +29,10 @@ from torch import nn
 
 from ehrdiff.data.encoding import MISSING_CATEGORY, _cast, _category
 from ehrdiff.data.table import Table
-from ehrdiff.diffusion.network import NoiseEmbedding
+from ehrdiff.diffusion.count_matching import apportion
 from ehrdiff.errors import DataError, EhrdiffError
+from ehrdiff.models.base import check_sample_size
+from ehrdiff.settings import parse_assignments
 
 CONDITION_KINDS = ("label", "categorical", "binary")
 MAX_CLASSES = 1000
@@ -145,63 +147,26 @@ def class_counts(n: int, spec: ConditionSpec, condition: Any = None,
             raise EhrdiffError("the balance shares add up to 0; give at least one positive share")
     else:
         shares[:] = spec.counts
-    exact = n * shares / shares.sum()
-    counts = np.floor(exact).astype(np.int64)
-    order = np.argsort(-(exact - counts), kind="stable")
-    counts[order[:n - counts.sum()]] += 1
-    return counts
+    return apportion(shares, n)
 
 
 def parse_balance(text: str) -> dict[str, float]:
     """``"0=0.5,1=0.5"`` -> {"0": 0.5, "1": 0.5} (the CLI's --balance)."""
+    example = "VALUE=SHARE,VALUE=SHARE (e.g. 0=0.5,1=0.5)"
     out: dict[str, float] = {}
-    for item in text.split(","):
-        value, sep, share = item.strip().rpartition("=")
+    for value, share in parse_assignments(text.split(","), "--balance", example, parse=False).items():
         try:
             out[value] = float(share)
         except ValueError:
-            sep = ""
-        if not sep or not value:
-            raise EhrdiffError(f"--balance expects VALUE=SHARE,VALUE=SHARE (e.g. 0=0.5,1=0.5), got '{text}'")
+            raise EhrdiffError(f"--balance expects {example}, got '{text}'") from None
     return out
 
 
-# ---- the network's class embedding ---------------------------------------------------------------------------
-class ConditionalNoiseEmbedding(NoiseEmbedding):
-    """The noise-level embedding plus a learned class embedding (``n_classes`` + 1 rows, the last one the null
-    class). The classes of the next forward pass are set with :func:`use_labels` (None: the null class), so the
-    network and its fast paths stay unchanged: one label for all rows keeps a single embedding row (the sampling
-    fast path); per-row labels give per-row embeddings (training, where the fused MLP passes their gradient back).
-    The class table starts at zero, so a fresh conditional network computes what the unconditional one does."""
-
-    def __init__(self, kind: str, features: int, width: int, n_classes: int) -> None:
-        super().__init__(kind, features, width)
-        self.n_classes = int(n_classes)
-        # zeros given directly: no random draws, so the rest of the network gets the unconditional weights
-        self.classes = nn.Embedding(self.n_classes + 1, width, _weight=torch.zeros(self.n_classes + 1, width))
-        self.labels: torch.Tensor | None = None
-
-    def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
-        e = super().forward(c_noise)
-        if self.labels is None:
-            return e + self.classes.weight[self.n_classes]
-        return e + self.classes(self.labels)
-
-
-def conditional_embedding(model: nn.Module) -> ConditionalNoiseEmbedding | None:
-    """The class embedding inside a Denoiser (or a DistributedDataParallel around one), if it has one."""
+# ---- the network's class input ------------------------------------------------------------------------------
+def n_classes(model: nn.Module) -> int:
+    """The classes of the network inside a Denoiser (or a DistributedDataParallel around one); 0: unconditional."""
     inner = getattr(model, "module", model)
-    embedding = getattr(getattr(inner, "net", None), "embedding", None)
-    return embedding if isinstance(embedding, ConditionalNoiseEmbedding) else None
-
-
-@contextlib.contextmanager
-def use_labels(embedding: ConditionalNoiseEmbedding, labels: torch.Tensor | None) -> Iterator[None]:
-    previous, embedding.labels = embedding.labels, labels
-    try:
-        yield
-    finally:
-        embedding.labels = previous
+    return getattr(getattr(getattr(inner, "net", None), "embedding", None), "n_classes", 0)
 
 
 def drop_labels(labels: torch.Tensor, standard_normal: torch.Tensor, null_index: int, dropout: float) -> torch.Tensor:
@@ -212,15 +177,13 @@ def drop_labels(labels: torch.Tensor, standard_normal: torch.Tensor, null_index:
 
 
 def conditional_row_loss(inner: Callable, null_index: int, dropout: float) -> Callable:
-    """Wrap a row loss for rows whose last column is the class index: set the (dropped-out) classes on the
-    network's embedding for the forward pass, and give ``inner`` the feature columns only. The dropout draw is
-    the step's first normal draw."""
+    """Wrap a row loss ``inner(model, rows, noise, class_labels)`` for rows whose last column is the class index:
+    ``inner`` gets the feature columns and the (dropped-out) classes. The dropout draw is the step's first normal
+    draw."""
 
     def row_loss(model: nn.Module, rows: torch.Tensor, noise) -> torch.Tensor:
-        embedding = conditional_embedding(model)
         labels = drop_labels(rows[:, -1].round().long(), noise.randn(), null_index, dropout)
-        with use_labels(embedding, labels):
-            return inner(model, rows[:, :-1], noise)
+        return inner(model, rows[:, :-1], noise, labels)
 
     return row_loss
 
@@ -228,19 +191,16 @@ def conditional_row_loss(inner: Callable, null_index: int, dropout: float) -> Ca
 def guided_denoiser(denoiser: nn.Module, label: int, guidance: float = 0.0) -> Callable:
     """D(x; sigma) for the sampler, conditioned on class ``label`` with classifier-free guidance ``guidance``
     (w = 0: conditional only, one network call; otherwise two calls, conditional and null)."""
-    embedding = conditional_embedding(denoiser)
     device = next(denoiser.parameters()).device
     cond = torch.tensor([label], device=device)
-    null = torch.tensor([embedding.n_classes], device=device)
+    null = torch.tensor([n_classes(denoiser)], device=device)
     binary = getattr(denoiser, "binary", None)
 
     def fn(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        with use_labels(embedding, cond):
-            d_cond = denoiser(x, sigma)
+        d_cond = denoiser(x, sigma, cond)
         if guidance == 0:
             return d_cond
-        with use_labels(embedding, null):
-            d_null = denoiser(x, sigma)
+        d_null = denoiser(x, sigma, null)
         guided = torch.lerp(d_null, d_cond, 1.0 + guidance)     # d_null + (1 + w)(d_cond - d_null)
         if binary is not None:      # Bernoulli head: guide the codes' log-odds (a probability could leave [0, 1])
             logits = torch.lerp(torch.logit(d_null, eps=1e-15), torch.logit(d_cond, eps=1e-15), 1.0 + guidance)
@@ -270,8 +230,6 @@ def sample_conditional(model, n: int, seed: int, spec: ConditionSpec, condition:
                        balance: Mapping | None, progress: bool = False) -> Table:
     """``n`` rows from a conditional EHRDiff: each class's share drawn with its own seed (seed, class), rows of
     several classes shuffled by ``seed``, and the condition column put back."""
-    from ehrdiff.models.base import check_sample_size
-
     n = check_sample_size(n)
     counts = class_counts(n, spec, condition, balance)
     matrices, labels = [], []
@@ -288,6 +246,5 @@ def sample_conditional(model, n: int, seed: int, spec: ConditionSpec, condition:
     return attach_condition(model.encoder_.inverse_transform(matrix), spec, label_index)
 
 
-__all__ = ["ConditionSpec", "ConditionalNoiseEmbedding", "attach_condition", "check_sampling_request",
-           "class_counts", "conditional_embedding", "conditional_row_loss", "drop_labels", "guided_denoiser",
-           "parse_balance", "sample_conditional", "split_condition", "use_labels"]
+__all__ = ["ConditionSpec", "attach_condition", "check_sampling_request", "class_counts", "conditional_row_loss",
+           "drop_labels", "guided_denoiser", "n_classes", "parse_balance", "sample_conditional", "split_condition"]

@@ -19,62 +19,37 @@ target (epsilon, delta), q and the number of steps, and the epsilon actually spe
 accountant. Opacus is an optional dependency (``pip install ehrdiff[dp]``), imported only here and lazily.
 
 The per-example loss is EDM's weighted squared error written with plain operations, and the network runs its
-plain forward (module hooks and torch.func cannot look inside the hand-written fused training path).
+plain forward (``plain=True``: module hooks and torch.func cannot look inside the hand-written fused training path).
+The step is a strategy of the one training loop (``PrivateStep``, run by ehrdiff.training.run_steps).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
-import os
-import time
 import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ehrdiff.conditioning import conditional_embedding, drop_labels
 from ehrdiff.diffusion.preconditioning import c_in, c_noise, c_out, c_skip, training_sigma
 from ehrdiff.errors import EhrdiffError
-from ehrdiff.training import (BatchNoise, DistContext, TrainResult, TrainSettings, distributed_context, ema_decay,
-                              flush_denormals, learning_rate, optimiser_and_ema, resume_point, save_checkpoint,
-                              step_seed)
+from ehrdiff.models.ehrdiff.conditioning import drop_labels, n_classes
+from ehrdiff.models.ehrdiff.config import PrivacySettings
+from ehrdiff.training import AdamWithEMA, BatchNoise, DistContext, StepLog, TrainSettings, step_seed
 
 log = logging.getLogger(__name__)
 
-ACCOUNTANTS = ("rdp", "prv")
 MAX_NOISE_MULTIPLIER = 1000.0      # beyond this the noise drowns every gradient: treat the budget as unreachable
-_POISSON_STREAM, _DP_NOISE_STREAM = 101, 102     # per-step seed streams (training.py uses 1 and 2)
+CHUNK_ROWS = 256                   # examples per forward/backward pass (memory: CHUNK_ROWS x K rows)
+_POISSON_STREAM, _DP_NOISE_STREAM = 101, 102     # per-step seed streams (ehrdiff.training.randomness uses 1 and 2)
 
 
-@dataclass
-class PrivacySettings:
-    epsilon: float
-    delta: float
-    max_grad_norm: float = 1.0     # C: per-example clipping bound
-    noise_draws: int = 4           # K: (sigma, noise) draws averaged per example before clipping
-    accountant: str = "rdp"        # "rdp" or "prv" (Opacus accountants)
-    chunk_rows: int = 256          # examples per forward/backward pass (memory: chunk_rows x K rows)
-
-    def validate(self) -> "PrivacySettings":
-        if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon) and self.epsilon > 0):
-            raise EhrdiffError(f"DP epsilon must be a positive number, got {self.epsilon!r}")
-        if not (isinstance(self.delta, (int, float)) and 0 < self.delta < 1):
-            raise EhrdiffError(f"DP delta must be between 0 and 1 (e.g. 1e-5), got {self.delta!r}")
-        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
-            raise EhrdiffError(f"max_grad_norm must be positive, got {self.max_grad_norm!r}")
-        if self.noise_draws < 1:
-            raise EhrdiffError(f"noise draws per example must be at least 1, got {self.noise_draws!r}")
-        if self.accountant not in ACCOUNTANTS:
-            raise EhrdiffError(f"unknown DP accountant '{self.accountant}' (use rdp or prv)")
-        return self
-
-
+# ---- accounting ----------------------------------------------------------------------------------------------
 def require_opacus():
     try:
         import opacus
@@ -138,8 +113,9 @@ class _PlainNet(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x: torch.Tensor, noise_level: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return self.net.reference_forward(x, noise_level, scale)
+    def forward(self, x: torch.Tensor, noise_level: torch.Tensor, scale: torch.Tensor,
+                class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net.reference_forward(x, noise_level, scale, class_labels)
 
 
 @dataclass
@@ -162,9 +138,8 @@ class PerExampleGradients:
                  condition: tuple[int, float] | None = None) -> None:
         self.plain = _PlainNet(denoiser.net)
         self.names = [n for n, _ in self.plain.named_parameters()]
-        self.embedding = conditional_embedding(denoiser)
         self.loss, self.max_grad_norm, self.condition = loss, float(max_grad_norm), condition
-        if condition is not None and self.embedding is None:
+        if condition is not None and not n_classes(denoiser):
             raise ValueError("a condition was given but the network has no class embedding")
         from torch.func import grad, vmap
         self._grads = vmap(grad(self._example_loss, has_aux=True), in_dims=(None, None, 0, 0, 0, 0))
@@ -179,14 +154,7 @@ class PerExampleGradients:
         label = None
         if self.condition is not None:
             label = drop_labels(row[-1].round().long(), drop, *self.condition)
-        previous = self.embedding.labels if self.embedding is not None else None
-        if self.embedding is not None:
-            self.embedding.labels = label
-        try:
-            f = functional_call(self.plain, (params, buffers), (noisy, c_noise(sigma).reshape(-1), c_in(sigma, sd)))
-        finally:
-            if self.embedding is not None:
-                self.embedding.labels = previous
+        f = functional_call(self.plain, (params, buffers), (noisy, c_noise(sigma).reshape(-1), c_in(sigma, sd), label))
         # EDM's weighted loss lambda ||D - x||^2 in its equivalent form ||F - target||^2 (Karras et al. eq. 8)
         target = (x - c_skip(sigma, sd) * noisy) / c_out(sigma, sd)
         loss = (f - target.detach()).square().mean()          # mean over the K draws and the d features
@@ -221,7 +189,6 @@ class ClippedGradientSum:
                  condition: tuple[int, float] | None = None) -> None:
         self.denoiser, self.net, self.loss = denoiser, denoiser.net, loss
         self.max_grad_norm, self.condition = float(max_grad_norm), condition
-        self.embedding = conditional_embedding(denoiser)
         self.modules = [m for m in self.net.modules() if isinstance(m, (nn.Linear, nn.Embedding))]
         owned = {id(p) for m in self.modules for p in m.parameters(recurse=False)}
         stray = [n for n, p in self.net.named_parameters() if id(p) not in owned]
@@ -244,21 +211,13 @@ class ClippedGradientSum:
             seen[id(module)] = (inputs[0], output)
 
         hooks = [m.register_forward_hook(keep) for m in self.modules]
-        previous = self.embedding.labels if self.embedding is not None else None
-        # the network's plain forward (its fused training path is invisible to module hooks), for this call only
-        self.net.forward = self.net.reference_forward
-        try:
-            if self.embedding is not None:
-                self.embedding.labels = labels
+        try:       # the network's plain forward: its fused training path is invisible to module hooks
             with torch.enable_grad():
                 per_row = self.loss(self.denoiser, clean, draws["sigma"].reshape(B * K, 1),
-                                    draws["noise"].reshape(B * K, d))
+                                    draws["noise"].reshape(B * K, d), labels, plain=True)
         finally:
-            del self.net.forward
             for h in hooks:
                 h.remove()
-            if self.embedding is not None:
-                self.embedding.labels = previous
         losses = per_row.view(B, K).mean(dim=1)        # example i: the mean of its K draws' losses
         used = [m for m in self.modules if id(m) in seen]
         outputs = [seen[id(m)][1] for m in used]
@@ -310,7 +269,7 @@ def poisson_batch(n_rows: int, rate: float, seed: int, step: int) -> torch.Tenso
     return torch.nonzero(torch.rand(n_rows, generator=generator) < rate).flatten()
 
 
-# ---- the loop ------------------------------------------------------------------------------------------------
+# ---- what a run reports ----------------------------------------------------------------------------------
 @dataclass
 class PrivacyReport:
     """What is stored with the model (model.json, keys ``dp_*``)."""
@@ -334,120 +293,100 @@ def plan(privacy: PrivacySettings, batch_size: int, n_rows: int, steps: int) -> 
     """(sampling rate, noise multiplier) of a private run; EhrdiffError when the budget cannot be met."""
     privacy.validate()
     rate = sample_rate(batch_size, n_rows)
-    if privacy.delta >= 1 / n_rows:
+    if privacy.dp_delta >= 1 / n_rows:
         log.warning("DP delta %g is not below 1 / rows = %.3g: the guarantee is weak (delta << 1/n is usual)",
-                    privacy.delta, 1 / n_rows)
-    return rate, find_noise_multiplier(privacy.epsilon, privacy.delta, rate, steps, privacy.accountant)
+                    privacy.dp_delta, 1 / n_rows)
+    return rate, find_noise_multiplier(privacy.dp_epsilon, privacy.dp_delta, rate, steps, privacy.dp_accountant)
 
 
-def train_private(denoiser: nn.Module, data: torch.Tensor, settings: TrainSettings, privacy: PrivacySettings,
-                  loss: Callable, *, width: int, condition: tuple[int, float] | None = None,
-                  checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
-                  identity: dict | None = None, context: DistContext | None = None
-                  ) -> tuple[TrainResult, PrivacyReport]:
-    """DP-SGD training of ``denoiser`` (in place) on the rows of ``data`` (features, plus the class index last
-    when ``condition`` = (null class, dropout) is given). ``loss(denoiser, rows, sigma_normal, noise)``: the
-    per-row training loss (EDMLoss or BernoulliEDMLoss). Returns the EMA weights and the privacy spent."""
-    from tqdm.auto import tqdm
 
-    ctx = context or distributed_context()
-    n_rows, total = data.shape[0], settings.steps
-    rate, sigma = plan(privacy, settings.batch_size, n_rows, total)
-    C, K = privacy.max_grad_norm, privacy.noise_draws
-    identity = json.loads(json.dumps({**(identity or {}), "training": settings.identity(),
-                                      "privacy": asdict(privacy), "noise_multiplier": sigma}))
-    identity["privacy"].pop("chunk_rows")
-    device = ctx.device
-    denoiser.to(device)
-    data = data.to(device=device, dtype=torch.float32).contiguous()
-    names = [n for n, _ in denoiser.named_parameters()]
-    params, optimizer, ema = optimiser_and_ema(denoiser, settings, device)
-    clipped_sum = ClippedGradientSum(denoiser, loss, C, condition)
-    checkpoint, start = resume_point(checkpoint_dir, resume, identity, denoiser, ema, optimizer, ctx)
-    if ctx.is_main:
-        log.info("DP-SGD: target epsilon %g, delta %g, sampling rate %.4g, %d steps -> noise multiplier %.4f "
-                 "(clip %g, %d draws per example, %s accountant)", privacy.epsilon, privacy.delta, rate, total,
-                 sigma, C, K, privacy.accountant)
+# ---- the step ------------------------------------------------------------------------------------------------
+class PrivateStep:
+    """One DP-SGD step of a Denoiser (a strategy of ehrdiff.training.run_steps): Poisson batch, K draws per
+    example, clipped per-example gradients summed (over processes too), Gaussian noise added once, then AdamW and
+    the EMA. ``data``: features, plus the class index last when ``condition`` = (null class, dropout) is given;
+    ``loss(denoiser, rows, sigma_normal, noise, class_labels, plain=...)``: EDMLoss or BernoulliEDMLoss."""
 
-    generator = torch.Generator(device=device)
-    noise_generator = torch.Generator(device=device)
-    expected = rate * n_rows
-    write = checkpoint is not None and ctx.is_main
-    bar = tqdm(total=total, initial=start, disable=not (progress and ctx.is_main), unit="step", desc="DP training",
-               dynamic_ncols=True, smoothing=0.05)
-    timings = [(start, time.perf_counter())]
-    window, window_rows, final_loss = 0.0, 0, None
-    denoiser.train()
-    with flush_denormals(), contextlib.closing(bar):
-        for step in range(start, total):
-            lr = learning_rate(step, settings.lr, settings.warmup_steps, total)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = poisson_batch(n_rows, rate, settings.seed, step).to(device)
-            m = batch.numel()
-            lo, hi = ctx.rank * m // ctx.world_size, (ctx.rank + 1) * m // ctx.world_size
-            summed = [torch.zeros_like(p) for p in params]
-            loss_sum = torch.zeros((), device=device)
-            if hi > lo:
-                rows = data.index_select(0, batch[lo:hi])
-                noise = BatchNoise(generator, settings.seed, step, lo, hi, device)
-                draws = step_draws(noise, hi - lo, width, K, condition is not None)
-                for a in range(0, hi - lo, privacy.chunk_rows):
-                    b = min(a + privacy.chunk_rows, hi - lo)
-                    sums, losses, _ = clipped_sum(rows[a:b], {k: v[a:b] for k, v in draws.items()})
-                    if len(sums) != len(names):
-                        raise RuntimeError(f"clipping covered {sorted(sums)}, not every parameter {names}")
-                    for acc, name in zip(summed, names):
-                        acc += sums[name]
-                    loss_sum += losses.sum()
-            flat = torch.cat([g.reshape(-1) for g in summed] + [loss_sum.reshape(1)])
-            if ctx.world_size > 1:
-                dist.all_reduce(flat)          # every process now holds the sum of all clipped gradients
-            # the same seeded noise on every process, added once to the (identical) global sum
-            noise_generator.manual_seed(step_seed(settings.seed, step, _DP_NOISE_STREAM))
-            offset = 0
-            for p, g in zip(params, summed):
-                size = g.numel()
-                total_grad = flat[offset:offset + size].view_as(g)
-                offset += size
-                gaussian = torch.randn(g.shape, generator=noise_generator, device=device)
-                p.grad = total_grad.add_(gaussian, alpha=sigma * C).div_(expected)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                torch._foreach_lerp_(ema, params, 1.0 - ema_decay(step + 1, settings.ema_decay))
-            window += float(flat[-1])
-            window_rows += m
-            done = step + 1
-            if done % settings.log_every == 0 or done == total:
-                final_loss = window / max(window_rows, 1)
-                window, window_rows = 0.0, 0
-                timings.append((done, time.perf_counter()))
-                bar.set_postfix(loss=f"{final_loss:.4f}", batch=m, refresh=False)
-                bar.update(done - bar.n)
-            if write and (done == total or (settings.checkpoint_every and done % settings.checkpoint_every == 0)):
-                save_checkpoint(checkpoint, denoiser, ema, optimizer, done, total, identity)
+    description = "DP training"
 
-    ema_state = {k: v.detach().to("cpu").clone() for k, v in denoiser.state_dict().items()}
-    for name, e in zip(names, ema):
-        ema_state[name] = e.detach().to("cpu").clone()
-    report = PrivacyReport(dp_epsilon=spent_epsilon(sigma, rate, total, privacy.delta, privacy.accountant),
-                           dp_delta=privacy.delta, dp_target_epsilon=privacy.epsilon, dp_noise_multiplier=sigma,
-                           dp_max_grad_norm=C, dp_noise_draws=K, dp_sample_rate=rate, dp_steps=total,
-                           dp_accountant=privacy.accountant)
-    return TrainResult(ema_state=ema_state, steps=total, start_step=start, final_loss=final_loss,
-                       timings=timings), report
+    def __init__(self, denoiser: nn.Module, data: torch.Tensor, settings: TrainSettings, privacy: PrivacySettings,
+                 loss: Callable, width: int, condition: tuple[int, float] | None, ctx: DistContext) -> None:
+        self.n_rows, self.total = data.shape[0], settings.steps
+        self.rate, self.sigma = plan(privacy, settings.batch_size, self.n_rows, self.total)
+        self.settings, self.privacy, self.width, self.condition, self.ctx = settings, privacy, width, condition, ctx
+        self.device = ctx.device
+        denoiser.to(self.device)
+        self.data = data.to(device=self.device, dtype=torch.float32).contiguous()
+        self.adam = AdamWithEMA(denoiser, settings, self.device)
+        self.clipped_sum = ClippedGradientSum(denoiser, loss, privacy.dp_max_grad_norm, condition)
+        self.generator = torch.Generator(device=self.device)
+        self.noise_generator = torch.Generator(device=self.device)
+        denoiser.train()
+        if ctx.is_main:
+            log.info("DP-SGD: target epsilon %g, delta %g, sampling rate %.4g, %d steps -> noise multiplier %.4f "
+                     "(clip %g, %d draws per example, %s accountant)", privacy.dp_epsilon, privacy.dp_delta,
+                     self.rate, self.total, self.sigma, privacy.dp_max_grad_norm, privacy.dp_noise_draws,
+                     privacy.dp_accountant)
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed run must share with this one besides the model and data."""
+        p = self.privacy
+        return {"privacy": {"epsilon": p.dp_epsilon, "delta": p.dp_delta, "max_grad_norm": p.dp_max_grad_norm,
+                            "noise_draws": p.dp_noise_draws, "accountant": p.dp_accountant},
+                "noise_multiplier": self.sigma}
+
+    def __call__(self, step: int) -> StepLog:
+        self.adam.set_learning_rate(step)
+        batch = poisson_batch(self.n_rows, self.rate, self.settings.seed, step).to(self.device)
+        m, ctx = batch.numel(), self.ctx
+        lo, hi = ctx.rank * m // ctx.world_size, (ctx.rank + 1) * m // ctx.world_size
+        flat = self._clipped_sums(batch, step, lo, hi)
+        if ctx.world_size > 1:
+            dist.all_reduce(flat)          # every process now holds the sum of all clipped gradients
+        # the same seeded noise on every process, added once to the (identical) global sum
+        self.noise_generator.manual_seed(step_seed(self.settings.seed, step, _DP_NOISE_STREAM))
+        C, expected, offset = self.privacy.dp_max_grad_norm, self.rate * self.n_rows, 0
+        for p in self.adam.params:
+            total_grad = flat[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+            gaussian = torch.randn(p.shape, generator=self.noise_generator, device=self.device)
+            p.grad = total_grad.add_(gaussian, alpha=self.sigma * C).div_(expected)
+        self.adam.update(step)
+        self.adam.optimizer.zero_grad(set_to_none=True)
+        return StepLog(float(flat[-1]), m, {"batch": str(m)})
+
+    def _clipped_sums(self, batch: torch.Tensor, step: int, lo: int, hi: int) -> torch.Tensor:
+        """This process's clipped gradient sum of rows ``batch[lo:hi]``, flat, with their loss sum last."""
+        summed = [torch.zeros_like(p) for p in self.adam.params]
+        loss_sum = torch.zeros((), device=self.device)
+        if hi > lo:
+            rows = self.data.index_select(0, batch[lo:hi])
+            noise = BatchNoise(self.generator, self.settings.seed, step, lo, hi, self.device)
+            draws = step_draws(noise, hi - lo, self.width, self.privacy.dp_noise_draws, self.condition is not None)
+            for a in range(0, hi - lo, CHUNK_ROWS):
+                b = min(a + CHUNK_ROWS, hi - lo)
+                sums, losses, _ = self.clipped_sum(rows[a:b], {k: v[a:b] for k, v in draws.items()})
+                if len(sums) != len(self.adam.names):
+                    raise RuntimeError(f"clipping covered {sorted(sums)}, not every parameter {self.adam.names}")
+                for acc, name in zip(summed, self.adam.names):
+                    acc += sums[name]
+                loss_sum += losses.sum()
+        return torch.cat([g.reshape(-1) for g in summed] + [loss_sum.reshape(1)])
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return self.adam.state()
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> None:
+        self.adam.restore(tensors, meta, path)
+
+    def report(self) -> PrivacyReport:
+        """The privacy spent by the whole run (from the accountant), as stored with the model."""
+        p = self.privacy
+        return PrivacyReport(dp_epsilon=spent_epsilon(self.sigma, self.rate, self.total, p.dp_delta, p.dp_accountant),
+                             dp_delta=p.dp_delta, dp_target_epsilon=p.dp_epsilon, dp_noise_multiplier=self.sigma,
+                             dp_max_grad_norm=p.dp_max_grad_norm, dp_noise_draws=p.dp_noise_draws,
+                             dp_sample_rate=self.rate, dp_steps=self.total, dp_accountant=p.dp_accountant)
 
 
-def train_ehrdiff_private(denoiser: nn.Module, rows: torch.Tensor, settings: TrainSettings, config, width: int,
-                          condition=None, *, loss: Callable, **kwargs) -> tuple[TrainResult, PrivacyReport]:
-    """``train_private`` with the settings of an EHRDiffConfig (dp_* fields, condition) and its training loss."""
-    privacy = PrivacySettings(config.dp_epsilon, config.dp_delta, config.dp_max_grad_norm, config.dp_noise_draws,
-                              config.dp_accountant)
-    cond = (condition.null_index, config.condition_dropout) if condition is not None else None
-    return train_private(denoiser, rows, settings, privacy, loss, width=width, condition=cond, **kwargs)
-
-
-__all__ = ["ClippedGradientSum", "LossShape", "PerExampleGradients", "PrivacyReport", "PrivacySettings",
-           "find_noise_multiplier", "per_example_norms", "plan", "poisson_batch", "require_opacus", "spent_epsilon",
-           "train_ehrdiff_private", "train_private"]
+__all__ = ["CHUNK_ROWS", "ClippedGradientSum", "LossShape", "PerExampleGradients", "PrivacyReport", "PrivateStep",
+           "find_noise_multiplier", "per_example_norms", "plan", "poisson_batch", "require_opacus", "spent_epsilon"]

@@ -5,17 +5,15 @@
     model.save("run/"); EHRDiff.load("run/")
 
 Training adds Gaussian noise to the encoded rows (binary codes 0/1, continuous features scaled to [0, 1]) and fits
-the preconditioned denoiser with the EDM loss; sampling integrates the probability-flow ODE with the 32-level Heun
-sampler from the EMA weights, and the encoder turns the output back into the user's columns (binary columns
-clipped to [0, 1] and rounded at 0.5, continuous ones clipped to the training range). That is the paper's model
-(presets paper-mimic, paper-cinc, paper-ecg). The default preset models 0/1 columns as Bernoulli probabilities
-(ehrdiff.diffusion.bernoulli) and draws them at the end instead of rounding. Continuous columns are min-max scaled
-as in the paper, or through their training quantiles with ``continuous_scaling="quantile"`` (ehrdiff.data.encoding).
+the preconditioned denoiser with the EDM loss; sampling integrates from noise with a sampler of
+ehrdiff.diffusion.SAMPLERS (the paper's: 32-level Heun) from the EMA weights, and the encoder turns the output back
+into the user's columns (binary columns clipped to [0, 1] and rounded at 0.5, continuous ones clipped to the
+training range). That is the paper's model (presets paper-mimic, paper-cinc, paper-ecg). The default preset models
+0/1 columns as Bernoulli probabilities (ehrdiff.diffusion.bernoulli) and draws them at the end instead of rounding.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,19 +24,25 @@ import torch
 
 from ehrdiff.data.encoding import TableEncoder
 from ehrdiff.data.table import Table
-from ehrdiff.diffusion import (Denoiser, EDMLoss, MLPDenoiserNet, NoiseEmbedding, ancestral_sampler, heun_sampler,
-                               karras_sigmas)
+from ehrdiff.diffusion import SAMPLERS, Denoiser, EDMLoss, MLPDenoiserNet, NoiseEmbedding, karras_sigmas
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss, draw_discrete, redraw_short_rows
 from ehrdiff.diffusion.count_matching import match_code_counts
 from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
 from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, register
-from ehrdiff.models.persistence import data_fingerprint, load_model_dir, save_model_dir
-from ehrdiff.presets import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict, make_config
-from ehrdiff.conditioning import (ConditionSpec, ConditionalNoiseEmbedding, check_sampling_request,
-                                  conditional_row_loss, guided_denoiser, sample_conditional, split_condition)
-from ehrdiff.training import BatchNoise, TrainSettings, distributed_context, is_main_process, resolve_device, train
+from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_request, conditional_row_loss,
+                                                 guided_denoiser, sample_conditional, split_condition)
+from ehrdiff.models.ehrdiff.config import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict
+from ehrdiff.models.ehrdiff.presets import make_config
+from ehrdiff.models.persistence import content_hash, data_fingerprint, load_model_dir, save_model_dir
+from ehrdiff.training import (BatchNoise, MinibatchStep, TrainSettings, distributed_context, is_main_process,
+                              resolve_device, run_steps)
 
 log = logging.getLogger(__name__)
+
+# Passes over the training rows from which fit() warns of memorisation: runs this long over small tables have
+# reproduced training rows (docs/results.md, the MIMIC demos).
+MEMORISATION_PASSES = 1000
+_QUICK_NETWORK = {"hidden_dims": [128, 128], "embedding_features": 32, "embedding_width": 64, "num_noise_levels": 8}
 
 
 def build_denoiser(config: EHRDiffConfig, width: int, seed: int | None = None, n_classes: int = 0,
@@ -46,35 +50,30 @@ def build_denoiser(config: EHRDiffConfig, width: int, seed: int | None = None, n
     """The preconditioned network for data of ``width`` encoded columns; weights drawn from ``seed``
     (without touching PyTorch's global random state). ``n_classes`` > 0: with a class embedding (conditioning).
     ``binary``: the encoder's 0/1 columns, which the Bernoulli head models as probabilities."""
+    net_settings = config.network
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed if seed is None else seed)
-        if n_classes:
-            embedding = ConditionalNoiseEmbedding(config.embedding, config.embedding_size(width),
-                                                  config.embedding_width, n_classes)
-        else:
-            embedding = NoiseEmbedding(config.embedding, config.embedding_size(width), config.embedding_width)
-        net = MLPDenoiserNet(width, config.hidden_dims, embedding)
-    if config.binary_head == "bernoulli":
+        embedding = NoiseEmbedding(net_settings.embedding, net_settings.embedding_size(width),
+                                   net_settings.embedding_width, n_classes)
+        net = MLPDenoiserNet(width, net_settings.hidden_dims, embedding)
+    if config.diffusion.binary_head == "bernoulli":
         return BernoulliDenoiser(net, config.sigma_data, np.zeros(width, bool) if binary is None else binary)
     return Denoiser(net, config.sigma_data)
 
 
 def training_loss(cfg: EHRDiffConfig) -> EDMLoss | BernoulliEDMLoss:
-    kind = BernoulliEDMLoss if cfg.binary_head == "bernoulli" else EDMLoss
+    kind = BernoulliEDMLoss if cfg.diffusion.binary_head == "bernoulli" else EDMLoss
     return kind(sigma_data=cfg.sigma_data, P_mean=cfg.P_mean, P_std=cfg.P_std)
 
 
-def _edm_row_loss(loss: EDMLoss):
-    def row_loss(model: torch.nn.Module, rows: torch.Tensor, noise: BatchNoise) -> torch.Tensor:
-        sigma_normal = noise.randn(1)           # ln sigma draws first, then the data noise (as the official code)
-        return loss(model, rows, sigma_normal, noise.randn(rows.shape[1]))
+def edm_row_loss(loss: EDMLoss | BernoulliEDMLoss):
+    """The training loop's ``loss_fn(model, rows, noise, class_labels=None)`` for an EDM loss: ln sigma draws
+    first, then the data noise (as the official code)."""
+    def row_loss(model: torch.nn.Module, rows: torch.Tensor, noise: BatchNoise,
+                 class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        sigma_normal = noise.randn(1)
+        return loss(model, rows, sigma_normal, noise.randn(rows.shape[1]), class_labels)
     return row_loss
-
-
-# Passes over the training rows from which fit() warns of memorisation. Measured (docs/results.md): the default model
-# after 2,000 passes over the 80 patients of a MIMIC demo gives membership-inference AUROC 0.78-0.84 and copies
-# training rows; after 240-270 passes over CinC 2012 (3,200 rows) or UCI (57,214 rows) about 0.51.
-MEMORISATION_PASSES = 1000
 
 
 def memorisation_warning(steps: int, batch_size: int, rows: int, private: bool) -> str | None:
@@ -88,38 +87,63 @@ def memorisation_warning(steps: int, batch_size: int, rows: int, private: bool) 
             "or with --dp")
 
 
-_QUICK_NETWORK = {"hidden_dims": [128, 128], "embedding_features": 32, "embedding_width": 64, "num_noise_levels": 8}
-
-
 @register("ehrdiff")
 class EHRDiff(Generator):
     """EHRDiff. ``preset``: default (ours), paper-mimic, paper-cinc, paper-ecg (the paper's) or cpu-fast;
-    keyword arguments override any field of :class:`ehrdiff.presets.EHRDiffConfig` (steps, batch_size, seed, lr,
-    hidden_dims, sigma_data, ...)."""
+    keyword ``settings`` override any setting of :class:`EHRDiffConfig` by its flat name (steps, batch_size,
+    seed, lr, hidden_dims, sigma_data, sampler, condition, dp, ...)."""
 
     # in experiments "ehrdiff" is the library's default model and "ehrdiff-paper" the paper's (the dataset's paper
     # preset, its way of modelling 0/1 columns kept under --quick)
     experiment = ExperimentRole(quick={"preset": "cpu-fast", **_QUICK_NETWORK}, variants={
         "ehrdiff-paper": ExperimentRole(quick=_QUICK_NETWORK, dataset_preset=True)})
 
-    def __init__(self, preset: str = "default", **overrides: Any) -> None:
+    def __init__(self, preset: str = "default", **settings: Any) -> None:
         self.preset = preset
-        self.overrides = dict(overrides)
-        self.config = make_config(preset, **overrides)      # validates now: bad settings fail before training
+        self.settings = dict(settings)
+        self.config = make_config(preset, **settings)      # validates now: bad settings fail before training
 
     def __repr__(self) -> str:
-        args = ", ".join([repr(self.preset)] + [f"{k}={v!r}" for k, v in self.overrides.items()])
+        args = ", ".join([repr(self.preset)] + [f"{k}={v!r}" for k, v in self.settings.items()])
         return f"EHRDiff({args})"
 
     # ---- training --------------------------------------------------------------------------------------------
     def fit(self, data, *, checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
             progress: bool = True) -> "EHRDiff":
-        table = as_table(data)
-        condition, labels = None, None
-        if self.config.condition is not None:      # the condition column becomes a class index, not a feature
-            table, labels, condition = split_condition(table, self.config.condition)
-        # the quantile scaling's knots are training values kept without noise: private runs use min-max
-        encoder = TableEncoder("minmax" if self.config.dp else self.config.continuous_scaling).fit(table)
+        cfg = self.config
+        table, labels, condition = as_table(data), None, None
+        if cfg.conditioning.condition is not None:      # the condition column becomes a class index, not a feature
+            table, labels, condition = split_condition(table, cfg.conditioning.condition)
+        encoder, matrix = self._encode(table)
+        n_rows, width = matrix.shape
+        denoiser = build_denoiser(cfg, width, n_classes=condition.n_classes if condition else 0,
+                                  binary=encoder.binary_mask)
+        if isinstance(denoiser, BernoulliDenoiser) and not cfg.dp:   # start from the independent-marginals model
+            # (not under DP: the training prevalences would leak without noise)
+            denoiser.init_output(matrix.mean(axis=0))
+        rows = matrix if condition is None else np.column_stack([matrix, labels.astype(np.float32)])
+        fingerprint = data_fingerprint(rows)
+        result = self._train(denoiser, rows, condition, fingerprint, checkpoint_dir, resume, progress)
+        denoiser.load_state_dict(result["ema_state"])           # sampling uses the EMA weights
+        self.denoiser_, self.encoder_, self.condition_ = denoiser.eval(), encoder, condition
+        self.n_rows_, self.n_features_ = n_rows, width
+        self.data_fingerprint_, self.train_steps_ = fingerprint, result["steps"]
+        self.final_loss_, self.privacy_ = result["final_loss"], result["privacy"]
+        codes = encoder.code_columns()     # rows per number of codes (not under DP: it would leak)
+        self.code_histograms_ = code_histograms(matrix[:, codes], labels, condition) if codes.size and not cfg.dp \
+            else None
+        self.min_codes_ = min_codes(self.code_histograms_)     # the fewest codes of a training row
+        if cfg.dp and cfg.codes_per_row == "data":
+            log.info("codes_per_row='data' is off under DP: the training histogram of codes per row is not private")
+        return self
+
+    def _encode(self, table: Table) -> tuple[TableEncoder, np.ndarray]:
+        """The fitted encoder and the encoded float32 matrix; DataError for nothing to model or non-finite values.
+        The quantile scaling's knots are training values kept without noise: private runs use min-max."""
+        cfg = self.config
+        encoder = TableEncoder("minmax" if cfg.dp else cfg.continuous_scaling).fit(table)
+        if cfg.dp and cfg.continuous_scaling == "quantile" and encoder.has_continuous:
+            log.info("continuous columns are min-max scaled under DP: the training quantiles are not private")
         matrix = encoder.transform(table, dtype=np.float32)
         if matrix.shape[1] == 0:
             raise DataError("the table has no columns to model")
@@ -127,60 +151,44 @@ class EHRDiff(Generator):
             row, col = np.argwhere(~np.isfinite(matrix))[0]
             raise DataError(f"encoded column '{encoder.encoded_columns[col]}' row {row} is not finite; "
                             "replace NaN/infinite values")
+        return encoder, matrix
+
+    def _train(self, denoiser: Denoiser, rows: np.ndarray, condition: ConditionSpec | None, fingerprint: str,
+               checkpoint_dir, resume: bool, progress: bool) -> dict[str, Any]:
+        """Run the training loop with the plain or the private step; the EMA weights and what the run reports."""
         cfg = self.config
-        n_rows, width = matrix.shape
-        total = cfg.total_steps(n_rows)
-        context = distributed_context(cfg.device)
-        denoiser = build_denoiser(cfg, width, n_classes=condition.n_classes if condition else 0,
-                                  binary=encoder.binary_mask)
-        if isinstance(denoiser, BernoulliDenoiser) and not cfg.dp:   # start from the independent-marginals model
-            # (not under DP: the training prevalences would leak without noise)
-            denoiser.init_output(matrix.mean(axis=0))
-        rows = matrix if condition is None else np.column_stack([matrix, labels.astype(np.float32)])
+        n_rows, width = rows.shape[0], rows.shape[1] - (condition is not None)
+        total = cfg.optimisation.total_steps(n_rows)
+        ctx = distributed_context(cfg.device)
         settings = TrainSettings(steps=total, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
-                                 warmup_steps=cfg.effective_warmup(total), ema_decay=cfg.ema_decay, seed=cfg.seed,
-                                 checkpoint_every=cfg.checkpoint_every)
-        fingerprint = data_fingerprint(rows)
-        identity = {"model": self.name, "config": cfg.identity(), "data": fingerprint, "shape": [n_rows, width]}
-        if context.is_main:
+                                 warmup_steps=cfg.optimisation.effective_warmup(total), ema_decay=cfg.ema_decay,
+                                 seed=cfg.seed, checkpoint_every=cfg.checkpoint_every)
+        identity = {"model": self.name, "config": cfg.identity(), "data": fingerprint, "shape": [n_rows, width],
+                    "training": settings.identity()}
+        if ctx.is_main:
             log.info("training EHRDiff (%s) on %d rows x %d columns: %d steps of batch %d on %s%s", self.preset,
-                     n_rows, width, total, cfg.batch_size, context.device,
-                     f" x {context.world_size} processes" if context.world_size > 1 else "")
+                     n_rows, width, total, cfg.batch_size, ctx.device,
+                     f" x {ctx.world_size} processes" if ctx.world_size > 1 else "")
             warning = memorisation_warning(total, cfg.batch_size, n_rows, cfg.dp)
             if warning:
                 log.warning(warning)
-        row_loss = _edm_row_loss(training_loss(cfg))
-        if condition is not None:
-            row_loss = conditional_row_loss(row_loss, condition.null_index, cfg.condition_dropout)
-        privacy = None
-        if cfg.dp:      # DP-SGD (ehrdiff.dp): Poisson batches, clipped per-example gradients, accountant
-            from ehrdiff.dp import train_ehrdiff_private
-            result, privacy = train_ehrdiff_private(
-                denoiser, torch.from_numpy(rows), settings, cfg, width, condition, loss=training_loss(cfg),
-                checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, identity=identity, context=context)
+        data = torch.from_numpy(rows)
+        if cfg.dp:      # DP-SGD (private.py): Poisson batches, clipped per-example gradients, accountant
+            from ehrdiff.models.ehrdiff.private import PrivateStep
+            null = (condition.null_index, cfg.condition_dropout) if condition is not None else None
+            step = PrivateStep(denoiser, data, settings, cfg.privacy, training_loss(cfg), width, null, ctx)
+            identity.update(step.identity())
         else:
-            result = train(denoiser, torch.from_numpy(rows), row_loss, settings,
-                           checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, identity=identity,
-                           context=context)
-        denoiser.load_state_dict(result.ema_state)              # sampling uses the EMA weights
-        self.denoiser_ = denoiser.eval()
-        self.encoder_ = encoder
-        self.n_rows_, self.n_features_ = n_rows, width
-        self.data_fingerprint_ = fingerprint
-        self.train_steps_ = total
-        self.final_loss_ = result.final_loss
-        self.condition_ = condition
-        codes = encoder.code_columns()     # rows per number of codes (not under DP: it would leak)
-        self.code_histograms_ = code_histograms(matrix[:, codes], labels, condition) if codes.size and not cfg.dp \
-            else None
-        self.min_codes_ = min_codes(self.code_histograms_)     # the fewest codes of a training row
-        if cfg.dp and cfg.codes_per_row == "data":
-            log.info("codes_per_row='data' is off under DP: the training histogram of codes per row is not private")
-        if cfg.dp and cfg.continuous_scaling == "quantile" and encoder.has_continuous:
-            log.info("continuous columns are min-max scaled under DP: the training quantiles are not private")
-        self.privacy_ = privacy.to_dict() if privacy is not None else None
-        return self
+            row_loss = edm_row_loss(training_loss(cfg))
+            if condition is not None:
+                row_loss = conditional_row_loss(row_loss, condition.null_index, cfg.condition_dropout)
+            step = MinibatchStep(denoiser, data, row_loss, settings, ctx)
+        run = run_steps(step, total, identity=identity, checkpoint_dir=checkpoint_dir, resume=resume,
+                        progress=progress, context=ctx, checkpoint_every=settings.checkpoint_every,
+                        log_every=settings.log_every)
+        privacy = step.report().to_dict() if cfg.dp else None
+        return {"ema_state": step.adam.ema_state(), "steps": total, "final_loss": run.final_loss, "privacy": privacy}
 
     # ---- sampling --------------------------------------------------------------------------------------------
     def sample_matrix(self, n: int, seed: int = 0, *, label: int | None = None, guidance: float = 0.0,
@@ -191,7 +199,7 @@ class EHRDiff(Generator):
         a larger sample so that their numbers of codes follow the training histogram (of the class, with a label).
         ``progress`` shows a bar of rows sampled (one per round of count matching)."""
         n = check_sample_size(n)
-        self._check_fitted()
+        self.check_fitted()
         histograms = getattr(self, "code_histograms_", None)
         if self.config.codes_per_row == "data" and histograms:
             histogram = histograms["all"] if label is None else histograms["by_class"][label]
@@ -205,23 +213,21 @@ class EHRDiff(Generator):
                      desc: str = "sampling") -> np.ndarray:
         from tqdm.auto import tqdm
 
-        cfg = self.config
-        device = resolve_device(cfg.device)
+        cfg = self.config.sampling
+        device = resolve_device(self.config.device)
         denoiser = self.denoiser_.to(device)
         denoise = denoiser if label is None else guided_denoiser(denoiser, label, guidance)
         sigmas = karras_sigmas(cfg.num_noise_levels, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=device)
+        sampler = SAMPLERS[cfg.sampler]
         generator = torch.Generator(device=device).manual_seed(int(seed))
         out = []
+        batch = self.config.sample_batch_size
         bar = tqdm(total=n, unit="row", desc=desc, disable=not progress, dynamic_ncols=True)
         with torch.inference_mode(), bar:
-            for start in range(0, n, cfg.sample_batch_size):
-                rows = min(cfg.sample_batch_size, n - start)
+            for start in range(0, n, batch):
+                rows = min(batch, n - start)
                 latents = torch.randn((rows, self.n_features_), generator=generator, device=device)
-                start_x = latents.to(torch.float64) * sigmas[0]
-                if cfg.sampler == "ancestral":
-                    x = ancestral_sampler(denoise, start_x, sigmas, generator)
-                else:
-                    x = heun_sampler(denoise, start_x, sigmas)
+                x = sampler(denoise, latents.to(torch.float64) * sigmas[0], sigmas, generator)
                 out.append(x.to("cpu", torch.float32).numpy())
                 bar.update(rows)
         matrix = np.concatenate(out)
@@ -236,8 +242,8 @@ class EHRDiff(Generator):
                balance: dict | None = None, progress: bool = False) -> Table:
         """``n`` synthetic rows. A conditional model (trained with ``condition="COL"``) takes ``condition`` (one
         value of COL), or ``balance`` ({value: share}; default: the training balance), and ``guidance`` w >= 0
-        (classifier-free guidance; 0 = plain conditional); see ehrdiff.conditioning."""
-        self._check_fitted()
+        (classifier-free guidance; 0 = plain conditional); see conditioning.py."""
+        self.check_fitted()
         spec = getattr(self, "condition_", None)
         w = check_sampling_request(spec, condition, guidance, balance)
         if spec is not None:
@@ -256,13 +262,15 @@ class EHRDiff(Generator):
         self.config = config_from_dict({**self.config.to_dict(), **settings})
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "denoiser_"):
-            raise RuntimeError("this EHRDiff model is not fitted yet; call fit() or EHRDiff.load() first")
+    def set_params(self, **params: Any) -> "EHRDiff":
+        """scikit-learn's ``set_params``; on a fitted model only sampling settings (see :meth:`set_sampling`)."""
+        if self.is_fitted():
+            return self.set_sampling(**params)
+        return super().set_params(**params)
 
     # ---- persistence -----------------------------------------------------------------------------------------
     def _content(self) -> dict[str, Any]:
-        return {"model": self.name, "preset": self.preset, "overrides": self.overrides,
+        return {"model": self.name, "preset": self.preset, "overrides": self.settings,
                 "config": self.config.to_dict(), "encoder": self.encoder_.to_dict(),
                 "columns": [c.name for c in self.encoder_.codings_], "n_rows": self.n_rows_,
                 "n_features": self.n_features_, "data_fingerprint": self.data_fingerprint_,
@@ -273,12 +281,11 @@ class EHRDiff(Generator):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write model.json + weights.safetensors (EMA weights). Under torchrun only rank 0 writes."""
-        self._check_fitted()
+        self.check_fitted()
         if not is_main_process():
             return
         content = json.loads(json.dumps(self._content()))
-        metadata = {**content, "content_sha256": _content_hash(content)}
-        save_model_dir(path, metadata, self.denoiser_.state_dict())
+        save_model_dir(path, {**content, "content_sha256": content_hash(content)}, self.denoiser_.state_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EHRDiff":
@@ -287,24 +294,11 @@ class EHRDiff(Generator):
             raise ModelFileError(f"{path}: holds a '{metadata.get('model')}' model, not an ehrdiff one")
         content = {k: v for k, v in metadata.items()
                    if k not in ("content_sha256", "format_version", "ehrdiff_version", "weights_sha256")}
-        if metadata.get("content_sha256") != _content_hash(content):
+        if metadata.get("content_sha256") != content_hash(content):
             raise ModelFileError(f"{path}/model.json was modified after saving (checksum mismatch); "
                                  "restore it or train again")
         try:
-            model = cls.__new__(cls)
-            model.preset, model.overrides = metadata["preset"], metadata["overrides"]
-            model.config = config_from_dict(metadata["config"])
-            model.encoder_ = TableEncoder.from_dict(metadata["encoder"])
-            model.n_rows_, model.n_features_ = int(metadata["n_rows"]), int(metadata["n_features"])
-            model.data_fingerprint_ = metadata["data_fingerprint"]
-            model.train_steps_, model.final_loss_ = metadata["train_steps"], metadata["final_loss"]
-            model.min_codes_ = int(metadata.get("min_codes", 0))       # older model files: no floor
-            model.code_histograms_ = metadata.get("codes_per_row_histograms")   # older files: no count matching
-            if model.encoder_.width != model.n_features_:
-                raise ValueError("encoder width differs from n_features")
-            spec = metadata.get("condition")
-            model.condition_ = ConditionSpec.from_dict(spec) if spec else None
-            model.privacy_ = {k: v for k, v in metadata.items() if k.startswith("dp_")} or None
+            model = cls._from_metadata(metadata)
             denoiser = build_denoiser(model.config, model.n_features_,
                                       n_classes=model.condition_.n_classes if model.condition_ else 0,
                                       binary=model.encoder_.binary_mask)
@@ -315,6 +309,25 @@ class EHRDiff(Generator):
         except EhrdiffError as exc:  # config validation: here a problem of the model file
             raise ModelFileError(f"{path}: invalid model settings ({exc})") from None
         model.denoiser_ = denoiser.eval()
+        return model
+
+    @classmethod
+    def _from_metadata(cls, metadata: dict[str, Any]) -> "EHRDiff":
+        """A model with model.json's settings and learned state, but no weights yet."""
+        model = cls.__new__(cls)
+        model.preset, model.settings = metadata["preset"], metadata["overrides"]
+        model.config = config_from_dict(metadata["config"])
+        model.encoder_ = TableEncoder.from_dict(metadata["encoder"])
+        model.n_rows_, model.n_features_ = int(metadata["n_rows"]), int(metadata["n_features"])
+        model.data_fingerprint_ = metadata["data_fingerprint"]
+        model.train_steps_, model.final_loss_ = metadata["train_steps"], metadata["final_loss"]
+        model.min_codes_ = int(metadata.get("min_codes", 0))       # older model files: no floor
+        model.code_histograms_ = metadata.get("codes_per_row_histograms")   # older files: no count matching
+        if model.encoder_.width != model.n_features_:
+            raise ValueError("encoder width differs from n_features")
+        spec = metadata.get("condition")
+        model.condition_ = ConditionSpec.from_dict(spec) if spec else None
+        model.privacy_ = {k: v for k, v in metadata.items() if k.startswith("dp_")} or None
         return model
 
 
@@ -338,5 +351,5 @@ def _round_seed(seed: int, round_number: int) -> int:
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xC0DE, round_number]).generate_state(1)[0])
 
 
-def _content_hash(content: dict) -> str:
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+__all__ = ["EHRDiff", "build_denoiser", "code_histograms", "edm_row_loss", "memorisation_warning", "min_codes",
+           "training_loss"]
