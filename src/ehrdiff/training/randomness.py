@@ -75,9 +75,8 @@ class BatchNoise:
         workers = torch.get_num_threads()
         if (self.device.type == "cpu" and workers > 1 and len(blocks) > 1
                 and self.BLOCK * math.prod(row_shape) >= self.PARALLEL_MIN):
-            # PyTorch draws CPU normals in one thread per generator (a quarter of a paper-mimic step's non-matrix
-            # time at d = 1,782); the blocks have their own seeds, so they are drawn side by side with the same
-            # numbers as one after another
+            # PyTorch draws CPU normals in one thread per generator; the blocks have their own seeds, so they are
+            # drawn side by side with the same numbers as one after another
             list(_noise_threads(workers).map(lambda block: self._fill(out, block, row_shape, torch.Generator()),
                                              blocks))
         else:
