@@ -371,3 +371,16 @@ def test_a_real_process_prints_one_line_and_no_traceback(tmp_path):
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("ehrdiff: error:"), done.stderr
     assert "file not found" in done.stderr and not (tmp_path / "run").exists()
+
+
+def test_train_help_lists_the_registered_models_and_the_presets(counting_model, capsys, monkeypatch):
+    from ehrdiff.models.ehrdiff import EHRDiff
+
+    monkeypatch.setenv("COLUMNS", "500")          # one line per option: no wrapping inside names
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert f"generator to train: {', '.join(sorted(REGISTRY))} (default: ehrdiff)" in text
+    assert "counting-test" in text and "{models}" not in text
+    assert EHRDiff().preset == "default"
+    assert "EHRDiff's named settings: default, paper-mimic, paper-cinc, paper-ecg, cpu-fast (default: default)" in text

@@ -329,3 +329,77 @@ def test_missing_data_and_missing_budget_are_clear_errors(tmp_path, capsys):
     assert run_cli("--dataset", "mimic-iv-demo", "--quick", "--set", "medgan.lr=-1", "-o", str(tmp_path / "o")) == 1
     assert "setting lr=-1.0 is invalid" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# ---- a model registered later (a plug-in) --------------------------------------------------------------------------
+@pytest.fixture
+def plugin_model():
+    """A model registered by another package: it declares its own experiment role (pre-training setting and --quick
+    settings), and no list in ehrdiff names it. It resamples training rows, so a run takes no time."""
+    from ehrdiff.models import REGISTRY, ExperimentRole, Generator, register
+
+    @register("plugin-test")
+    class PluginModel(Generator):
+        experiment = ExperimentRole(pretraining="warm_steps", quick={"width": 0.5})
+
+        def __init__(self, steps: int = 1, batch_size: int = 8, seed: int = 0, device: str = "auto",
+                     checkpoint_every: int | None = None, warm_steps: int = 0, width: float = 1.0) -> None:
+            self.steps, self.batch_size, self.seed, self.device = steps, batch_size, seed, device
+            self.checkpoint_every, self.warm_steps, self.width = checkpoint_every, warm_steps, width
+
+        def fit(self, data, *, checkpoint_dir=None, resume=False, progress=True):
+            self.rows_ = REGISTRY["resample"](seed=self.seed).fit(data)
+            return self
+
+        def sample(self, n, seed=0):
+            return self.rows_.sample(n, seed=seed)
+
+        def save(self, path):
+            self.rows_.save(path)
+
+        @classmethod
+        def load(cls, path):
+            raise NotImplementedError
+
+    yield PluginModel
+    REGISTRY.pop("plugin-test")
+
+
+def test_the_default_models_and_their_roles_come_from_the_model_classes():
+    assert S.default_models() == ("ehrdiff", "ehrdiff-paper", "medgan", "emrwgan", "corgan", "marginals", "resample")
+    assert S.registry_name("ehrdiff-paper") == "ehrdiff" and S.registry_name("medgan") == "medgan"
+    with pytest.raises(EhrdiffError, match="unknown model 'gpt' \\(choose from corgan, ehrdiff, ehrdiff-paper"):
+        S.experiment_role("gpt")
+    settings = S.model_settings("medgan", S.DATASETS["uci-diabetes"], S.Budget(5000, 1024), 0)
+    assert S.steps_of("medgan", settings)["text"] == ("5,000 generator steps, 5,000 discriminator steps (1 per "
+                                                      "generator step, not counted), 500 autoencoder pre-training "
+                                                      "steps (not counted)")
+    settings = S.model_settings("ehrdiff-paper", S.DATASETS["uci-diabetes"], S.Budget(5000, 1024), 0)
+    assert S.steps_of("ehrdiff-paper", settings)["text"] == "5,000 denoiser steps"
+    assert S.steps_of("marginals", {"seed": 0}) == {"counted": 0, "text": "nothing trained"}
+
+
+def test_a_registered_model_joins_the_experiment_by_its_own_declaration(plugin_model, tmp_path, capsys, monkeypatch):
+    assert S.default_models()[-1] == "plugin-test"
+    uci = S.DATASETS["uci-diabetes"]
+    settings = S.model_settings("plugin-test", uci, S.Budget(100, 16), seed=1, quick=True)
+    assert settings == {"steps": 100, "batch_size": 16, "seed": 1, "device": "auto", "checkpoint_every": 100,
+                        "warm_steps": 10, "width": 0.5}
+    assert S.steps_of("plugin-test", settings) == {
+        "counted": 100, "batch_size": 16, "pretraining_steps": 10,
+        "text": "100 steps, 10 autoencoder pre-training steps (not counted)"}
+    out = tmp_path / "exp"
+    assert run_cli("--dataset", "uci-diabetes", "--input", f"path={FIXTURES / 'uci' / 'dataset_diabetes.zip'}",
+                   "--models", "plugin-test", "--quick", "--seeds", "1", "--threads", "1", "--set",
+                   "plugin-test.width=0.25", "--eval", "figures=false", "-o", str(out)) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["experiment"]["settings"]["plugin-test"]["width"] == 0.25
+    assert results["experiment"]["steps_per_model"]["plugin-test"]["pretraining_steps"] == 5
+    assert "plugin-test" in results["models"]
+    # the help lists it too (filled from the registry when help is printed)
+    monkeypatch.setenv("COLUMNS", "500")          # one line per option: no wrapping inside names
+    with pytest.raises(SystemExit):
+        main(["experiment", "paper", "--help"])
+    help_text = capsys.readouterr().out
+    assert "from corgan, ehrdiff, ehrdiff-paper, emrwgan, marginals, medgan, plugin-test, resample" in help_text
+    assert "(default: ehrdiff, ehrdiff-paper, medgan, emrwgan, corgan, marginals, resample, plugin-test)" in help_text

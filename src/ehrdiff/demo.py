@@ -20,8 +20,8 @@ from ehrdiff.fileio import write_text_atomic
 log = logging.getLogger(__name__)
 
 DEMO_PRESET = "cpu-fast"
-# cpu-fast's own 3,000 steps pass over the 76 demo patients 10,105 times; 1,000 give the same prevalence agreement
-# and copy far fewer patients (README, "Quick start": seeds 0 and 1 of `ehrdiff demo --steps 1000 / 3000`)
+# fewer than cpu-fast's own 3,000 steps, which pass over the 76 demo patients thousands of times: README, "Quick
+# start", compares `ehrdiff demo --steps 1000` with `--steps 3000`
 DEMO_STEPS = 1000
 DEMO_FILES = ("diagnoses_icd.csv.gz", "LICENSE-ODbL.txt", "SOURCE.md")
 

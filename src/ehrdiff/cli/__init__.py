@@ -17,6 +17,48 @@ from ehrdiff.errors import EhrdiffError
 COMMANDS = ["demo", "prepare", "train", "sample", "evaluate", "experiment"]
 
 
+def _registered_models() -> str:
+    from ehrdiff.models import REGISTRY
+
+    return ", ".join(sorted(REGISTRY))
+
+
+def _experiment_models() -> str:
+    from ehrdiff.models import experiment_models
+
+    return ", ".join(sorted(experiment_models()))
+
+
+def _default_experiment_models() -> str:
+    from ehrdiff.experiments.spec import default_models
+
+    return ", ".join(default_models())
+
+
+def _presets() -> str:
+    from ehrdiff.models.ehrdiff import PRESETS
+
+    return ", ".join(PRESETS)
+
+
+# placeholders a help text may hold, filled from the code when help is printed
+HELP_LISTS = {"{models}": _registered_models, "{experiment_models}": _experiment_models,
+              "{default_experiment_models}": _default_experiment_models, "{presets}": _presets}
+
+
+class RegistryHelpFormatter(argparse.HelpFormatter):
+    """Fills the ``HELP_LISTS`` placeholders of help texts with the registered models (plug-ins included) and the
+    EHRDiff presets. It does so when help is printed: the registry imports torch and every model, which other
+    commands (and a --version) need not wait for."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = super()._get_help_string(action)
+        for placeholder, listing in HELP_LISTS.items():
+            if placeholder in text:
+                text = text.replace(placeholder, listing())
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ehrdiff", description="Train diffusion models on EHR tables, sample synthetic patients, evaluate them.")

@@ -14,7 +14,9 @@ import logging
 import shlex
 from pathlib import Path
 
+from ehrdiff.cli import RegistryHelpFormatter
 from ehrdiff.errors import EhrdiffError
+from ehrdiff.settings import parse_assignments, parse_value
 
 log = logging.getLogger("ehrdiff")
 
@@ -27,11 +29,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     which = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     paper = which.add_parser(
         "paper", help="the comparison of generators on one dataset (and the data-scale experiment)",
+        formatter_class=RegistryHelpFormatter,
         description="Prepare DATASET, train every model x seed under --budget, sample, evaluate all in one report "
                     "and write DIR/results.json and DIR/results.md.")
     paper.add_argument("--dataset", required=True, help="uci-diabetes, mimic-iii-demo, mimic-iv-demo, cinc2012 or ptb")
     paper.add_argument("--models", default=None,
-                       help="comma-separated (default: ehrdiff,medgan,emrwgan,corgan,marginals,resample)")
+                       help="comma-separated, from {experiment_models} (default: {default_experiment_models})")
     paper.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds 0..N-1 per model (default 3)")
     paper.add_argument("--budget", metavar="steps:N",
                        help="optimiser steps per model (generator steps for GANs), or epochs:E (the official code's "
@@ -67,55 +70,58 @@ def _split(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
-def _pairs(items: list[str], flag: str) -> list[tuple[str, str]]:
-    out = []
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise EhrdiffError(f"{flag} expects KEY=VALUE, got '{item}'")
-        out.append((key.strip(), value.strip()))
-    return out
-
-
-def build_config(args: argparse.Namespace):
-    from ehrdiff.cli.train import parse_value
-    from ehrdiff.experiments.spec import (ALL_MODELS, QUICK_BATCH, QUICK_BUDGET, ExperimentConfig, default_data_root,
-                                          parse_budget)
-
-    fractions: list[float] = []
-    for text in _split(args.fractions):
+def _fractions(text: str | None) -> tuple[float, ...]:
+    fractions = []
+    for item in _split(text):
         try:
-            fractions.append(float(text))
+            fractions.append(float(item))
         except ValueError:
-            raise EhrdiffError(f"--fractions expects numbers such as 0.1,0.25,0.5,1.0, got '{text}'") from None
+            raise EhrdiffError(f"--fractions expects numbers such as 0.1,0.25,0.5,1.0, got '{item}'") from None
+    return tuple(fractions)
+
+
+def _model_settings(items: list[str]) -> dict[str, dict]:
+    """--set MODEL.KEY=VALUE ... -> {MODEL: {KEY: value}}."""
     settings: dict[str, dict] = {}
-    for key, value in _pairs(args.settings, "--set"):
+    for key, value in parse_assignments(items, "--set", "MODEL.KEY=VALUE", parse=False).items():
         model, dot, name = key.partition(".")
         if not dot or not name:
             raise EhrdiffError(f"--set expects MODEL.KEY=VALUE (e.g. ehrdiff.lr=1e-4), got '{key}={value}'")
         settings.setdefault(model, {})[name] = parse_value(value)
+    return settings
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    index, slash, count = text.partition("/")
+    if not slash or not index.strip().isdigit() or not count.strip().isdigit():
+        raise EhrdiffError(f"--shard expects I/N such as 0/3, got '{text}'")
+    return int(index), int(count)
+
+
+def build_config(args: argparse.Namespace):
+    from ehrdiff.experiments.spec import (QUICK_BATCH, QUICK_BUDGET, ExperimentConfig, default_data_root,
+                                          default_models, parse_budget)
+
+    fractions, settings = _fractions(args.fractions), _model_settings(args.settings)
     if args.budget:
         budget = parse_budget(args.budget, args.batch_size)
     elif args.quick:
         budget = parse_budget(QUICK_BUDGET, args.batch_size or QUICK_BATCH)
     else:
         budget = None       # refused by check() with the reason
-    shard = None
-    if args.shard:
-        index, slash, count = args.shard.partition("/")
-        if not slash or not index.strip().isdigit() or not count.strip().isdigit():
-            raise EhrdiffError(f"--shard expects I/N such as 0/3, got '{args.shard}'")
-        shard = (int(index), int(count))
+    shard = _shard(args.shard)
     data_root = Path(args.data_root) if args.data_root else default_data_root()
     if args.data_root and not data_root.is_dir():
         raise EhrdiffError(f"--data-root {data_root}: folder not found")
     config = ExperimentConfig(
-        dataset=args.dataset, output=Path(args.output), models=tuple(_split(args.models) or ALL_MODELS),
-        seeds=args.seeds, budget=budget, quick=args.quick, data_root=data_root, inputs=dict(_pairs(args.inputs,
-                                                                                                    "--input")),
-        fractions=tuple(fractions), resume=args.resume, device=args.device, threads=args.threads,
-        settings=settings, evaluation={k: parse_value(v) for k, v in _pairs(args.evaluation, "--eval")},
-        progress=not getattr(args, "quiet", False), shard=shard).check()
+        dataset=args.dataset, output=Path(args.output), models=tuple(_split(args.models) or default_models()),
+        seeds=args.seeds, budget=budget, quick=args.quick, data_root=data_root,
+        inputs=parse_assignments(args.inputs, "--input", "KEY=PATH", parse=False), fractions=fractions,
+        resume=args.resume, device=args.device, threads=args.threads, settings=settings,
+        evaluation=parse_assignments(args.evaluation, "--eval"), progress=not getattr(args, "quiet", False),
+        shard=shard).check()
     config.command = command_line(config)
     return config
 

@@ -41,25 +41,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def apply_sampling_settings(args: argparse.Namespace, model) -> None:
     """--set KEY=VALUE for the sampler of an EHRDiff model."""
-    from ehrdiff.cli.train import parse_value
     from ehrdiff.errors import EhrdiffError
+    from ehrdiff.settings import parse_assignments
 
     if not args.settings:
         return
     if not hasattr(model, "set_sampling"):
         raise EhrdiffError(f"--set applies to EHRDiff models only, not '{model.name}'")
-    settings = {}
-    for item in args.settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise EhrdiffError(f"--set expects KEY=VALUE, got '{item}'")
-        settings[key.strip()] = parse_value(value.strip())
-    model.set_sampling(**settings)
+    model.set_sampling(**parse_assignments(args.settings, "--set"))
 
 
 def conditional_options(args: argparse.Namespace, model) -> dict:
     """--condition / --guidance / --balance as keyword arguments of sample()."""
-    from ehrdiff.conditioning import parse_balance
+    from ehrdiff.models.ehrdiff.conditioning import parse_balance
     from ehrdiff.errors import EhrdiffError
 
     options: dict = {}

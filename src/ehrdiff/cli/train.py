@@ -9,14 +9,14 @@ and only rank 0 writes. Bad input is refused before anything in RUN is touched.
 from __future__ import annotations
 
 import argparse
-import inspect
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
+from ehrdiff.cli import RegistryHelpFormatter
 from ehrdiff.errors import EhrdiffError
+from ehrdiff.settings import parse_assignments
 
 log = logging.getLogger("ehrdiff")
 
@@ -25,13 +25,13 @@ CHECKPOINT_SUBDIR = "checkpoints"
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "train", help="train a generator on a table and save it",
+        "train", help="train a generator on a table and save it", formatter_class=RegistryHelpFormatter,
         description="Train a generator on a patient table (.parquet, .csv, .csv.gz, .tsv or .npz) and save it "
                     "in a run folder. Any constructor setting can be changed with --set KEY=VALUE.")
     p.add_argument("data", help="training table")
     p.add_argument("-o", "--output", required=True, metavar="RUN", help="run folder for the model and checkpoints")
-    p.add_argument("--model", default="ehrdiff", help="generator to train (default: ehrdiff)")
-    p.add_argument("--preset", help="named settings (ehrdiff: paper-mimic [default], paper-cinc, paper-ecg, cpu-fast)")
+    p.add_argument("--model", default="ehrdiff", help="generator to train: {models} (default: ehrdiff)")
+    p.add_argument("--preset", help="EHRDiff's named settings: {presets} (default: default)")
     p.add_argument("--steps", type=int, help="optimiser steps")
     p.add_argument("--batch-size", type=int, help="global batch size (split over processes under torchrun)")
     p.add_argument("--seed", type=int, help="random seed (same seed, same model)")
@@ -53,25 +53,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def parse_value(text: str) -> Any:
-    """JSON when it parses (numbers, true/false/null, lists, quoted strings), else the text itself."""
-    aliases = {"True": True, "False": False, "None": None}
-    if text in aliases:
-        return aliases[text]
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def model_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    for item in args.settings:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise EhrdiffError(f"--set expects KEY=VALUE, got '{item}'")
-        kwargs[key] = parse_value(value.strip())
+    """The model's constructor settings: --set KEY=VALUE, then the flags (a flag contradicting a --set is refused)."""
+    kwargs = parse_assignments(args.settings, "--set")
     flags = {"preset": args.preset, "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
              "checkpoint_every": args.checkpoint_every, **_condition_and_dp_flags(args)}
     for key, value in flags.items():
@@ -104,27 +88,6 @@ def _condition_and_dp_flags(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def build_model(name: str, kwargs: dict[str, Any]):
-    from ehrdiff.models import REGISTRY
-
-    if name not in REGISTRY:
-        raise EhrdiffError(f"unknown model '{name}' (choose one of {', '.join(sorted(REGISTRY))})")
-    cls = REGISTRY[name]
-    params = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    if not takes_any:
-        known = [p for p in params if p != "self"]
-        for key in kwargs:
-            if key not in known:
-                what = ("--" + key.replace("_", "-") if key in ("preset", "checkpoint_every", "condition", "dp")
-                        else f"setting '{key}'")
-                raise EhrdiffError(f"model '{name}' does not take {what} (its settings: {', '.join(known)})")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:      # a wrong keyword for a model with **kwargs
-        raise EhrdiffError(f"model '{name}': {exc}") from None
-
-
 def check_run_folder(run: Path, resume: bool, overwrite: bool) -> None:
     if run.exists() and not run.is_dir():
         raise EhrdiffError(f"{run}: exists and is not a folder; choose another -o")
@@ -137,6 +100,7 @@ def check_run_folder(run: Path, resume: bool, overwrite: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ehrdiff.data.io import read_table
+    from ehrdiff.models import build_model
     from ehrdiff.training import is_main_process
 
     run_dir = Path(args.output)

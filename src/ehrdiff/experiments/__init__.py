@@ -9,8 +9,8 @@ CLI: ``ehrdiff experiment paper --dataset D --models ... --seeds N --budget step
 """
 
 from ehrdiff.experiments.runner import run_experiment
-from ehrdiff.experiments.spec import (ALL_MODELS, DATASETS, Budget, DatasetSpec, ExperimentConfig, dataset_spec,
-                                      default_data_root, parse_budget)
+from ehrdiff.experiments.spec import (DATASETS, Budget, DatasetSpec, ExperimentConfig, dataset_spec,
+                                      default_data_root, default_models, parse_budget)
 
-__all__ = ["ALL_MODELS", "DATASETS", "Budget", "DatasetSpec", "ExperimentConfig", "dataset_spec",
-           "default_data_root", "parse_budget", "run_experiment"]
+__all__ = ["DATASETS", "Budget", "DatasetSpec", "ExperimentConfig", "dataset_spec", "default_data_root",
+           "default_models", "parse_budget", "run_experiment"]

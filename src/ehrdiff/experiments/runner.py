@@ -38,11 +38,11 @@ from ehrdiff import __version__
 from ehrdiff.data.table import Table
 from ehrdiff.errors import EhrdiffError
 from ehrdiff.experiments.spec import (QUICK_BATCH, QUICK_BUDGET, QUICK_EVALUATION, Budget, DatasetSpec,
-                                      ExperimentConfig,
-                                      dataset_spec, model_settings, parse_budget, registry_name, resolve_inputs,
-                                      steps_of)
+                                      ExperimentConfig, dataset_spec, model_settings, parse_budget, registry_name,
+                                      resolve_inputs, steps_of)
 from ehrdiff.fileio import write_text_atomic
-from ehrdiff.presets import SAMPLING_SETTINGS, without_inert
+from ehrdiff.models.ehrdiff.config import SAMPLING_SETTINGS, without_inert
+from ehrdiff.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -169,18 +169,22 @@ def _training_part(settings: dict) -> dict:
 def _resolved_settings(model) -> dict:
     """The model's full settings (a preset's contents included), split into those training reads and those only
     sampling reads: a changed preset is noticed, and a change of sampling settings alone only resamples. Settings
-    added later at their old behaviour's value are left out (presets.without_inert): older runs still match."""
+    added later at their old behaviour's value are left out (``without_inert``): older runs still match. A config
+    in sections (EHRDiff's) gives its settings by their flat names through ``to_dict``."""
     cfg = getattr(model, "config", None)
-    values = _runtime_free(dataclasses.asdict(cfg)) if dataclasses.is_dataclass(cfg) else {}
-    values = without_inert(values)
+    if hasattr(cfg, "to_dict"):
+        values = cfg.to_dict()
+    else:
+        values = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {}
+    values = without_inert(_runtime_free(values))
     sampling = {k: values.pop(k) for k in SAMPLING_SETTINGS if k in values}
     return json.loads(json.dumps({"training": values, "sampling": sampling}))
 
 
 def train_and_sample(run: Run, data: PreparedData, *, resume: bool, progress: bool) -> None:
     """Fit, save and sample one run (or reuse a finished one); fills the run's seconds and synthetic table."""
-    from ehrdiff.cli.train import build_model
     from ehrdiff.data.io import read_table, write_table
+    from ehrdiff.models import build_model
     from ehrdiff.models.base import sample_rows
 
     model = build_model(registry_name(run.model), run.settings)
@@ -267,21 +271,6 @@ def _exclusive(lock_file: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int | None):
-    import torch
-
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def evaluation_device(device: str) -> str:
     import torch
 
@@ -311,7 +300,7 @@ def _run_shard(config: ExperimentConfig, runs: list[Run], data: PreparedData) ->
 def check_model_settings(config: ExperimentConfig, spec: DatasetSpec) -> None:
     """Build every model with its settings (nothing is trained): a bad --set fails here, before the data is prepared
     and the first runs are trained, not when its model's turn comes."""
-    from ehrdiff.cli.train import build_model
+    from ehrdiff.models import build_model
 
     budget = (config.budget or parse_budget(QUICK_BUDGET, QUICK_BATCH)).resolved(training_rows=1024)
     for model in config.models:
@@ -319,9 +308,54 @@ def check_model_settings(config: ExperimentConfig, spec: DatasetSpec) -> None:
                                                          device=config.device, overrides=config.settings.get(model)))
 
 
+def evaluate_runs(config: ExperimentConfig, runs: list[Run], data: PreparedData):
+    """ONE evaluation of every run's synthetic rows against the same real training and held-out rows; the runs on
+    a share of the training data, and that share itself, also go in as points of the training-size curves."""
+    from ehrdiff.evaluation import evaluate
+
+    started = time.perf_counter()
+    main = {r.name: r.synthetic for r in runs if r.fraction == 1.0}
+    scale: dict[str, dict[float, Table]] = {}
+    for r in runs:
+        if r.fraction < 1.0:
+            scale.setdefault(f"{r.model}/seed-{r.seed}", {})[r.fraction] = r.synthetic
+            scale.setdefault(f"{REAL}/seed-{r.seed}", {})[r.fraction] = data.train.subset(r.rows)
+    options = {"device": evaluation_device(config.device), **(QUICK_EVALUATION if config.quick else {}),
+               **config.evaluation}
+    if config.threads is not None:
+        options.setdefault("threads", config.threads)
+    report = evaluate(data.train, data.test, main, scale=scale or None, seed=0, **options)
+    if scale:       # the full-data runs are the 1.0 points of the report's own training-size figure
+        for r in runs:
+            if r.fraction == 1.0:
+                report.scale[r.name] = (f"{r.model}/seed-{r.seed}", 1.0)
+    log.info("evaluate: %d synthetic sets and the reference rows in one report in %.1f s",
+             len(main) + sum(len(v) for v in scale.values()), time.perf_counter() - started)
+    return report
+
+
+def save_report(out: Path, report, runs: list[Run], data: PreparedData) -> tuple[dict, list[str]]:
+    """Write the report (DIR/report) and the data-scale figure; returns the results tables (mean and standard
+    deviation over seeds) and the figures' paths under DIR."""
+    from ehrdiff.experiments import tables
+
+    report.save(out / "report")
+    extra = {r.name: {"distinct_row_rate": distinct_row_rate(r.synthetic)} for r in runs}
+    real_rows = {"distinct_row_rate": distinct_row_rate(data.train), **code_stats(data.train)}
+    results = tables.build_results(report.metrics, runs, extra, real_rows)
+    figures = []
+    if any(r.fraction < 1.0 for r in runs):
+        from ehrdiff.experiments.figures import data_scale_png
+        from ehrdiff.fileio import write_bytes_atomic
+
+        write_bytes_atomic(out / "figures" / "data_scale.png", data_scale_png(results["scale"]))
+        figures.append("figures/data_scale.png")
+    figures += [f"report/figures/{name}" for name in report.figures()] if report.config.figures else []
+    return results, figures
+
+
 def run_experiment(config: ExperimentConfig) -> dict:
     """Run the whole experiment described by ``config``; returns the results dict (also in DIR/results.json)."""
-    from ehrdiff.evaluation import evaluate
     from ehrdiff.experiments import tables
 
     config.check()
@@ -333,7 +367,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
     started = time.perf_counter()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None   # other jobs slow every timing
     stages: dict[str, float] = {}
-    with torch_threads(config.threads):
+    with limit_threads(config.threads, torch_only=True):
         t0 = time.perf_counter()
         with _exclusive(out / ".prepare.lock"):    # shards started together prepare the data once
             data = prepare_data(spec, inputs, out / "data")
@@ -350,48 +384,18 @@ def run_experiment(config: ExperimentConfig) -> dict:
             train_and_sample(run, data, resume=config.resume, progress=config.progress)
             _log_run(f"run {i}/{len(runs)}", run, data)
         stages["train_and_sample"] = time.perf_counter() - t0
-
         t0 = time.perf_counter()
-        main = {r.name: r.synthetic for r in runs if r.fraction == 1.0}
-        scale: dict[str, dict[float, Table]] = {}
-        for r in runs:
-            if r.fraction < 1.0:
-                scale.setdefault(f"{r.model}/seed-{r.seed}", {})[r.fraction] = r.synthetic
-                scale.setdefault(f"{REAL}/seed-{r.seed}", {})[r.fraction] = data.train.subset(r.rows)
-        options = {"device": evaluation_device(config.device), **(QUICK_EVALUATION if config.quick else {}),
-                   **config.evaluation}
-        if config.threads is not None:
-            options.setdefault("threads", config.threads)
-        report = evaluate(data.train, data.test, main, scale=scale or None, seed=0, **options)
-        if scale:       # the full-data runs are the 1.0 points of the report's own training-size figure
-            for r in runs:
-                if r.fraction == 1.0:
-                    report.scale[r.name] = (f"{r.model}/seed-{r.seed}", 1.0)
+        report = evaluate_runs(config, runs, data)
         stages["evaluate"] = time.perf_counter() - t0
-        log.info("evaluate: %d synthetic sets and the reference rows in one report in %.1f s",
-                 len(main) + sum(len(v) for v in scale.values()), stages["evaluate"])
-
         t0 = time.perf_counter()
-        report_dir = out / "report"
-        report.save(report_dir)
-        extra = {r.name: {"distinct_row_rate": distinct_row_rate(r.synthetic)} for r in runs}
-        real_rows = {"distinct_row_rate": distinct_row_rate(data.train), **code_stats(data.train)}
-        results = tables.build_results(report.metrics, runs, extra, real_rows)
-        figures = []
-        if scale:
-            from ehrdiff.experiments.figures import data_scale_png
-            from ehrdiff.fileio import write_bytes_atomic
-
-            write_bytes_atomic(out / "figures" / "data_scale.png", data_scale_png(results["scale"]))
-            figures.append("figures/data_scale.png")
-        figures += [f"report/figures/{name}" for name in report.figures()] if report.config.figures else []
+        results, figures = save_report(out, report, runs, data)
         stages["report"] = time.perf_counter() - t0
         results["experiment"] = _header(config, spec, budget, data, inputs, runs, stages,
                                         time.perf_counter() - started, figures, load)
         results = {"experiment": results.pop("experiment"), **results}
         write_text_atomic(out / "results.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
         write_text_atomic(out / "results.md", tables.results_markdown(results))
-    log.info("write: %s, %s, %s (%.0f s in all)", out / "results.json", out / "results.md", report_dir,
+    log.info("write: %s, %s, %s (%.0f s in all)", out / "results.json", out / "results.md", out / "report",
              time.perf_counter() - started)
     return results
 
@@ -439,5 +443,5 @@ def _header(config: ExperimentConfig, spec: DatasetSpec, budget: Budget, data: P
     }
 
 
-__all__ = ["PreparedData", "Run", "check_output", "plan_runs", "prepare_data", "run_experiment", "train_and_sample",
-           "training_subset"]
+__all__ = ["PreparedData", "Run", "check_output", "evaluate_runs", "plan_runs", "prepare_data", "run_experiment",
+           "save_report", "train_and_sample", "training_subset"]

@@ -10,6 +10,9 @@ same batch size (so every model sees N x batch training rows):
   medgan    N generator updates, one discriminator update each (not counted); plus N/10 autoencoder
             pre-training steps (medGAN's paper: 100 pre-training epochs for 1,000 training epochs).
   marginals, resample   nothing is trained; the budget does not apply.
+How the runner treats a model (the budget or none, pre-training steps, the --quick settings, variants such as
+ehrdiff-paper, membership of the default experiment) is the model class's own ``experiment`` declaration
+(``ehrdiff.models.ExperimentRole``): a model registered later, a plug-in included, joins without a list to edit.
 ``epochs:E`` is the same with N = E x (training rows // batch + 1), the official EHRDiff code's epoch (its full
 schedule is epochs:5000); the data-scale runs get the N of the full training set.
 Wall-clock budgets (``minutes:M``) are refused: neither training loop (``ehrdiff.training.train``,
@@ -24,34 +27,19 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ehrdiff.errors import DataError, EhrdiffError
 
-ALL_MODELS = ("ehrdiff", "ehrdiff-paper", "medgan", "emrwgan", "corgan", "marginals", "resample")
-# experiment names that are a registered model with other settings: the paper's EHRDiff is the ehrdiff model with
-# the dataset's paper preset (``DatasetSpec.preset``); plain "ehrdiff" is the library's default model
-VARIANTS = {"ehrdiff-paper": "ehrdiff"}
-REFERENCE_MODELS = ("marginals", "resample")        # nothing trained: the budget does not apply
-GAN_PRETRAINING = {"medgan": "ae_steps", "corgan": "ae_steps"}
+if TYPE_CHECKING:
+    from ehrdiff.models import ExperimentRole
+
 PRETRAINING_SHARE = 10                              # autoencoder steps = N // 10 (medGAN's 100 : 1,000 epochs)
 PAPER_BATCH = 1024                                  # the paper's MIMIC batch: the default for every learned model
 QUICK_BUDGET = "steps:50"
 QUICK_BATCH = 64
-# --quick: small networks so that the whole pipeline runs in seconds (numbers meaningless)
-QUICK_SETTINGS: dict[str, dict[str, Any]] = {
-    "ehrdiff": {"preset": "cpu-fast", "hidden_dims": [128, 128], "embedding_features": 32, "embedding_width": 64,
-                "num_noise_levels": 8},
-    # the paper's model keeps its preset (its way of modelling 0/1 columns) with the same small network
-    "ehrdiff-paper": {"hidden_dims": [128, 128], "embedding_features": 32, "embedding_width": 64,
-                      "num_noise_levels": 8},
-    "medgan": {"noise_dim": 32},
-    "emrwgan": {"noise_dim": 32, "hidden_dim": 64, "n_critic": 2},
-    "corgan": {"noise_dim": 32, "channels": 4, "n_critic": 2},
-}
-
-
-# --quick: a lighter evaluation too (fewer boosting rounds and L-BFGS iterations; same metrics)
+# --quick: small networks (each model's ExperimentRole.quick) and a lighter evaluation too (fewer boosting rounds and
+# L-BFGS iterations; same metrics)
 QUICK_EVALUATION: dict[str, Any] = {"discriminator_iterations": 20, "dimwise_iterations": 10}
 
 
@@ -165,39 +153,71 @@ class Budget:
                                f"(steps / {PRETRAINING_SHARE})"}
 
 
-def steps_of(model: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """What ``settings`` make ``model`` run: counted steps, and the critic / pre-training steps that are not."""
-    from ehrdiff.models import REGISTRY
+# ---- models: each model class declares how the runner treats it (ehrdiff.models.ExperimentRole) -------------
+def experiment_role(model: str) -> tuple[str, "ExperimentRole"]:
+    """(registered model, ExperimentRole) behind an experiment's model name (a variant such as ehrdiff-paper
+    names another model's class); EhrdiffError listing the known names."""
+    from ehrdiff.models import experiment_models
 
-    if model in REFERENCE_MODELS:
+    known = experiment_models()
+    if model not in known:
+        raise EhrdiffError(f"unknown model '{model}' (choose from {', '.join(sorted(known))})")
+    return known[model]
+
+
+def registry_name(model: str) -> str:
+    """The registered model behind an experiment's model name."""
+    return experiment_role(model)[0]
+
+
+def default_models() -> tuple[str, ...]:
+    """The experiment's models when --models is not given: every registered one whose role says ``default``, in
+    registration order (the built-in ones: ehrdiff, ehrdiff-paper, medgan, emrwgan, corgan, marginals, resample)."""
+    from ehrdiff.models import experiment_models
+
+    return tuple(name for name, (_, role) in experiment_models().items() if role.default)
+
+
+def _setting_defaults(cls: type) -> dict[str, Any]:
+    """A model's default settings: its ``Config`` dataclass's fields, else its constructor's keyword defaults."""
+    import inspect
+
+    config = getattr(cls, "Config", None)
+    if dataclasses.is_dataclass(config):
+        return {f.name: f.default for f in dataclasses.fields(config)}
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def steps_of(model: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """What ``settings`` make ``model`` run: counted steps, and the critic / pre-training steps that are not. The
+    network a counted step updates is named where it is known: EHRDiff's denoiser, the generator of a model with
+    a critic (``n_critic``) or discriminator (``d_steps``); other models' steps are just steps."""
+    from ehrdiff.models import REGISTRY
+    from ehrdiff.models.ehrdiff import EHRDiff
+
+    name, role = experiment_role(model)
+    if not role.trains:
         return {"counted": 0, "text": "nothing trained"}
-    config = getattr(REGISTRY[registry_name(model)], "Config", None)
-    defaults = {f.name: f.default for f in dataclasses.fields(config)} if config else {}
+    defaults = _setting_defaults(REGISTRY[name])
 
     def value(key: str):
         return settings.get(key, defaults.get(key))
 
     steps = value("steps")
     out: dict[str, Any] = {"counted": steps, "batch_size": value("batch_size")}
-    if registry_name(model) == "ehrdiff":
-        out["text"] = f"{steps:,} denoiser steps"
-        return out
-    critic = "critic" if value("n_critic") else "discriminator"
     per_step = value("n_critic") or value("d_steps")
-    parts = [f"{steps:,} generator steps"]
+    network = "denoiser " if issubclass(REGISTRY[name], EHRDiff) else "generator " if per_step else ""
+    parts = [f"{steps:,} {network}steps" if isinstance(steps, int) else "its own number of steps"]
     if per_step:
+        critic = "critic" if value("n_critic") else "discriminator"
         out["critic_steps"] = per_step * steps
         parts.append(f"{per_step * steps:,} {critic} steps ({per_step} per generator step, not counted)")
-    if value("ae_steps"):
-        out["pretraining_steps"] = value("ae_steps")
-        parts.append(f"{value('ae_steps'):,} autoencoder pre-training steps (not counted)")
+    if role.pretraining and value(role.pretraining):
+        out["pretraining_steps"] = value(role.pretraining)
+        parts.append(f"{value(role.pretraining):,} autoencoder pre-training steps (not counted)")
     out["text"] = ", ".join(parts)
     return out
-
-
-def registry_name(model: str) -> str:
-    """The registered model behind an experiment's model name (``VARIANTS``)."""
-    return VARIANTS.get(model, model)
 
 
 def pretraining_steps(steps: int) -> int:
@@ -227,17 +247,18 @@ def parse_budget(text: str, batch_size: int | None = None) -> Budget:
 def model_settings(model: str, spec: DatasetSpec, budget: Budget, seed: int, *, quick: bool = False,
                    device: str = "auto", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Constructor keywords for ``model`` under ``budget`` (``overrides`` last: what the user set explicitly)."""
-    if model in REFERENCE_MODELS:
+    _, role = experiment_role(model)
+    if not role.trains:
         settings: dict[str, Any] = {"seed": seed}
     else:
         settings = {"steps": budget.steps, "batch_size": budget.batch_size, "seed": seed, "device": device,
                     "checkpoint_every": min(budget.steps, 500)}
-        if model == "ehrdiff-paper":
+        if role.dataset_preset:
             settings["preset"] = spec.preset
-        if model in GAN_PRETRAINING:
-            settings[GAN_PRETRAINING[model]] = pretraining_steps(budget.steps)
+        if role.pretraining:
+            settings[role.pretraining] = pretraining_steps(budget.steps)
         if quick:
-            settings.update(QUICK_SETTINGS.get(model, {}))
+            settings.update(role.quick)
     settings.update(overrides or {})
     return settings
 
@@ -247,7 +268,7 @@ def model_settings(model: str, spec: DatasetSpec, budget: Budget, seed: int, *, 
 class ExperimentConfig:
     dataset: str
     output: Path
-    models: tuple[str, ...] = ALL_MODELS
+    models: tuple[str, ...] = field(default_factory=default_models)
     seeds: int = 3
     budget: Budget | None = None          # None: only with quick (steps:50 at batch 64)
     quick: bool = False
@@ -264,17 +285,16 @@ class ExperimentConfig:
     shard: tuple[int, int] | None = None  # (I, N): train and sample only runs I, I+N, ...; no evaluation
 
     def check(self) -> "ExperimentConfig":
-        from ehrdiff.models import REGISTRY
-
         dataset_spec(self.dataset)
         if not self.models:
             raise EhrdiffError("--models: give at least one model")
         # a misspelt model in --set would otherwise leave its setting silently unused
         for option, names in (("--models", self.models), ("--set", self.settings)):
             for name in names:
-                if registry_name(name) not in REGISTRY:
-                    known = sorted({*REGISTRY, *VARIANTS})
-                    raise EhrdiffError(f"{option}: unknown model '{name}' (choose from {', '.join(known)})")
+                try:
+                    experiment_role(name)
+                except EhrdiffError as exc:
+                    raise EhrdiffError(f"{option}: {exc}") from None
         if len(set(self.models)) != len(self.models):
             raise EhrdiffError("--models: a model is named twice")
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
@@ -310,6 +330,6 @@ class ExperimentConfig:
         return values
 
 
-__all__ = ["ALL_MODELS", "DATASETS", "Budget", "DatasetSpec", "ExperimentConfig", "dataset_spec",
-           "default_data_root", "model_settings", "parse_budget", "pretraining_steps", "registry_name",
-           "resolve_inputs", "steps_of"]
+__all__ = ["DATASETS", "Budget", "DatasetSpec", "ExperimentConfig", "dataset_spec", "default_data_root",
+           "default_models", "experiment_role", "model_settings", "parse_budget", "pretraining_steps",
+           "registry_name", "resolve_inputs", "steps_of"]
