@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from ehrdiff.diffusion import EDMLoss
-from ehrdiff.models.ehrdiff import EHRDiff, _edm_row_loss, build_denoiser
-from ehrdiff.presets import make_config
+from ehrdiff.models.ehrdiff import EHRDiff, edm_row_loss, build_denoiser
+from ehrdiff.models.ehrdiff import make_config
 from ehrdiff.training import TrainSettings, train
 
 ROOT = Path(__file__).resolve().parent
@@ -104,7 +104,7 @@ def train_rate(d: int, windows: int, log_every: int, ceiling_s: float) -> tuple[
 
     steps = (windows + 1) * log_every             # the first window (warm-up) is not counted
     settings = TrainSettings(steps=steps, batch_size=BATCH, lr=cfg.lr, warmup_steps=10, seed=0, log_every=log_every)
-    result = train(denoiser, data, _edm_row_loss(EDMLoss(cfg.sigma_data, cfg.P_mean, cfg.P_std)), settings,
+    result = train(denoiser, data, edm_row_loss(EDMLoss(cfg.sigma_data, cfg.P_mean, cfg.P_std)), settings,
                    progress=False, on_log=between_windows)
     rates = [log_every / (end - prev_start) for (_, prev_start), (end, _) in zip(ends, ends[1:])]
     around = [(before + after) / 2 for before, after in zip(ceilings[1:], ceilings[2:])]
@@ -201,18 +201,17 @@ def machine() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--threads", type=int, help="torch threads (default: PyTorch's choice, usually all cores)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    q = args.quick
-    windows, log_every, ceiling_s = (3, 2, 0.2) if q else (20, 5, 1.0)
-    sample_rows = 32 if q else 1024
-    memory_rows, memory_steps = (2000, 3) if q else (71_518, 20)
+def sizes(quick: bool) -> tuple[int, int, float, int, int, int]:
+    """Windows, steps per window, ceiling seconds around each, sampled rows, memory-test rows and steps."""
+    windows, log_every, ceiling_s = (3, 2, 0.2) if quick else (20, 5, 1.0)
+    sample_rows = 32 if quick else 1024
+    memory_rows, memory_steps = (2000, 3) if quick else (71_518, 20)
+    return windows, log_every, ceiling_s, sample_rows, memory_rows, memory_steps
 
+
+def measure(q: bool) -> dict:
+    """Training rate against the matrix-multiply ceiling, the plain loop, sampling rate (two widths) and peak memory."""
+    windows, log_every, ceiling_s, sample_rows, memory_rows, memory_steps = sizes(q)
     load_before = os.getloadavg()
     results: dict = {"machine": machine(), "batch_size": BATCH, "widths": {}, "quick": q}
     for d in (1782, 881):
@@ -228,10 +227,10 @@ def main() -> None:
                          **peak_memory(memory_rows, 881, memory_steps)}
     results["load_average_before_after"] = [load_before[0], os.getloadavg()[0]]
     results["this_process_peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    return results
 
-    suffix = f"-{args.threads}thread" if args.threads else ""
-    command = "python benchmarks/bench_core.py" + (" --quick" if q else "") + (
-        f" --threads {args.threads}" if args.threads else "")
+
+def speed_table(results: dict) -> str:
     header = ("| d | matmul GFLOP/s (median; min-max) | train steps/s | GFLOP/step | train GFLOP/s "
               "| fraction of ceiling (median; quartiles) | plain PyTorch loop: fraction (quartiles) "
               "| sample rows/s (63 calls) |")
@@ -245,13 +244,16 @@ def main() -> None:
                      f"| {r['gflop_per_step']:.1f} | {r['train_gflops']:.1f} | **{r['fraction_of_ceiling']:.2f}** "
                      f"({f25:.2f}-{f75:.2f}) | {plain['fraction_of_ceiling']:.2f} ({p25:.2f}-{p75:.2f}) "
                      f"| {r['sample_rows_per_s']:.0f} |")
-    mem = results["memory"]
-    table = "\n".join(lines)
-    print(table)
-    print(f"peak RSS fitting {mem['rows']:,} x {mem['d']} ({mem['density']:.1%} ones, {mem['steps']} steps): "
-          f"{mem['peak_rss_gb']:.2f} GB (fit {mem['fit_seconds']:.0f} s)")
+    return "\n".join(lines)
 
-    (ROOT / "out").mkdir(exist_ok=True)
+
+def markdown(results: dict, args: argparse.Namespace, table: str) -> str:
+    q = args.quick
+    windows, log_every, ceiling_s = sizes(q)[:3]
+    suffix = f"-{args.threads}thread" if args.threads else ""
+    command = "python benchmarks/bench_core.py" + (" --quick" if q else "") + (
+        f" --threads {args.threads}" if args.threads else "")
+    mem = results["memory"]
     m = results["machine"]
     # the load after the run includes this benchmark's own threads: only the load before it tells of other jobs
     busy = results["load_average_before_after"][0] > 0.75 * (m["cores"] or 1)
@@ -293,6 +295,25 @@ random binary matrix ({mem['density']:.1%} ones, {mem['input_gb']:.2f} GB as uin
 For reference (FINDINGS.md): the official EHRDiff code on the project's 2-core machine of that time runs 3.47
 steps/s at d = 882, batch 1,024 (29.7 GFLOP per step, about 103 GFLOP/s) and samples 170 rows/s.
 """
+    return md
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser.add_argument("--threads", type=int, help="torch threads (default: PyTorch's choice, usually all cores)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = measure(args.quick)
+    suffix = f"-{args.threads}thread" if args.threads else ""
+    mem = results["memory"]
+    table = speed_table(results)
+    print(table)
+    print(f"peak RSS fitting {mem['rows']:,} x {mem['d']} ({mem['density']:.1%} ones, {mem['steps']} steps): "
+          f"{mem['peak_rss_gb']:.2f} GB (fit {mem['fit_seconds']:.0f} s)")
+    (ROOT / "out").mkdir(exist_ok=True)
+    md = markdown(results, args, table)
     (ROOT / "out" / f"core{suffix}.json").write_text(json.dumps(results, indent=2))
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / f"core{suffix}.md").write_text(md)

@@ -98,7 +98,7 @@ def fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(PREPARE), default="cinc2012")
     parser.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 10.0])
@@ -108,12 +108,51 @@ def main() -> None:
     parser.add_argument("--class-rows", type=int, default=5000,
                         help="at most this many conditional rows per class and guidance (default 5000)")
     parser.add_argument("--quick", action="store_true", help="a few steps and rows: checks that the script runs")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def train_and_sample(runs: dict[str, dict], common: dict, train, n: int, seed: int) -> tuple[dict, dict, dict]:
+    """Each run's fitted model, its n synthetic rows and its training and sampling seconds."""
+    from ehrdiff.models.ehrdiff import EHRDiff
+
+    models, synthetic, seconds = {}, {}, {}
+    for name, extra in runs.items():
+        t0 = time.perf_counter()
+        models[name] = EHRDiff("cpu-fast", **common, **extra).fit(train, progress=False)
+        seconds[name] = {"train": time.perf_counter() - t0}
+        t0 = time.perf_counter()
+        synthetic[name] = models[name].sample(n, seed=seed)
+        seconds[name]["sample"] = time.perf_counter() - t0
+        print(f"{name}: trained in {seconds[name]['train']:.0f} s, sampled in {seconds[name]['sample']:.0f} s",
+              flush=True)
+    return models, synthetic, seconds
+
+
+def per_class_fidelity(cond, train, unconditional, args: argparse.Namespace) -> list[dict]:
+    """Conditional fidelity per class: the conditional model's rows of each class (guidance 0 and 1) and the
+    unconditional model's rows, against the real rows of that class."""
+    encoder, classes = cond.encoder_, cond.condition_.classes
+    real = class_means(encoder, train, "label", classes)
+    uncond = class_means(encoder, unconditional, "label", classes)
+    per_class = []
+    for c in classes:
+        count = int((train.frame["label"] == c).sum())
+        drawn = min(count, args.class_rows)
+        rows = {"unconditional, all rows": uncond["all"], "unconditional, rows with this label": uncond[c]}
+        for w in (0.0, 1.0):
+            sample = cond.sample(drawn, seed=args.seed + 1, condition=c, guidance=w)
+            rows[f"conditional, guidance {w:g}"] = class_means(encoder, sample, "label", [c])[c]
+        for what, means in rows.items():
+            per_class.append({"class": c, "rows": count, "drawn": drawn, "synthetic": what,
+                              **compare(real[c], means, real["all"])})
+    return per_class
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     from ehrdiff.data.io import read_table
     from ehrdiff.evaluation import evaluate
-    from ehrdiff.models.ehrdiff import EHRDiff
 
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -132,39 +171,13 @@ def main() -> None:
         runs[f"DP eps={eps:g}"] = dict(dp=True, dp_epsilon=eps, dp_delta=args.delta,
                                        dp_noise_draws=budget["noise_draws"])
     runs["conditional"] = dict(condition="label")
-
-    models, synthetic, seconds = {}, {}, {}
-    for name, extra in runs.items():
-        t0 = time.perf_counter()
-        models[name] = EHRDiff("cpu-fast", **common, **extra).fit(train, progress=False)
-        seconds[name] = {"train": time.perf_counter() - t0}
-        t0 = time.perf_counter()
-        synthetic[name] = models[name].sample(n, seed=args.seed)
-        seconds[name]["sample"] = time.perf_counter() - t0
-        print(f"{name}: trained in {seconds[name]['train']:.0f} s, sampled in {seconds[name]['sample']:.0f} s",
-              flush=True)
+    models, synthetic, seconds = train_and_sample(runs, common, train, n, args.seed)
 
     t0 = time.perf_counter()
     report = evaluate(train, test, synthetic, label="label", references=True, seed=args.seed, threads=args.threads,
                       figures=False)
     eval_seconds = time.perf_counter() - t0
-
-    # conditional fidelity per class
-    cond = models["conditional"]
-    encoder, classes = cond.encoder_, cond.condition_.classes
-    real = class_means(encoder, train, "label", classes)
-    uncond = class_means(encoder, synthetic["no DP"], "label", classes)
-    per_class = []
-    for c in classes:
-        count = int((train.frame["label"] == c).sum())
-        drawn = min(count, args.class_rows)
-        rows = {"unconditional, all rows": uncond["all"], "unconditional, rows with this label": uncond[c]}
-        for w in (0.0, 1.0):
-            sample = cond.sample(drawn, seed=args.seed + 1, condition=c, guidance=w)
-            rows[f"conditional, guidance {w:g}"] = class_means(encoder, sample, "label", [c])[c]
-        for what, means in rows.items():
-            per_class.append({"class": c, "rows": count, "drawn": drawn, "synthetic": what,
-                              **compare(real[c], means, real["all"])})
+    per_class = per_class_fidelity(models["conditional"], train, synthetic["no DP"], args)
 
     total = time.perf_counter() - started
     load_after = os.getloadavg()

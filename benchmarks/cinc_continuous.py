@@ -69,25 +69,13 @@ def tail_shares(train, synthetic) -> tuple[float, float]:
     return float(np.mean(low)), float(np.mean(high))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seeds", type=int, default=3, help="training and sampling seeds 0..N-1 (default 3)")
-    parser.add_argument("--quick", action="store_true", help="a few steps and rows: checks that the script runs")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    from ehrdiff.data.io import read_table
-    from ehrdiff.evaluation import evaluate
+def run_variants(train, steps: int, seeds: int) -> tuple[dict, dict, dict]:
+    """Each scaling x seed trained and sampled: the synthetic tables, seconds and tail shares by run name."""
     from ehrdiff.models.ehrdiff import EHRDiff
 
-    data_dir = prepare("cinc2012")
-    train, test = read_table(data_dir / "train.parquet"), read_table(data_dir / "test.parquet")
-    steps = 3000
-    if args.quick:
-        train, test, steps = train.subset(range(400)), test.subset(range(100)), 20
     synthetic, seconds, tails = {}, {}, {}
     for name, settings in VARIANTS.items():
-        for seed in range(args.seeds):
+        for seed in range(seeds):
             run = f"{name}/seed-{seed}"
             started = time.perf_counter()
             model = EHRDiff("default", steps=steps, batch_size=256, warmup_steps=steps // 4, seed=seed, **settings)
@@ -95,28 +83,23 @@ def main() -> None:
             seconds[run] = time.perf_counter() - started
             tails[run] = tail_shares(train, synthetic[run])
             print(f"{run}: trained and sampled in {seconds[run]:.0f} s", flush=True)
-    tails["reference:real-test"] = tail_shares(train, test)
-    report = evaluate(train, test, synthetic, label="label", references=True, seed=0, threads=args.threads,
-                      figures=False)
-    metrics = report.metrics
-    out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                       "threads": args.threads, "load_average": os.getloadavg()},
-           "steps": steps, "batch_size": 256, "seeds": args.seeds, "train_rows": train.n_rows, "seconds": seconds,
-           "tails": tails, "metrics": metrics, "quick": args.quick}
-    (ROOT / "out").mkdir(exist_ok=True)
-    (ROOT / "out" / "cinc_continuous.json").write_text(json.dumps(out, indent=2, default=float) + "\n")
-    values = {name: {key: [metrics[f"{name}/seed-{s}"].get(key) for s in range(args.seeds)] for key, _ in METRICS}
+    return synthetic, seconds, tails
+
+
+def table_values(metrics: dict, tails: dict, seeds: int) -> dict[str, dict[str, list]]:
+    """{column: {metric or tail side: values over the seeds}} for the variants and the two references."""
+    values = {name: {key: [metrics[f"{name}/seed-{s}"].get(key) for s in range(seeds)] for key, _ in METRICS}
               for name in VARIANTS}
     for name in VARIANTS:
         for index, side in enumerate(("low", "high")):
-            values[name][side] = [tails[f"{name}/seed-{s}"][index] for s in range(args.seeds)]
+            values[name][side] = [tails[f"{name}/seed-{s}"][index] for s in range(seeds)]
     for ref in ("reference:independent", "reference:real-test"):
         values[ref] = {key: [metrics[ref].get(key)] for key, _ in METRICS}
     values["reference:real-test"].update(low=[tails["reference:real-test"][0]], high=[tails["reference:real-test"][1]])
-    if args.quick:
-        print(json.dumps({name: {k: cell(summarize(v)) for k, v in row.items()} for name, row in values.items()},
-                         indent=1))
-        return
+    return values
+
+
+def markdown(values: dict, seconds: dict, steps: int, train_rows: int, args: argparse.Namespace) -> str:
     names = [*VARIANTS, "reference:independent", "reference:real-test"]
     options = ([f"--threads {args.threads}"] if args.threads != 1 else []) + \
         ([f"--seeds {args.seeds}"] if args.seeds != 3 else [])
@@ -127,7 +110,7 @@ def main() -> None:
              f"({args.threads} thread{'s' * (args.threads > 1)}); load average at the end {os.getloadavg()[0]:.1f}.",
              "",
              f"The default model (preset `default`), {steps:,} steps at batch 256, seeds 0-{args.seeds - 1}, on the "
-             f"CinC 2012 set-a patient split ({train.n_rows:,} training rows; as many synthetic rows per run); one "
+             f"CinC 2012 set-a patient split ({train_rows:,} training rows; as many synthetic rows per run); one "
              "evaluation report (seed 0); cells: mean ± standard deviation over the seeds. `min-max` scales "
              "continuous columns by the training minimum and maximum (the paper's encoding, the default); "
              "`quantile` through their training quantiles (`--set continuous_scaling=quantile`).", "",
@@ -140,9 +123,44 @@ def main() -> None:
         f"{np.mean([seconds[f'{n}/seed-{s}'] for s in range(args.seeds)]):,.0f}" if n in VARIANTS else "-"
         for n in names) + " |")
     lines += ["", READING]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=3, help="training and sampling seeds 0..N-1 (default 3)")
+    parser.add_argument("--quick", action="store_true", help="a few steps and rows: checks that the script runs")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from ehrdiff.data.io import read_table
+    from ehrdiff.evaluation import evaluate
+
+    data_dir = prepare("cinc2012")
+    train, test = read_table(data_dir / "train.parquet"), read_table(data_dir / "test.parquet")
+    steps = 3000
+    if args.quick:
+        train, test, steps = train.subset(range(400)), test.subset(range(100)), 20
+    synthetic, seconds, tails = run_variants(train, steps, args.seeds)
+    tails["reference:real-test"] = tail_shares(train, test)
+    report = evaluate(train, test, synthetic, label="label", references=True, seed=0, threads=args.threads,
+                      figures=False)
+    metrics = report.metrics
+    out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                       "threads": args.threads, "load_average": os.getloadavg()},
+           "steps": steps, "batch_size": 256, "seeds": args.seeds, "train_rows": train.n_rows, "seconds": seconds,
+           "tails": tails, "metrics": metrics, "quick": args.quick}
+    (ROOT / "out").mkdir(exist_ok=True)
+    (ROOT / "out" / "cinc_continuous.json").write_text(json.dumps(out, indent=2, default=float) + "\n")
+    values = table_values(metrics, tails, args.seeds)
+    if args.quick:
+        print(json.dumps({name: {k: cell(summarize(v)) for k, v in row.items()} for name, row in values.items()},
+                         indent=1))
+        return
+    text = markdown(values, seconds, steps, train.n_rows, args)
     (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / "cinc_continuous.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    (ROOT / "results" / "cinc_continuous.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -83,12 +84,8 @@ class OfficialEma:
             p.copy_(s)
 
 
-def train(args: argparse.Namespace) -> None:
-    from ehrdiff.data.io import read_table, write_table
-    from ehrdiff.data.table import Table
-    from ehrdiff.fileio import write_text_atomic
-
-    repo = args.official_repo.resolve()
+def load_official(repo: Path) -> SimpleNamespace:
+    """The official code's pieces this script runs, imported from its checkout ``repo``."""
     if not (repo / "samplers.py").exists() or not (repo / "model" / "linear_model.py").exists():
         sys.exit(f"{repo}: not a checkout of the official EHRDiff code (samplers.py, model/linear_model.py missing)")
     sys.path.insert(0, str(repo))
@@ -98,40 +95,34 @@ def train(args: argparse.Namespace) -> None:
     from score_losses import EDMLoss
     from utils.util import set_seeds
 
-    torch.set_num_threads(args.threads)
-    real = read_table(args.experiment / "data" / "train.parquet")
-    columns = real.feature_columns
-    data = torch.from_numpy(real.frame[columns].to_numpy(np.float32))
-    rows, width = data.shape
-    total = (rows // BATCH + 1) * args.epochs
-    warmup = round(total * 20_000 / 280_000)
-    set_seeds(0, args.seed)
-    model = EDMDenoiser(model=LinearModel(z_dim=width, time_dim=384, unit_dims=[1024, 384, 384, 384, 1024],
-                                          use_cfg=False), sigma_data=0.14, sigma_min=0.02, sigma_max=80.0)
-    ema = OfficialEma(model.parameters(), decay=0.999)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate(step, 1.0, warmup, total))
-    loss_fn = EDMLoss(p_mean=-1.2, p_std=1.2, sigma_data=0.14, n_classes=None).get_loss
-    loader = torch.utils.data.DataLoader(data, shuffle=True, batch_size=BATCH)
+    return SimpleNamespace(EDMDenoiser=EDMDenoiser, LinearModel=LinearModel, ablation_sampler=ablation_sampler,
+                           EDMLoss=EDMLoss, set_seeds=set_seeds)
 
-    folder = args.output / f"seed-{args.seed}"
-    folder.mkdir(parents=True, exist_ok=True)
-    checkpoint = folder / "checkpoint.pt"
-    first_epoch, step, seconds_before = 0, 0, 0.0
-    if checkpoint.exists():
-        # every random draw (shuffling, noise levels, noise) comes from torch's global generator, whose state is
-        # saved at the epoch boundary: the resumed run continues exactly as the uninterrupted one would
-        state = torch.load(checkpoint, weights_only=False)
-        if state["epochs"] != args.epochs:
-            sys.exit(f"{checkpoint}: a run of {state['epochs']} epochs, not {args.epochs}; delete it to start over")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        ema.shadow, ema.updates = state["ema"], state["ema_updates"]
-        torch.set_rng_state(state["rng"])
-        first_epoch, step, seconds_before = state["epoch"], state["step"], state["train_seconds"]
-        print(f"{checkpoint}: resuming after epoch {first_epoch} (step {step})", flush=True)
 
+def restore(checkpoint: Path, epochs: int, model, optimizer, scheduler, ema: OfficialEma) -> tuple[int, int, float]:
+    """(first epoch, step, training seconds so far): from the checkpoint when there is one, else from the start.
+    Every random draw (shuffling, noise levels, noise) comes from torch's global generator, whose state is saved at
+    the epoch boundary: the resumed run continues exactly as the uninterrupted one would."""
+    if not checkpoint.exists():
+        return 0, 0, 0.0
+    state = torch.load(checkpoint, weights_only=False)
+    if state["epochs"] != epochs:
+        sys.exit(f"{checkpoint}: a run of {state['epochs']} epochs, not {epochs}; delete it to start over")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    ema.shadow, ema.updates = state["ema"], state["ema_updates"]
+    torch.set_rng_state(state["rng"])
+    print(f"{checkpoint}: resuming after epoch {state['epoch']} (step {state['step']})", flush=True)
+    return state["epoch"], state["step"], state["train_seconds"]
+
+
+def run_epochs(args: argparse.Namespace, parts: tuple, loss_fn, loader, checkpoint: Path,
+               position: tuple[int, int, float], total: int) -> tuple[int, float]:
+    """The official training loop from ``position`` (first epoch, step, seconds so far) to the last epoch, with a
+    checkpoint every --checkpoint-every epochs; returns the steps taken in all and the training seconds."""
+    model, optimizer, scheduler, ema = parts
+    first_epoch, step, seconds_before = position
     started = time.perf_counter()
     for epoch in range(first_epoch, args.epochs):
         if epoch > first_epoch and epoch % args.checkpoint_every == 0:
@@ -150,19 +141,56 @@ def train(args: argparse.Namespace) -> None:
             if step % 500 == 0 or step == total:
                 print(f"step {step}/{total} loss {loss.item():.4f} "
                       f"{seconds_before + time.perf_counter() - started:.0f} s", flush=True)
-    train_seconds = seconds_before + time.perf_counter() - started
+    return step, seconds_before + time.perf_counter() - started
 
+
+def sample_official(official: SimpleNamespace, model, ema: OfficialEma, seed: int, n: int,
+                    width: int) -> tuple[np.ndarray, float]:
+    """n rows from the EMA weights with the official sampler (32-level Heun), rounded at 0.5; and the seconds."""
     started = time.perf_counter()
     ema.copy_to(model.parameters())
     model.eval()
-    set_seeds(0, args.seed)
-    latents = torch.randn((args.sample_rows or rows, width))
+    official.set_seeds(0, seed)
+    latents = torch.randn((n, width))
     with torch.no_grad():        # rows are independent: chunks give the rows of one batch, in less memory
-        out = torch.cat([ablation_sampler(chunk, None, model, solver="heun", discretization="edm", stochastic=False,
-                                          num_steps=32, sigma_min=0.02, sigma_max=80.0, rho=7.0, guid_scale=None)
+        out = torch.cat([official.ablation_sampler(chunk, None, model, solver="heun", discretization="edm",
+                                                   stochastic=False, num_steps=32, sigma_min=0.02, sigma_max=80.0,
+                                                   rho=7.0, guid_scale=None)
                          for chunk in latents.split(8192)])
-    synthetic = np.rint(np.clip(out.numpy(), 0, 1)).astype(np.int8)
-    sample_seconds = time.perf_counter() - started
+    return np.rint(np.clip(out.numpy(), 0, 1)).astype(np.int8), time.perf_counter() - started
+
+
+def train(args: argparse.Namespace) -> None:
+    from ehrdiff.data.io import read_table, write_table
+    from ehrdiff.data.table import Table
+    from ehrdiff.fileio import write_text_atomic
+
+    repo = args.official_repo.resolve()
+    official = load_official(repo)
+    torch.set_num_threads(args.threads)
+    real = read_table(args.experiment / "data" / "train.parquet")
+    columns = real.feature_columns
+    data = torch.from_numpy(real.frame[columns].to_numpy(np.float32))
+    rows, width = data.shape
+    total = (rows // BATCH + 1) * args.epochs
+    warmup = round(total * 20_000 / 280_000)
+    official.set_seeds(0, args.seed)
+    model = official.EDMDenoiser(model=official.LinearModel(z_dim=width, time_dim=384,
+                                                            unit_dims=[1024, 384, 384, 384, 1024], use_cfg=False),
+                                 sigma_data=0.14, sigma_min=0.02, sigma_max=80.0)
+    ema = OfficialEma(model.parameters(), decay=0.999)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate(step, 1.0, warmup, total))
+    loss_fn = official.EDMLoss(p_mean=-1.2, p_std=1.2, sigma_data=0.14, n_classes=None).get_loss
+    loader = torch.utils.data.DataLoader(data, shuffle=True, batch_size=BATCH)
+
+    folder = args.output / f"seed-{args.seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = folder / "checkpoint.pt"
+    position = restore(checkpoint, args.epochs, model, optimizer, scheduler, ema)
+    step, train_seconds = run_epochs(args, (model, optimizer, scheduler, ema), loss_fn, loader, checkpoint, position,
+                                     total)
+    synthetic, sample_seconds = sample_official(official, model, ema, args.seed, args.sample_rows or rows, width)
 
     table = Table.from_frame(pd.DataFrame(synthetic, columns=columns), {c: real.kinds[c] for c in columns})
     write_table(table, folder / "synthetic.parquet")
@@ -191,8 +219,6 @@ def standard_error(a: dict, b: dict) -> float | None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    from bench_core import machine
-    from default_vs_paper import METRICS, cell
     from uci_comparison import ROWS
     from ehrdiff.data.io import read_table
     from ehrdiff.evaluation import evaluate
@@ -215,13 +241,25 @@ def compare(args: argparse.Namespace) -> None:
                        for k in keys} for group, paths in groups.items()}
     official_runs = [json.loads((p.parent / "run.json").read_text()) for p in groups[OFFICIAL]]
     ours_runs = [json.loads((p.parent / "run.json").read_text()) for p in groups[OURS]]
-    ours = ours_runs[0]["key"]["settings"]
     out = {"command": " ".join(sys.argv), "experiment": str(args.experiment), "summary": summary,
            "per_seed": {name: {k: report.metrics[name].get(k) for k in keys} for name in sets},
            "official_runs": official_runs}
     (ROOT / "out").mkdir(exist_ok=True)
     (ROOT / "out" / "official_code.json").write_text(json.dumps(out, indent=2) + "\n")
 
+    text = compare_markdown(args, (train_rows, test_rows), groups, (official_runs, ours_runs), rows, summary)
+    (ROOT / "results" / "official_code.md").write_text(text + "\n")
+    print(text)
+
+
+def compare_markdown(args: argparse.Namespace, split: tuple, groups: dict, runs: tuple[list, list], rows: list,
+                     summary: dict) -> str:
+    from bench_core import machine
+    from default_vs_paper import METRICS, cell
+
+    train_rows, test_rows = split
+    official_runs, ours_runs = runs
+    ours = ours_runs[0]["key"]["settings"]
     n_off, n_ours = len(groups[OFFICIAL]), len(groups[OURS])
     steps = sorted({r["steps"] for r in official_runs})
     lines = ["# The official EHRDiff code and ehrdiff-paper on one split, scored by one evaluation", "",
@@ -253,8 +291,7 @@ def compare(args: argparse.Namespace) -> None:
     lines += ["", "Training seconds per seed (one thread each, other jobs sharing the two cores): official code "
               + ", ".join(f"{r['train_seconds']:,.0f}" for r in official_runs) + "; ehrdiff-paper "
               + ", ".join(f"{r['train_seconds']:,.0f}" for r in ours_runs) + ".", "", READING]
-    (ROOT / "results" / "official_code.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -100,7 +100,7 @@ WIDTH = 882     # UCI diabetes patient level: 881 code columns and the label
 def multiply_adds(preset: str) -> float:
     """Millions of multiply-adds of one denoiser forward pass per row at UCI's width."""
     from ehrdiff.models.ehrdiff import build_denoiser
-    from ehrdiff.presets import make_config
+    from ehrdiff.models.ehrdiff import make_config
 
     net = build_denoiser(make_config(preset), WIDTH).net
     return sum(i * o for _, i, o in net.linear_shapes()) / 1e6
@@ -112,17 +112,11 @@ def run_record(run: dict) -> dict:
     return json.loads(record.read_text()) if record.exists() else {}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("experiments", nargs="+", type=Path, help="experiment folders (results.json inside)")
-    parser.add_argument("--gbt", nargs="*", type=Path, default=[],
-                        help="copies of experiment folders re-evaluated with --eval utility_model=gbt: their TSTR "
-                             "and TRTR join the table as the gradient-boosting rows")
-    args = parser.parse_args()
-    _, results, commands = load_results("+".join(map(str, args.experiments)))
-    models, references = results["models"], results.get("references", {})
+def run_facts(results: dict) -> tuple[dict, dict, set]:
+    """Per model: its number of seeds, its steps (from a run's run.json) and whether a run was resumed; adds each
+    model's mean training seconds to its results."""
     seeds, steps, resumed = {}, {}, set()
-    for name, values in models.items():
+    for name, values in results["models"].items():
         runs = [r for r in results["runs"] if r["model"] == name and r["fraction"] == 1.0]
         seeds[name] = len(runs)
         records = [run_record(r) for r in runs]
@@ -130,13 +124,24 @@ def main() -> None:
         if any(r.get("resumed") for r in records):
             resumed.add(name)
         values["train_seconds"] = {"mean": sum(r["train_seconds"] or 0 for r in runs) / max(1, len(runs)), "n": 1}
-    for folder in args.gbt:
+    return seeds, steps, resumed
+
+
+def add_gbt(results: dict, commands: list[str], folders: list[Path]) -> None:
+    """TSTR and TRTR of the copies re-evaluated with gradient boosting, as the ``_gbt`` metrics of each row."""
+    models, references = results["models"], results.get("references", {})
+    for folder in folders:
         rescored = json.loads((folder / "results.json").read_text())
         for table, source in ((models, rescored["models"]), (references, rescored.get("references", {}))):
             for name, values in source.items():
                 if name in table:
                     table[name].update({f"{key}_gbt": values.get(key) for key in ("tstr_auroc", "trtr_auroc")})
         commands.append(rescored["experiment"]["command"])
+
+
+def markdown(results: dict, commands: list[str], facts: tuple[dict, dict, set], args: argparse.Namespace) -> str:
+    seeds, steps, resumed = facts
+    models, references = results["models"], results.get("references", {})
     names = [m for m in ("ehrdiff", "ehrdiff-paper", "medgan", "emrwgan", "corgan") if m in models]
     names += [m for m in models if m not in names]
     refs = [r for r in REFERENCE_NAMES if r in references]
@@ -175,8 +180,22 @@ def main() -> None:
         beaten = ", ".join(losses(key, rule, results, names)) or "-" if rule else ""
         lines.append(f"| {title} | {official} | " + " | ".join(cells) + f" | {target} | {beaten} |")
     lines += ["", READING]
-    (ROOT / "results" / "uci_comparison.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiments", nargs="+", type=Path, help="experiment folders (results.json inside)")
+    parser.add_argument("--gbt", nargs="*", type=Path, default=[],
+                        help="copies of experiment folders re-evaluated with --eval utility_model=gbt: their TSTR "
+                             "and TRTR join the table as the gradient-boosting rows")
+    args = parser.parse_args()
+    _, results, commands = load_results("+".join(map(str, args.experiments)))
+    facts = run_facts(results)
+    add_gbt(results, commands, args.gbt)
+    text = markdown(results, commands, facts, args)
+    (ROOT / "results" / "uci_comparison.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":
