@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ehrdiff.models.base import ExperimentRole, register
-from ehrdiff.models.gan_common import (Batches, GanBaseline, GanConfig, ResidualGenerator, parameters,
-                                       autoencoder_step, wgan_gp_step)
+from ehrdiff.models.gan_common import (AutoencoderGan, Batches, GanConfig, ResidualGenerator, parameters,
+                                       wgan_gp_step)
 
 # Two convolution stages, each dividing the length by 4 (kernel 8, stride 4): the padded width is a multiple of 16.
 # Wider kernels and strides than image GANs keep the critic's cost at CPU scale for ~1,000-column vectors.
@@ -119,7 +119,7 @@ class ConvCritic(nn.Module):
 
 
 @register("corgan")
-class CorGAN(GanBaseline):
+class CorGAN(AutoencoderGan):
     Config = CorGanConfig
     experiment = ExperimentRole(pretraining="ae_steps", quick={"noise_dim": 32, "channels": 4, "n_critic": 2})
     sampling_nets = ("generator", "decoder")
@@ -139,16 +139,8 @@ class CorGAN(GanBaseline):
                 "critic": torch.optim.Adam(parameters(nets["critic"]), **adam),
                 "generator": torch.optim.Adam(parameters(*g_params), **adam)}
 
-    def _phases(self) -> list[tuple[str, int]]:
-        return [("autoencoder", self.config.ae_steps), ("gan", self.config.steps)]
-
-    def _generate(self, z: torch.Tensor) -> torch.Tensor:
-        return self.nets_["decoder"](self.nets_["generator"](z))
-
-    def _train_step(self, phase: str, batches: Batches) -> dict[str, float]:
+    def _gan_step(self, batches: Batches) -> dict[str, float]:
         nets, opts = self.nets_, self._opts
-        if phase == "autoencoder":
-            return autoencoder_step(nets["ae_encoder"], nets["decoder"], opts["ae"], batches, self._binary_mask)
         # A frozen decoder keeps its batch-norm statistics from pre-training (eval mode) and gets no gradients.
         nets["decoder"].train(self.config.finetune_decoder)
         nets["decoder"].requires_grad_(self.config.finetune_decoder)

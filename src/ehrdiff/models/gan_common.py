@@ -262,6 +262,27 @@ class GanBaseline(Generator):
 
 
 
+class AutoencoderGan(GanBaseline):
+    """A GAN whose generator produces an autoencoder's code (medGAN, CorGAN): the autoencoder (networks
+    "ae_encoder" and "decoder", optimiser "ae") is pre-trained for ``ae_steps``, then the GAN trains for ``steps``
+    with rows decoded from the generator's codes. Subclasses implement ``_gan_step``."""
+
+    def _phases(self) -> list[tuple[str, int]]:
+        return [("autoencoder", self.config.ae_steps), ("gan", self.config.steps)]
+
+    def _generate(self, z: torch.Tensor) -> torch.Tensor:
+        return self.nets_["decoder"](self.nets_["generator"](z))
+
+    def _train_step(self, phase: str, batches: Batches) -> dict[str, float]:
+        if phase == "autoencoder":
+            nets = self.nets_
+            return autoencoder_step(nets["ae_encoder"], nets["decoder"], self._opts["ae"], batches, self._binary_mask)
+        return self._gan_step(batches)
+
+    def _gan_step(self, batches: Batches) -> dict[str, float]:
+        raise NotImplementedError
+
+
 class GanSteps:
     """A baseline's training phases as a step of the one training loop: step i runs the phase it falls in
     (``_phases``: e.g. autoencoder pre-training, then the GAN). Its checkpoint state is every network, every

@@ -26,8 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ehrdiff.models.base import ExperimentRole, register
-from ehrdiff.models.gan_common import (Batches, GanBaseline, GanConfig, ResidualGenerator, parameters,
-                                       autoencoder_step)
+from ehrdiff.models.gan_common import AutoencoderGan, Batches, GanConfig, ResidualGenerator, parameters
 
 
 @dataclass
@@ -48,7 +47,7 @@ def minibatch_average(x: torch.Tensor) -> torch.Tensor:
 
 
 @register("medgan")
-class MedGAN(GanBaseline):
+class MedGAN(AutoencoderGan):
     Config = MedGanConfig
     experiment = ExperimentRole(pretraining="ae_steps", quick={"noise_dim": 32})
     sampling_nets = ("generator", "decoder")
@@ -71,16 +70,8 @@ class MedGAN(GanBaseline):
                 "d": torch.optim.Adam(parameters(nets["discriminator"]), **adam),
                 "g": torch.optim.Adam(parameters(*g_params), **adam)}
 
-    def _phases(self) -> list[tuple[str, int]]:
-        return [("autoencoder", self.config.ae_steps), ("gan", self.config.steps)]
-
-    def _generate(self, z: torch.Tensor) -> torch.Tensor:
-        return self.nets_["decoder"](self.nets_["generator"](z))
-
-    def _train_step(self, phase: str, batches: Batches) -> dict[str, float]:
+    def _gan_step(self, batches: Batches) -> dict[str, float]:
         nets, opts = self.nets_, self._opts
-        if phase == "autoencoder":
-            return autoencoder_step(nets["ae_encoder"], nets["decoder"], opts["ae"], batches, self._binary_mask)
         disc = nets["discriminator"]
         for _ in range(self.config.d_steps):
             real = batches.real()
