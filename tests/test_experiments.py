@@ -403,3 +403,32 @@ def test_a_registered_model_joins_the_experiment_by_its_own_declaration(plugin_m
     help_text = capsys.readouterr().out
     assert "from corgan, ehrdiff, ehrdiff-paper, emrwgan, marginals, medgan, plugin-test, resample" in help_text
     assert "(default: ehrdiff, ehrdiff-paper, medgan, emrwgan, corgan, marginals, resample, plugin-test)" in help_text
+
+
+def test_a_model_from_the_entry_point_group_needs_no_list_either(tmp_path, monkeypatch):
+    """A plug-in package names its class in the ``ehrdiff.models`` entry-point group: once loaded it is an
+    experiment model with the role its class declares (here a reference: no budget)."""
+    import importlib.metadata
+    import sys
+
+    from ehrdiff.models import REGISTRY, load_entry_points
+
+    (tmp_path / "ehrdiff_plugin_test.py").write_text(
+        "from ehrdiff.models import ExperimentRole\n"
+        "from ehrdiff.models.reference import Resample\n"
+        "class Copy(Resample):\n"
+        "    experiment = ExperimentRole(trains=False, default=False)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    point = importlib.metadata.EntryPoint("copy-test", "ehrdiff_plugin_test:Copy", "ehrdiff.models")
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [point] if group == point.group else [])
+    try:
+        load_entry_points()
+        assert S.registry_name("copy-test") == "copy-test" and "copy-test" not in S.default_models()
+        spec = S.DATASETS["uci-diabetes"]
+        assert S.model_settings("copy-test", spec, S.Budget(100, 16), seed=3, quick=True) == {"seed": 3}
+        assert S.steps_of("copy-test", {"seed": 3})["text"] == "nothing trained"
+        config = S.ExperimentConfig("uci-diabetes", tmp_path / "o", models=("copy-test",), quick=True).check()
+        assert config.models == ("copy-test",)
+    finally:
+        REGISTRY.pop("copy-test", None)
+        sys.modules.pop("ehrdiff_plugin_test", None)
