@@ -15,8 +15,8 @@ ehrdiff-paper, membership of the default experiment) is the model class's own ``
 (``ehrdiff.models.ExperimentRole``): a model registered later, a plug-in included, joins without a list to edit.
 ``epochs:E`` is the same with N = E x (training rows // batch + 1), the official EHRDiff code's epoch (its full
 schedule is epochs:5000); the data-scale runs get the N of the full training set.
-Wall-clock budgets (``minutes:M``) are refused: neither training loop (``ehrdiff.training.train``,
-``ehrdiff.models.gan_common.GanBaseline.fit``) can stop on a time limit, and a budget the runner could not
+Wall-clock budgets (``minutes:M``) are refused: the training loop (``ehrdiff.training.run_steps``, which every
+learned model trains through) stops after a number of steps, not on a time limit, and a budget the runner could not
 enforce the same way for every model would not be a fair one. Each run's training seconds are recorded instead,
 so the compute a step budget cost is visible per model.
 """

@@ -25,7 +25,8 @@ from ehrdiff.models.persistence import load_model_dir, save_model_dir
 
 
 class ToyGenerator(Generator):
-    experiment = ExperimentRole(trains=False)        # learns nothing: the experiment's step budget does not apply
+    # learns nothing (the experiment's step budget does not apply); runs only when named in --models
+    experiment = ExperimentRole(trains=False, default=False)
 
     def __init__(self, seed: int = 0, spread: float = 0.1) -> None:
         self.seed, self.spread = seed, spread
