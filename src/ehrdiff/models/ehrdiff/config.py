@@ -227,7 +227,7 @@ class EHRDiffConfig:
     def __getattr__(self, name: str) -> Any:
         """A setting (or a section's method) by its flat name: ``config.lr`` is ``config.optimisation.lr``."""
         section = SECTION_OF.get(name) or next((s for s, cls in SECTIONS.items() if hasattr(cls, name)), None)
-        if section is None or name.startswith("_"):
+        if section is None or name.startswith("_") or section not in self.__dict__:
             raise AttributeError(f"EHRDiffConfig has no setting '{name}'")
         return getattr(self.__dict__[section], name)
 
