@@ -8,6 +8,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ehrdiff.evaluation.catalog import DATA_SCALE_TABLE_METRICS as SCALE_METRICS  # no privacy metrics: see there
+
 # (key, short title, what is best): the metrics of the paper's tables, in column order. A key no dataset has
 # (e.g. tstr_auroc without a label, continuous_ks_mean on code data) is left out of the tables.
 KEY_METRICS: dict[str, list[tuple[str, str, str]]] = {
@@ -37,7 +39,6 @@ KEY_METRICS: dict[str, list[tuple[str, str, str]]] = {
         ("dcr_ratio", "DCR ratio", "1"),
     ],
 }
-from ehrdiff.evaluation.catalog import DATA_SCALE_TABLE_METRICS as SCALE_METRICS  # no privacy metrics: see there
 REFERENCES = {"reference:real-test": "real held-out rows (half of test)",
               "reference:train-resample": "training rows resampled",
               "reference:independent": "independent columns"}
