@@ -45,7 +45,7 @@ def test_a_registered_group_reaches_every_output(registered, tmp_path):
     assert list(data)[-3:] == ["test_nonzero_share_diff", "skipped", "warnings"]  # after the groups before it
     assert "| test_nonzero_share_diff | 0 |" in (tmp_path / "report.md").read_text()
     assert ">test_nonzero_share_diff<" in (tmp_path / "report.html").read_text()
-    assert catalog.BY_KEY["test_nonzero_share_diff"].section == "fidelity"
+    assert catalog.by_key()["test_nonzero_share_diff"].section == "fidelity"
 
 
 def test_a_group_is_skipped_whole_or_left_out_where_it_does_not_apply(registered):

@@ -2,7 +2,7 @@
 
 The computed metrics come from the registered metric groups (``groups.py``); this module adds the facts about a
 dataset that no group computes (its size, the generator's privacy budget) and the metric lists other parts of the
-package pick from. The report's tables and docs/metrics.md follow ``METRICS``; a test checks that the two agree.
+package pick from. The report's tables and docs/metrics.md follow ``metrics()``; a test checks that the two agree.
 """
 
 from __future__ import annotations
@@ -28,13 +28,9 @@ def metrics() -> list[MetricInfo]:
     return [*ABOUT, *(m for group in REGISTRY.values() for m in group.metrics), *MODEL_FACTS]
 
 
-def __getattr__(name: str):
-    # METRICS and BY_KEY are read from the registry on each access, so a group registered later is listed too
-    if name == "METRICS":
-        return metrics()
-    if name == "BY_KEY":
-        return {m.key: m for m in metrics()}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def by_key() -> dict[str, MetricInfo]:
+    """Every metric by its key (read from the registry on each call, so a group registered later is included)."""
+    return {m.key: m for m in metrics()}
 
 
 SECTIONS = ("about", "fidelity", "continuous", "categorical", "utility", "privacy")

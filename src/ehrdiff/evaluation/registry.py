@@ -7,7 +7,7 @@ inputs are unusable. Register one with the decorator::
     def name(c: Comparison) -> dict: ...
 
 Groups run in registration order for every dataset, and their metrics appear in that order in metrics.json,
-report.md and report.html (``catalog.METRICS``, which the report follows, is read from this registry).
+report.md and report.html (``catalog.metrics()``, which the report follows, is read from this registry).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class Report:
     # ---- building
     def add(self, name: str, values: dict, skipped: dict, warnings: list[str], details: DatasetDetails,
             timings: dict[str, float]) -> None:
-        order = {m.key: i for i, m in enumerate(catalog.METRICS)}
+        order = {m.key: i for i, m in enumerate(catalog.metrics())}
         ordered = dict(sorted(values.items(), key=lambda kv: order.get(kv[0], len(order))))
         self.metrics[name] = {**{k: _plain(v) for k, v in ordered.items()}, "skipped": dict(skipped),
                               "warnings": list(warnings)}
@@ -67,7 +67,7 @@ class Report:
         data = self.metrics[name]
         merged = {k: v for k, v in data.items() if k not in META_KEYS}
         merged.update({k: _plain(v) for k, v in values.items()})
-        order = {m.key: i for i, m in enumerate(catalog.METRICS)}
+        order = {m.key: i for i, m in enumerate(catalog.metrics())}
         self.metrics[name] = {**dict(sorted(merged.items(), key=lambda kv: order.get(kv[0], len(order)))),
                               "skipped": {**data["skipped"], **(skipped or {})}, "warnings": data["warnings"]}
 
@@ -83,7 +83,7 @@ class Report:
         """(metric, value per dataset) for every catalogued metric that some dataset has, in catalog order."""
         names = list(self.metrics)
         present = {k for d in self.metrics.values() for k in d if k not in META_KEYS}
-        return [(m, [self.metrics[n].get(m.key) for n in names]) for m in catalog.METRICS if m.key in present]
+        return [(m, [self.metrics[n].get(m.key) for n in names]) for m in catalog.metrics() if m.key in present]
 
     def to_markdown(self) -> str:
         names = list(self.metrics)
