@@ -59,7 +59,9 @@ class RegistryHelpFormatter(argparse.HelpFormatter):
         return text
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``ehrdiff`` parser. ``command``: the command about to run, whose module's ``add_details`` (where it has
+    one) adds what is costly to build and only that command needs."""
     parser = argparse.ArgumentParser(
         prog="ehrdiff", description="Train diffusion models on EHR tables, sample synthetic patients, evaluate them.")
     parser.add_argument("--version", action="version", version=f"ehrdiff {__version__}")
@@ -68,12 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"ehrdiff.cli.{name}")
         sub = module.add_parser(subparsers)
+        if name == command and hasattr(module, "add_details"):
+            module.add_details(sub)
         sub.set_defaults(handler=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()

@@ -20,24 +20,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                    description="Turn raw clinical files into model-ready train/test tables, split "
                                                "by patient (seeded), with a JSON summary.")
     parser.error = _Parser.error.__get__(parser)  # `ehrdiff prepare` without a source: the same one-line error
-    sources = parser.add_subparsers(dest="source", metavar="SOURCE", required=True, parser_class=_Parser)
-    parse_known_args = parser.parse_known_args
-
-    def parse_with_sources(args=None, namespace=None):
-        # the sources import pandas and pyarrow: only when `ehrdiff prepare` is parsed, not for every command
-        if not sources.choices:
-            add_source_parsers(sources)
-        return parse_known_args(args, namespace)
-
-    parser.parse_known_args = parse_with_sources
     return parser
 
 
-def add_source_parsers(sources) -> None:
-    """One sub-command per registered source: its own flags, then the flags all sources share."""
+def add_details(parser: argparse.ArgumentParser) -> None:
+    """One sub-command per registered source: its own flags, then the flags all sources share. Only when
+    ``ehrdiff prepare`` runs (ehrdiff.cli.build_parser): the sources import pandas and pyarrow, which the other
+    commands' start need not wait for."""
     from ehrdiff.data.sources import SOURCES
     from ehrdiff.data.sources.arguments import fraction
 
+    sources = parser.add_subparsers(dest="source", metavar="SOURCE", required=True, parser_class=_Parser)
     for source in SOURCES.values():
         parser = sources.add_parser(source.name, help=source.help, description=source.help)
         source.add_arguments(parser)
