@@ -229,9 +229,9 @@ def parse_budget(text: str, batch_size: int | None = None) -> Budget:
     kind, sep, value = text.strip().partition(":")
     kind = kind.strip().lower()
     if kind in ("minutes", "min", "time", "wall"):
-        raise EhrdiffError(f"--budget {text}: wall-clock budgets are not supported (the training loops cannot stop "
-                           "on a time limit); give steps:N, e.g. steps:5000. results.json records each run's "
-                           "training seconds, so a first short run tells how many steps fit in M minutes")
+        raise EhrdiffError(f"--budget {text}: wall-clock budgets are not supported (training stops after a number "
+                           "of steps, not on a time limit); give steps:N, e.g. steps:5000. results.json records each "
+                           "run's training seconds, so a first short run tells how many steps fit in M minutes")
     if kind not in ("steps", "epochs") or not sep or not re.fullmatch(r"\d[\d_,]*", value.strip()):
         raise EhrdiffError(f"--budget expects steps:N or epochs:E with a positive whole number (e.g. steps:5000), "
                            f"got '{text}'")

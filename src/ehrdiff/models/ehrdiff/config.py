@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ehrdiff.diffusion.sampler import SAMPLERS
 from ehrdiff.errors import EhrdiffError
 from ehrdiff.settings import coerce
 
@@ -136,8 +137,6 @@ class SamplingSettings:
                                           # the training histogram (ehrdiff.diffusion.count_matching)
 
     def validate(self) -> None:
-        from ehrdiff.diffusion.sampler import SAMPLERS
-
         _positive(self, "sigma_min", "sigma_max", "rho")
         _finite(self, "sigma_min", "sigma_max")
         if self.sigma_min >= self.sigma_max:
