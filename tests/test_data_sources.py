@@ -95,11 +95,11 @@ def _mimic4_expected(keep_icd10: bool):
     return expected
 
 
-def test_mimic4_icd10_rows_dropped_by_default_and_counted(tmp_path):
+def test_mimic4_icd10_rows_dropped_on_request_and_counted(tmp_path):
     n10 = sum(r["icd_version"] == "10" for r in rows_of(F / "mimic4/diagnoses_icd.csv"))
     assert n10 > 0  # the fixture mixes versions
     expected = _mimic4_expected(keep_icd10=False)
-    summary = prepare("mimic", tmp_path, diagnoses=F / "mimic4/diagnoses_icd.csv")
+    summary = prepare("mimic", tmp_path, diagnoses=F / "mimic4/diagnoses_icd.csv", icd10="drop")
     train, test, _ = h.load(tmp_path)
     assert summary["codes"]["icd10_rows_dropped"] == n10
     assert train.n_rows + test.n_rows == len(expected)

@@ -9,7 +9,9 @@ Rules
   ICD-9-CM diagnoses, UCI style (``250.83``, ``8``, ``V57``, ``E909``): UCI drops leading zeros, so the category
       is the integer part zero-padded (3 digits; V codes 2 digits after the letter; E codes 3).
   ICD-9-CM procedures (``3961`` = 39.61): the 2-digit procedure category (``39``).
-  ICD-10-CM diagnoses (``I10``, ``E119``): the 3-character category (``I10``, ``E11``).
+  ICD-10-CM diagnoses (``I10``, ``E119``, ``E11.9``): the 3-character category (``I10``, ``E11``): a letter, a
+      digit and a digit or letter (``C4A``), ICD-10-CM's own category level, as the ICD-9 rule keeps ICD-9's. A
+      valid code has 3 to 7 characters; a shorter one (``I1``) is unreadable, not a category of its own.
   ICD-10-PCS procedures (``0DTJ4ZZ``): the first 3 characters (section, body system, root operation).
 """
 
@@ -25,7 +27,7 @@ PREFIX = {"icd9": "ICD9:", "icd10": "ICD10:", "icd9proc": "ICD9PROC:", "icd10pcs
 
 _ICD9_MIMIC = r"\d{3,5}|V\d{2,4}|E\d{3,4}"
 _ICD9_PROC = r"\d{2,4}"
-_ICD10_CM = r"[A-Z]\d[0-9A-Z]{0,5}"
+_ICD10_CM = r"[A-Z]\d[0-9A-Z]{1,5}"
 _ICD10_PCS = r"[0-9A-Z]{3,7}"
 
 

@@ -5,10 +5,12 @@ Column names are matched case-insensitively (full MIMIC-III: ``SUBJECT_ID, HADM_
 lower case; MIMIC-IV: ``subject_id, hadm_id, icd_code, icd_version``). Codes are read as strings.
 
 ICD-10 rows (MIMIC-IV ``icd_version`` 10) need a choice, ``icd10=``:
-  "drop"   (default) keep ICD-9 rows only, the paper's vocabulary; the number dropped goes into summary.json
-  "keep"   ICD-10 rows become 3-character ICD-10 categories in their own columns (``ICD10:I10``), never mixed
-           with ICD-9 categories (``ICD9:401``)
+  "keep"   (default) ICD-10-CM rows become 3-character ICD-10 categories in their own columns (``ICD10:I10``),
+           never mixed with ICD-9 categories (``ICD9:401``), so every MIMIC-IV patient keeps a row
+  "drop"   keep ICD-9 rows only, the EHRDiff paper's vocabulary; the number dropped goes into summary.json
   "error"  stop with an error when a file mixes ICD-9 and ICD-10 rows
+summary.json counts the rows of each vocabulary that became table cells (``codes.rows_kept``) and the columns of
+each (``codes.columns_by_vocabulary``).
 """
 
 from __future__ import annotations
@@ -139,9 +141,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--procedures", metavar="PATH", help="PROCEDURES_ICD / procedures_icd (optional)")
     parser.add_argument("--level", choices=LEVELS, default="patient",
                         help="one row per patient (default) or per admission")
-    parser.add_argument("--icd10", choices=ICD10_CHOICES, default="drop",
-                        help="MIMIC-IV ICD-10 rows: drop (default; counted in summary.json), keep as separate "
-                             "3-character ICD-10 columns, or error when a file mixes versions")
+    parser.add_argument("--icd10", choices=ICD10_CHOICES, default="keep",
+                        help="MIMIC-IV ICD-10 rows: keep as separate 3-character ICD-10 columns (default), drop "
+                             "(ICD-9 only; counted in summary.json), or error when a file mixes versions")
     add_min_count(parser, "a code category", "rows")
     parser.add_argument("--titles", metavar="PATH", help="d_icd_diagnoses file: code titles into summary.json")
     parser.add_argument("--procedure-titles", metavar="PATH", help="d_icd_procedures file (with --procedures)")
@@ -150,7 +152,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @data_source("mimic", help="MIMIC-III/IV diagnoses (and procedures) -> binary patient x ICD-category matrix",
              arguments=add_arguments)
 def prepare_mimic(diagnoses: str | os.PathLike, procedures: str | os.PathLike | None = None, *,
-                  level: str = "patient", icd10: str = "drop", min_count: int = 1,
+                  level: str = "patient", icd10: str = "keep", min_count: int = 1,
                   titles: str | os.PathLike | None = None,
                   procedure_titles: str | os.PathLike | None = None) -> Prepared:
     """Binary matrix: one row per patient (``level="patient"``) or admission, one column per ICD category."""
@@ -221,7 +223,10 @@ def _details(parts: dict[str, _Rows], matrix: CodeMatrix, *, level: str, icd10: 
             "rule": "ICD-9-CM diagnoses: 3-character categories, E codes 4 (the EHRDiff paper's rule); ICD-9 "
                     "procedures: 2 digits; ICD-10-CM and ICD-10-PCS: 3 characters",
             "dropped_below_min_count": len(matrix.dropped_min_count),
-            "files": {name: p.stats for name, p in parts.items()},
+            "files": {name: p.stats | _rows_kept(p, matrix) for name, p in parts.items()},
+            "rows_kept": {vocabulary: sum(_rows_kept(p, matrix)[f"{vocabulary}_rows_kept"] for p in parts.values())
+                          for vocabulary in ("icd9", "icd10")},
+            "columns_by_vocabulary": _columns_by_vocabulary(matrix),
             "icd10_rows_dropped": int(sum(p.stats["icd10_rows_dropped"] for p in parts.values())),
             "rows_without_code_dropped": int(sum(p.stats["rows_without_code"] for p in parts.values())),
         },
@@ -231,3 +236,16 @@ def _details(parts: dict[str, _Rows], matrix: CodeMatrix, *, level: str, icd10: 
         details["notes"] = [f"{details['codes']['icd10_rows_dropped']} ICD-10 row(s) dropped (--icd10 drop); "
                             "use --icd10 keep to keep them as separate ICD-10 category columns"]
     return details
+
+
+def _rows_kept(rows: _Rows, matrix: CodeMatrix) -> dict[str, int]:
+    """Rows of each ICD version whose category is a column of the table (after ``--min-count``)."""
+    in_table = rows.categories.isin(set(matrix.frame.columns)).to_numpy()
+    icd10 = rows.categories.str.startswith("ICD10").to_numpy(dtype=bool, na_value=False)
+    return {"icd9_rows_kept": int((in_table & ~icd10).sum()), "icd10_rows_kept": int((in_table & icd10).sum())}
+
+
+def _columns_by_vocabulary(matrix: CodeMatrix) -> dict[str, int]:
+    """Category columns per vocabulary prefix, e.g. {"ICD9": 325, "ICD10": 379}."""
+    prefixes = pd.Series([c.split(":", 1)[0] for c in matrix.frame.columns], dtype=object)
+    return {str(k): int(v) for k, v in prefixes.value_counts(sort=False).items()}
