@@ -1,7 +1,8 @@
 """The ``ehrdiff`` command: argument parsing and friendly errors, nothing else.
 
 Each sub-command lives in its own module with ``add_parser(subparsers)`` and ``run(args) -> int``.
-User errors (EhrdiffError) print one line and exit 1; anything else is a bug and keeps its traceback.
+User errors (EhrdiffError) print one line and exit 1; usage mistakes (a missing or malformed flag) print one line
+and exit 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -59,10 +60,24 @@ class RegistryHelpFormatter(argparse.HelpFormatter):
         return text
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes print one line in the same form as every other ehrdiff error (not the usage block), with
+    argparse's exit status 2. The sub-command parsers are of this class too (``add_subparsers`` makes its own)."""
+
+    def error(self, message: str):
+        self.exit(2, f"ehrdiff: error: {self.prog}: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks folded into spaces: an error is one line on the terminal, whatever a library
+    put into the message it wraps."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``ehrdiff`` parser. ``command``: the command about to run, whose module's ``add_details`` (where it has
     one) adds what is costly to build and only that command needs."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ehrdiff", description="Train diffusion models on EHR tables, sample synthetic patients, evaluate them.")
     parser.add_argument("--version", action="version", version=f"ehrdiff {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info messages")
@@ -87,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except EhrdiffError as exc:
-        print(f"ehrdiff: error: {exc}", file=sys.stderr)
+        print(f"ehrdiff: error: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ehrdiff: interrupted", file=sys.stderr)

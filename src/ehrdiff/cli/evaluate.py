@@ -74,14 +74,17 @@ def parse_scale(text: str) -> tuple[str, float, str]:
 
 def read_synthetic(path: str):
     """A synthetic table; one whose values break its own stored kinds is read raw, so that evaluate can mark the
-    offending columns instead of refusing the whole file."""
+    offending columns instead of refusing the whole file. A file without rows is refused: it has nothing to
+    evaluate, and every metric would be null."""
     from ehrdiff.data.io import read_frame, read_table
 
     try:
-        return read_table(path)
+        return read_table(path, explain_kinds=False)   # the training table decides the kinds
     except DataError:
         frame, _ = read_frame(path)  # an unreadable file still raises here
-        return frame
+    if len(frame) == 0:
+        raise DataError(f"{path}: the synthetic table has no rows; sample some (ehrdiff sample RUN -n N -o FILE)")
+    return frame
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_figures:
         options["figures"] = False
     started = time.perf_counter()
-    train, test = read_table(args.train), read_table(args.test)
+    train, test = read_table(args.train), read_table(args.test, explain_kinds=False)
     synthetic = {name: read_synthetic(path) for name, path in named}
     scale: dict[str, dict[float, object]] = {}
     for name, fraction, path in scaled:

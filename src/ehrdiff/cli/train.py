@@ -100,6 +100,7 @@ def check_run_folder(run: Path, resume: bool, overwrite: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ehrdiff.data.io import read_table
+    from ehrdiff.data.labels import check_label
     from ehrdiff.models import build_model
     from ehrdiff.training import is_main_process
 
@@ -107,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(args.model, model_arguments(args))      # bad settings fail here, before any I/O
     check_run_folder(run_dir, args.resume, args.overwrite)
     table = read_table(args.data)                                # bad data fails here, before any write
+    check_label(table, args.data)                                # as 'ehrdiff prepare' checks it
     started = time.perf_counter()
     model.fit(table, checkpoint_dir=run_dir / CHECKPOINT_SUBDIR, resume=args.resume,
               progress=not getattr(args, "quiet", False))

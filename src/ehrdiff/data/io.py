@@ -2,11 +2,16 @@
 
 Parquet files written by ehrdiff carry the column kinds in their schema metadata, so a table prepared by
 ``ehrdiff prepare`` keeps its kinds through training and sampling. CSV and NPZ kinds are inferred.
+
+Reading never changes a user's table without a word: a CSV header that pandas renames (a name given twice, an
+empty name) and a column of 0s and 1s that inference reads as continuous (because of a 2, a -1 or a gap) are each
+said in one warning line naming the column, the rows and what to do.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -15,9 +20,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ehrdiff.data.table import Table
+from ehrdiff.data.table import Table, dates_as_days
 from ehrdiff.errors import DataError
 from ehrdiff.fileio import atomic_path
+
+log = logging.getLogger(__name__)
+MOSTLY_BINARY = 0.95      # a column whose other values fill at most 5% of rows is taken for a 0/1 column
+WARNED_COLUMNS = 5        # columns named one by one in a warning; the rest are counted
 
 KINDS_METADATA_KEY = b"ehrdiff.kinds"
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".npz": "npz"}
@@ -58,10 +67,10 @@ def read_frame(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, str]]:
         if fmt == "parquet":
             pa_table = pq.read_table(path)
             meta = pa_table.schema.metadata or {}
-            kinds = json.loads(meta[KINDS_METADATA_KEY]) if KINDS_METADATA_KEY in meta else {}
+            kinds = stored_kinds(meta[KINDS_METADATA_KEY], path, PARQUET_KINDS) if KINDS_METADATA_KEY in meta else {}
             return pa_table.to_pandas(), kinds
         if fmt in ("csv", "tsv"):
-            return pd.read_csv(path, sep="\t" if fmt == "tsv" else ","), {}
+            return _read_delimited(path, "\t" if fmt == "tsv" else ","), {}
         with np.load(path, allow_pickle=False) as npz:
             if "data" not in npz:
                 raise DataError(f"{path}: NPZ file has no 'data' array "
@@ -70,7 +79,7 @@ def read_frame(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, str]]:
             if data.ndim != 2:
                 raise DataError(f"{path}: 'data' must be a 2-D matrix (patients x features), got shape {data.shape}")
             columns = [str(c) for c in npz["columns"]] if "columns" in npz else [f"x{i}" for i in range(data.shape[1])]
-            kinds = json.loads(str(npz["kinds"])) if "kinds" in npz else {}
+            kinds = stored_kinds(str(npz["kinds"]), path, NPZ_KINDS) if "kinds" in npz else {}
             return pd.DataFrame(data, columns=columns), kinds
     except DataError:
         raise
@@ -80,10 +89,102 @@ def read_frame(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, str]]:
         raise DataError(f"{path}: could not read as {fmt.upper()} ({first_line(exc)})") from None
 
 
-def read_table(path: str | os.PathLike, kinds: dict[str, str] | None = None) -> Table:
-    """Read and validate a table; ``kinds`` overrides stored or inferred kinds."""
+PARQUET_KINDS = f"the column kinds in its metadata ('{KINDS_METADATA_KEY.decode()}')"
+NPZ_KINDS = "its 'kinds' array"
+
+
+def stored_kinds(text: str | bytes, path: Path, where: str) -> dict[str, str]:
+    """The column kinds stored in a file (``where`` says where, for the message): a JSON object of column name ->
+    kind name, or a DataError."""
+    try:
+        kinds = json.loads(text)
+    except (ValueError, RecursionError):
+        found = "text that is not JSON"
+    else:
+        if isinstance(kinds, dict) and all(isinstance(kind, str) for kind in kinds.values()):
+            return kinds
+        found = "an object with kinds that are not text" if isinstance(kinds, dict) else f"a JSON {_json_type(kinds)}"
+    raise DataError(f"{path}: {where} must be a JSON object of column name -> kind, found {found}; write the file "
+                    "again with ehrdiff's write_table, or without the kinds")
+
+
+def _json_type(value) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
+def _read_delimited(path: Path, sep: str) -> pd.DataFrame:
+    """A CSV/TSV table whose columns are the header's, one for one (said in a warning where pandas renamed one)."""
+    frame = pd.read_csv(path, sep=sep)
+    if not frame.index.equals(pd.RangeIndex(len(frame))):  # pandas made the first field(s) an index: longer rows
+        raise DataError(f"{path}: the rows have more fields than the header has names ({len(frame.columns)}); "
+                        "add the missing names to the header")
+    warn_renamed_columns(path, sep, list(frame.columns))
+    return frame
+
+
+def warn_renamed_columns(path: str | os.PathLike, sep: str, columns: list) -> None:
+    """One warning line when pandas read the header of a delimited file as other ``columns`` than it says: a name
+    given twice becomes ``a.1``, an empty one ``Unnamed: 2``."""
+    header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+    renamed = [(i, name, str(column)) for i, (name, column) in enumerate(zip(header, columns)) if name != str(column)]
+    if not renamed:
+        return
+    shown = ", ".join(f"column {i + 1} {name!r} as {column!r}" if name else f"column {i + 1} (no name) as {column!r}"
+                      for i, name, column in renamed[:WARNED_COLUMNS])
+    more = f" and {len(renamed) - WARNED_COLUMNS} more" if len(renamed) > WARNED_COLUMNS else ""
+    log.warning("warning: %s: the header repeats or leaves out column names, so they were renamed: %s%s; "
+                "give every column its own name in the file's header", path, shown, more)
+
+
+def read_table(path: str | os.PathLike, kinds: dict[str, str] | None = None, *,
+               explain_kinds: bool = True) -> Table:
+    """Read and validate a table; ``kinds`` overrides stored or inferred kinds. ``explain_kinds``: warn where
+    inference reads a column of 0s and 1s as continuous (off for tables whose kinds another table decides)."""
     frame, stored = read_frame(path)
-    return Table.from_frame(frame, {**stored, **(kinds or {})}, source=str(path))
+    given = {**stored, **(kinds or {})}
+    table = Table.from_frame(frame, given, source=str(path))
+    if explain_kinds:
+        warn_binary_read_as_continuous(table, set(given), path)
+    return table
+
+
+def warn_binary_read_as_continuous(table: Table, given: set[str], path: str | os.PathLike) -> None:
+    """One warning line per column that holds 0 and 1 (and nothing else, but for a few rows or gaps) yet was
+    inferred continuous: a 2, a -1 or a missing value changes what the column is, which the user should know."""
+    found = [(name, wrong) for name in table.columns_of("continuous") if name not in given
+             for wrong in [_non_binary_rows(table.frame[name])] if wrong is not None]
+    for name, wrong in found[:WARNED_COLUMNS]:
+        values = table.frame[name]
+        shown = ", ".join(f"row {row}: {'missing' if pd.isna(values.iloc[row]) else plain_value(values.iloc[row])}"
+                          for row in wrong[:3])
+        more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+        log.warning("warning: %s: column '%s' holds 0 and 1 except in %d row(s) (%s%s), so it is read as "
+                    "continuous, not binary; if it is a 0/1 column fix those rows, otherwise give its kind "
+                    "(kinds={'%s': 'continuous'}) or ignore this", path, name, len(wrong), shown, more, name)
+    if len(found) > WARNED_COLUMNS:
+        log.warning("warning: %s: %d more columns of 0s and 1s are read as continuous for the same reason (%s)",
+                    path, len(found) - WARNED_COLUMNS, ", ".join(n for n, _ in found[WARNED_COLUMNS:][:10]))
+
+
+def _non_binary_rows(values: pd.Series) -> np.ndarray | None:
+    """The rows that keep a column of 0s and 1s from being binary: all its values but a few (or its gaps) are 0
+    and 1, both present. None for any other column."""
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return None
+    raw = values.to_numpy(dtype=float, na_value=np.nan)
+    zero, one = raw == 0, raw == 1
+    if not zero.any() or not one.any():
+        return None
+    wrong = ~(zero | one)
+    only_gaps = not (wrong & ~np.isnan(raw)).any()
+    if not only_gaps and wrong.mean() > 1 - MOSTLY_BINARY:
+        return None
+    return np.flatnonzero(wrong)
+
+
+def plain_value(value) -> object:
+    """numpy scalars as plain Python values, so a message reads 2.0 rather than np.float64(2.0)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def write_table(table: Table | pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -103,6 +204,7 @@ def write_table(table: Table | pd.DataFrame, path: str | os.PathLike) -> Path:
             compression = "gzip" if path.name.lower().endswith(".gz") else None
             frame.to_csv(tmp, index=False, sep="\t" if fmt == "tsv" else ",", compression=compression)
         else:
+            frame = dates_as_days(frame, kinds)     # NPZ holds numbers: dates as day counts since 1970-01-01
             numeric = frame.apply(pd.to_numeric, errors="coerce")
             if numeric.isna().to_numpy().sum() > frame.isna().to_numpy().sum():
                 raise DataError(f"{path}: NPZ holds numbers only; this table has text columns (write .parquet or .csv)")

@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ehrdiff.data.encoding import ColumnCoding, TableEncoder, MISSING_CATEGORY, MISSING_SUFFIX
+from ehrdiff.data.io import plain_value as _show  # numpy scalars read 0.7, not np.float64(0.7)
 from ehrdiff.data.table import ID_COLUMN_NAMES, Table
 from ehrdiff.errors import DataError
 
@@ -99,8 +100,12 @@ def as_train_table(data) -> Table:
     return Table.from_frame(as_frame(data, "train"), source="train")
 
 
+DEFAULT_LABEL = "label"   # evaluate's default label: it may be absent (then no utility metrics); another name may not
+
+
 def build_layout(train: Table, label: str | None) -> tuple[Layout, list[ColumnCoding]]:
     """The evaluation's columns from the training table; returns the layout and the non-binary codings."""
+    check_label_name(train, label)
     chosen = label if label is not None and label in train.frame.columns else None
     if chosen is None and label is not None and train.columns_of("label"):
         chosen = train.columns_of("label")[0]
@@ -135,6 +140,14 @@ def build_layout(train: Table, label: str | None) -> tuple[Layout, list[ColumnCo
                     label_classes=classes,
                     ignored=frozenset(c for c in train.columns if train.kinds[c] in ("id", "label")))
     return layout, codings
+
+
+def check_label_name(train: Table, label: str | None) -> None:
+    """A label named other than the default must be a training column: a misspelt one is refused, not ignored."""
+    if label is None or label == DEFAULT_LABEL or label in train.frame.columns:
+        return
+    raise DataError(f"train: no column '{label}' to use as the label (columns: {_names(train.columns, 10)}); "
+                    "name one of them as the label (--label), or leave the label out")
 
 
 def prepare(data, layout: Layout, codings: list[ColumnCoding], source: str) -> Prepared:
@@ -177,11 +190,6 @@ def prepare(data, layout: Layout, codings: list[ColumnCoding], source: str) -> P
     if not usable.any():
         raise DataError(f"{source}: no column can be compared with the training data; " + " ".join(warnings))
     return Prepared(Encoded(X, y), usable, warnings, label_problem)
-
-
-def _show(value):
-    """numpy scalars as plain Python values, so messages read 0.7 rather than np.float64(0.7)."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _names(columns: list[str], shown: int = 5) -> str:

@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import argparse
 import io
+import lzma
 import os
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ehrdiff.data.io import existing_file
+from ehrdiff.data.io import existing_file, first_line
 from ehrdiff.data.sources._files import find_column, read_csv
 from ehrdiff.data.sources.registry import data_source
 from ehrdiff.data.sources.split import Prepared
@@ -46,8 +48,11 @@ def _record_files(path: Path) -> list[tuple[str, bytes]]:
     """(file name, content) of every ``*.txt`` record in a folder or a tar(.gz) archive, sorted by name."""
     records: list[tuple[str, bytes]] = []
     if path.is_dir():
-        for file in sorted(path.rglob("*.txt")):
-            records.append((str(file), file.read_bytes()))
+        for file in sorted(f for f in path.rglob("*.txt") if f.is_file()):
+            try:
+                records.append((str(file), file.read_bytes()))
+            except OSError as exc:
+                raise DataError(f"{file}: cannot be read ({exc.strerror or exc})") from None
     else:
         existing_file(path, "records archive")
         try:
@@ -55,11 +60,19 @@ def _record_files(path: Path) -> list[tuple[str, bytes]]:
                 for member in archive:
                     if member.isfile() and member.name.endswith(".txt"):
                         records.append((f"{path}:{member.name}", archive.extractfile(member).read()))
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise DataError(f"{path}: could not read as a tar/tar.gz archive of record files ({exc})") from None
+        except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            raise DataError(f"{path}: {_archive_problem(exc)}; give the set folder (set-a/) or its .tar.gz") from None
     if not records:
         raise DataError(f"{path}: no record files (*.txt) found; give the set folder or its .tar.gz")
     return sorted(records)
+
+
+def _archive_problem(exc: Exception) -> str:
+    """Why a records archive could not be read, in a few words (tarfile's own message lists every
+    decompressor it tried, one per line)."""
+    if isinstance(exc, tarfile.ReadError) and "could not be opened successfully" in str(exc):
+        return "not a tar or tar.gz archive"
+    return f"a damaged tar/tar.gz archive ({first_line(exc)})"
 
 
 def _long_rows(records: list[tuple[str, bytes]]) -> pd.DataFrame:

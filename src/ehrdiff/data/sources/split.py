@@ -16,6 +16,7 @@ import pandas as pd
 from ehrdiff import __version__
 from ehrdiff.data.encoding import TableEncoder
 from ehrdiff.data.io import write_table
+from ehrdiff.data.labels import LABEL, check_label
 from ehrdiff.data.table import Table, _is_binary
 from ehrdiff.data.writers import staged_dir
 from ehrdiff.errors import DataError
@@ -23,7 +24,6 @@ from ehrdiff.fileio import sha256_file
 
 log = logging.getLogger(__name__)
 
-LABEL = "label"
 FILES = ("train.parquet", "test.parquet", "summary.json")
 
 
@@ -63,28 +63,6 @@ def split_subjects(subjects: pd.Series, test_fraction: float = 0.2, seed: int = 
 def check_fraction(test_fraction: float) -> None:
     if not (isinstance(test_fraction, (int, float)) and 0 < test_fraction < 1):
         raise DataError(f"test fraction must be between 0 and 1 (exclusive), got {test_fraction!r}")
-
-
-def check_label(table: Table, source: str) -> None:
-    """A prepared table has at most one label, named ``label``, with exactly two classes and no missing value."""
-    labels = table.columns_of("label")
-    if not labels:
-        return
-    if labels != [LABEL]:
-        raise DataError(f"{source}: the label column must be named '{LABEL}' (found {', '.join(labels)}); "
-                        "rename it or give it another kind")
-    values = table.frame[LABEL]
-    if values.isna().any():
-        raise DataError(f"{source}: column '{LABEL}' is missing in row {int(values.isna().argmax())}; "
-                        "every row needs a label (drop those rows)")
-    classes = sorted(values.unique().tolist(), key=str)
-    if len(classes) < 2:
-        raise DataError(f"{source}: column '{LABEL}' has one class only ({classes[0]!r} in all {len(values)} rows); "
-                        "a label needs two classes (check the label definition or drop the label)")
-    if len(classes) > 2:
-        shown = ", ".join(map(repr, classes[:5]))
-        raise DataError(f"{source}: column '{LABEL}' has {len(classes)} classes ({shown}); the label must be binary "
-                        "(recode it to two classes, or declare the column categorical)")
 
 
 def _unseen_category_subjects(table: Table, subject_column: str, is_test: np.ndarray) -> tuple[np.ndarray, dict]:
