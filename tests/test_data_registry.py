@@ -65,7 +65,7 @@ def test_flags_reach_the_function_by_name():
 
 
 def test_the_built_in_sources_in_their_help_order():
-    assert list(SOURCES) == ["mimic", "cinc2012", "ptb", "uci-diabetes", "codes", "table", "meds"]
+    assert list(SOURCES) == ["mimic", "cinc2012", "ptb", "uci-diabetes", "codes", "table", "meds", "omop"]
 
 
 def test_a_name_registered_twice_is_refused(toy_source):

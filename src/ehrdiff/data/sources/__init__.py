@@ -22,6 +22,7 @@ from ehrdiff.data.sources.uci_diabetes import prepare_uci_diabetes
 from ehrdiff.data.sources.codes import prepare_codes
 from ehrdiff.data.sources.table import prepare_table
 from ehrdiff.data.sources.meds import prepare_meds
+from ehrdiff.data.sources.omop import prepare_omop
 # isort: on
 from ehrdiff.data.sources.registry import SOURCES, DataSource, data_source, get_source
 from ehrdiff.data.sources.split import Prepared, split_subjects, write_prepared
@@ -34,5 +35,5 @@ def prepare(source: str, out_dir: str | os.PathLike, *, test_fraction: float = 0
 
 
 __all__ = ["SOURCES", "DataSource", "Prepared", "data_source", "get_source", "prepare", "split_subjects",
-           "write_prepared", "prepare_cinc2012", "prepare_codes", "prepare_meds", "prepare_mimic", "prepare_ptb",
-           "prepare_table", "prepare_uci_diabetes"]
+           "write_prepared", "prepare_cinc2012", "prepare_codes", "prepare_meds", "prepare_mimic", "prepare_omop",
+           "prepare_ptb", "prepare_table", "prepare_uci_diabetes"]
