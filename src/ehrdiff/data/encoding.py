@@ -9,6 +9,10 @@ continuous   scaled to [0, 1] with training statistics: min-max (``"minmax"``, t
              decoded by clipping, unscaling, rounding integer columns, and NaN where the indicator is >= 0.5
 categorical  one-hot, one column per training category (``NAME=VALUE``); decoded by argmax
 label        as binary when its values are 0/1, otherwise as categorical
+date         as continuous, on the day count since 1970-01-01 (min-max scaled: the days since the column's earliest
+             training date, its reference date, over its training span); decoded to datetime64 inside the training
+             range, rounded to the column's resolution (``ColumnCoding.date_unit``: days for dates, minutes for times
+             kept to the minute, ...) and localised to its time zone if it had one
 id           not encoded; decoding creates fresh synthetic ids that never collide with real ones
 """
 
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ehrdiff.data.table import Table, _is_binary
+from ehrdiff.data.table import Table, _is_binary, as_dates, date_resolution, days_to_dates, wall_clock_days
 from ehrdiff.errors import DataError
 
 MISSING_SUFFIX = "__missing"
@@ -50,6 +54,8 @@ class ColumnCoding:
     knots: list = field(default_factory=list)      # "quantile": training values at evenly spaced quantile levels,
     knot_low: list = field(default_factory=list)   # each with the share of training values below it
     knot_high: list = field(default_factory=list)  # and the share at or below it (its stretch of [0, 1])
+    date_unit: str = ""           # date: the resolution sampled dates are rounded to (table.DATE_UNITS: "D", "min")
+    date_tz: str = ""             # date: the column's time zone ("" when it had none)
 
     def encoded_names(self) -> list[str]:
         if self.coding == "id":
@@ -59,6 +65,13 @@ class ColumnCoding:
         if self.coding == "continuous" and self.has_missing:
             return [self.name, self.name + MISSING_SUFFIX]
         return [self.name]
+
+    def numbers(self, values: pd.Series) -> np.ndarray:
+        """The numbers this coding scales: a date column's day counts since 1970-01-01 (local wall-clock time),
+        any other column's values as floats; NaN where missing."""
+        if self.kind == "date":
+            return wall_clock_days(as_dates(values, self.name))
+        return values.to_numpy(dtype=float, na_value=np.nan)
 
     def scale(self, raw: np.ndarray) -> np.ndarray:
         """Continuous values to the model's [0, 1]. Min-max: values outside the training range fall outside it.
@@ -117,6 +130,12 @@ class TableEncoder:
             return ColumnCoding(name, kind, "id", width=0, dtype=dtype, id_start=max(start, 0))
         if kind == "binary" or (kind == "label" and _is_binary(values) and values.notna().all()):
             return ColumnCoding(name, kind, "binary", dtype=dtype)
+        if kind == "date":     # a continuous column of day counts, decoded back to dates of its resolution
+            dates = as_dates(values, name)
+            coding = self._fit_column(name, "continuous", pd.Series(wall_clock_days(dates)))
+            coding.kind, coding.dtype, coding.integer = kind, dtype, False
+            coding.date_unit, coding.date_tz = date_resolution(dates), str(getattr(dates.dtype, "tz", None) or "")
+            return coding
         if kind == "continuous":
             observed = values.dropna().to_numpy(dtype=float)
             if len(observed) == 0:
@@ -196,7 +215,7 @@ class TableEncoder:
             if c.coding == "binary":
                 out[:, j] = values.to_numpy(dtype=float)
             elif c.coding == "continuous":
-                raw = values.to_numpy(dtype=float, na_value=np.nan)
+                raw = c.numbers(values)
                 isna = np.isnan(raw)
                 out[:, j] = np.where(isna, c.fill, c.scale(raw))
                 if c.has_missing:
@@ -227,6 +246,10 @@ class TableEncoder:
                 columns[c.name] = _synthetic_ids(c, n, id_offset)
             elif c.coding == "binary":
                 columns[c.name] = _cast(np.round(np.clip(block[:, 0], 0, 1)), c.dtype)
+            elif c.kind == "date":
+                days = c.unscale(block[:, 0])
+                missing = block[:, 1] >= 0.5 if c.has_missing else np.zeros(n, dtype=bool)
+                columns[c.name] = days_to_dates(np.where(missing, np.nan, days), c.date_unit, c.date_tz)
             elif c.coding == "continuous":
                 values = c.unscale(block[:, 0])
                 if c.integer:

@@ -27,7 +27,7 @@ from ehrdiff.errors import DataError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, metavar="PATH", help="wide table (.csv, .csv.gz, .tsv, .parquet)")
     parser.add_argument("--kind", action="append", default=[], metavar="COL=KIND",
-                        help="override a column's kind (binary, continuous, categorical, label, id); repeatable")
+                        help="override a column's kind (binary, continuous, categorical, label, id, date); repeatable")
     parser.add_argument("--label-col", metavar="C", help="the label column (renamed 'label')")
     parser.add_argument("--subject-col", metavar="C", help="patient id column the split is made on")
 
