@@ -357,3 +357,21 @@ def test_writer_refuses_a_table_that_is_not_from_omop(tmp_path):
     with pytest.raises(DataError, match="'ICD9:401' is not an OMOP column"):
         write_omop(table, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_concept_file_from_athena_is_tab_separated_with_quotes_in_names(csv_dir, tmp_path):
+    """The Athena vocabulary download: CONCEPT.csv separated by tabs, unquoted, dates as YYYYMMDD, given by --concepts
+    from outside the CDM folder."""
+    cdm = tmp_path / "cdm"
+    shutil.copytree(csv_dir, cdm)
+    (cdm / "CONCEPT.csv").unlink()
+    athena = tmp_path / "vocabulary" / "CONCEPT.csv"
+    athena.parent.mkdir()
+    athena.write_text("concept_id\tconcept_name\tdomain_id\tvocabulary_id\tconcept_class_id\tstandard_concept\t"
+                      "concept_code\tvalid_start_date\tvalid_end_date\tinvalid_reason\n"
+                      '201826\t"Type 2" diabetes mellitus\tCondition\tSNOMED\tClinical Finding\tS\t44054006\t'
+                      "19700101\t20991231\t\n")
+    prepared = prepare_omop(cdm, concepts=athena)
+    assert "condition:SNOMED:44054006:201826" in prepared.table.columns
+    assert "condition:320128" in prepared.table.columns      # not in this concept file: named by its id
+    assert prepared.details["titles"] == {"condition:SNOMED:44054006:201826": '"Type 2" diabetes mellitus'}

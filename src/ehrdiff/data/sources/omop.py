@@ -25,6 +25,7 @@ import gzip
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,7 @@ from ehrdiff.errors import DataError
 
 SUFFIXES = (".csv.gz", ".csv", ".parquet", ".pq")
 NULL_TEXTS = ["", "NULL", "null", "\\N"]            # how database exports spell an empty field
+CHUNK_ROWS = 1_000_000                               # rows per chunk of a CSV read with a row filter
 LABELS = ("none", "death")
 NAMES = ("codes", "ids")
 DATE_HINT = "expected a date such as 2020-01-31 (YYYY-MM-DD, YYYYMMDD or YYYY/MM/DD, a time may follow)"
@@ -137,29 +139,43 @@ class Columns:
 
 
 def read_columns(file: CdmFile, required: dict[str, tuple[str, ...]],
-                 optional: dict[str, tuple[str, ...]] | None = None, nulls: list[str] = NULL_TEXTS) -> Columns:
+                 optional: dict[str, tuple[str, ...]] | None = None, nulls: list[str] = NULL_TEXTS,
+                 keep: Callable[[pd.DataFrame], pd.Series] | None = None) -> Columns:
     """Read only the wanted columns of ``file``. Each key maps to candidate CDM names (the first found is read);
-    CSV values arrive as text, Parquet values with their stored types."""
+    CSV values arrive as text, Parquet values with their stored types. ``keep`` (a frame under the keys -> the
+    rows to keep) filters a CSV chunk by chunk, so a vocabulary's millions of rows are never all in memory; the
+    row positions of later messages then count kept rows only."""
     header, sep = _columns_of(file)
     names = {key: _resolve(file, header, candidates, True) for key, candidates in required.items()}
     for key, candidates in (optional or {}).items():
         found = _resolve(file, header, candidates, False)
         if found is not None:
             names[key] = found
+    wanted = set(names.values())
     try:
         if file.is_csv:
-            frame = pd.read_csv(file.path, sep=sep, usecols=list(dict.fromkeys(names.values())), dtype=str,
-                                keep_default_na=False, na_values=nulls, encoding="utf-8-sig",
-                                quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL)
+            chunks = pd.read_csv(file.path, sep=sep, usecols=lambda c: c.strip() in wanted, dtype=str,
+                                 keep_default_na=False, na_values=nulls, encoding="utf-8-sig",
+                                 quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL,
+                                 chunksize=CHUNK_ROWS if keep else None)
+            parts = [_under_keys(chunk, names, keep) for chunk in chunks] if keep else \
+                [_under_keys(chunks, names, None)]
+            frame = pd.concat(parts or [pd.DataFrame(columns=list(names))], ignore_index=True)
         else:
-            frame = ds.dataset(file.path, format="parquet").to_table(
-                columns=list(dict.fromkeys(names.values()))).to_pandas()
+            table = ds.dataset(file.path, format="parquet").to_table(columns=list(dict.fromkeys(names.values())))
+            frame = _under_keys(table.to_pandas(), names, keep)
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError, EOFError) as exc:
         raise DataError(f"{file.path}: could not read ({first_line(exc)})") from None
     except Exception as exc:  # pyarrow raises many types for a corrupt file
         raise DataError(f"{file.path}: could not read as Parquet ({first_line(exc)})") from None
+    return Columns(file, frame, names)
+
+
+def _under_keys(frame: pd.DataFrame, names: dict[str, str], keep) -> pd.DataFrame:
+    """The file's columns (header names stripped of spaces) under the caller's keys, filtered by ``keep``."""
+    frame = frame.rename(columns=str.strip)
     out = pd.DataFrame({key: frame[name].reset_index(drop=True) for key, name in names.items()})
-    return Columns(file, out, names)
+    return out[keep(out)].reset_index(drop=True) if keep is not None else out
 
 
 # ---- turning values into numbers and dates -----------------------------------------------------------------------
@@ -310,9 +326,9 @@ def read_death(file: CdmFile, persons: np.ndarray) -> np.ndarray:
 def read_concepts(file: CdmFile, wanted: set[int]) -> pd.DataFrame:
     """concept_id -> vocabulary_id, concept_code, concept_name, for the concepts in ``wanted``."""
     columns = read_columns(file, {"concept_id": ("concept_id",), "vocabulary_id": ("vocabulary_id",),
-                                  "concept_code": ("concept_code",), "concept_name": ("concept_name",)}, nulls=[""])
-    ids = whole_numbers(columns, "concept_id", "a whole-number concept_id")
-    frame = columns.frame.assign(concept_id=ids)[ids.isin(wanted)]
+                                  "concept_code": ("concept_code",), "concept_name": ("concept_name",)}, nulls=[""],
+                           keep=lambda chunk: pd.to_numeric(chunk["concept_id"], errors="coerce").isin(wanted))
+    frame = columns.frame.assign(concept_id=whole_numbers(columns, "concept_id").astype("int64"))
     return frame.drop_duplicates("concept_id").set_index("concept_id")
 
 
