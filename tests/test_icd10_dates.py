@@ -184,6 +184,18 @@ def test_sampled_dates_are_dates_in_other_formats(tmp_path, suffix, one_thread):
     assert table.frame["admitted"].min() <= dates.min() and dates.max() <= table.frame["admitted"].max()
 
 
+def test_evaluation_compares_date_columns_as_day_counts():
+    from ehrdiff.evaluation import evaluate
+
+    table = Table.from_frame(dated_table(n=90).frame[["admitted", "discharged", "lab"]])
+    train, test = table.subset(range(60)), table.subset(range(60, 90))
+    shifted = test.frame.assign(admitted=test.frame["admitted"] + pd.Timedelta(days=400))  # a year too late
+    report = evaluate(train, test, {"same": test, "shifted": shifted}, references=False, figures=False)
+    for name in ("same", "shifted"):
+        assert not [w for w in report.metrics[name].get("warnings", []) if "admitted" in w]
+    assert report.metrics["shifted"]["continuous_ks_max"] > report.metrics["same"]["continuous_ks_max"]
+
+
 # ---- id columns --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, values, kind", [
     ("person_id", [7, 7, 9], "id"),                               # a known name: an id even where it repeats

@@ -66,11 +66,11 @@ class ColumnCoding:
             return [self.name, self.name + MISSING_SUFFIX]
         return [self.name]
 
-    def numbers(self, values: pd.Series) -> np.ndarray:
+    def numbers(self, values: pd.Series, source: str = "data") -> np.ndarray:
         """The numbers this coding scales: a date column's day counts since 1970-01-01 (local wall-clock time),
-        any other column's values as floats; NaN where missing."""
+        any other column's values as floats; NaN where missing. DataError naming ``source`` for a non-date."""
         if self.kind == "date":
-            return wall_clock_days(as_dates(values, self.name))
+            return wall_clock_days(as_dates(values, self.name, source))
         return values.to_numpy(dtype=float, na_value=np.nan)
 
     def scale(self, raw: np.ndarray) -> np.ndarray:

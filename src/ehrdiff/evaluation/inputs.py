@@ -242,6 +242,11 @@ def _encode_other(values: pd.Series, coding: ColumnCoding, source: str):
     """A continuous or categorical column -> its encoded CSR block, or a warning when it cannot be encoded."""
     n = len(values)
     if coding.coding == "continuous":
+        if coding.kind == "date":       # compared as the day counts the model sees
+            try:
+                values = pd.Series(coding.numbers(values, source), index=values.index)
+            except DataError as exc:
+                return None, f"{exc}; it is left out"
         if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             bad = (pd.to_numeric(values, errors="coerce").isna() & values.notna()).to_numpy()
             row = int(np.argmax(bad)) if bad.any() else 0
