@@ -375,3 +375,11 @@ def test_concept_file_from_athena_is_tab_separated_with_quotes_in_names(csv_dir,
     assert "condition:SNOMED:44054006:201826" in prepared.table.columns
     assert "condition:320128" in prepared.table.columns      # not in this concept file: named by its id
     assert prepared.details["titles"] == {"condition:SNOMED:44054006:201826": '"Type 2" diabetes mellitus'}
+
+
+def test_a_concept_label_is_written_as_that_concepts_row(csv_dir, tmp_path):
+    table = prepare_omop(csv_dir, names="ids", label_concept="4329847").table
+    write_omop(table, tmp_path / "cdm_out", label="condition:4329847")
+    assert not (tmp_path / "cdm_out" / "death.csv").exists()
+    back = prepare_omop(tmp_path / "cdm_out", names="ids", label_concept="4329847").table
+    pd.testing.assert_frame_equal(back.frame, table.frame, check_dtype=False)

@@ -518,7 +518,7 @@ def prepare_omop(cdm_dir: str | os.PathLike, *, domains="condition", names: str 
         if values is not None else [],
         "persons_without_codes": int((matrix.frame.to_numpy() == 0).all(axis=1).sum()),
         "naming": "DOMAIN:CONCEPT_ID, or DOMAIN:VOCABULARY:CODE:CONCEPT_ID where the concept table lists the concept; "
-                  "measurement_value:... is the last value_as_number (docs/data.md#omop)",
+                  "measurement_value:... is the last value_as_number (docs/data.md, omop)",
         "notes": notes,
     }
     if value_events is not None and value_events.domain.table not in details["tables"]:
