@@ -383,3 +383,13 @@ def test_a_concept_label_is_written_as_that_concepts_row(csv_dir, tmp_path):
     assert not (tmp_path / "cdm_out" / "death.csv").exists()
     back = prepare_omop(tmp_path / "cdm_out", names="ids", label_concept="4329847").table
     pd.testing.assert_frame_equal(back.frame, table.frame, check_dtype=False)
+
+
+def test_a_measurement_label_is_never_a_value_column(csv_dir):
+    table = prepare_omop(csv_dir, names="ids", domains="measurement", label_concept=3027018,
+                         measurement_summaries=3).table
+    assert [c for c in table.columns if "3027018" in c] == []
+    assert {c for c in table.columns if c.startswith("measurement_value")} == \
+        {"measurement_value:3004410", "measurement_value:3004249"}
+    with pytest.raises(DataError, match="also in --measurements"):
+        prepare_omop(csv_dir, domains="measurement", label_concept=3027018, measurements="3027018,3004410")

@@ -338,6 +338,8 @@ def _as_list(value) -> list[str]:
         return []
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (int, np.integer)):
+        return [str(value)]
     return [str(v).strip() for v in value]
 
 
@@ -442,6 +444,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_min_count(parser, "a concept column", "persons")
 
 
+@dataclass(frozen=True)
+class Options:
+    """prepare_omop's options, checked (from the command line's text or from Python values)."""
+
+    domains: tuple[str, ...]
+    names: str
+    reference_date: pd.Timestamp | None
+    measurements: list[int]
+    measurement_summaries: int
+    label: str                   # none, death or concept
+    label_concept: int | None
+    min_count: int
+
+    @classmethod
+    def parse(cls, *, domains, names, reference_date, measurements, measurement_summaries, label, label_concept,
+              min_count) -> "Options":
+        label = label or "none"
+        if names not in NAMES:
+            raise DataError(f"unknown --names choice '{names}'; choose one of {', '.join(NAMES)}")
+        if label not in LABELS:
+            raise DataError(f"unknown --label choice '{label}'; choose one of {', '.join(LABELS)}")
+        concept = parse_concept_ids(label_concept, "--label-concept")
+        if len(concept) > 1:
+            raise DataError("--label-concept takes one concept id")
+        if concept and label != "none":
+            raise DataError("give either --label death or --label-concept, not both")
+        return cls(domains=parse_domains(domains), names=names, reference_date=parse_reference_date(reference_date),
+                   measurements=parse_concept_ids(measurements, "--measurements"),
+                   measurement_summaries=int(measurement_summaries or 0), label="concept" if concept else label,
+                   label_concept=concept[0] if concept else None, min_count=min_count)
+
+    @property
+    def wants_values(self) -> bool:
+        return bool(self.measurements or self.measurement_summaries)
+
+    def summary(self) -> dict:
+        return {"domains": list(self.domains), "names": self.names,
+                "reference_date": None if self.reference_date is None else self.reference_date.date().isoformat(),
+                "measurements": self.measurements, "measurement_summaries": self.measurement_summaries,
+                "label": self.label, "label_concept": self.label_concept, "min_count": self.min_count}
+
+
 @data_source("omop", help="an OMOP CDM folder (CSV or Parquet) -> one row per person: concepts, age, sex",
              arguments=add_arguments)
 def prepare_omop(cdm_dir: str | os.PathLike, *, domains="condition", names: str = "codes",
@@ -449,77 +493,37 @@ def prepare_omop(cdm_dir: str | os.PathLike, *, domains="condition", names: str 
                  measurement_summaries: int = 0, label: str = "none", label_concept=None,
                  min_count: int = 1) -> Prepared:
     """One row per person of CDM_DIR's person table; see the module docstring and ``ehrdiff.data.omop``."""
+    options = Options.parse(domains=domains, names=names, reference_date=reference_date, measurements=measurements,
+                            measurement_summaries=measurement_summaries, label=label, label_concept=label_concept,
+                            min_count=min_count)
     root = Path(cdm_dir)
-    label = label or "none"
-    domain_names = parse_domains(domains)
-    value_ids = parse_concept_ids(measurements, "--measurements")
-    label_ids = parse_concept_ids(label_concept, "--label-concept")
-    fixed_date = parse_reference_date(reference_date)
-    _check_choices(names, label, label_ids, value_ids)
     tables = find_tables(root)
     if "person" not in tables:
         raise DataError(f"{root}: no person table (person.csv, person.csv.gz or person.parquet); the person table "
                         "lists every person and is required")
     persons = read_persons(tables["person"])
-    wants_values = bool(value_ids or measurement_summaries)
-    events = [read_events(_require(tables, root, omop.DOMAINS[name].table, f"--domains {name}"), omop.DOMAINS[name],
-                          persons.ids, with_values=wants_values and name == "measurement")
-              for name in domain_names]
-    value_events = next((e for e in events if e.domain is omop.MEASUREMENT and "value" in e.frame), None)
-    if wants_values and value_events is None:
-        file = _require(tables, root, "measurement", "--measurements / --measurement-summaries")
-        value_events = read_events(file, omop.MEASUREMENT, persons.ids, with_values=True)
-    reference, reference_rule = reference_dates(persons, events, fixed_date)
+    events, value_events = _read_domains(tables, root, persons, options)
+    reference, reference_rule = reference_dates(persons, events, options.reference_date)
     ages = completed_ages(persons, reference)
-
-    notes: list[str] = []
-    labels, label_definition = None, None
-    if label == "death":
-        died = read_death(_require(tables, root, "death", "--label death"), persons.ids)
-        labels, label_definition = np.isin(persons.ids, died).astype(np.int64), "1 if the person is in the death table"
-    elif label_ids:
-        labels, events = _concept_label(events, label_ids[0], persons.ids, domain_names)
-        label_definition = f"1 if the person has concept {label_ids[0]} in {', '.join(domain_names)}; its column " \
-                           "is removed"
-
-    values = None
-    if wants_values:
-        all_values = last_values(value_events)
-        chosen = chosen_measurements(all_values, value_ids, measurement_summaries, value_events.file)
-        if label_ids and label_ids[0] in chosen:
-            raise DataError(f"--label-concept {label_ids[0]} is also a measurement value column; it would leak the "
-                            "label, drop it from --measurements")
-        values = all_values[all_values["concept_id"].isin(chosen)]
-
+    labels, label_definition, events = _labels(tables, root, persons, events, options)
+    values = _measurement_values(value_events, options) if value_events is not None else None
     keys = sorted({(e.domain.name, int(c)) for e in events for c in e.frame["concept_id"].unique()}
                   | ({(omop.VALUE_DOMAIN, int(c)) for c in values["concept_id"].unique()} if values is not None
                      else set()))
-    concept_table = _concept_table(tables, concepts, names, {c for _, c in keys})
-    name_of, titles = column_names(keys, concept_table)
-    frame, kinds, matrix = _person_frame(persons, ages, events, values, name_of, min_count, root)
+    name_of, titles = column_names(keys, _concept_table(tables, concepts, options.names, {c for _, c in keys}))
+    frame, kinds, matrix = _person_frame(persons, ages, events, values, name_of, options.min_count, root)
     if labels is not None:
         frame[omop.LABEL], kinds[omop.LABEL] = labels, "label"
-    negative = int((ages < 0).sum())
-    if negative:
-        notes.append(f"{negative} person(s) have a reference date before their birth; their age is left missing")
-    unknown = sum(e.stats["rows_of_persons_not_in_person_table"] for e in events)
-    if unknown:
-        notes.append(f"{unknown} event row(s) of persons missing from the person table were dropped")
     details = {
-        "options": {"domains": list(domain_names), "names": names,
-                    "reference_date": None if fixed_date is None else fixed_date.date().isoformat(),
-                    "measurements": value_ids, "measurement_summaries": measurement_summaries,
-                    "label": "concept" if label_ids else label, "label_concept": label_ids[0] if label_ids else None,
-                    "min_count": min_count},
+        "options": options.summary(),
         "tables": {e.domain.table: e.stats for e in events},
         "reference_date": reference_rule,
         "codes": {"kept": int(matrix.frame.shape[1]), "dropped_below_min_count": len(matrix.dropped_min_count)},
-        "measurement_values": [name_of[(omop.VALUE_DOMAIN, int(c))] for c in sorted(values["concept_id"].unique())]
-        if values is not None else [],
+        "measurement_values": [c for c in frame.columns if c.startswith(omop.VALUE_DOMAIN + ":")],
         "persons_without_codes": int((matrix.frame.to_numpy() == 0).all(axis=1).sum()),
         "naming": "DOMAIN:CONCEPT_ID, or DOMAIN:VOCABULARY:CODE:CONCEPT_ID where the concept table lists the concept; "
                   "measurement_value:... is the last value_as_number (docs/data.md, omop)",
-        "notes": notes,
+        "notes": _notes(ages, events),
     }
     if value_events is not None and value_events.domain.table not in details["tables"]:
         details["tables"]["measurement (values)"] = value_events.stats
@@ -532,15 +536,57 @@ def prepare_omop(cdm_dir: str | os.PathLike, *, domains="condition", names: str 
                     inputs=inputs)
 
 
-def _check_choices(names: str, label: str, label_ids: list[int], value_ids: list[int]) -> None:
-    if names not in NAMES:
-        raise DataError(f"unknown --names choice '{names}'; choose one of {', '.join(NAMES)}")
-    if label not in LABELS:
-        raise DataError(f"unknown --label choice '{label}'; choose one of {', '.join(LABELS)}")
-    if label != "none" and label_ids:
-        raise DataError("give either --label death or --label-concept, not both")
-    if len(label_ids) > 1:
-        raise DataError("--label-concept takes one concept id")
+def _read_domains(tables: dict[str, CdmFile], root: Path, persons: Persons,
+                  options: Options) -> tuple[list[Events], Events | None]:
+    """The events of each domain asked for, and the measurement rows with values (None unless values are asked
+    for; read with the measurement domain when it is one of them, on their own otherwise)."""
+    events = [read_events(_require(tables, root, omop.DOMAINS[name].table, f"--domains {name}"), omop.DOMAINS[name],
+                          persons.ids, with_values=options.wants_values and name == "measurement")
+              for name in options.domains]
+    if not options.wants_values:
+        return events, None
+    value_events = next((e for e in events if e.domain is omop.MEASUREMENT), None)
+    if value_events is None:
+        file = _require(tables, root, "measurement", "--measurements / --measurement-summaries")
+        value_events = read_events(file, omop.MEASUREMENT, persons.ids, with_values=True)
+    return events, value_events
+
+
+def _labels(tables: dict[str, CdmFile], root: Path, persons: Persons, events: list[Events],
+            options: Options) -> tuple[np.ndarray | None, str | None, list[Events]]:
+    """The label (None without one), its definition, and the events less the label concept's rows."""
+    if options.label == "death":
+        died = read_death(_require(tables, root, "death", "--label death"), persons.ids)
+        return np.isin(persons.ids, died).astype(np.int64), "1 if the person is in the death table", events
+    if options.label == "concept":
+        labels, events = _concept_label(events, options.label_concept, persons.ids, options.domains)
+        return labels, (f"1 if the person has concept {options.label_concept} in {', '.join(options.domains)}; its "
+                        "column is removed"), events
+    return None, None, events
+
+
+def _measurement_values(value_events: Events, options: Options) -> pd.DataFrame:
+    """(person_id, concept_id, value): the last value of each chosen measurement concept. The label concept is
+    never one of them: --measurement-summaries passes it over, --measurements naming it is an error."""
+    values = last_values(value_events)
+    if options.label_concept is not None:
+        if options.label_concept in options.measurements:
+            raise DataError(f"--label-concept {options.label_concept} is also in --measurements; its value would "
+                            "give the label away, drop it from --measurements")
+        values = values[values["concept_id"] != options.label_concept]
+    chosen = chosen_measurements(values, options.measurements, options.measurement_summaries, value_events.file)
+    return values[values["concept_id"].isin(chosen)]
+
+
+def _notes(ages: pd.Series, events: list[Events]) -> list[str]:
+    notes = []
+    negative = int((ages < 0).sum())
+    if negative:
+        notes.append(f"{negative} person(s) have a reference date before their birth; their age is left missing")
+    unknown = sum(e.stats["rows_of_persons_not_in_person_table"] for e in events)
+    if unknown:
+        notes.append(f"{unknown} event row(s) of persons missing from the person table were dropped")
+    return notes
 
 
 def _require(tables: dict[str, CdmFile], root: Path, table: str, why: str) -> CdmFile:
