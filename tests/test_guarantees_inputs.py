@@ -108,6 +108,23 @@ def test_a_zero_one_column_read_as_continuous_is_said_once(tmp_path, caplog, odd
     assert not caplog.records
 
 
+def test_a_number_column_read_as_categorical_is_said_once(tmp_path, caplog):
+    from ehrdiff.data.io import read_table
+
+    frame = patients()
+    frame = frame.astype({"age": object, "dx_b": object})
+    frame.loc[7, "age"] = "ninety"
+    frame.loc[9, "dx_b"] = "yes"
+    frame.to_csv(tmp_path / "words.csv", index=False)
+    with caplog.at_level(logging.WARNING):
+        table = read_table(tmp_path / "words.csv")
+    assert table.kinds["age"] == table.kinds["dx_b"] == "categorical"
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 2, lines
+    assert "'age' holds numbers except in 1 row(s) (row 7: 'ninety')" in lines[1] and "not continuous" in lines[1]
+    assert "'dx_b' holds 0 and 1 except in 1 row(s) (row 9: 'yes')" in lines[0] and "not binary" in lines[0]
+
+
 def test_a_repeated_or_empty_header_name_is_said_once(tmp_path, caplog):
     from ehrdiff.data.io import read_table
 
@@ -124,6 +141,20 @@ def test_rows_longer_than_the_header_are_refused_not_shifted(tmp_path, capsys):
     (tmp_path / "long.csv").write_text("a,b\n1,0,7\n0,1,8\n1,1,9\n")   # pandas made column 1 the index
     code = main(["-q", "train", str(tmp_path / "long.csv"), "-o", str(tmp_path / "run"), *TINY])
     one_line_error(capsys, code, "long.csv", "more fields than the header")
+
+
+def test_numbers_spanning_more_than_a_float_are_refused_or_left_out(tables, capsys):
+    frame = patients().astype({"age": float})
+    frame.loc[0, "age"], frame.loc[1, "age"] = 1e308, -1e308      # finite, but their difference is not
+    frame.to_csv(tables / "huge.csv", index=False)
+    code = main(["-q", "train", str(tables / "huge.csv"), "-o", str(tables / "run"), *TINY])
+    one_line_error(capsys, code, "huge.csv", "column 'age' spans from -1e+308 (row 1) to 1e+308 (row 0)")
+    frame = patients(10, seed=1).astype({"age": float})
+    frame.loc[3, "age"] = 1e300                                  # far outside the training range: left out
+    frame.to_csv(tables / "far.csv", index=False)
+    assert main(evaluate_args(tables, "--synthetic", f"s={tables / 'far.csv'}", "--no-references")) == 0
+    metrics = json.loads((tables / "report" / "metrics.json").read_text())["datasets"]["s"]
+    assert any("'age' row 3 holds 1e+300, too far outside the training range" in w for w in metrics["warnings"])
 
 
 # ---- problem 7: one line, not a traceback, for crafted files -----------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -25,7 +26,22 @@ from ehrdiff.errors import DataError
 from ehrdiff.fileio import atomic_path
 
 log = logging.getLogger(__name__)
-MOSTLY_BINARY = 0.95      # a column whose other values fill at most 5% of rows is taken for a 0/1 column
+def check_spans(table: Table, source: str) -> None:
+    """DataError for a continuous column whose values span more than a float holds (largest minus smallest
+    overflows, e.g. 1e308 and -1e308): every encoder scales by that span, and would turn the column into NaN."""
+    for name in table.columns_of("continuous"):
+        raw = table.frame[name].to_numpy(dtype=float, na_value=np.nan)
+        finite = np.where(np.isfinite(raw), raw, np.nan)
+        if np.isnan(finite).all():
+            continue
+        low, high = int(np.nanargmin(finite)), int(np.nanargmax(finite))
+        if not math.isfinite(float(raw[high]) - float(raw[low])):
+            raise DataError(f"{source}: column '{name}' spans from {raw[low]:g} (row {low}) to {raw[high]:g} "
+                            f"(row {high}), more than a number can hold once scaled; fix those rows or rescale the "
+                            "column (other units)")
+
+
+MOSTLY_ONE_KIND = 0.95    # a column whose other values fill at most 5% of rows is taken for a 0/1 (number) column
 WARNED_COLUMNS = 5        # columns named one by one in a warning; the rest are counted
 
 KINDS_METADATA_KEY = b"ehrdiff.kinds"
@@ -139,31 +155,52 @@ def warn_renamed_columns(path: str | os.PathLike, sep: str, columns: list) -> No
 def read_table(path: str | os.PathLike, kinds: dict[str, str] | None = None, *,
                explain_kinds: bool = True) -> Table:
     """Read and validate a table; ``kinds`` overrides stored or inferred kinds. ``explain_kinds``: warn where
-    inference reads a column of 0s and 1s as continuous (off for tables whose kinds another table decides)."""
+    inference reads a column of 0s and 1s as continuous, or of numbers as categorical (off for tables whose kinds
+    another table decides)."""
     frame, stored = read_frame(path)
     given = {**stored, **(kinds or {})}
     table = Table.from_frame(frame, given, source=str(path))
+    check_spans(table, str(path))
     if explain_kinds:
-        warn_binary_read_as_continuous(table, set(given), path)
+        warn_about_inferred_kinds(table, set(given), path)
     return table
 
 
-def warn_binary_read_as_continuous(table: Table, given: set[str], path: str | os.PathLike) -> None:
-    """One warning line per column that holds 0 and 1 (and nothing else, but for a few rows or gaps) yet was
-    inferred continuous: a 2, a -1 or a missing value changes what the column is, which the user should know."""
-    found = [(name, wrong) for name in table.columns_of("continuous") if name not in given
-             for wrong in [_non_binary_rows(table.frame[name])] if wrong is not None]
-    for name, wrong in found[:WARNED_COLUMNS]:
+def warn_about_inferred_kinds(table: Table, given: set[str], path: str | os.PathLike) -> None:
+    """One warning line per column whose inferred kind a few of its values changed: 0s and 1s read as continuous
+    (because of a 2, a -1 or a gap), numbers read as categorical (because of a word, or a whole number too large
+    for 64 bits). Columns in ``given`` have the kind their user or file stated and are left alone."""
+    found = []
+    for name in table.columns:
+        kind, values = table.kinds[name], table.frame[name]
+        if name in given or kind not in ("continuous", "categorical"):
+            continue
+        rows = _non_binary_rows(values) if kind == "continuous" else _non_number_rows(values)
+        if rows is not None:
+            found.append((name, kind, rows))
+    for name, kind, rows in found[:WARNED_COLUMNS]:
         values = table.frame[name]
-        shown = ", ".join(f"row {row}: {'missing' if pd.isna(values.iloc[row]) else plain_value(values.iloc[row])}"
-                          for row in wrong[:3])
-        more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
-        log.warning("warning: %s: column '%s' holds 0 and 1 except in %d row(s) (%s%s), so it is read as "
-                    "continuous, not binary; if it is a 0/1 column fix those rows, otherwise give its kind "
-                    "(kinds={'%s': 'continuous'}) or ignore this", path, name, len(wrong), shown, more, name)
+        meant = "binary" if _zeros_and_ones(values.drop(values.index[rows])) else "continuous"
+        held, column = {"binary": ("0 and 1", "a 0/1 column"), "continuous": ("numbers", "a number column")}[meant]
+        log.warning("warning: %s: column '%s' holds %s except in %d row(s) (%s), so it is read as %s, not %s; if "
+                    "it is %s fix those rows, otherwise give its kind (kinds={'%s': '%s'}) or ignore this", path,
+                    name, held, len(rows), _some_rows(values, rows), kind, meant, column, name, kind)
     if len(found) > WARNED_COLUMNS:
-        log.warning("warning: %s: %d more columns of 0s and 1s are read as continuous for the same reason (%s)",
-                    path, len(found) - WARNED_COLUMNS, ", ".join(n for n, _ in found[WARNED_COLUMNS:][:10]))
+        log.warning("warning: %s: %d more columns read as another kind than most of their values suggest (%s)",
+                    path, len(found) - WARNED_COLUMNS, ", ".join(n for n, _, _ in found[WARNED_COLUMNS:][:10]))
+
+
+def _some_rows(values: pd.Series, rows: np.ndarray, shown: int = 3) -> str:
+    """'row 4: 2, row 9: missing and 3 more': the first ``shown`` of ``rows`` with their values."""
+    text = ", ".join(f"row {row}: {'missing' if pd.isna(values.iloc[row]) else repr(plain_value(values.iloc[row]))}"
+                     for row in rows[:shown])
+    return text + (f" and {len(rows) - shown} more" if len(rows) > shown else "")
+
+
+def _zeros_and_ones(values: pd.Series) -> bool:
+    """Every value is the number 0 or 1 (text '0' and '1' included), and there is one."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    return len(values) > 0 and bool(numbers.isin([0, 1]).all())
 
 
 def _non_binary_rows(values: pd.Series) -> np.ndarray | None:
@@ -177,9 +214,24 @@ def _non_binary_rows(values: pd.Series) -> np.ndarray | None:
         return None
     wrong = ~(zero | one)
     only_gaps = not (wrong & ~np.isnan(raw)).any()
-    if not only_gaps and wrong.mean() > 1 - MOSTLY_BINARY:
+    if not only_gaps and wrong.mean() > 1 - MOSTLY_ONE_KIND:
         return None
     return np.flatnonzero(wrong)
+
+
+def _non_number_rows(values: pd.Series) -> np.ndarray | None:
+    """The rows that keep a column of numbers from being continuous: words among numbers (all but a few values
+    numbers), or whole numbers too large for 64 bits (which pandas keeps as text). None for any other column."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return None
+    present = values.notna().to_numpy()
+    numbers = pd.to_numeric(values, errors="coerce").notna().to_numpy()
+    words = present & ~numbers
+    if not numbers.any() or words.sum() > (1 - MOSTLY_ONE_KIND) * present.sum():
+        return None
+    if not words.any():   # every value a number: some too large for pandas' 64-bit whole numbers
+        words = np.array([isinstance(v, int) and not -2**63 <= v < 2**63 for v in values], dtype=bool)
+    return np.flatnonzero(words) if words.any() else None
 
 
 def plain_value(value) -> object:

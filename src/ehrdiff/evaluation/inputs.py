@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ehrdiff.data.encoding import ColumnCoding, TableEncoder, MISSING_CATEGORY, MISSING_SUFFIX
+from ehrdiff.data.io import check_spans
 from ehrdiff.data.io import plain_value as _show  # numpy scalars read 0.7, not np.float64(0.7)
 from ehrdiff.data.table import ID_COLUMN_NAMES, Table
 from ehrdiff.errors import DataError
@@ -96,8 +97,11 @@ def as_frame(data, source: str) -> pd.DataFrame:
 def as_train_table(data) -> Table:
     if isinstance(data, Table):
         data.validate("train")
-        return data
-    return Table.from_frame(as_frame(data, "train"), source="train")
+        table = data
+    else:
+        table = Table.from_frame(as_frame(data, "train"), source="train")
+    check_spans(table, "train")
+    return table
 
 
 DEFAULT_LABEL = "label"   # evaluate's default label: it may be absent (then no utility metrics); another name may not
@@ -261,7 +265,13 @@ def _encode_other(values: pd.Series, coding: ColumnCoding, source: str):
             row = int(np.argmax(missing))
             return None, (f"{source}: column '{coding.name}' row {row} is missing, but the training "
                           "data has no missing values there; it is left out")
-        scaled = np.where(missing, coding.fill, (raw - coding.low) / (coding.high - coding.low))
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = np.where(missing, coding.fill, (raw - coding.low) / (coding.high - coding.low))
+            too_large = ~np.isfinite(scaled.astype(np.float32))
+        if too_large.any():      # far outside the training range: no comparison can use it
+            row = int(np.argmax(too_large))
+            return None, (f"{source}: column '{coding.name}' row {row} holds {_show(values.iloc[row])!r}, too far "
+                          "outside the training range to compare; it is left out")
         dense = scaled[:, None] if not coding.has_missing else np.column_stack([scaled, missing])
         return sp.csr_matrix(dense.astype(np.float32)), None
     keys = np.array(values.to_numpy(dtype=object), dtype=object, copy=True)
