@@ -24,6 +24,9 @@ DEMO_PRESET = "cpu-fast"
 # start", compares `ehrdiff demo --steps 1000` with `--steps 3000`
 DEMO_STEPS = 1000
 DEMO_FILES = ("diagnoses_icd.csv.gz", "LICENSE-ODbL.txt", "SOURCE.md")
+# what run_demo writes into its folder (``ehrdiff demo`` replaces them only with --overwrite)
+DEMO_OUTPUTS = ("model", "synthetic.parquet", "synthetic.csv", "comparison.json", "comparison.md", "LICENSE-ODbL.txt",
+                "SOURCE.md")
 
 
 def demo_data_dir() -> Path:

@@ -1,11 +1,10 @@
-"""``ehrdiff demo -o DIR``: train on the bundled MIMIC-IV demo diagnoses, sample, compare prevalence."""
+"""``ehrdiff demo -o DIR``: train on the bundled MIMIC-IV demo diagnoses, sample, compare prevalence. The outputs
+of an earlier demo in DIR are replaced only with --overwrite, and DIR is locked while it is written."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-from ehrdiff.errors import EhrdiffError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -19,16 +18,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="optimiser steps (default: 1,000, README \"Quick start\"; 0: the "
                                                 "preset's own)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo in the folder")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from ehrdiff.demo import run_demo
+    from ehrdiff.demo import DEMO_OUTPUTS, run_demo
+    from ehrdiff.outputs import check_folder_output, output_lock
 
     out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise EhrdiffError(f"{out}: exists and is not a folder; choose another --output")
-    run_demo(out, preset=args.preset, steps=args.steps, seed=args.seed, progress=not args.quiet)
+
+    def check() -> None:
+        check_folder_output(out, overwrite=args.overwrite, writes=DEMO_OUTPUTS, flag="-o/--output")
+
+    check()
+    with output_lock(out, flag="-o/--output"):
+        check()                     # again: another process may have written the folder meanwhile
+        run_demo(out, preset=args.preset, steps=args.steps, seed=args.seed, progress=not args.quiet)
     print((out / "comparison.md").read_text())
     print(f"wrote {out}/synthetic.parquet, {out}/synthetic.csv, {out}/model/ and {out}/comparison.json")
     return 0

@@ -45,6 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "trees 1; 1 is fastest on a machine busy with other jobs)")
     p.add_argument("--device", default=None, help="torch device for nearest neighbours (cpu, cuda)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures (faster)")
+    p.add_argument("--overwrite", action="store_true", help="replace the report files already in DIR")
     return p
 
 
@@ -90,6 +91,7 @@ def read_synthetic(path: str):
 def run(args: argparse.Namespace) -> int:
     from ehrdiff.data.io import read_table
     from ehrdiff.evaluation import evaluate
+    from ehrdiff.outputs import output_lock
 
     named = [parse_named(t) for t in args.synthetic]
     scaled = [parse_scale(t) for t in args.scale]
@@ -111,24 +113,39 @@ def run(args: argparse.Namespace) -> int:
                                  ("device", args.device)) if v is not None}
     if args.no_figures:
         options["figures"] = False
-    started = time.perf_counter()
-    train, test = read_table(args.train), read_table(args.test, explain_kinds=False)
-    synthetic = {name: read_synthetic(path) for name, path in named}
-    scale: dict[str, dict[float, object]] = {}
-    for name, fraction, path in scaled:
-        scale.setdefault(name, {})[fraction] = read_synthetic(path)
-    report = evaluate(train, test, synthetic, label=args.label, references=not args.no_references, seed=args.seed,
-                      scale=scale, **options)
-    for name, (values, skipped) in models.items():
-        report.add_model_facts(name, values, skipped)
     out = Path(args.output)
-    html = report.save(out)
-    log.info("evaluated %d dataset(s) in %.1f s", len(report.metrics), time.perf_counter() - started)
-    print(summary(report.metrics))
-    print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {html}, per-code tables "
-          f"({', '.join(report.PER_CODE_FILES.values())})"
-          + (f" and {len(report.figures())} figure(s) in {out / 'figures'}" if not args.no_figures else ""))
-    return 0
+    check_report_folder(out, args, named, scaled)
+    with output_lock(out):
+        check_report_folder(out, args, named, scaled)     # again: another process may have written DIR meanwhile
+        started = time.perf_counter()
+        train, test = read_table(args.train), read_table(args.test, explain_kinds=False)
+        synthetic = {name: read_synthetic(path) for name, path in named}
+        scale: dict[str, dict[float, object]] = {}
+        for name, fraction, path in scaled:
+            scale.setdefault(name, {})[fraction] = read_synthetic(path)
+        report = evaluate(train, test, synthetic, label=args.label, references=not args.no_references, seed=args.seed,
+                          scale=scale, **options)
+        for name, (values, skipped) in models.items():
+            report.add_model_facts(name, values, skipped)
+        html = report.save(out)
+        log.info("evaluated %d dataset(s) in %.1f s", len(report.metrics), time.perf_counter() - started)
+        print(summary(report.metrics))
+        print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {html}, per-code tables "
+              f"({', '.join(report.PER_CODE_FILES.values())})"
+              + (f" and {len(report.figures())} figure(s) in {out / 'figures'}" if not args.no_figures else ""))
+        return 0
+
+
+def check_report_folder(out: Path, args: argparse.Namespace, named: list, scaled: list) -> None:
+    """DIR may take the report: its report files are replaced only with --overwrite, and never when one is an
+    input of this evaluation."""
+    from ehrdiff.evaluation.report import Report
+    from ehrdiff.outputs import check_folder_output
+
+    writes = ("metrics.json", "report.md", "report.html", "figures", *Report.PER_CODE_FILES.values())
+    inputs = [args.train, args.test, *(f for _, f in named), *(f for *_, f in scaled),
+              *(t.partition("=")[2] for t in args.model)]
+    check_folder_output(out, overwrite=args.overwrite, writes=writes, inputs=inputs)
 
 
 def privacy_facts(run_dir: str) -> tuple[dict, dict]:

@@ -9,6 +9,7 @@ interrupted experiment without retraining finished runs. docs/experiments.md has
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shlex
@@ -53,6 +54,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help="data-scale experiment: also train on these shares of the training patients, e.g. "
                             "0.1,0.25,0.5,1.0")
     paper.add_argument("--resume", action="store_true", help="continue DIR: finished runs are kept, others resume")
+    paper.add_argument("--overwrite", action="store_true",
+                       help="replace report/ and results.md left in DIR without an experiment's runs")
     paper.add_argument("--shard", default=None, metavar="I/N",
                        help="train and sample only runs I, I+N, I+2N, ... of the plan (0 <= I < N) into DIR, for "
                             "several processes or machines sharing the folder; then run the same command without "
@@ -154,9 +157,15 @@ def command_line(config) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ehrdiff.experiments import run_experiment
+    from ehrdiff.outputs import output_lock
 
     config = build_config(args)
-    result = run_experiment(config)
+    check_experiment_folder(config, args.overwrite)
+    # shards share DIR by design (the runner coordinates them); any other run holds its lock
+    with output_lock(config.output) if config.shard is None else contextlib.nullcontext():
+        if config.shard is None:
+            check_experiment_folder(config, args.overwrite)     # again: another process may have written it
+        result = run_experiment(config)
     out = config.output
     if config.shard is not None:
         print(f"shard {args.shard}: {len(result['runs'])} run(s) in {out / 'runs'}; when every shard is done, run "
@@ -164,3 +173,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"wrote {out / 'results.md'}, {out / 'results.json'} and the full report in {out / 'report'}")
     return 0
+
+
+def check_experiment_folder(config, overwrite: bool) -> None:
+    """DIR may be written: its inputs (--data-root, --input files) are not among what the experiment writes, and a
+    report/ or results.md it holds is replaced only with --overwrite (or --resume, --shard: continuing it). An
+    experiment already in DIR is the runner's to refuse or continue (--resume)."""
+    from ehrdiff.outputs import check_folder_output, refuse_inputs
+
+    out = Path(config.output)
+    inputs = [p for p in [config.data_root, *config.inputs.values()] if p is not None]
+    refuse_inputs(out, [out / name for name in ("data", "runs", "results.json")], inputs)
+    experiment = (out / "runs").exists() or (out / "results.json").exists()
+    check_folder_output(out, overwrite=overwrite or experiment or config.resume or config.shard is not None,
+                        writes=("report", "results.md"), inputs=inputs)

@@ -1,8 +1,10 @@
 """``ehrdiff sample RUN -n N -o OUT``: draw N synthetic rows from a saved model, in the training table's columns.
 
 The wide output format follows OUT's extension (.parquet, .csv, .csv.gz, .tsv, .npz); ``--format long`` writes
-(subject, code) rows and ``--format meds`` a MEDS dataset folder. Output is written atomically,
-and only after the model loaded and the rows were drawn, so a bad request leaves an existing OUT untouched.
+(subject, code) rows and ``--format meds`` a MEDS dataset folder. OUT is checked before the model is sampled (a
+file, not an input, missing unless --overwrite, room on the disk for CSV/NPZ) and locked while it is written; the
+rows are drawn and written in chunks (memory does not grow with N) into a temporary file beside OUT that replaces
+it at the end, so a bad request or a failure leaves an existing OUT untouched (docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 
 from ehrdiff.errors import DataError
 
@@ -36,6 +39,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="EHRDiff: change a sampling setting for this draw, e.g. --set num_noise_levels=32 or "
                         "--set codes_per_row=model (repeatable)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUT (never the model's files or its training data)")
     return p
 
 
@@ -87,19 +92,50 @@ def parse_count(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ehrdiff.data.io import table_format
-    from ehrdiff.data.writers import write_synthetic
+    from ehrdiff.data.writers import open_synthetic_writer, writer_class
     from ehrdiff.models import load_model
-    from ehrdiff.models.base import sample_rows
+    from ehrdiff.models.base import sample_in_chunks
+    from ehrdiff.outputs import output_lock, refuse_training_data
 
     n = parse_count(str(args.n))
-    if args.format == "wide":
-        table_format(args.output)             # unknown extension: fail before the (slow) sampling
+    out = Path(args.output)
+    writer_class(args.format).check_target(out)      # unknown extension: fail before anything else
     model = load_model(args.run)
     apply_sampling_settings(args, model)
-    started = time.perf_counter()
-    synthetic = sample_rows(model, n, args.seed, not getattr(args, "quiet", False),
-                            **conditional_options(args, model))
-    write_synthetic(synthetic, args.output, format=args.format)
+    options = conditional_options(args, model)
+    if args.overwrite:
+        refuse_training_data(model, out)
+    check_output(out, args)
+    with output_lock(out):
+        check_output(out, args, rows=n, columns=output_columns(model))   # again: another process may have written
+        started = time.perf_counter()
+        with open_synthetic_writer(out, args.format, rows=n, replace=args.overwrite) as writer:
+            for chunk in sample_in_chunks(model, n, args.seed, not getattr(args, "quiet", False), **options):
+                writer.write(chunk)
     log.info("wrote %d synthetic rows to %s in %.1f s", n, args.output, time.perf_counter() - started)
     return 0
+
+
+def check_output(out: Path, args: argparse.Namespace, rows: int = 0, columns: int = 0) -> None:
+    """OUT may be written: the right type for --format, not one of the model's files, missing unless
+    --overwrite, and (CSV, TSV, NPZ) with room for ``rows`` x ``columns`` values on its disk."""
+    from ehrdiff.data.io import table_format
+    from ehrdiff.data.writers import writer_class
+    from ehrdiff.models.persistence import METADATA_FILE, WEIGHTS_FILE
+    from ehrdiff.outputs import check_file_output, check_folder_output, check_free_space, estimated_bytes
+
+    inputs = [Path(args.run) / name for name in (METADATA_FILE, WEIGHTS_FILE, "checkpoints")]
+    if writer_class(args.format).folder:
+        check_folder_output(out, overwrite=args.overwrite, writes=None, inputs=inputs)
+        return
+    check_file_output(out, overwrite=args.overwrite, inputs=inputs)
+    if args.format == "wide" and rows:
+        check_free_space(out, estimated_bytes(out, table_format(out), rows, columns),
+                         f"{rows:,} rows x {columns:,} columns")
+
+
+def output_columns(model) -> int:
+    """The columns of the model's rows (0 where the model does not say)."""
+    encoder = getattr(model, "encoder_", None)
+    codings = getattr(encoder, "codings_", None) or []
+    return len(codings) + (getattr(model, "condition_", None) is not None)

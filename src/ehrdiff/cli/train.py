@@ -3,16 +3,19 @@
 Checkpoints go to RUN/checkpoints/ every --checkpoint-every steps and at the end; --resume continues from the
 last one (after a crash or kill -9) and ends with the same model as an uninterrupted run. Under
 ``torchrun --nproc-per-node N --no-python ehrdiff train ...`` every process trains on its share of each batch
-and only rank 0 writes. Bad input is refused before anything in RUN is touched.
+and only rank 0 writes. Bad input is refused before anything in RUN is touched; RUN is locked while training
+(a second ``ehrdiff train -o RUN`` is refused with the first one's pid) and checked to take new files first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ehrdiff.cli import RegistryHelpFormatter
 from ehrdiff.errors import EhrdiffError
@@ -88,14 +91,46 @@ def _condition_and_dp_flags(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def check_run_folder(run: Path, resume: bool, overwrite: bool) -> None:
-    if run.exists() and not run.is_dir():
-        raise EhrdiffError(f"{run}: exists and is not a folder; choose another -o")
+RUN_OUTPUTS = ("model.json", "weights.safetensors", CHECKPOINT_SUBDIR)     # what train writes into RUN
+
+
+RUN_OUTPUTS = ("model.json", "weights.safetensors", CHECKPOINT_SUBDIR)     # what train writes into RUN
+
+
+def check_run_folder(run: Path, data: str | None = None) -> None:
+    """RUN can be a run folder: a folder (or missing) whose parent can hold it, and the training ``data`` is not
+    among the files train writes into it."""
+    from ehrdiff.outputs import check_folder_output
+
+    check_folder_output(run, overwrite=True, writes=RUN_OUTPUTS, inputs=[data] if data else [])
+
+
+def check_run_contents(run: Path, resume: bool, overwrite: bool) -> None:
+    """RUN holds no model or checkpoints, unless --resume continues them or --overwrite replaces them."""
     if not run.is_dir() or resume or overwrite:
         return
-    if (run / "model.json").exists() or (run / CHECKPOINT_SUBDIR).exists():
+    if any((run / name).exists() for name in RUN_OUTPUTS):
         raise EhrdiffError(f"{run}: already holds a model or checkpoints; pass --resume to continue it, "
                            "--overwrite to replace it, or choose another -o")
+
+
+@contextlib.contextmanager
+def run_folder_lock(run: Path, resume: bool, overwrite: bool) -> Iterator[None]:
+    """Hold RUN's lock for the whole command (one process of a torchrun group: rank 0, which writes), so that a
+    run being trained is refused as such, whatever the flags; then check what RUN holds. An existing checkpoints
+    folder must take new files (its first checkpoint would fail only after the first steps). A RUN created for the
+    lock is removed again if the command fails before writing into it."""
+    from ehrdiff.outputs import output_lock, probe_writable
+
+    if os.environ.get("RANK", "0") != "0":
+        check_run_contents(run, resume, overwrite)
+        yield
+        return
+    with output_lock(run, inside=True):
+        check_run_contents(run, resume, overwrite)
+        if (run / CHECKPOINT_SUBDIR).is_dir():
+            probe_writable(run / CHECKPOINT_SUBDIR)
+        yield
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,14 +141,16 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.output)
     model = build_model(args.model, model_arguments(args))      # bad settings fail here, before any I/O
-    check_run_folder(run_dir, args.resume, args.overwrite)
-    table = read_table(args.data)                                # bad data fails here, before any write
-    check_label(table, args.data)                                # as 'ehrdiff prepare' checks it
-    started = time.perf_counter()
-    model.fit(table, checkpoint_dir=run_dir / CHECKPOINT_SUBDIR, resume=args.resume,
-              progress=not getattr(args, "quiet", False))
+    check_run_folder(run_dir, args.data)
+    with run_folder_lock(run_dir, args.resume, args.overwrite):
+        table = read_table(args.data)                            # bad data fails here, before any write
+        check_label(table, args.data)                            # as 'ehrdiff prepare' checks it
+        started = time.perf_counter()
+        model.fit(table, checkpoint_dir=run_dir / CHECKPOINT_SUBDIR, resume=args.resume,
+                  progress=not getattr(args, "quiet", False))
+        if is_main_process():
+            model.save(run_dir)
     if is_main_process():
-        model.save(run_dir)
         log.info("trained %s on %d rows in %.0f s; saved to %s (sample with: ehrdiff sample %s -n N -o FILE)",
                  args.model, table.n_rows, time.perf_counter() - started, run_dir, run_dir)
     return 0

@@ -10,11 +10,15 @@ round(n * h(k)) rows of each group, h being the training histogram. The kept row
 their count, and their counts follow h exactly: the model's distribution reweighted by h(k) / q(k), q being the
 model's own count histogram. The price is sampling time: about max_k h(k) / q(k) times the rows (bounded by
 ``max_factor``); a group the model still leaves short at that bound takes rows of the nearest count instead.
+
+A large sample is drawn in chunks (bounded memory): ``split_counts`` splits the rows wanted per count over the
+chunks, so that the chunks together hold exactly ``apportion(histogram, n)``, and each chunk is selected with
+``select_code_counts``.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -30,13 +34,36 @@ def apportion(shares: np.ndarray, n: int) -> np.ndarray:
     return counts
 
 
+def split_counts(total: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """``total`` (whole counts per group, summing to ``sum(sizes)``) split into one part per entry of ``sizes``,
+    part j summing to ``sizes[j]`` and the parts adding up to ``total`` exactly: each part is apportioned from what
+    the earlier ones left (never more than is left, so the last part is the exact remainder)."""
+    left = np.asarray(total, dtype=np.int64).copy()
+    if int(left.sum()) != int(sum(sizes)):
+        raise ValueError(f"cannot split counts summing to {int(left.sum())} into parts of {int(sum(sizes))} rows")
+    parts = []
+    for size in sizes:
+        part = apportion(left, size) if size else np.zeros_like(left)
+        left -= part
+        parts.append(part)
+    return parts
+
+
 def match_code_counts(generate: Callable[[int, int], np.ndarray], n: int, histogram: np.ndarray,
                       code_columns: np.ndarray, *, max_factor: float = 4.0, min_batch: int = 256) -> np.ndarray:
     """``n`` rows chosen from rounds of ``generate(rows, round_number)`` (0/1 in ``code_columns``) so that their
     numbers of codes follow ``histogram`` (rows with k codes: ``histogram[k]``; rows with more codes than it covers
     are not wanted). Rows keep the order in which they were generated. At most ``max_factor * n`` rows are generated
     in all."""
-    want = apportion(histogram, n)      # rows wanted per number of codes
+    return select_code_counts(generate, apportion(histogram, n), code_columns, max_factor=max_factor,
+                              min_batch=min_batch)
+
+
+def select_code_counts(generate: Callable[[int, int], np.ndarray], want: np.ndarray, code_columns: np.ndarray, *,
+                       max_factor: float = 4.0, min_batch: int = 256) -> np.ndarray:
+    """``want.sum()`` rows from rounds of ``generate``, ``want[k]`` of them with k codes (see match_code_counts)."""
+    want = np.asarray(want, dtype=np.int64)
+    n = int(want.sum())
     top = len(want) - 1                         # the most codes a wanted row has
     have = np.zeros_like(want)
     seen = np.zeros_like(want)                  # rows generated per count: the model's own histogram

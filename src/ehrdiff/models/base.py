@@ -22,7 +22,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import pandas as pd
@@ -140,6 +140,22 @@ def sample_rows(model: "Generator", n: int, seed: int, progress: bool, **options
     if "progress" in inspect.signature(model.sample).parameters:
         options["progress"] = progress
     return model.sample(n, seed=seed, **options)
+
+
+def sample_in_chunks(model: "Generator", n: int, seed: int, progress: bool, chunk_rows: int | None = None,
+                     **options) -> Iterator[Table]:
+    """The rows of :func:`sample_rows`, one chunk at a time, for writing a large sample with bounded memory: a
+    model with ``sample_chunks`` (EHRDiff) draws them chunk by chunk (the chunks joined are ``sample(n, seed)``);
+    any other generator gives all ``n`` rows as one chunk. ``chunk_rows``: rows per chunk (default: the model's)."""
+    chunks = getattr(model, "sample_chunks", None)
+    if chunks is None:
+        yield sample_rows(model, n, seed, progress, **options)
+        return
+    if "progress" in inspect.signature(chunks).parameters:
+        options["progress"] = progress
+    if chunk_rows is not None:
+        options["chunk_rows"] = chunk_rows
+    yield from chunks(n, seed=seed, **options)
 
 
 def check_sample_size(n) -> int:

@@ -227,23 +227,26 @@ def check_sampling_request(spec: ConditionSpec | None, condition: Any, guidance:
 
 
 def sample_conditional(model, n: int, seed: int, spec: ConditionSpec, condition: Any, guidance: float,
-                       balance: Mapping | None, progress: bool = False) -> Table:
+                       balance: Mapping | None, progress: bool = False, *, counts: np.ndarray | None = None,
+                       code_counts: list | None = None, id_offset: int = 0) -> Table:
     """``n`` rows from a conditional EHRDiff: each class's share drawn with its own seed (seed, class), rows of
-    several classes shuffled by ``seed``, and the condition column put back."""
+    several classes shuffled by ``seed``, and the condition column put back. One chunk of a large sample
+    (EHRDiff.sample_chunks) gives its rows per class (``counts``), per class its rows per number of codes
+    (``code_counts[k]``) and its first synthetic id (``id_offset``)."""
     n = check_sample_size(n)
-    counts = class_counts(n, spec, condition, balance)
+    counts = class_counts(n, spec, condition, balance) if counts is None else counts
     matrices, labels = [], []
     for k, count in enumerate(counts):
         if count:
             class_seed = int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, k]).generate_state(1)[0])
             matrices.append(model.sample_matrix(int(count), seed=class_seed, label=k, guidance=guidance,
-                                               progress=progress))
+                                               progress=progress, code_counts=code_counts[k] if code_counts else None))
             labels.append(np.full(int(count), k, dtype=np.int64))
     matrix, label_index = np.concatenate(matrices), np.concatenate(labels)
     if len(matrices) > 1:
         order = np.random.default_rng(int(seed)).permutation(n)
         matrix, label_index = matrix[order], label_index[order]
-    return attach_condition(model.encoder_.inverse_transform(matrix), spec, label_index)
+    return attach_condition(model.encoder_.inverse_transform(matrix, id_offset=id_offset), spec, label_index)
 
 
 __all__ = ["ConditionSpec", "attach_condition", "check_sampling_request", "class_counts", "conditional_row_loss",

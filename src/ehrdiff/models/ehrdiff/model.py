@@ -14,10 +14,10 @@ training range). That is the paper's model (presets paper-mimic, paper-cinc, pap
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from typing import Any
+import json
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -26,11 +26,13 @@ from ehrdiff.data.encoding import TableEncoder
 from ehrdiff.data.table import Table
 from ehrdiff.diffusion import SAMPLERS, Denoiser, EDMLoss, MLPDenoiserNet, NoiseEmbedding, karras_sigmas
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss, draw_discrete, redraw_short_rows
-from ehrdiff.diffusion.count_matching import match_code_counts
+from ehrdiff.diffusion.count_matching import apportion, select_code_counts, split_counts
 from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
+from ehrdiff.data.writers import concat_tables
 from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, register
-from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_request, conditional_row_loss,
-                                                 guided_denoiser, sample_conditional, split_condition)
+from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_request, class_counts,
+                                                 conditional_row_loss, guided_denoiser, sample_conditional,
+                                                 split_condition)
 from ehrdiff.models.ehrdiff.config import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict
 from ehrdiff.models.ehrdiff.presets import make_config
 from ehrdiff.models.persistence import content_hash, data_fingerprint, load_model_dir, save_model_dir
@@ -42,6 +44,10 @@ log = logging.getLogger(__name__)
 # Passes over the training rows from which fit() warns of memorisation: runs this long over small tables have
 # reproduced training rows (docs/results.md, the MIMIC demos).
 MEMORISATION_PASSES = 1000
+# A large sample is drawn and written in chunks of about CHUNK_BYTES of encoded float32 rows (sample_chunks), at
+# least MIN_CHUNK_ROWS and at most MAX_CHUNK_ROWS rows: its memory does not grow with the number of rows.
+CHUNK_BYTES = 32 * 2**20
+MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 1024, 100_000
 _QUICK_NETWORK = {"hidden_dims": [128, 128], "embedding_features": 32, "embedding_width": 64, "num_noise_levels": 8}
 
 
@@ -192,22 +198,33 @@ class EHRDiff(Generator):
 
     # ---- sampling --------------------------------------------------------------------------------------------
     def sample_matrix(self, n: int, seed: int = 0, *, label: int | None = None, guidance: float = 0.0,
-                      progress: bool = False) -> np.ndarray:
+                      progress: bool = False, code_counts: np.ndarray | None = None) -> np.ndarray:
         """Sampler output in the encoded space, ``n`` x ``n_features_``: D(x; sigma_min) (unclipped), with the 0/1
         columns drawn from it when ``final_draw`` is "sample"; ``label``: class index of a conditional model (None:
         unconditional), with classifier-free ``guidance``. With ``codes_per_row`` "data" the rows are selected from
-        a larger sample so that their numbers of codes follow the training histogram (of the class, with a label).
-        ``progress`` shows a bar of rows sampled (one per round of count matching)."""
+        a larger sample so that their numbers of codes follow the training histogram (of the class, with a label):
+        ``code_counts[k]`` rows with k codes (default: the histogram apportioned to ``n``). ``progress`` shows a bar
+        of rows sampled (one per round of count matching)."""
         n = check_sample_size(n)
         self.check_fitted()
+        histogram = self._code_histogram(label)
+        if histogram is None:
+            return self._sample_rows(n, seed, label, guidance, progress)
+        want = apportion(histogram, n) if code_counts is None else np.asarray(code_counts, dtype=np.int64)
+        if int(want.sum()) != n:
+            raise ValueError(f"code_counts add up to {int(want.sum())} rows, not n = {n}")
+        return select_code_counts(
+            lambda rows, r: self._sample_rows(rows, seed if r == 0 else _round_seed(seed, r), label, guidance,
+                                              progress, "sampling" if r == 0 else f"count matching, round {r}"),
+            want, self.encoder_.code_columns())
+
+    def _code_histogram(self, label: int | None) -> np.ndarray | None:
+        """The training rows per number of codes that count matching follows (of class ``label``); None when
+        ``codes_per_row`` is "model" or the model has no histogram (DP, no codes, older files)."""
         histograms = getattr(self, "code_histograms_", None)
-        if self.config.codes_per_row == "data" and histograms:
-            histogram = histograms["all"] if label is None else histograms["by_class"][label]
-            return match_code_counts(
-                lambda rows, r: self._sample_rows(rows, seed if r == 0 else _round_seed(seed, r), label, guidance,
-                                                  progress, "sampling" if r == 0 else f"count matching, round {r}"),
-                n, np.asarray(histogram), self.encoder_.code_columns())
-        return self._sample_rows(n, seed, label, guidance, progress)
+        if self.config.codes_per_row != "data" or not histograms:
+            return None
+        return np.asarray(histograms["all"] if label is None else histograms["by_class"][label])
 
     def _sample_rows(self, n: int, seed: int, label: int | None, guidance: float, progress: bool = False,
                      desc: str = "sampling") -> np.ndarray:
@@ -242,14 +259,64 @@ class EHRDiff(Generator):
                balance: dict | None = None, progress: bool = False) -> Table:
         """``n`` synthetic rows. A conditional model (trained with ``condition="COL"``) takes ``condition`` (one
         value of COL), or ``balance`` ({value: share}; default: the training balance), and ``guidance`` w >= 0
-        (classifier-free guidance; 0 = plain conditional); see conditioning.py."""
+        (classifier-free guidance; 0 = plain conditional); see conditioning.py. More rows than one chunk
+        (:meth:`sample_chunk_rows`) are drawn as :meth:`sample_chunks` draws them, and joined."""
+        return concat_tables(list(self.sample_chunks(n, seed, condition, guidance, balance, progress)))
+
+    def sample_chunk_rows(self) -> int:
+        """Rows per chunk of a large sample: about ``CHUNK_BYTES`` of encoded rows (count matching holds up to
+        about five times that), so the memory of sampling does not grow with the number of rows."""
+        return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, CHUNK_BYTES // (4 * max(self.n_features_, 1)))))
+
+    def sample_chunks(self, n: int, seed: int = 0, condition: Any = None, guidance: float | None = None,
+                      balance: dict | None = None, progress: bool = False,
+                      chunk_rows: int | None = None) -> Iterator[Table]:
+        """:meth:`sample`'s rows, one chunk of at most ``chunk_rows`` rows (default :meth:`sample_chunk_rows`)
+        at a time, for writing a sample larger than memory. Chunk j draws with its own seed (chunk 0 with ``seed``,
+        so a sample of one chunk is drawn exactly as a whole); the rows per class and per number of codes of the
+        whole sample are split over the chunks, so that together they follow the balance and the training
+        histogram exactly; synthetic ids run on from chunk to chunk."""
+        from tqdm.auto import tqdm
+
+        n = check_sample_size(n)
         self.check_fitted()
         spec = getattr(self, "condition_", None)
         w = check_sampling_request(spec, condition, guidance, balance)
-        if spec is not None:
-            return sample_conditional(self, n, seed, spec, condition, w, balance, progress)
-        matrix = self.sample_matrix(n, seed=seed, progress=progress)
-        return self.encoder_.inverse_transform(matrix)
+        sizes = chunk_sizes(n, chunk_rows or self.sample_chunk_rows())
+        plans = self._chunk_plans(n, sizes, spec, condition, balance)
+        several = len(sizes) > 1        # one bar of rows over the chunks instead of one bar per chunk and round
+        bar = tqdm(total=n, unit="row", desc="sampling", disable=not (progress and several), dynamic_ncols=True)
+        inner = progress and not several
+        offset = 0
+        with bar:
+            for j, (size, (classes, codes)) in enumerate(zip(sizes, plans)):
+                chunk_seed = seed if j == 0 else _chunk_seed(seed, j)
+                if spec is None:
+                    matrix = self.sample_matrix(size, chunk_seed, progress=inner, code_counts=codes)
+                    table = self.encoder_.inverse_transform(matrix, id_offset=offset)
+                else:
+                    table = sample_conditional(self, size, chunk_seed, spec, None, w, None, inner, counts=classes,
+                                               code_counts=codes, id_offset=offset)
+                offset += size
+                bar.update(size)
+                yield table
+
+    def _chunk_plans(self, n: int, sizes: list[int], spec: ConditionSpec | None, condition: Any,
+                     balance: dict | None) -> list[tuple[np.ndarray | None, Any]]:
+        """Per chunk: (rows per class or None, rows per number of codes: one array, one per class, or None), the
+        whole sample's class counts and apportioned code histograms split over the chunks."""
+        if spec is None:
+            histogram = self._code_histogram(None)
+            codes = split_counts(apportion(histogram, n), sizes) if histogram is not None else [None] * len(sizes)
+            return [(None, c) for c in codes]
+        classes = split_counts(class_counts(n, spec, condition, balance), sizes)
+        by_class = []
+        for k, total in enumerate(np.sum(classes, axis=0)):
+            histogram = self._code_histogram(k)
+            parts = [part[k] for part in classes]
+            by_class.append(split_counts(apportion(histogram, total), parts) if histogram is not None and total
+                            else [None] * len(sizes))
+        return [(classes[j], [codes[j] for codes in by_class]) for j in range(len(sizes))]
 
     def set_sampling(self, **settings: Any) -> "EHRDiff":
         """Change sampling settings (``SAMPLING_SETTINGS``, ``sample_batch_size``, ``device``) of this model, trained
@@ -346,10 +413,22 @@ def min_codes(histograms: dict[str, Any] | None) -> int:
     return int(np.flatnonzero(histograms["all"])[0]) if histograms else 0
 
 
+def chunk_sizes(n: int, chunk_rows: int) -> list[int]:
+    """``n`` rows as chunks of ``chunk_rows`` (the last one shorter)."""
+    if chunk_rows <= 0:
+        raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+    return [min(chunk_rows, n - start) for start in range(0, n, chunk_rows)]
+
+
+def _chunk_seed(seed: int, chunk: int) -> int:
+    """The seed of chunk ``chunk`` (>= 1) of a large sample (chunk 0 uses ``seed`` itself)."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xC4C4, chunk]).generate_state(1)[0])
+
+
 def _round_seed(seed: int, round_number: int) -> int:
     """The seed of the ``round_number``-th extra batch of count matching (round 0 uses ``seed`` itself)."""
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xC0DE, round_number]).generate_state(1)[0])
 
 
-__all__ = ["EHRDiff", "build_denoiser", "code_histograms", "edm_row_loss", "memorisation_warning", "min_codes",
-           "training_loss"]
+__all__ = ["EHRDiff", "build_denoiser", "chunk_sizes", "code_histograms", "edm_row_loss", "memorisation_warning",
+           "min_codes", "training_loss"]
