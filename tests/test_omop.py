@@ -27,6 +27,7 @@ import omop_cdm  # noqa: E402
 from ehrdiff.cli import main  # noqa: E402
 from ehrdiff.data.omop import write_omop  # noqa: E402
 from ehrdiff.data.io import read_table  # noqa: E402
+from ehrdiff.data.writers import write_synthetic  # noqa: E402
 from ehrdiff.data.sources import prepare  # noqa: E402
 from ehrdiff.data.sources.omop import prepare_omop  # noqa: E402
 from ehrdiff.errors import DataError  # noqa: E402
@@ -393,3 +394,11 @@ def test_a_measurement_label_is_never_a_value_column(csv_dir):
         {"measurement_value:3004410", "measurement_value:3004249"}
     with pytest.raises(DataError, match="also in --measurements"):
         prepare_omop(csv_dir, domains="measurement", label_concept=3027018, measurements="3027018,3004410")
+
+
+def test_write_synthetic_format_omop_is_the_omop_writer(csv_dir, tmp_path):
+    table = prepare_omop(csv_dir, domains="condition,drug", label="death").table
+    write_synthetic(table, tmp_path / "by_format", format="omop")
+    write_omop(table, tmp_path / "direct")
+    for name in ("person.csv", "condition_occurrence.csv", "drug_exposure.csv", "death.csv"):
+        assert (tmp_path / "by_format" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name

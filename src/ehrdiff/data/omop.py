@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ehrdiff.data.table import Table
-from ehrdiff.data.writers import safe_subject_ids, staged_dir
+from ehrdiff.data.writers import safe_subject_ids, staged_dir, whole_table_writer
 from ehrdiff.errors import DataError
 
 PERSON_ID = "person_id"
@@ -272,3 +272,7 @@ def write_omop(table: Table, folder: str | os.PathLike, **options) -> Path:
     with staged_dir(folder, merge=False) as tmp:
         write_omop_tables(table, tmp, **options)
     return Path(folder)
+
+
+# the "omop" entry of ehrdiff.data.writers.WRITERS (ehrdiff sample --format omop): the whole table at once
+OmopWriter = whole_table_writer(write_omop_tables, folder=True)

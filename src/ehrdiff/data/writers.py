@@ -473,7 +473,8 @@ def whole_table_writer(write: Callable[..., Any], *, folder: bool) -> type[Synth
     return WholeTable
 
 
-WRITERS: dict[str, type[SyntheticWriter] | str] = {"wide": WideWriter, "long": LongWriter, "meds": MedsWriter}
+WRITERS: dict[str, type[SyntheticWriter] | str] = {"wide": WideWriter, "long": LongWriter, "meds": MedsWriter,
+                                                    "omop": "ehrdiff.data.omop:OmopWriter"}
 FORMATS = tuple(WRITERS)
 
 
