@@ -35,6 +35,9 @@ class EvaluationConfig:
     threads: int | None = None            # CPU threads for torch, BLAS and OpenMP (None: the libraries' defaults;
                                           # 1 avoids OpenMP's busy-waiting on a machine shared with other jobs)
     figures: bool = True
+    # confidence intervals (bootstrap.py): 0 = none; else this many resamples and a percentile interval at this level
+    bootstrap: int = 0
+    confidence: float = 0.95
 
     def with_options(self, **options) -> "EvaluationConfig":
         known = {f.name for f in fields(self)}
@@ -64,3 +67,10 @@ class EvaluationConfig:
             raise DataError(f"evaluation option threads must be a positive whole number or None, got {self.threads!r}")
         if self.discriminator_folds < 2:
             raise DataError("discriminator_folds must be at least 2")
+        if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 0:
+            raise DataError(f"evaluation option bootstrap must be a whole number of resamples (0: no intervals), "
+                            f"got {self.bootstrap!r}")
+        if isinstance(self.confidence, bool) or not isinstance(self.confidence, (int, float)) \
+                or not 0 < self.confidence < 1:
+            raise DataError(f"evaluation option confidence must be a level between 0 and 1 (e.g. 0.95), "
+                            f"got {self.confidence!r}")

@@ -8,7 +8,7 @@ is a cached property of ``RealData``, so it is done once per held-out set and re
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -77,12 +77,21 @@ class RealData:
 
     # ---- utility inputs
     @cached_property
-    def trtr(self) -> dict:
-        return self.label_metrics(self.train, "trtr", "training")
+    def trtr_scores(self) -> np.ndarray:
+        return self.label_scores(self.train, "training")
 
-    def label_metrics(self, source: Encoded, prefix: str, name: str) -> dict:
-        """AUROC and AUPRC on the held-out rows of the label classifier trained on ``source`` (``name`` seeds the
-        row sample when ``source`` has more rows than ``utility_max_rows``)."""
+    @cached_property
+    def trtr(self) -> dict:
+        return self.label_metrics(self.trtr_scores, "trtr")
+
+    def label_metrics(self, scores: np.ndarray, prefix: str) -> dict:
+        """AUROC and AUPRC on the held-out rows of a label classifier's scores (``label_scores``)."""
+        roc, prc = utility.label_scores(self.holdout.y, scores, len(self.layout.label_classes))
+        return {f"{prefix}_auroc": roc, f"{prefix}_auprc": prc}
+
+    def label_scores(self, source: Encoded, name: str) -> np.ndarray:
+        """The held-out rows' scores of the label classifier trained on ``source`` (``name`` seeds the row sample
+        when ``source`` has more rows than ``utility_max_rows``)."""
         if self.holdout.y is None:
             raise SkipMetric("the held-out data has no usable label")
         n_classes = len(self.layout.label_classes)
@@ -92,10 +101,8 @@ class RealData:
         if source.n > self.config.utility_max_rows:
             fit_rows = source.rows(np.sort(self.rng("utility", name).choice(source.n, self.config.utility_max_rows,
                                                                         replace=False)))
-        scores = utility.classifier_scores(fit_rows.X, fit_rows.y, self.holdout.X, n_classes,
-                                           self.config.utility_model, self.seed, self.config.threads)
-        roc, prc = utility.label_scores(self.holdout.y, scores, n_classes)
-        return {f"{prefix}_auroc": roc, f"{prefix}_auprc": prc}
+        return utility.classifier_scores(fit_rows.X, fit_rows.y, self.holdout.X, n_classes, self.config.utility_model,
+                                         self.seed, self.config.threads)
 
     # ---- privacy inputs
     @cached_property
@@ -104,12 +111,17 @@ class RealData:
                          self.config.block_elements)
 
     @cached_property
-    def attack_rows(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """Balanced member (training) and non-member (held-out) samples for membership inference."""
+    def attack_sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """Balanced member (training) and non-member (held-out) samples for membership inference: row indices."""
         n = min(self.train.n, self.holdout.n, self.config.mia_max_rows)
         rng = self.rng("membership")
-        return (self.train.X[np.sort(rng.choice(self.train.n, n, replace=False))],
-                self.holdout.X[np.sort(rng.choice(self.holdout.n, n, replace=False))])
+        return (np.sort(rng.choice(self.train.n, n, replace=False)),
+                np.sort(rng.choice(self.holdout.n, n, replace=False)))
+
+    @cached_property
+    def attack_rows(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        members, nonmembers = self.attack_sample
+        return self.train.X[members], self.holdout.X[nonmembers]
 
     @cached_property
     def train_fingerprints(self) -> np.ndarray:
@@ -134,6 +146,8 @@ class Comparison:
     synthetic: Encoded
     label_problem: str | None     # why the synthetic set's label is unusable (None when it is fine)
     details: DatasetDetails
+    # what a group computed row by row (scores, distances, sampled rows) for its bootstrap to resample, by name
+    kept: dict = field(default_factory=dict)
 
     @property
     def X(self) -> sp.csr_matrix:
@@ -151,6 +165,12 @@ class Comparison:
     def rng(self, purpose: str) -> np.random.Generator:
         """A reproducible random stream for this dataset and purpose."""
         return self.real.rng(purpose, self.name)
+
+    def keep(self, key, build):
+        """``kept[key]``, built by ``build()`` the first time (shared by a group's bootstrap blocks)."""
+        if key not in self.kept:
+            self.kept[key] = build()
+        return self.kept[key]
 
     def require_codes(self) -> None:
         if len(self.real.codes) == 0:

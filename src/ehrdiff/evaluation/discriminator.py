@@ -8,6 +8,8 @@ non-zero entries than a tree leaf needs are pooled into one feature: the row's c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -21,17 +23,41 @@ MIN_LEAF = 20          # HistGradientBoosting's min_samples_leaf: rarer columns 
 MIN_ROWS_PER_FOLD = 5
 
 
+@dataclass
+class DiscriminatorScores:
+    """Out-of-fold scores of the sampled rows, real rows first: what the AUROCs (and their bootstrap) are made of."""
+
+    real_rows: np.ndarray        # the sampled real rows (indices)
+    synthetic_rows: np.ndarray   # the sampled synthetic rows (indices)
+    trees: np.ndarray            # (2n,) scores of the gradient-boosted trees
+    linear: np.ndarray           # (2n,) scores of the logistic regression
+
+    @property
+    def is_synthetic(self) -> np.ndarray:
+        return np.r_[np.zeros(len(self.real_rows), bool), np.ones(len(self.synthetic_rows), bool)]
+
+    def aurocs(self) -> dict[str, float]:
+        return {"discriminator_auroc": auroc(self.is_synthetic, self.trees),
+                "discriminator_auroc_lr": auroc(self.is_synthetic, self.linear)}
+
+
 def discriminator_auroc(real: sp.csr_matrix, synthetic: sp.csr_matrix, rng: np.random.Generator, max_rows: int,
                         folds: int, iterations: int, seed: int, threads: int | None = None) -> dict[str, float]:
     """Pooled out-of-fold AUROC of the trees (``discriminator_auroc``) and of an L2 logistic regression on every
     column (``discriminator_auroc_lr``: it sees each code's rate but no interaction). ``threads``: OpenMP threads
     for the trees (None: 1, see ``tree_threads``)."""
+    return discriminator_scores(real, synthetic, rng, max_rows, folds, iterations, seed, threads).aurocs()
+
+
+def discriminator_scores(real: sp.csr_matrix, synthetic: sp.csr_matrix, rng: np.random.Generator, max_rows: int,
+                         folds: int, iterations: int, seed: int, threads: int | None = None) -> DiscriminatorScores:
+    """The sample and the out-of-fold scores behind ``discriminator_auroc`` (same arguments)."""
     n = min(real.shape[0], synthetic.shape[0], max_rows)
     if n < MIN_ROWS_PER_FOLD * folds:
         raise SkipMetric(f"needs at least {MIN_ROWS_PER_FOLD * folds} real and synthetic rows, got {n}")
-    a = real[np.sort(rng.choice(real.shape[0], n, replace=False))]
-    b = synthetic[np.sort(rng.choice(synthetic.shape[0], n, replace=False))]
-    X = sp.vstack([a, b], format="csc")
+    real_rows = np.sort(rng.choice(real.shape[0], n, replace=False))
+    synthetic_rows = np.sort(rng.choice(synthetic.shape[0], n, replace=False))
+    X = sp.vstack([real[real_rows], synthetic[synthetic_rows]], format="csc")
     y = np.r_[np.zeros(n), np.ones(n)]
     nonzero = np.diff(X.indptr)
     keep = nonzero >= MIN_LEAF
@@ -60,7 +86,7 @@ def discriminator_auroc(real: sp.csr_matrix, synthetic: sp.csr_matrix, rng: np.r
             scores[test] = model.predict_proba(features[test])[:, 1]
         linear = LogisticRegression(C=1.0, max_iter=500).fit(X[train], y[train])
         linear_scores[test] = linear.decision_function(X[test])
-    return {"discriminator_auroc": auroc(y, scores), "discriminator_auroc_lr": auroc(y, linear_scores)}
+    return DiscriminatorScores(real_rows, synthetic_rows, scores, linear_scores)
 
 
 def tree_threads(threads: int | None):

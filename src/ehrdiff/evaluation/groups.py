@@ -81,9 +81,11 @@ def cooccurrence(c: Comparison) -> dict:
     ("discriminator_auroc_lr", "0.5", "the same with logistic regression on every column (rates, no interactions)")])
 def discriminate(c: Comparison) -> dict:
     config = c.config
-    return discriminator.discriminator_auroc(c.real.train.X, c.X, c.rng("discriminator"), config.discriminator_max_rows,
-                                             config.discriminator_folds, config.discriminator_iterations, c.real.seed,
-                                             config.threads)
+    scores = discriminator.discriminator_scores(c.real.train.X, c.X, c.rng("discriminator"),
+                                                config.discriminator_max_rows, config.discriminator_folds,
+                                                config.discriminator_iterations, c.real.seed, config.threads)
+    c.kept["discriminator"] = scores
+    return scores.aurocs()
 
 
 @metric_group("dimwise", "fidelity", [
@@ -101,6 +103,7 @@ def dimwise(c: Comparison) -> dict:
     real = c.real.dimwise
     synthetic = prediction.code_scores(c.X, c.real.holdout.X, real.targets, c.rng("dimwise"),
                                        c.config.dimwise_max_rows, c.config.dimwise_iterations)
+    c.kept["dimwise"] = synthetic
     c.details.dimwise = pd.DataFrame({"code": [c.layout.names[j] for j in real.targets], "auroc_real": real.auroc,
                                       "auroc_synthetic": synthetic.auroc, "f1_real": real.f1,
                                       "f1_synthetic": synthetic.f1})
@@ -173,7 +176,8 @@ def has_label(layout: Layout) -> bool:
 def tstr(c: Comparison) -> dict:
     if c.label_problem:
         raise SkipMetric(c.label_problem)
-    result = c.real.label_metrics(c.synthetic, "tstr", c.name)
+    scores = c.keep("tstr", lambda: c.real.label_scores(c.synthetic, c.name))
+    result = c.real.label_metrics(scores, "tstr")
     result["label_tvd"] = utility.label_tvd(c.real.train.y, c.synthetic.y, len(c.layout.label_classes))
     return result
 
@@ -207,8 +211,11 @@ def membership(c: Comparison) -> dict:
     ("exact_copy_rate", "<= holdout's", "share of synthetic rows identical to a training row"),
     ("exact_copy_rate_holdout", "-", "share of real held-out rows identical to a training row (the yardstick)")])
 def copies(c: Comparison) -> dict:
-    return privacy.copy_rates(c.real.train_fingerprints, rows.fingerprints(c.X, ~c.layout.continuous),
-                              c.real.holdout_fingerprints)
+    on_synthetic, on_holdout = privacy.identical_rows(c.real.train_fingerprints,
+                                                      rows.fingerprints(c.X, ~c.layout.continuous),
+                                                      c.real.holdout_fingerprints)
+    c.kept["copies"] = on_synthetic, on_holdout
+    return privacy.copy_rate_values(on_synthetic, on_holdout)
 
 
 @metric_group("nnaa", "privacy", [
@@ -216,7 +223,10 @@ def copies(c: Comparison) -> dict:
     ("nnaa_test", "0.5", "the same, held-out vs synthetic"),
     ("nnaa_privacy_loss", "0 (> 0 leaks)", "nnaa_test - nnaa_train")])
 def nnaa(c: Comparison) -> dict:
-    return privacy.nnaa(c.real.space, c.real.train.X, c.real.holdout.X, c.X, c.rng("nnaa"), c.config.nnaa_max_rows)
+    result = privacy.nnaa_rows(c.real.space, c.real.train.X, c.real.holdout.X, c.X, c.rng("nnaa"),
+                               c.config.nnaa_max_rows)
+    c.kept["nnaa"] = result
+    return result.values()
 
 
 @metric_group("aia", "privacy", [
@@ -228,5 +238,7 @@ def aia(c: Comparison) -> dict:
     known, unknown = c.real.aia_columns
     config = c.config
     options = {"dense_columns": config.dense_columns, "device": config.device, "block_elements": config.block_elements}
-    return privacy.attribute_inference(c.real.train.X, c.real.holdout.X, c.X, known, unknown, c.rng("aia"),
+    records = privacy.inferred_records(c.real.train.X, c.real.holdout.X, c.X, known, unknown, c.rng("aia"),
                                        config.aia_max_rows, config.aia_neighbours, options)
+    c.kept["aia"] = records
+    return privacy.attribute_inference_values(records["train"].f1("train"), records["test"].f1("test"))

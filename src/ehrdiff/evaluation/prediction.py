@@ -25,6 +25,7 @@ class CodeScores:
     targets: np.ndarray   # column indices of the predicted codes
     auroc: np.ndarray     # (K,)
     f1: np.ndarray        # (K,) at probability threshold 0.5 (medGAN)
+    decision: np.ndarray | None = None   # (held-out rows, K) decision values (> 0: predicted present)
 
 
 def choose_targets(train: sp.csr_matrix, holdout: sp.csr_matrix, codes: np.ndarray, k: int) -> np.ndarray:
@@ -49,7 +50,7 @@ def code_scores(train: sp.csr_matrix, holdout: sp.csr_matrix, targets: np.ndarra
     model = fit_logistic(train, train[:, targets].toarray(), allowed, max_iter=iterations)
     truth = holdout[:, targets].toarray() > 0
     decision = model.decision(holdout)
-    return CodeScores(targets, auroc_columns(truth, decision), f1_columns(truth, decision > 0))
+    return CodeScores(targets, auroc_columns(truth, decision), f1_columns(truth, decision > 0), decision)
 
 
 def agreement(real: CodeScores, synthetic: CodeScores) -> dict:

@@ -8,17 +8,21 @@ inputs are unusable. Register one with the decorator::
 
 Groups run in registration order for every dataset, and their metrics appear in that order in metrics.json,
 report.md and report.html (``catalog.metrics()``, which the report follows, is read from this registry).
+
+A group's confidence intervals (``evaluate(..., bootstrap=B)``) come from its bootstrap function, registered with
+``@bootstrap_of("name", resampled="what is resampled")`` (see ``bootstrap.py``); a group without one gets none.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from ehrdiff.errors import EhrdiffError
 from ehrdiff.evaluation.stats import SkipMetric, Skipped
 
 if TYPE_CHECKING:
+    from ehrdiff.evaluation.bootstrap import Draw
     from ehrdiff.evaluation.context import Comparison
     from ehrdiff.evaluation.inputs import Layout
 
@@ -38,6 +42,9 @@ class MetricGroup:
     compute: Callable[[Comparison], dict]
     metrics: tuple[MetricInfo, ...]
     applies: Callable[[Layout], bool]   # False: the data has no columns of this kind, so the metrics are left out
+    # (Comparison, Draw) -> {metric key: (B,) values on B resamples}, run after ``compute`` on the same Comparison
+    bootstrap: Callable[[Comparison, Draw], dict] | None = None
+    resampled: str = ""                 # what the bootstrap resamples, for the report (e.g. "synthetic rows")
 
     @property
     def keys(self) -> list[str]:
@@ -74,6 +81,20 @@ def metric_group(name: str, section: str, metrics: Sequence[tuple[str, str, str]
     return register
 
 
+def bootstrap_of(name: str, resampled: str) -> Callable:
+    """Register the decorated function ``(Comparison, Draw) -> {metric key: (B,) array}`` as the bootstrap of the
+    metric group ``name``: its metrics on a block of B resamples at once (NaN where undefined). It runs after the
+    group on the same Comparison, so it can reuse what the group kept in ``c.kept``. ``resampled`` says in a few
+    words which rows are resampled and what is kept fixed; the report shows it beside the intervals."""
+    def register(function: Callable) -> Callable:
+        if name not in REGISTRY or REGISTRY[name].bootstrap is not None:
+            raise ValueError(f"bootstrap of metric group '{name}': no such group, or it has one already")
+        REGISTRY[name] = replace(REGISTRY[name], bootstrap=function, resampled=resampled)
+        return function
+
+    return register
+
+
 def _always(layout: Layout) -> bool:
     return True
 
@@ -83,4 +104,4 @@ def groups_for(layout: Layout) -> list[MetricGroup]:
     return [group for group in REGISTRY.values() if group.applies(layout)]
 
 
-__all__ = ["REGISTRY", "MetricGroup", "MetricInfo", "groups_for", "metric_group"]
+__all__ = ["REGISTRY", "MetricGroup", "MetricInfo", "bootstrap_of", "groups_for", "metric_group"]

@@ -4,7 +4,10 @@ JSON schema (stable; docs/metrics.md)::
 
     {"datasets": {NAME: {METRIC: number or null, ...,
                          "skipped": {METRIC: reason, ...},   # why a metric is null
-                         "warnings": [message, ...]}}}       # input problems that were worked around
+                         "warnings": [message, ...]}},       # input problems that were worked around
+     "ci": {"resamples": B, "confidence": 0.95,              # only with bootstrap=B (``--bootstrap B``)
+            "datasets": {NAME: {METRIC: [low, high], ...}},
+            "skipped": {NAME: {METRIC: reason, ...}}}}       # why a metric with a value has no interval
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import numpy as np
 import pandas as pd
 
 from ehrdiff.evaluation import catalog, figures
+from ehrdiff.evaluation.bootstrap import Intervals
 from ehrdiff.evaluation.config import EvaluationConfig
+from ehrdiff.evaluation.registry import REGISTRY
 from ehrdiff.fileio import write_bytes_atomic, write_text_atomic
 
 META_KEYS = ("skipped", "warnings")
@@ -43,17 +48,21 @@ class Report:
     details: dict[str, DatasetDetails] = field(default_factory=dict)
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
     scale: dict[str, tuple[str, float]] = field(default_factory=dict)   # dataset -> (model, training fraction)
+    intervals: dict[str, Intervals] = field(default_factory=dict)       # dataset -> its bootstrap intervals
     _figures: dict[str, bytes] | None = field(default=None, repr=False)
 
     # ---- building
     def add(self, name: str, values: dict, skipped: dict, warnings: list[str], details: DatasetDetails,
-            timings: dict[str, float]) -> None:
+            timings: dict[str, float], intervals: Intervals | None = None) -> None:
         order = {m.key: i for i, m in enumerate(catalog.metrics())}
         ordered = dict(sorted(values.items(), key=lambda kv: order.get(kv[0], len(order))))
         self.metrics[name] = {**{k: _plain(v) for k, v in ordered.items()}, "skipped": dict(skipped),
                               "warnings": list(warnings)}
         self.details[name] = details
         self.timings[name] = dict(timings)
+        if intervals is not None:
+            self.intervals[name] = intervals
+            self.timings[name].update({f"{group} (bootstrap)": t for group, t in intervals.timings.items()})
         self._figures = None
 
     def add_failed(self, name: str, reason: str, warnings: list[str]) -> None:
@@ -73,7 +82,34 @@ class Report:
 
     # ---- outputs
     def to_dict(self) -> dict:
-        return {"datasets": self.metrics}
+        out = {"datasets": self.metrics}
+        if self.config.bootstrap:
+            out["ci"] = {"resamples": self.config.bootstrap, "confidence": self.config.confidence,
+                         "datasets": {n: dict(i.ci) for n, i in self.intervals.items()},
+                         "skipped": {n: dict(i.missing) for n, i in self.intervals.items() if i.missing}}
+        return out
+
+    def interval(self, name: str, key: str) -> list[float] | None:
+        """The bootstrap interval [low, high] of one dataset's metric, or None."""
+        return self.intervals[name].ci.get(key) if name in self.intervals else None
+
+    def cells(self, key: str) -> list[str]:
+        """One metric's table cells, one per dataset: the value, and its interval in brackets where it has one."""
+        out = []
+        for name, data in self.metrics.items():
+            interval = self.interval(name, key)
+            text = _format(data.get(key))
+            out.append(text if interval is None else f"{text} [{_format(interval[0])}, {_format(interval[1])}]")
+        return out
+
+    def interval_lines(self) -> list[tuple[str, str]]:
+        """(metric group, what its bootstrap resamples) for the groups whose metrics have an interval here."""
+        keys = {k for i in self.intervals.values() for k in i.ci}
+        return [(g.name, g.resampled) for g in REGISTRY.values() if keys.intersection(g.keys)]
+
+    def _interval_note(self) -> str:
+        return (f"Brackets: {self.config.confidence:.0%} bootstrap percentile intervals from {self.config.bootstrap} "
+                "resamples; what each one covers is below and in docs/metrics.md (\"Confidence intervals\").")
 
     def to_json(self, path: str | os.PathLike) -> Path:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
@@ -90,6 +126,8 @@ class Report:
         lines = ["# Synthetic data evaluation", "",
                  "Metric definitions, directions and ideal values: docs/metrics.md. "
                  "`-` = not computed (see Skipped).", ""]
+        if self.config.bootstrap:
+            lines += [self._interval_note(), ""]
         for section in catalog.SECTIONS:
             rows = [(m, v) for m, v in self.rows() if m.section == section]
             if not rows:
@@ -97,8 +135,11 @@ class Report:
             lines += [f"## {section.capitalize()}", "",
                       "| metric | best | " + " | ".join(_md(n) for n in names) + " |",
                       "|---|---|" + "---|" * len(names)]
-            lines += [f"| {m.key} | {m.best} | " + " | ".join(_format(v) for v in values) + " |" for m, values in rows]
+            lines += [f"| {m.key} | {m.best} | " + " | ".join(self.cells(m.key)) + " |" for m, _ in rows]
             lines.append("")
+        if self.intervals:
+            lines += ["## Confidence intervals: what is resampled", "", "| metric group | resampled (fixed) |",
+                      "|---|---|"] + [f"| {g} | {_md(text)} |" for g, text in self.interval_lines()] + [""]
         notes = self._notes()
         if notes:
             lines += ["## Skipped metrics and warnings", ""] + [f"- **{_md(n)}**: {_md(t)}" for n, t in notes] + [""]
@@ -112,6 +153,10 @@ class Report:
             for key, reason in data["skipped"].items():
                 by_reason.setdefault(reason, []).append(key)
             notes += [(name, f"{', '.join(keys)} skipped: {reason}") for reason, keys in by_reason.items()]
+            no_interval: dict[str, list[str]] = {}
+            for key, reason in (self.intervals[name].missing if name in self.intervals else {}).items():
+                no_interval.setdefault(reason, []).append(key)
+            notes += [(name, f"no interval for {', '.join(keys)}: {reason}") for reason, keys in no_interval.items()]
             notes += [(name, f"warning: {w}") for w in data["warnings"]]
         return notes
 
@@ -182,16 +227,23 @@ class Report:
                  f"<style>{STYLE}</style></head><body><h1>Synthetic data evaluation</h1>",
                  "<p>Metric definitions, directions and ideal values are in <code>docs/metrics.md</code>; "
                  "<em>-</em> marks a metric that was not computed (reasons below).</p>"]
+        if self.config.bootstrap:
+            parts.append(f"<p>{e(self._interval_note())}</p>")
         for section in catalog.SECTIONS:
             rows = [(m, v) for m, v in self.rows() if m.section == section]
             if not rows:
                 continue
             parts.append(f"<h2>{e(section.capitalize())}</h2><table><tr><th>metric</th><th>best</th>"
                          + "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>")
-            for m, values in rows:
+            for m, _ in rows:
                 parts.append(f"<tr><td title='{e(m.text, quote=True)}'>{e(m.key)}</td><td>{e(m.best)}</td>"
-                             + "".join(f"<td>{e(_format(v))}</td>" for v in values) + "</tr>")
+                             + "".join(f"<td>{e(cell)}</td>" for cell in self.cells(m.key)) + "</tr>")
             parts.append("</table>")
+        if self.intervals:
+            parts.append("<h2>Confidence intervals: what is resampled</h2><table><tr><th>metric group</th>"
+                         "<th>resampled (fixed)</th></tr>"
+                         + "".join(f"<tr><td>{e(g)}</td><td>{e(text)}</td></tr>" for g, text in self.interval_lines())
+                         + "</table>")
         if pngs:
             parts.append("<h2>Figures</h2>")
             for filename, png in pngs.items():

@@ -14,7 +14,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ehrdiff.evaluation import groups  # noqa: F401  (importing it registers the metric groups)
+from ehrdiff.evaluation import groups, resampled  # noqa: F401  (importing registers the groups and their bootstraps)
+from ehrdiff.evaluation import bootstrap
 from ehrdiff.evaluation import references as refs
 from ehrdiff.evaluation.config import EvaluationConfig
 from ehrdiff.evaluation.context import Comparison, RealData, crc
@@ -147,7 +148,7 @@ class Evaluation:
         outcome = evaluate_one(Comparison(real, name, data, label_problem, details))
         log.info("%s: evaluated in %.1f s", name, time.perf_counter() - started)
         values = {"n_rows": int(data.n), **(extra or {}), **outcome.values}
-        self.report.add(name, values, outcome.skipped, warnings, details, outcome.timings)
+        self.report.add(name, values, outcome.skipped, warnings, details, outcome.timings, outcome.intervals)
 
 
 @dataclass
@@ -157,6 +158,7 @@ class Outcome:
     values: dict = field(default_factory=dict)
     skipped: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    intervals: bootstrap.Intervals | None = None   # with evaluate(..., bootstrap=B)
 
     def record(self, group: MetricGroup, comparison: Comparison) -> None:
         started = time.perf_counter()
@@ -174,9 +176,18 @@ class Outcome:
 
 
 def evaluate_one(comparison: Comparison) -> Outcome:
-    """Every metric group that applies to the data, for one synthetic set against one real side."""
+    """Every metric group that applies to the data, for one synthetic set against one real side; then, when the
+    configuration asks for them, the bootstrap intervals of their metrics."""
     outcome = Outcome()
-    for group in groups_for(comparison.layout):
+    applicable = groups_for(comparison.layout)
+    for group in applicable:
         outcome.record(group, comparison)
         log.debug("%s: %s done in %.1f s", comparison.name, group.name, outcome.timings[group.name])
+    config = comparison.config
+    if config.bootstrap:
+        started = time.perf_counter()
+        outcome.intervals = bootstrap.intervals(comparison, applicable, outcome.values,
+                                                bootstrap.Settings(config.bootstrap, config.confidence))
+        log.info("%s: %d bootstrap resamples in %.1f s", comparison.name, config.bootstrap,
+                 time.perf_counter() - started)
     return outcome

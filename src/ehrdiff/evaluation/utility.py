@@ -13,7 +13,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from ehrdiff.evaluation.discriminator import tree_threads
 from ehrdiff.evaluation.logistic import fit_logistic
-from ehrdiff.evaluation.stats import SkipMetric, auroc_columns, average_precision
+from ehrdiff.evaluation.stats import RankedScores, SkipMetric, auroc_columns, average_precision
 
 MIN_ROWS = 10
 
@@ -39,8 +39,7 @@ def classifier_scores(X: sp.csr_matrix, y: np.ndarray, X_test: sp.csr_matrix, n_
 
 def label_scores(y_test: np.ndarray, scores: np.ndarray, n_classes: int) -> tuple[float, float]:
     """(AUROC, AUPRC) of class scores against the true classes."""
-    truth = np.eye(n_classes, dtype=bool)[y_test]
-    truth = truth[:, 1:] if n_classes == 2 else truth
+    truth = class_truth(y_test, n_classes)
     aurocs = auroc_columns(truth, scores)
     ok = np.isfinite(aurocs)
     if not ok.any():
@@ -54,3 +53,21 @@ def label_tvd(y_real: np.ndarray, y_synthetic: np.ndarray, n_classes: int) -> fl
     p = np.bincount(y_real, minlength=n_classes) / len(y_real)
     q = np.bincount(y_synthetic, minlength=n_classes) / len(y_synthetic)
     return float(np.abs(p - q).sum() / 2)
+
+
+def class_truth(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """(rows, scored classes) 0/1 truth matching ``classifier_scores``' columns (binary: the positive class)."""
+    truth = np.eye(n_classes, dtype=bool)[y]
+    return truth[:, 1:] if n_classes == 2 else truth
+
+
+def label_score_replicates(rankings: list[RankedScores], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``label_scores`` under each row weighting (B, rows): (AUROC, AUPRC), each (B,), NaN where undefined.
+    ``rankings``: one ``RankedScores(truth column, score column)`` per scored class."""
+    aurocs = np.column_stack([r.auroc(weights) for r in rankings])
+    precisions = np.column_stack([r.average_precision(weights) for r in rankings])
+    ok = np.isfinite(aurocs)
+    count = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (np.where(ok, aurocs, 0).sum(axis=1) / np.where(count > 0, count, np.nan),
+                np.where(ok, precisions, 0).sum(axis=1) / np.where(count > 0, count, np.nan))
