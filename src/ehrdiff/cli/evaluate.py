@@ -45,6 +45,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "trees 1; 1 is fastest on a machine busy with other jobs)")
     p.add_argument("--device", default=None, help="torch device for nearest neighbours (cpu, cuda)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures (faster)")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="B",
+                   help="a confidence interval for every metric from B bootstrap resamples (e.g. 200; what each "
+                        "covers: docs/metrics.md)")
+    p.add_argument("--confidence", type=float, default=None, metavar="C",
+                   help="level of the --bootstrap intervals (default 0.95)")
     p.add_argument("--overwrite", action="store_true", help="replace the report files already in DIR")
     return p
 
@@ -113,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
                                  ("device", args.device)) if v is not None}
     if args.no_figures:
         options["figures"] = False
+    options.update(bootstrap_options(args.bootstrap, args.confidence))
     out = Path(args.output)
     check_report_folder(out, args, named, scaled)
     with output_lock(out):
@@ -134,6 +140,20 @@ def run(args: argparse.Namespace) -> int:
               f"({', '.join(report.PER_CODE_FILES.values())})"
               + (f" and {len(report.figures())} figure(s) in {out / 'figures'}" if not args.no_figures else ""))
         return 0
+
+
+def bootstrap_options(resamples: int | None, confidence: float | None) -> dict:
+    """``--bootstrap B`` (B >= 1) and ``--confidence C`` (0 < C < 1) as evaluation options."""
+    if resamples is None:
+        if confidence is not None:
+            raise DataError("--confidence sets the level of the --bootstrap intervals: give --bootstrap B too")
+        return {}
+    if resamples < 1:
+        raise DataError(f"--bootstrap takes the number of resamples, a whole number of at least 1 (e.g. 200), "
+                        f"got {resamples}")
+    if confidence is not None and not 0 < confidence < 1:
+        raise DataError(f"--confidence takes a level between 0 and 1 (e.g. 0.95), got {confidence:g}")
+    return {"bootstrap": resamples} if confidence is None else {"bootstrap": resamples, "confidence": confidence}
 
 
 def check_report_folder(out: Path, args: argparse.Namespace, named: list, scaled: list) -> None:
