@@ -13,12 +13,14 @@ date         as continuous, on the day count since 1970-01-01 (min-max scaled: t
              training date, its reference date, over its training span); decoded to datetime64 inside the training
              range, rounded to the column's resolution (``ColumnCoding.date_unit``: days for dates, minutes for times
              kept to the minute, ...) and localised to its time zone if it had one
-id           not encoded; decoding creates fresh synthetic ids that never collide with real ones
+id           not encoded, nothing about it is kept; decoding numbers the synthetic rows 1, 2, 3, ... (text ids:
+             "synthetic-1", ...), the same whatever the real ids were, so they tell nothing about them
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import MISSING, dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -32,6 +34,12 @@ CONTINUOUS_SCALINGS = ("minmax", "quantile")
 # Quantile levels kept per continuous column (the knots of its piecewise-linear map): at most 1/256 of the training
 # values lie between neighbouring knots, which bounds the marginal error the interpolation adds (KS) near 0.004.
 QUANTILE_LEVELS = 257
+# The first synthetic id. Fixed, not derived from the data: an id past the largest real one (as ehrdiff 0.1 did)
+# tells whoever holds the samples that this real id was in training.
+SYNTHETIC_ID_START = 1
+CODINGS = ("binary", "continuous", "onehot", "id")
+# Fields of older files that are no longer used, dropped on reading (id_start: ehrdiff 0.1's first synthetic id).
+LEGACY_FIELDS = ("id_start",)
 
 
 @dataclass
@@ -49,7 +57,6 @@ class ColumnCoding:
     has_missing: bool = False
     categories: list = field(default_factory=list)
     dtype: str = "float64"
-    id_start: int = 0             # first synthetic id (past every real numeric id)
     scaling: str = "minmax"       # continuous: "minmax", or "quantile" through the knots below
     knots: list = field(default_factory=list)      # "quantile": training values at evenly spaced quantile levels,
     knot_low: list = field(default_factory=list)   # each with the share of training values below it
@@ -124,10 +131,8 @@ class TableEncoder:
 
     def _fit_column(self, name: str, kind: str, values: pd.Series) -> ColumnCoding:
         dtype = str(values.dtype)
-        if kind == "id":
-            numeric = pd.to_numeric(values, errors="coerce")
-            start = int(numeric.max()) + 1 if numeric.notna().all() else 0
-            return ColumnCoding(name, kind, "id", width=0, dtype=dtype, id_start=max(start, 0))
+        if kind == "id":        # only its dtype: no value of a real id is kept
+            return ColumnCoding(name, kind, "id", width=0, dtype=dtype)
         if kind == "binary" or (kind == "label" and _is_binary(values) and values.notna().all()):
             return ColumnCoding(name, kind, "binary", dtype=dtype)
         if kind == "date":     # a continuous column of day counts, decoded back to dates of its resolution
@@ -271,13 +276,85 @@ class TableEncoder:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TableEncoder":
+        """The encoder :meth:`to_dict` wrote. ValueError naming the column and the field when it is not what
+        ehrdiff writes (a hand-edited or crafted model file), so that nothing fails later while sampling."""
+        if not isinstance(data, dict) or not isinstance(data.get("columns"), list) or not data["columns"]:
+            raise ValueError("expected an object with a non-empty list of 'columns'")
         encoder = cls(data.get("continuous", "minmax"))     # files of older versions: min-max only
-        encoder.codings_ = [ColumnCoding(**c) for c in data["columns"]]
+        encoder.codings_ = [coding_from_dict(c, i) for i, c in enumerate(data["columns"])]
+        names = [c.name for c in encoder.codings_]
+        if len(set(names)) != len(names):
+            raise ValueError("a column name appears twice")
         return encoder
 
     def _check_fitted(self) -> None:
         if not self.codings_:
             raise RuntimeError("TableEncoder is not fitted; call fit() first")
+
+
+def coding_from_dict(data: dict, position: int) -> ColumnCoding:
+    """One column's coding as stored by ``to_dict``, checked: each field of its type, the coding's width and
+    scaling consistent (ValueError naming column ``position`` otherwise). Older files' ``LEGACY_FIELDS`` are
+    dropped."""
+    if not isinstance(data, dict):
+        raise ValueError(f"column {position} is not an object")
+    where = f"column {position} ({data.get('name')!r})"
+    known = {f.name: f for f in fields(ColumnCoding)}
+    values = {k: v for k, v in data.items() if k not in LEGACY_FIELDS}
+    for name in ("name", "kind", "coding"):
+        if name not in values:
+            raise ValueError(f"{where}: '{name}' is missing")
+    for name, value in values.items():
+        if name not in known:
+            raise ValueError(f"{where}: unknown field '{name}'")
+        if not _has_field_type(value, _field_type(known[name])):
+            raise ValueError(f"{where}: '{name}' has the wrong type ({type(value).__name__})")
+    coding = ColumnCoding(**values)
+    problem = _coding_problem(coding)
+    if problem:
+        raise ValueError(f"{where}: {problem}")
+    return coding
+
+
+def _field_type(f) -> type:
+    if f.default is not MISSING:
+        return type(f.default)
+    return type(f.default_factory()) if f.default_factory is not MISSING else str
+
+
+def _has_field_type(value, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _coding_problem(c: ColumnCoding) -> str | None:
+    """What makes a coding unusable, or None."""
+    if c.coding not in CODINGS:
+        return f"unknown coding {c.coding!r} (known: {', '.join(CODINGS)})"
+    if c.coding == "onehot" and not (c.categories and all(_is_scalar(v) for v in c.categories)):
+        return "'categories' must be a non-empty list of values"
+    if c.width != len(c.encoded_names()):
+        return f"'width' {c.width} does not fit its coding ({len(c.encoded_names())} encoded columns)"
+    if c.coding != "continuous":
+        return None
+    if c.scaling not in CONTINUOUS_SCALINGS:
+        return f"unknown scaling {c.scaling!r}"
+    if not c.high > c.low:
+        return "'high' must be above 'low'"
+    if c.scaling == "quantile":
+        knots = (c.knots, c.knot_low, c.knot_high)
+        if not (len(c.knots) >= 2 and all(len(k) == len(c.knots) for k in knots)
+                and all(_has_field_type(v, float) for k in knots for v in k)
+                and all(a < b for a, b in zip(c.knots, c.knots[1:]))):
+            return "quantile knots must be increasing numbers, with as many shares below and at or below them"
+    return None
+
+
+def _is_scalar(value) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def _quantile_knots(observed: np.ndarray) -> tuple[list[float], list[float], list[float]]:
@@ -319,7 +396,8 @@ def _cast(values: np.ndarray, dtype: str):
 
 
 def _synthetic_ids(c: ColumnCoding, n: int, offset: int):
-    ids = np.arange(c.id_start + offset, c.id_start + offset + n)
+    """Ids of the synthetic rows ``offset`` .. ``offset + n - 1`` of a sample, numbered from SYNTHETIC_ID_START."""
+    ids = np.arange(SYNTHETIC_ID_START + offset, SYNTHETIC_ID_START + offset + n, dtype=np.int64)
     if "int" in c.dtype:
         return ids
     return [f"synthetic-{i}" for i in ids]
