@@ -7,12 +7,15 @@ a value against a dataclass field's type.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from typing import Any, Iterable
 
 from ehrdiff.errors import EhrdiffError
 
+# Seeds every generator of random numbers ehrdiff uses takes (numpy's legacy seed is the narrowest: 32 bits).
+SEED_MAX = 2**32 - 1
 _TEXT_ALIASES = {"True": True, "False": False, "None": None}
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -113,4 +116,20 @@ def settings_from_dict(cls: type, values: dict[str, Any], owner: str) -> Any:
     return cls(**{k: coerce(k, v, str(fields[k].type)) for k, v in values.items()})
 
 
-__all__ = ["coerce", "parse_assignments", "parse_value", "settings_from_dict"]
+def check_seed(value: Any, what: str = "seed") -> int:
+    """``value`` when it is a whole number from 0 to SEED_MAX; EhrdiffError naming ``what`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise EhrdiffError(f"{what} must be a whole number from 0 to {SEED_MAX}, got {value!r}")
+    return value
+
+
+def seed_argument(text: str) -> int:
+    """argparse ``type`` of every ``--seed``: a whole number from 0 to SEED_MAX (a usage error otherwise)."""
+    try:
+        return check_seed(int(text))
+    except (ValueError, EhrdiffError):
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {SEED_MAX}, got {text!r}") from None
+
+
+__all__ = ["SEED_MAX", "check_seed", "coerce", "parse_assignments", "parse_value", "seed_argument",
+           "settings_from_dict"]

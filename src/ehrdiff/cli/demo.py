@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ehrdiff.settings import seed_argument
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -17,7 +19,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--preset", default="cpu-fast", help="EHRDiff preset (default: cpu-fast)")
     p.add_argument("--steps", type=int, help="optimiser steps (default: 1,000, README \"Quick start\"; 0: the "
                                                 "preset's own)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_argument, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo in the folder")
     return p
 

@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from ehrdiff.settings import seed_argument
+
 
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes print one line in the same form as every other ehrdiff error."""
@@ -41,7 +43,7 @@ def add_details(parser: argparse.ArgumentParser) -> None:
                             help="output folder for train.parquet, test.parquet and summary.json")
         parser.add_argument("--test-fraction", type=fraction, default=0.2, metavar="F",
                             help="share of patients held out for test (default 0.2)")
-        parser.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")
+        parser.add_argument("--seed", type=seed_argument, default=0, help="seed of the patient split (default 0)")
         parser.add_argument("--overwrite", action="store_true",
                             help="replace train.parquet, test.parquet and summary.json already in DIR (never an input)")
 

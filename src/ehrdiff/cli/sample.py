@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ehrdiff.errors import DataError
+from ehrdiff.settings import seed_argument
 
 log = logging.getLogger("ehrdiff")
 
@@ -26,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     # parsed here rather than by argparse so that a bad count gets the one-line error
     p.add_argument("-n", "--num-rows", dest="n", required=True, metavar="N", help="number of rows to draw")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output table (.parquet, .csv, .npz, ...)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same rows; default 0)")
+    p.add_argument("--seed", type=seed_argument, default=0, help="random seed (same seed, same rows; default 0)")
     p.add_argument("--format", choices=("wide", "long", "meds"), default="wide",
                    help="wide: one column per feature (by OUT's extension, default); long: (subject, code) rows; "
                         "meds: a MEDS dataset folder at OUT")

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from ehrdiff.cli import RegistryHelpFormatter
 from ehrdiff.errors import EhrdiffError
-from ehrdiff.settings import parse_assignments
+from ehrdiff.settings import parse_assignments, seed_argument
 
 log = logging.getLogger("ehrdiff")
 
@@ -37,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--preset", help="EHRDiff's named settings: {presets} (default: default)")
     p.add_argument("--steps", type=int, help="optimiser steps")
     p.add_argument("--batch-size", type=int, help="global batch size (split over processes under torchrun)")
-    p.add_argument("--seed", type=int, help="random seed (same seed, same model)")
+    p.add_argument("--seed", type=seed_argument, help="random seed (same seed, same model)")
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="write a checkpoint every N steps")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model setting, e.g. --set lr=1e-4 --set hidden_dims=[512,512] (repeatable)")

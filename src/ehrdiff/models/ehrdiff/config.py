@@ -13,7 +13,7 @@ from typing import Any
 
 from ehrdiff.diffusion.sampler import SAMPLERS
 from ehrdiff.errors import EhrdiffError
-from ehrdiff.settings import coerce
+from ehrdiff.settings import check_seed, coerce
 
 PAPER_MIMIC_WIDTHS = (1024, 384, 384, 384, 1024)
 
@@ -158,6 +158,7 @@ class RunSettings:
 
     def validate(self) -> None:
         _positive(self, "checkpoint_every", "sample_batch_size")
+        check_seed(self.seed, "setting 'seed'")
 
 
 @dataclass
