@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ehrdiff.errors import DataError
+from ehrdiff.settings import seed_argument
 
 log = logging.getLogger("ehrdiff")
 
@@ -37,7 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the report")
     p.add_argument("--label", default="label", help="label column for TSTR/TRTR (default: label)")
     p.add_argument("--no-references", action="store_true", help="leave out the reference rows")
-    p.add_argument("--seed", type=int, default=0, help="seed for every sample the metrics draw (default 0)")
+    p.add_argument("--seed", type=seed_argument, default=0, help="seed for every sample the metrics draw (default 0)")
     p.add_argument("--dimwise-codes", type=int, default=None, metavar="K",
                    help="dimension-wise prediction on the K commonest codes (default 50)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -169,19 +170,15 @@ def check_report_folder(out: Path, args: argparse.Namespace, named: list, scaled
 
 
 def privacy_facts(run_dir: str) -> tuple[dict, dict]:
-    """({dp_epsilon, dp_delta}, skipped reasons) from a run folder's model.json."""
-    import json
+    """({dp_epsilon, dp_delta}, skipped reasons) from a run folder's model.json, read only when its checksum
+    matches (as ``ehrdiff sample`` reads it): an edited guarantee is refused, not reported."""
+    from ehrdiff.models.persistence import read_model_metadata
 
-    path = Path(run_dir) / "model.json"
-    try:
-        metadata = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise DataError(f"{path}: cannot read the model's model.json; give the run folder written by "
-                        "'ehrdiff train'") from None
-    if metadata.get("dp_epsilon") is None:
+    privacy = read_model_metadata(run_dir).privacy()
+    if privacy is None:
         reason = "the model was trained without differential privacy"
         return {"dp_epsilon": None, "dp_delta": None}, {"dp_epsilon": reason, "dp_delta": reason}
-    return {"dp_epsilon": metadata["dp_epsilon"], "dp_delta": metadata["dp_delta"]}, {}
+    return privacy, {}
 
 
 HEADLINE = {"prevalence_spearman": "prev_spearman", "discriminator_auroc": "discrim_auroc",

@@ -212,11 +212,11 @@ class Generator(ABC):
 
 
 def load_model(path: str | os.PathLike) -> Generator:
-    """Load any saved generator, dispatching on the "model" name in its model.json."""
-    from ehrdiff.models.persistence import load_model_dir
+    """Load any saved generator, dispatching on the "model" name in its verified model.json (the class's ``load``
+    checks the weights)."""
+    from ehrdiff.models.persistence import read_model_metadata
 
-    metadata, _ = load_model_dir(path)
-    name = metadata["model"]
+    name = read_model_metadata(path)["model"]
     if name not in REGISTRY:
         raise ModelFileError(f"{path}: unknown model type '{name}' (known: {', '.join(sorted(REGISTRY))}); a "
                              "plug-in model needs its package installed")

@@ -26,7 +26,7 @@ from ehrdiff.data.table import Table
 from ehrdiff.errors import EhrdiffError, ModelFileError
 from ehrdiff.models.base import Generator, as_table, check_sample_size
 from ehrdiff.models.persistence import data_fingerprint, load_model_dir, save_model_dir
-from ehrdiff.settings import settings_from_dict
+from ehrdiff.settings import check_seed, settings_from_dict
 from ehrdiff.training import StepLog, resolve_device, run_steps
 from ehrdiff.training.checkpoint import load_optimizer_state, optimizer_state
 
@@ -54,7 +54,10 @@ class GanConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "seed" or isinstance(value, (str, bool)):
+            if f.name == "seed":
+                check_seed(value, "setting 'seed'")
+                continue
+            if isinstance(value, (str, bool)):
                 continue
             if value < 0 or (value == 0 and f.name in self.POSITIVE):
                 need = "positive" if f.name in self.POSITIVE else "zero or more"
@@ -240,13 +243,20 @@ class GanBaseline(Generator):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "GanBaseline":
+        """The model saved at ``path``: model.json verified (persistence.read_model_metadata), each field checked."""
         metadata, tensors = load_model_dir(path)
-        if metadata.get("model") != cls.name:
-            raise ModelFileError(f"{path}: holds a '{metadata.get('model')}' model, not '{cls.name}'")
-        # The device is where this machine runs it, not where it was trained.
-        model = cls(**{**metadata["config"], "device": "auto"})
-        model.encoder_ = TableEncoder.from_dict(metadata["encoder"])
-        model._init_networks(int(metadata["width"]), resolve_device("auto"))
+        if metadata["model"] != cls.name:
+            raise ModelFileError(f"{path}: holds a '{metadata['model']}' model, not '{cls.name}'")
+        config = metadata.typed("config", dict, "an object of settings")
+        try:      # the device is where this machine runs it, not where it was trained
+            model = cls(**{**config, "device": "auto"})
+        except EhrdiffError as exc:
+            raise ModelFileError(f"{path}: invalid model settings ({exc})") from None
+        model.encoder_ = metadata.encoder()
+        width = metadata.typed("width", int, "a whole number")
+        if width != model.encoder_.width:
+            raise metadata.invalid("width", f"the encoder's width {model.encoder_.width}", width)
+        model._init_networks(width, resolve_device("auto"))
         for net in cls.sampling_nets:
             prefix = f"{net}."
             state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -256,8 +266,8 @@ class GanBaseline(Generator):
                 raise ModelFileError(f"{path}: weights do not fit the {cls.name} network ({str(exc)[:120]})") from None
         for net in model.nets_.values():
             net.eval()
-        model.n_train_rows_ = metadata.get("n_train_rows")
-        model.fingerprint_ = metadata.get("data_fingerprint")
+        model.n_train_rows_ = metadata.typed("n_train_rows", int, "a whole number", optional=True)
+        model.fingerprint_ = metadata.typed("data_fingerprint", str, "text", optional=True)
         return model
 
 

@@ -23,10 +23,10 @@ import torch
 
 from ehrdiff.data.encoding import TableEncoder
 from ehrdiff.data.table import Table
-from ehrdiff.errors import ModelFileError
+from ehrdiff.errors import EhrdiffError, ModelFileError
 from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, register
 from ehrdiff.models.gan_common import make_config
-from ehrdiff.models.persistence import data_fingerprint, load_model_dir, save_model_dir
+from ehrdiff.models.persistence import ModelMetadata, data_fingerprint, load_model_dir, save_model_dir
 
 
 @dataclass
@@ -101,19 +101,54 @@ class _Reference(Generator):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "_Reference":
+        """The model saved at ``path``: model.json verified (persistence.read_model_metadata), each field checked,
+        and the stored codes or counts checked against the distinct values, so sampling cannot fail later."""
         metadata, tensors = load_model_dir(path)
-        if metadata.get("model") != cls.name:
-            raise ModelFileError(f"{path}: holds a '{metadata.get('model')}' model, not '{cls.name}'")
-        model = cls(**metadata["config"])
-        model.encoder_ = TableEncoder.from_dict(metadata["encoder"])
-        model.columns_, model.uniques_ = metadata["columns"], metadata["uniques"]
-        model.fingerprint_ = metadata["data_fingerprint"]
-        model._restore({k: v.numpy() for k, v in tensors.items()})
+        if metadata["model"] != cls.name:
+            raise ModelFileError(f"{path}: holds a '{metadata['model']}' model, not '{cls.name}'")
+        try:
+            model = cls(**metadata.typed("config", dict, "an object of settings"))
+        except ModelFileError:
+            raise
+        except EhrdiffError as exc:
+            raise ModelFileError(f"{path}: invalid model settings ({exc})") from None
+        model.encoder_ = metadata.encoder()
+        model.columns_, model.uniques_ = _stored_columns(metadata, model.encoder_)
+        model.fingerprint_ = metadata.typed("data_fingerprint", str, "text")
+        try:
+            model._restore({k: v.numpy() for k, v in tensors.items()})
+        except (KeyError, ValueError, IndexError) as exc:
+            raise ModelFileError(f"{path}: the weights do not fit model.json ({exc}); train again") from None
         return model
 
     def _store(self, codes: np.ndarray) -> None: ...
     def _tensors(self) -> dict[str, torch.Tensor]: ...
     def _restore(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+
+def _stored_columns(metadata: ModelMetadata, encoder: TableEncoder) -> tuple[list[str], list[list]]:
+    """model.json's ``columns`` (the encoder's columns but ids) and ``uniques`` (each one's distinct values)."""
+    columns = metadata.typed("columns", list, "a list of column names")
+    expected = [c.name for c in encoder.codings_ if c.coding != "id"]
+    if columns != expected:
+        raise metadata.invalid("columns", f"the encoder's columns {expected}", columns)
+    uniques = metadata.typed("uniques", list, "a list of distinct values per column")
+    if len(uniques) != len(columns) or not all(isinstance(u, list) and u and all(_is_value(v) for v in u)
+                                               for u in uniques):
+        raise metadata.invalid("uniques", f"{len(columns)} non-empty lists of values", uniques)
+    return columns, uniques
+
+
+def _is_value(value) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _check_codes(codes: np.ndarray, uniques: list[list]) -> None:
+    """ValueError unless every code of column j indexes one of its ``uniques[j]`` distinct values."""
+    if codes.ndim != 2 or codes.shape[1] != len(uniques):
+        raise ValueError(f"codes for {codes.shape[-1]} columns, {len(uniques)} expected")
+    if codes.size and ((codes < 0).any() or (codes.max(axis=0) >= [len(u) for u in uniques]).any()):
+        raise ValueError("a code past its column's distinct values")
 
 
 @register("marginals")
@@ -126,6 +161,9 @@ class Marginals(_Reference):
 
     def _restore(self, arrays: dict[str, np.ndarray]) -> None:
         self.counts_ = [arrays[f"counts.{j}"] for j in range(len(self.columns_))]
+        for j, (counts, values) in enumerate(zip(self.counts_, self.uniques_)):
+            if counts.shape != (len(values),) or (counts < 0).any() or counts.sum() <= 0:
+                raise ValueError(f"counts.{j} do not count the {len(values)} distinct values of its column")
 
     def sample(self, n: int, seed: int = 0, **kwargs) -> Table:
         n = check_sample_size(n)
@@ -156,6 +194,7 @@ class Resample(_Reference):
         codes[:, small] = arrays["codes_small"]
         if (~small).any():
             codes[:, ~small] = arrays["codes_large"]
+        _check_codes(codes, self.uniques_)
         self.codes_ = codes
 
     def sample(self, n: int, seed: int = 0, **kwargs) -> Table:

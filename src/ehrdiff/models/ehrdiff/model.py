@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import json
 from typing import Any, Iterator
 
 import numpy as np
@@ -35,7 +34,7 @@ from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_r
                                                  split_condition)
 from ehrdiff.models.ehrdiff.config import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict
 from ehrdiff.models.ehrdiff.presets import make_config
-from ehrdiff.models.persistence import content_hash, data_fingerprint, load_model_dir, save_model_dir
+from ehrdiff.models.persistence import ModelMetadata, data_fingerprint, load_model_dir, save_model_dir
 from ehrdiff.training import (BatchNoise, MinibatchStep, TrainSettings, distributed_context, is_main_process,
                               resolve_device, run_steps)
 
@@ -351,19 +350,15 @@ class EHRDiff(Generator):
         self.check_fitted()
         if not is_main_process():
             return
-        content = json.loads(json.dumps(self._content()))
-        save_model_dir(path, {**content, "content_sha256": content_hash(content)}, self.denoiser_.state_dict())
+        save_model_dir(path, self._content(), self.denoiser_.state_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EHRDiff":
+        """The model saved at ``path``; model.json is verified (persistence.read_model_metadata) and each field
+        checked, so a modified or crafted folder is refused with one line."""
         metadata, tensors = load_model_dir(path)
-        if metadata.get("model") != "ehrdiff":
-            raise ModelFileError(f"{path}: holds a '{metadata.get('model')}' model, not an ehrdiff one")
-        content = {k: v for k, v in metadata.items()
-                   if k not in ("content_sha256", "format_version", "ehrdiff_version", "weights_sha256")}
-        if metadata.get("content_sha256") != content_hash(content):
-            raise ModelFileError(f"{path}/model.json was modified after saving (checksum mismatch); "
-                                 "restore it or train again")
+        if metadata["model"] != "ehrdiff":
+            raise ModelFileError(f"{path}: holds a '{metadata['model']}' model, not an ehrdiff one")
         try:
             model = cls._from_metadata(metadata)
             denoiser = build_denoiser(model.config, model.n_features_,
@@ -373,27 +368,33 @@ class EHRDiff(Generator):
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{path}: model.json and the weights do not fit together "
                                  f"({str(exc).splitlines()[0][:200]}); train again") from None
+        except ModelFileError:
+            raise
         except EhrdiffError as exc:  # config validation: here a problem of the model file
             raise ModelFileError(f"{path}: invalid model settings ({exc})") from None
         model.denoiser_ = denoiser.eval()
         return model
 
     @classmethod
-    def _from_metadata(cls, metadata: dict[str, Any]) -> "EHRDiff":
-        """A model with model.json's settings and learned state, but no weights yet."""
+    def _from_metadata(cls, metadata: ModelMetadata) -> "EHRDiff":
+        """A model with model.json's settings and learned state, but no weights yet; each field type-checked."""
         model = cls.__new__(cls)
-        model.preset, model.settings = metadata["preset"], metadata["overrides"]
-        model.config = config_from_dict(metadata["config"])
-        model.encoder_ = TableEncoder.from_dict(metadata["encoder"])
-        model.n_rows_, model.n_features_ = int(metadata["n_rows"]), int(metadata["n_features"])
-        model.data_fingerprint_ = metadata["data_fingerprint"]
-        model.train_steps_, model.final_loss_ = metadata["train_steps"], metadata["final_loss"]
-        model.min_codes_ = int(metadata.get("min_codes", 0))       # older model files: no floor
-        model.code_histograms_ = metadata.get("codes_per_row_histograms")   # older files: no count matching
+        model.preset = metadata.typed("preset", str, "a preset name")
+        model.settings = metadata.typed("overrides", dict, "an object of settings")
+        model.config = config_from_dict(metadata.typed("config", dict, "an object of settings"))
+        model.encoder_ = metadata.encoder()
+        model.n_rows_ = metadata.typed("n_rows", int, "a whole number")
+        model.n_features_ = metadata.typed("n_features", int, "a whole number")
+        model.data_fingerprint_ = metadata.typed("data_fingerprint", str, "text")
+        model.train_steps_ = metadata.typed("train_steps", int, "a whole number")
+        model.final_loss_ = metadata.typed("final_loss", (int, float), "a number", optional=True)
+        model.min_codes_ = metadata.typed("min_codes", int, "a whole number", optional=True) or 0   # older: none
         if model.encoder_.width != model.n_features_:
-            raise ValueError("encoder width differs from n_features")
-        spec = metadata.get("condition")
+            raise metadata.invalid("n_features", f"the encoder's width {model.encoder_.width}", model.n_features_)
+        spec = metadata.typed("condition", dict, "an object", optional=True)
         model.condition_ = ConditionSpec.from_dict(spec) if spec else None
+        model.code_histograms_ = checked_histograms(metadata, model)     # older files: none, no count matching
+        metadata.privacy()          # a stated guarantee must be positive numbers
         model.privacy_ = {k: v for k, v in metadata.items() if k.startswith("dp_")} or None
         return model
 
@@ -406,6 +407,31 @@ def code_histograms(codes: np.ndarray, labels: np.ndarray | None, condition) -> 
     if condition is not None:
         by_class = [np.bincount(counts[labels == c], minlength=size).tolist() for c in range(condition.n_classes)]
     return {"all": np.bincount(counts, minlength=size).tolist(), "by_class": by_class}
+
+
+def checked_histograms(metadata: ModelMetadata, model: "EHRDiff") -> dict[str, Any] | None:
+    """model.json's ``codes_per_row_histograms`` (None when absent), refused unless they are what
+    :func:`code_histograms` writes for this model: counts of rows with 0 .. k codes (k at most its code columns),
+    overall and, for a conditional model, per class."""
+    key = "codes_per_row_histograms"
+    value = metadata.typed(key, dict, "an object", optional=True)
+    if value is None:
+        return None
+    n_codes = len(model.encoder_.code_columns())
+    classes = model.condition_.n_classes if model.condition_ else 0
+    by_class = value.get("by_class")
+    valid = _is_histogram(value.get("all"), n_codes) and (
+        by_class is None if not classes else
+        isinstance(by_class, list) and len(by_class) == classes and all(_is_histogram(h, n_codes) for h in by_class))
+    if not valid:
+        raise metadata.invalid(key, f"rows per number of codes (at most {n_codes}), overall"
+                               + (f" and for each of {classes} classes" if classes else ""), value)
+    return value
+
+
+def _is_histogram(counts: Any, n_codes: int) -> bool:
+    return (isinstance(counts, list) and 0 < len(counts) <= n_codes + 1
+            and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts) and sum(counts) > 0)
 
 
 def min_codes(histograms: dict[str, Any] | None) -> int:
