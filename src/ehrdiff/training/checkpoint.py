@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ehrdiff.errors import EhrdiffError, ModelFileError
-from ehrdiff.fileio import atomic_path
+from ehrdiff.fileio import PRIVATE_MODE, atomic_path
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_FORMAT = 1
@@ -26,13 +26,14 @@ METADATA_KEY = "ehrdiff.checkpoint"
 
 def save_checkpoint(path: Path, step: int, total_steps: int, identity: dict, tensors: dict[str, torch.Tensor],
                     extra: dict[str, Any]) -> None:
-    """Write ``tensors`` and the metadata (``extra`` merged in) to ``path`` atomically, fsynced."""
+    """Write ``tensors`` and the metadata (``extra`` merged in) to ``path`` atomically, fsynced, readable by its
+    owner only (the state of a model of patient data)."""
     from safetensors.torch import save_file
 
     meta = {"format": CHECKPOINT_FORMAT, "step": step, "total_steps": total_steps, "identity": identity, **extra,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, mode=PRIVATE_MODE) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -48,9 +49,18 @@ def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors / json raise several types for a damaged file
         raise ModelFileError(f"{path}: damaged checkpoint ({type(exc).__name__}); delete it to start over") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ModelFileError(f"{path}: checkpoint format {meta.get('format')} is not supported by this version")
+    version = meta.get("format") if isinstance(meta, dict) else None
+    if isinstance(version, bool) or version != CHECKPOINT_FORMAT:     # True == 1 in Python
+        raise ModelFileError(f"{path}: checkpoint format {version!r} is not supported by this version; delete it "
+                             "to start over")
+    if not (_whole(meta.get("step")) and _whole(meta.get("total_steps")) and isinstance(meta.get("identity"), dict)):
+        raise ModelFileError(f"{path}: checkpoint without a valid step, total_steps or identity; delete it to start "
+                             "over")
     return meta, tensors
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def check_identity(path: Path, saved: Any, current: dict) -> None:
