@@ -111,15 +111,16 @@ def test_evaluate_refuses_an_edited_privacy_guarantee(tmp_path, saved, capsys):
 
 # ---- 3. divergence ---------------------------------------------------------------------------------------------
 class ScriptedStep:
-    """A training step whose per-row losses are given, with one weight that checkpoints record."""
+    """A training step whose per-row losses are given, with one weight that checkpoints record (counting the steps
+    taken; NaN from step ``nan_from``)."""
 
     description = "scripted"
 
-    def __init__(self, losses):
-        self.losses, self.weight = losses, torch.zeros(1)
+    def __init__(self, losses, nan_from=None):
+        self.losses, self.nan_from, self.weight = losses, nan_from, torch.zeros(1)
 
     def __call__(self, step):
-        self.weight += 1
+        self.weight += float("nan") if step == self.nan_from else 1
         return StepLog(torch.tensor(self.losses[step] * 4.0), 4)
 
     def state(self):
@@ -129,12 +130,14 @@ class ScriptedStep:
         self.weight = tensors["weight"].clone()
 
 
-@pytest.mark.parametrize("bad, what", [(float("nan"), "the loss became nan"), (3e12, "the loss exploded")])
-def test_a_diverging_run_stops_at_its_step_and_keeps_the_checkpoint_from_before(tmp_path, bad, what):
+@pytest.mark.parametrize("bad, nan_from, where", [
+    (float("nan"), None, "step 7 of 10: the loss became nan"), (3e12, None, "step 7 of 10: the loss exploded"),
+    (0.45, 6, "step 10 of 10: the weights are no longer finite")])       # the loss of the last step is still finite
+def test_a_diverging_run_stops_at_its_step_and_keeps_the_checkpoint_from_before(tmp_path, bad, nan_from, where):
     losses = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, bad, 0.4, 0.3, 0.2]
-    with pytest.raises(TrainingDiverged, match=f"diverged at step 7 of 10: {what}.*checkpoint from before") as caught:
-        run_steps(ScriptedStep(losses), 10, identity={"run": 1}, checkpoint_dir=tmp_path, checkpoint_every=5,
-                  log_every=4, progress=False)
+    with pytest.raises(TrainingDiverged, match=f"diverged at {where}.*checkpoint from before") as caught:
+        run_steps(ScriptedStep(losses, nan_from), 10, identity={"run": 1}, checkpoint_dir=tmp_path,
+                  checkpoint_every=5, log_every=4, progress=False)
     assert "\n" not in str(caught.value)
     meta, tensors = read_checkpoint(tmp_path / CHECKPOINT_FILE)
     assert meta["step"] == 5 and tensors["weight"].item() == 5          # the last checkpoint before step 7

@@ -176,8 +176,8 @@ class DivergenceWatch:
         self.pending = []
 
     def check_weights(self, tensors: dict[str, torch.Tensor], done: int) -> None:
-        floating = [t.detach() for t in tensors.values() if torch.is_floating_point(t)]
-        if floating and not bool(torch.stack([torch.isfinite(t).all() for t in floating]).all()):
+        # one tensor at a time: a GPU run's state mixes devices (Adam keeps its step counts on the CPU)
+        if not all(bool(torch.isfinite(t.detach()).all()) for t in tensors.values() if torch.is_floating_point(t)):
             self.fail(done - 1, "the weights are no longer finite numbers")
 
     def fail(self, index: int, what: str) -> None:
