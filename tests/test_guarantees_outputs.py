@@ -211,8 +211,13 @@ def test_unwritable_or_wrong_outputs_are_refused_before_the_work(project, tmp_pa
         folder.mkdir()
         refused(capsys, run_cli("sample", project / "run", "-n", 50, "-o", folder), "is a folder")
         assert list(folder.iterdir()) == []
+    # a CSV needs at least 2 bytes a value: more than the disk has free is refused before the rows are drawn
+    import shutil
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 10**6, 10**6))
+    refused(capsys, run_cli("sample", project / "run", "-n", 10**6, "-o", tmp_path / "big.csv"), "needs at least",
+            "1,000,000 rows x 7 columns")
     assert drawn == [] and steps == []
-    assert list(locked.iterdir()) == []
+    assert list(locked.iterdir()) == [] and not (tmp_path / "big.csv").exists()
 
 
 def fake_rows(self, n, seed, label, guidance, progress=False, desc="sampling"):

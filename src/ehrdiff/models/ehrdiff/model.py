@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 MEMORISATION_PASSES = 1000
 # A large sample is drawn and written in chunks of about CHUNK_BYTES of encoded float32 rows (sample_chunks), at
 # least MIN_CHUNK_ROWS and at most MAX_CHUNK_ROWS rows: its memory does not grow with the number of rows.
-CHUNK_BYTES = 32 * 2**20
+CHUNK_BYTES = 16 * 2**20
 MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 1024, 100_000
 _QUICK_NETWORK = {"hidden_dims": [128, 128], "embedding_features": 32, "embedding_width": 64, "num_noise_levels": 8}
 
