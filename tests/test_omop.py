@@ -18,6 +18,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -402,3 +403,24 @@ def test_write_synthetic_format_omop_is_the_omop_writer(csv_dir, tmp_path):
     write_omop(table, tmp_path / "direct")
     for name in ("person.csv", "condition_occurrence.csv", "drug_exposure.csv", "death.csv"):
         assert (tmp_path / "by_format" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_cli_sample_format_omop_reads_back_to_the_sampled_rows(csv_dir, tmp_path):
+    """prepare omop -> train (20 steps) -> sample --format omop -> prepare omop again: the codes, age, sex and label
+    read back are those of the same draw written wide."""
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["-q", "prepare", "omop", str(csv_dir), "--domains", "condition,drug", "--names", "ids",
+                 "--label", "death", "-o", str(data)]) == 0
+    assert main(["-q", "train", str(data / "train.parquet"), "-o", str(run), *TINY]) == 0
+    assert main(["-q", "sample", str(run), "-n", "40", "--seed", "3", "-o", str(tmp_path / "omop"),
+                 "--format", "omop"]) == 0
+    assert main(["-q", "sample", str(run), "-n", "40", "--seed", "3", "-o", str(tmp_path / "wide.parquet")]) == 0
+    wide = read_table(tmp_path / "wide.parquet").frame
+    back = prepare_omop(tmp_path / "omop", domains="condition,drug", label="death").table.frame
+    trained_columns = list(read_table(data / "train.parquet").frame.columns)
+    assert set(back.columns) <= set(trained_columns) and len(back) == 40
+    absent = [c for c in trained_columns if c not in back.columns]
+    assert (wide[absent] == 0).all().all()       # a column is missing only when no synthetic person has it
+    pd.testing.assert_frame_equal(back, wide[list(back.columns)], check_dtype=False)
+    assert np.array_equal(back["person_id"], wide["person_id"])

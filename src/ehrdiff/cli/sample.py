@@ -1,7 +1,8 @@
 """``ehrdiff sample RUN -n N -o OUT``: draw N synthetic rows from a saved model, in the training table's columns.
 
 The wide output format follows OUT's extension (.parquet, .csv, .csv.gz, .tsv, .npz); ``--format long`` writes
-(subject, code) rows and ``--format meds`` a MEDS dataset folder. OUT is checked before the model is sampled (a
+(subject, code) rows, ``--format meds`` a MEDS dataset folder and ``--format omop`` OMOP CDM 5.4 CSV files (a
+table from ``ehrdiff prepare omop``). OUT is checked before the model is sampled (a
 file, not an input, missing unless --overwrite, room on the disk for CSV/NPZ) and locked while it is written; the
 rows are drawn and written in chunks (memory does not grow with N) into a temporary file beside OUT that replaces
 it at the end, so a bad request or a failure leaves an existing OUT untouched (docs/guarantees.md).
@@ -28,9 +29,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-n", "--num-rows", dest="n", required=True, metavar="N", help="number of rows to draw")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output table (.parquet, .csv, .npz, ...)")
     p.add_argument("--seed", type=seed_argument, default=0, help="random seed (same seed, same rows; default 0)")
-    p.add_argument("--format", choices=("wide", "long", "meds"), default="wide",
+    p.add_argument("--format", choices=("wide", "long", "meds", "omop"), default="wide",
                    help="wide: one column per feature (by OUT's extension, default); long: (subject, code) rows; "
-                        "meds: a MEDS dataset folder at OUT")
+                        "meds: a MEDS dataset folder at OUT; omop: OMOP CDM 5.4 CSV files in the folder OUT "
+                        "(a table prepared by 'ehrdiff prepare omop')")
     p.add_argument("--condition", metavar="COL=VALUE",
                    help="conditional model: draw rows of class VALUE of its condition column COL")
     p.add_argument("--guidance", type=float, metavar="W",
