@@ -85,7 +85,8 @@ class Report:
         out = {"datasets": self.metrics}
         if self.config.bootstrap:
             out["ci"] = {"resamples": self.config.bootstrap, "confidence": self.config.confidence,
-                         "datasets": {n: dict(i.ci) for n, i in self.intervals.items()},
+                         "datasets": {n: dict(self.intervals[n].ci) if n in self.intervals else {}
+                                      for n in self.metrics},
                          "skipped": {n: dict(i.missing) for n, i in self.intervals.items() if i.missing}}
         return out
 
