@@ -81,7 +81,8 @@ class Draw:
             counts[i] = np.bincount(rng.integers(0, n, n), minlength=n)
         return np.ascontiguousarray(counts.T)
 
-    def indices(self, counts: np.ndarray, i: int) -> np.ndarray:
+    @staticmethod
+    def indices(counts: np.ndarray, i: int) -> np.ndarray:
         """The rows of resample ``i`` of a multiplicity matrix (e.g. ``draw.synthetic``), each as often as drawn."""
         return np.repeat(np.arange(counts.shape[0]), counts[:, i].astype(np.int64))
 

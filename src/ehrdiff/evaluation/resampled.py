@@ -4,8 +4,8 @@ A bootstrap gets the comparison after its group has run on it, and a ``Draw``: h
 held-out and training row is drawn in each resample of the block. Three kinds:
 
 - fidelity of the marginals and pairs (prevalence, codes per patient, correlations, co-occurrence, categorical):
-  the synthetic rows are resampled and the metric is recomputed from weighted sums, with the point value's own
-  function, against the fixed training rows;
+  the synthetic rows are resampled and the metric is recomputed from weighted sums against the fixed training rows,
+  to the same value as the metric computed on the resampled rows (tests/test_bootstrap.py checks this);
 - fitted models (discriminator, dimension-wise prediction, TSTR / TRTR): no refit; the rows the kept models scored
   are resampled (held-out rows; for the discriminator its sampled training and synthetic rows) and the AUROCs
   recomputed, so these intervals cover the noise of the evaluation rows, not that of the fit;
