@@ -17,8 +17,9 @@ from ehrdiff.evaluation.bootstrap import Draw, as_number
 from ehrdiff.evaluation.config import EvaluationConfig
 from ehrdiff.evaluation.context import Comparison
 from ehrdiff.evaluation.inputs import prepare
-from ehrdiff.evaluation.registry import REGISTRY
+from ehrdiff.evaluation.registry import REGISTRY, bootstrap_of, metric_group
 from ehrdiff.evaluation.report import DatasetDetails
+from ehrdiff.evaluation.resampled import rerun
 from ehrdiff.evaluation.runner import Evaluation, evaluate_one
 
 # every metric with a value gets an interval on this data, except these facts about the dataset
@@ -172,3 +173,29 @@ def test_bad_bootstrap_flags_are_refused_in_one_line(tables, tmp_path, capsys, f
                  *flags, "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_a_registered_group_gets_intervals_from_its_bootstrap_and_none_without():
+    before = set(REGISTRY)
+    try:
+        @metric_group("test_share", "fidelity", [("test_nonzero_share", "-", "non-zero cells of the synthetic rows")])
+        def share(c):
+            return {"test_nonzero_share": c.X.count_nonzero() / (c.X.shape[0] * c.X.shape[1])}
+
+        @metric_group("test_rows", "fidelity", [("test_row_count", "-", "synthetic rows")])
+        def row_count(c):
+            return {"test_row_count": float(c.X.shape[0])}
+
+        bootstrap_of("test_share", resampled="synthetic rows")(lambda c, draw: rerun(share, c, draw))
+        frame = block_binary_data(300, 3, 4, 0)
+        report = evaluate(frame.iloc[:200], frame.iloc[200:], {"s": frame.iloc[50:250]}, label=None,
+                          references=False, threads=1, figures=False, bootstrap=30)
+    finally:
+        for name in set(REGISTRY) - before:
+            del REGISTRY[name]
+    intervals = report.intervals["s"]
+    low, high = intervals.ci["test_nonzero_share"]
+    assert low < report.metrics["s"]["test_nonzero_share"] < high
+    assert "test_row_count" not in intervals.ci
+    assert intervals.missing["test_row_count"] == "metric group 'test_rows' has no bootstrap"
+    assert "no interval for test_row_count" in report.to_markdown()
