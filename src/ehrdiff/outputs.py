@@ -74,7 +74,7 @@ def check_folder_output(path: str | os.PathLike, *, overwrite: bool, writes: Ite
     if overwrite or not path.is_dir():
         return path
     if writes is None:
-        if any(p.name != lock_beside(path).name for p in path.iterdir()):
+        if any(path.iterdir()):
             raise OutputError(f"{path}: folder exists and is not empty; pass --overwrite to replace it, or choose "
                               f"another {flag}")
         return path
@@ -297,8 +297,7 @@ def _not_writable(folder: Path, exc: OSError, flag: str) -> OutputError:
 
 
 def _names(names: list[str]) -> str:
-    shown = ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
-    return shown
+    return ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
 
 
 def _size(n: int) -> str:
