@@ -110,7 +110,7 @@ def synthetic_for(folder: Path, settings: dict, train, seed: int, saved: Path) -
     if saved.with_suffix(".json").exists() and saved.with_suffix(".json").read_text() == key:
         return read_table(saved), None, calls
     started = time.perf_counter()
-    table = model.sample(train.n_rows, seed=seed)
+    table = model.sample_table(train.n_rows, seed=seed)
     write_table(table, saved)
     saved.with_suffix(".json").write_text(key)
     return table, time.perf_counter() - started, calls

@@ -98,7 +98,7 @@ def uci_check(path: str, n_rows: int, runs: list[str]) -> dict:
         name, settings = parse_run(run)
         start = time.perf_counter()
         model = REGISTRY[name](**settings).fit(table, progress=False)
-        sample = model.sample(table.n_rows, seed=0).frame
+        sample = model.sample(table.n_rows, seed=0)
         synthetic = sample[codes].to_numpy(float)
         p_real, p_syn = real.mean(axis=0), synthetic.mean(axis=0)
         out["runs"].append({"run": run, "seconds": time.perf_counter() - start, **describe(synthetic),

@@ -121,7 +121,7 @@ def train_and_sample(runs: dict[str, dict], common: dict, train, n: int, seed: i
         models[name] = EHRDiff("cpu-fast", **common, **extra).fit(train, progress=False)
         seconds[name] = {"train": time.perf_counter() - t0}
         t0 = time.perf_counter()
-        synthetic[name] = models[name].sample(n, seed=seed)
+        synthetic[name] = models[name].sample_table(n, seed=seed)
         seconds[name]["sample"] = time.perf_counter() - t0
         print(f"{name}: trained in {seconds[name]['train']:.0f} s, sampled in {seconds[name]['sample']:.0f} s",
               flush=True)
@@ -140,7 +140,7 @@ def per_class_fidelity(cond, train, unconditional, args: argparse.Namespace) -> 
         drawn = min(count, args.class_rows)
         rows = {"unconditional, all rows": uncond["all"], "unconditional, rows with this label": uncond[c]}
         for w in (0.0, 1.0):
-            sample = cond.sample(drawn, seed=args.seed + 1, condition=c, guidance=w)
+            sample = cond.sample_table(drawn, seed=args.seed + 1, condition=c, guidance=w)
             rows[f"conditional, guidance {w:g}"] = class_means(encoder, sample, "label", [c])[c]
         for what, means in rows.items():
             per_class.append({"class": c, "rows": count, "drawn": drawn, "synthetic": what,

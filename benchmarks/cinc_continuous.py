@@ -79,7 +79,7 @@ def run_variants(train, steps: int, seeds: int) -> tuple[dict, dict, dict]:
             run = f"{name}/seed-{seed}"
             started = time.perf_counter()
             model = EHRDiff("default", steps=steps, batch_size=256, warmup_steps=steps // 4, seed=seed, **settings)
-            synthetic[run] = model.fit(train, progress=False).sample(train.n_rows, seed=seed)
+            synthetic[run] = model.fit(train, progress=False).sample_table(train.n_rows, seed=seed)
             seconds[run] = time.perf_counter() - started
             tails[run] = tail_shares(train, synthetic[run])
             print(f"{run}: trained and sampled in {seconds[run]:.0f} s", flush=True)

@@ -105,7 +105,7 @@ def job(data: str, name: str, training: dict, samplings: dict, seed: int, device
         if settings:
             model.set_sampling(**settings)
         started = time.perf_counter()
-        synthetic = model.sample(train.n_rows, seed=seed)
+        synthetic = model.sample_table(train.n_rows, seed=seed)
         sample_seconds = time.perf_counter() - started
         entry = {"variant": variant, "seed": seed, "train_seconds": train_seconds, "sample_seconds": sample_seconds,
                  "metrics": {}}

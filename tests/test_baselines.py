@@ -97,7 +97,7 @@ def test_fits_and_samples_binary_and_mixed(name, mixed, fitted):
     binary = Table.from_frame(block_binary_data(80, 2, 3, seed=1))
     model = REGISTRY[name](seed=0, **QUICK[name]).fit(binary, progress=False)
     for train, model in ((binary, model), (mixed, fitted(name))):
-        sample = model.sample(50, seed=3)
+        sample = model.sample_table(50, seed=3)
         assert sample.n_rows == 50
         check_sample(sample, train)
 
@@ -108,19 +108,19 @@ def test_save_load_gives_identical_samples(name, fitted, tmp_path):
     model.save(tmp_path / "run")
     loaded = load_model(tmp_path / "run")
     assert type(loaded) is type(model)
-    pd.testing.assert_frame_equal(loaded.sample(40, seed=5).frame, model.sample(40, seed=5).frame)
+    pd.testing.assert_frame_equal(loaded.sample(40, seed=5), model.sample(40, seed=5))
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_same_seed_same_samples(name, mixed, fitted):
     a = fitted(name)
     b = REGISTRY[name](seed=4, **QUICK[name]).fit(mixed, progress=False)
-    pd.testing.assert_frame_equal(a.sample(60, seed=2).frame, b.sample(60, seed=2).frame)
+    pd.testing.assert_frame_equal(a.sample(60, seed=2), b.sample(60, seed=2))
     features = [c for c in mixed.columns if mixed.kinds[c] != "id"]
-    assert not a.sample(60, seed=2).frame[features].equals(a.sample(60, seed=3).frame[features])
+    assert not a.sample(60, seed=2)[features].equals(a.sample(60, seed=3)[features])
     if name in GANS:  # a different training seed gives a different model
         c = REGISTRY[name](seed=5, **QUICK[name]).fit(mixed, progress=False)
-        assert not np.allclose(c.sample(60, seed=2).frame["lactate"], a.sample(60, seed=2).frame["lactate"])
+        assert not np.allclose(c.sample(60, seed=2)["lactate"], a.sample(60, seed=2)["lactate"])
 
 
 @pytest.mark.parametrize("name", GANS)
@@ -132,8 +132,8 @@ def test_resume_continues_exactly(name, mixed, tmp_path):
     resumed = REGISTRY[name](**{**settings, "steps": 12}).fit(mixed, checkpoint_dir=tmp_path, resume=True,
                                                               progress=False)
     straight = REGISTRY[name](**{**settings, "steps": 12}).fit(mixed, progress=False)
-    pd.testing.assert_frame_equal(resumed.sample(50, seed=1).frame, straight.sample(50, seed=1).frame)
-    assert not first.sample(50, seed=1).frame.equals(straight.sample(50, seed=1).frame)
+    pd.testing.assert_frame_equal(resumed.sample(50, seed=1), straight.sample(50, seed=1))
+    assert not first.sample(50, seed=1).equals(straight.sample(50, seed=1))
 
     with pytest.raises(EhrdiffError, match="batch_size"):  # other settings than the checkpoint's are refused
         REGISTRY[name](**{**settings, "batch_size": 16}).fit(mixed, checkpoint_dir=tmp_path, resume=True,
@@ -175,7 +175,7 @@ def correlation_distance(real: np.ndarray, synthetic: np.ndarray) -> float:
 
 def structure_scores(name: str, settings: dict, data: pd.DataFrame, seed: int = 0) -> dict[str, float]:
     model = REGISTRY[name](**{**settings, "seed": seed}).fit(data, progress=False)
-    synthetic = model.sample(len(data), seed=1).frame[data.columns].to_numpy(float)
+    synthetic = model.sample(len(data), seed=1)[data.columns].to_numpy(float)
     real = data.to_numpy(float)
     return {"block_correlation": within_block_correlation_error(real, synthetic),
             "cooccurrence": within_block_cooccurrence_error(real, synthetic),
@@ -210,7 +210,7 @@ def test_learned_baselines_beat_marginals_on_block_structure(name, blocks, margi
 
 # ---- the references' defining properties ----------------------------------------------------------------------
 def test_marginals_keep_each_column_distribution(mixed):
-    sample = REGISTRY["marginals"]().fit(mixed).sample(20_000, seed=0).frame
+    sample = REGISTRY["marginals"]().fit(mixed).sample(20_000, seed=0)
     for name in ("dx_a", "dx_b", "label"):
         assert abs(sample[name].mean() - mixed.frame[name].mean()) < 0.015
     assert set(sample["lactate"]) <= set(mixed.frame["lactate"])       # empirical values, not new ones
@@ -221,7 +221,7 @@ def test_marginals_keep_each_column_distribution(mixed):
 
 
 def test_resample_draws_training_rows(mixed):
-    sample = REGISTRY["resample"]().fit(mixed).sample(200, seed=0).frame
+    sample = REGISTRY["resample"]().fit(mixed).sample(200, seed=0)
     features = [c for c in mixed.columns if c != "subject_id"]
     real_rows = {tuple(r) for r in mixed.frame[features].astype(str).itertuples(index=False)}
     assert all(tuple(r) in real_rows for r in sample[features].astype(str).itertuples(index=False))

@@ -104,7 +104,7 @@ def test_untrained_bernoulli_model_is_the_independent_marginals_model():
     data = block_binary_data(3000, 2, 4, seed=3)
     model = EHRDiff("cpu-fast", binary_head="bernoulli", final_draw="sample", steps=1, lr=1e-12,
                     sigma_min=0.3, num_noise_levels=8).fit(data, progress=False)
-    synthetic = model.sample(6000, seed=0).frame.to_numpy(float)
+    synthetic = model.sample(6000, seed=0).to_numpy(float)
     np.testing.assert_allclose(synthetic.mean(axis=0), data.to_numpy(float).mean(axis=0), atol=0.025)
 
 
@@ -113,7 +113,7 @@ def test_bernoulli_model_learns_blocks_and_round_trips(tmp_path):
     real = data.to_numpy(float)
     model = EHRDiff("cpu-fast", binary_head="bernoulli", final_draw="sample", sigma_min=0.2, num_noise_levels=16,
                     steps=500).fit(data, progress=False)
-    synthetic = model.sample(4000, seed=1).frame.to_numpy(float)
+    synthetic = model.sample(4000, seed=1).to_numpy(float)
     independent = (np.random.default_rng(0).random(synthetic.shape) < real.mean(axis=0)).astype(float)
 
     def cooccurrence_error(rows):
@@ -123,7 +123,7 @@ def test_bernoulli_model_learns_blocks_and_round_trips(tmp_path):
     assert abs(synthetic.sum(axis=1).mean() - real.sum(axis=1).mean()) < 0.05 * real.sum(axis=1).mean()
     model.save(tmp_path / "model")
     again = EHRDiff.load(tmp_path / "model")
-    assert np.array_equal(again.sample(300, seed=5).frame.to_numpy(), model.sample(300, seed=5).frame.to_numpy())
+    assert np.array_equal(again.sample(300, seed=5).to_numpy(), model.sample(300, seed=5).to_numpy())
 
 
 def test_short_rows_are_redrawn_from_their_own_probabilities():
@@ -147,8 +147,8 @@ def test_default_model_keeps_the_training_floor_of_codes(tmp_path):
     data = data[data.sum(axis=1) >= 2]                                          # every real row has 2+ codes
     model = EHRDiff("cpu-fast", steps=200, num_noise_levels=8, codes_per_row="model").fit(data, progress=False)
     assert model.min_codes_ == 2
-    assert (model.sample(3000, seed=0).frame.to_numpy(float).sum(axis=1) >= 2).all()
+    assert (model.sample(3000, seed=0).to_numpy(float).sum(axis=1) >= 2).all()
     model.config.min_codes = "none"
-    assert (model.sample(3000, seed=0).frame.to_numpy(float).sum(axis=1) < 2).any()
+    assert (model.sample(3000, seed=0).to_numpy(float).sum(axis=1) < 2).any()
     model.save(tmp_path / "m")
     assert EHRDiff.load(tmp_path / "m").min_codes_ == 2

@@ -223,8 +223,8 @@ def test_resume_after_sigkill_ends_with_the_same_model(tmp_path):
     from safetensors.torch import load_file
     a, b = load_file(str(killed / "weights.safetensors")), load_file(str(tmp_path / "straight" / "weights.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    pd.testing.assert_frame_equal(load_model(killed).sample(100, seed=3).frame,
-                                  load_model(tmp_path / "straight").sample(100, seed=3).frame)
+    pd.testing.assert_frame_equal(load_model(killed).sample(100, seed=3),
+                                  load_model(tmp_path / "straight").sample(100, seed=3))
 
 
 # ---- bad input -------------------------------------------------------------------------------------------------------

@@ -56,11 +56,11 @@ def prevalences(table: Table) -> np.ndarray:
 
 def test_conditional_samples_match_their_class(trained):
     frame, _, conditional, unconditional = trained
-    plain = prevalences(unconditional.sample(600, seed=3))
+    plain = prevalences(unconditional.sample_table(600, seed=3))
     for group in "abc":
         real = frame[frame["group"] == group][[f"code{j}" for j in range(N_CODES)]].to_numpy(float).mean(axis=0)
         for w in (0.0, 1.0):
-            sample = conditional.sample(300, seed=4, condition=group, guidance=w)
+            sample = conditional.sample_table(300, seed=4, condition=group, guidance=w)
             assert set(sample.frame["group"]) == {group}
             err_cond = np.abs(prevalences(sample) - real).mean()
             err_plain = np.abs(plain - real).mean()
@@ -73,13 +73,13 @@ def test_conditional_samples_match_their_class(trained):
 
 def test_whole_dataset_keeps_the_training_balance_or_a_chosen_one(trained):
     frame, _, conditional, _ = trained
-    sample = conditional.sample(200, seed=0)
+    sample = conditional.sample_table(200, seed=0)
     assert sample.columns == list(frame.columns) and sample.kinds["group"] == "categorical"
     counts = frame["group"].value_counts()
     expected = class_counts(200, conditional.condition_)
     assert dict(sample.frame["group"].value_counts()) == dict(zip("abc", expected))
     assert abs(expected - 200 * counts[["a", "b", "c"]].to_numpy() / len(frame)).max() < 1
-    chosen = conditional.sample(100, seed=0, balance={"a": 0.5, "c": 0.5})
+    chosen = conditional.sample_table(100, seed=0, balance={"a": 0.5, "c": 0.5})
     assert dict(chosen.frame["group"].value_counts()) == {"a": 50, "c": 50}
     # rows of different classes are interleaved, not one block per class
     assert chosen.frame["group"].iloc[:50].nunique() == 2
@@ -91,16 +91,16 @@ def test_whole_dataset_keeps_the_training_balance_or_a_chosen_one(trained):
 
 def test_same_seed_same_rows_and_save_load(trained, tmp_path):
     _, _, conditional, _ = trained
-    first = conditional.sample(50, seed=7, condition="b", guidance=0.5)
-    assert first.frame.equals(conditional.sample(50, seed=7, condition="b", guidance=0.5).frame)
-    assert not first.frame.equals(conditional.sample(50, seed=8, condition="b", guidance=0.5).frame)
+    first = conditional.sample_table(50, seed=7, condition="b", guidance=0.5)
+    assert first.frame.equals(conditional.sample(50, seed=7, condition="b", guidance=0.5))
+    assert not first.frame.equals(conditional.sample(50, seed=8, condition="b", guidance=0.5))
     conditional.save(tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "model.json").read_text())
     assert saved["condition"]["column"] == "group" and saved["condition"]["classes"] == ["a", "b", "c"]
     loaded = load_model(tmp_path / "run")
     assert loaded.condition_ == conditional.condition_
-    assert loaded.sample(50, seed=7, condition="b", guidance=0.5).frame.equals(first.frame)
-    assert loaded.sample(30, seed=1).frame.equals(conditional.sample(30, seed=1).frame)
+    assert loaded.sample(50, seed=7, condition="b", guidance=0.5).equals(first.frame)
+    assert loaded.sample(30, seed=1).equals(conditional.sample(30, seed=1))
 
 
 def test_class_counts_and_balance_parsing():

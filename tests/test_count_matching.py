@@ -57,15 +57,15 @@ def test_default_model_samples_the_training_histogram_of_codes(tmp_path):
     model = EHRDiff("cpu-fast", steps=200, num_noise_levels=8, codes_per_row="data").fit(data, progress=False)
     real = np.bincount(data.sum(axis=1), minlength=10)
     assert model.code_histograms_["all"] == real.tolist()[:len(model.code_histograms_["all"])]
-    sample = model.sample(1000, seed=0).frame.to_numpy(float).sum(axis=1).astype(int)
+    sample = model.sample(1000, seed=0).to_numpy(float).sum(axis=1).astype(int)
     assert np.bincount(sample, minlength=4).tolist() == apportion(real[:4], 1000).tolist()
     model.config.codes_per_row = "model"
-    free = model.sample(1000, seed=0).frame.to_numpy(float).sum(axis=1)
+    free = model.sample(1000, seed=0).to_numpy(float).sum(axis=1)
     assert not np.isin(free, [2, 3]).all()           # without matching the model does leave the histogram
     model.config.codes_per_row = "data"
     model.save(tmp_path / "m")
-    again = EHRDiff.load(tmp_path / "m").sample(1000, seed=0).frame.to_numpy(float)
-    np.testing.assert_array_equal(again, model.sample(1000, seed=0).frame.to_numpy(float))
+    again = EHRDiff.load(tmp_path / "m").sample(1000, seed=0).to_numpy(float)
+    np.testing.assert_array_equal(again, model.sample(1000, seed=0).to_numpy(float))
 
 
 def test_conditional_model_matches_each_class_histogram():
@@ -73,5 +73,5 @@ def test_conditional_model_matches_each_class_histogram():
     data["outcome"] = np.where(data.sum(axis=1) >= 3, "many", "few")
     model = EHRDiff("cpu-fast", steps=150, num_noise_levels=8, codes_per_row="data",
                     condition="outcome").fit(data, progress=False)
-    many = model.sample(300, seed=1, condition="many").frame
+    many = model.sample(300, seed=1, condition="many")
     assert (many.drop(columns="outcome").to_numpy(float).sum(axis=1) >= 3).all()

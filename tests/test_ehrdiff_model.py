@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ehrdiff.data.table import Table
+from ehrdiff.data.table import KINDS_ATTR, Table
 from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
 from ehrdiff.models import REGISTRY, load_model
 from ehrdiff.models.ehrdiff import EHRDiff
@@ -84,7 +84,7 @@ def test_learns_prevalences_and_within_block_cooccurrence():
     train = block_binary_data(2000, n_blocks, size, seed=0)
     X = train.to_numpy(float)
     model = EHRDiff("cpu-fast", steps=600, seed=0).fit(train, progress=False)
-    synthetic = model.sample(2000, seed=1)
+    synthetic = model.sample_table(2000, seed=1)
     assert list(synthetic.frame.columns) == list(train.columns)
     S = synthetic.frame.to_numpy(float)
     assert set(np.unique(S)) <= {0.0, 1.0}
@@ -129,20 +129,23 @@ def mixed_model():
 def test_sample_has_the_training_columns_and_kinds(mixed_model):
     model, frame = mixed_model
     out = model.sample(50, seed=3)
-    assert isinstance(out, Table) and out.n_rows == 50
-    assert list(out.frame.columns) == list(frame.columns)
-    assert out.kinds == {"subject_id": "id", "dx_250": "binary", "dx_401": "binary", "age": "continuous",
-                         "lab": "continuous", "sex": "categorical", "label": "label"}
-    assert set(out.frame["dx_250"].unique()) <= {0, 1} and set(out.frame["label"].unique()) <= {0, 1}
-    assert out.frame["age"].between(frame["age"].min(), frame["age"].max()).all()
-    assert out.frame["lab"].between(frame["lab"].min(), frame["lab"].max()).all()
-    assert set(out.frame["sex"]) <= {"F", "M"}
-    assert not set(out.frame["subject_id"]) & set(frame["subject_id"])     # fresh ids
+    # a DataFrame, as users of other tabular generators expect, carrying the kinds into fit and write_table
+    assert isinstance(out, pd.DataFrame) and len(out) == 50
+    assert list(out.columns) == list(frame.columns)
+    kinds = {"subject_id": "id", "dx_250": "binary", "dx_401": "binary", "age": "continuous",
+             "lab": "continuous", "sex": "categorical", "label": "label"}
+    assert out.attrs[KINDS_ATTR] == kinds and Table.from_frame(out).kinds == kinds
+    assert model.sample_table(50, seed=3).kinds == kinds
+    pd.testing.assert_frame_equal(model.sample_table(50, seed=3).frame, out)
+    assert set(out["dx_250"].unique()) <= {0, 1} and set(out["label"].unique()) <= {0, 1}
+    assert out["age"].between(frame["age"].min(), frame["age"].max()).all()
+    assert out["lab"].between(frame["lab"].min(), frame["lab"].max()).all()
+    assert set(out["sex"]) <= {"F", "M"}
 
 
 def test_same_seed_same_samples(mixed_model):
     model, _ = mixed_model
-    a, b, c = model.sample(40, seed=7), model.sample(40, seed=7), model.sample(40, seed=8)
+    a, b, c = model.sample_table(40, seed=7), model.sample_table(40, seed=7), model.sample_table(40, seed=8)
     pd.testing.assert_frame_equal(a.frame, b.frame)
     assert not np.array_equal(model.sample_matrix(40, seed=7), model.sample_matrix(40, seed=8))
     assert not a.frame.equals(c.frame)
@@ -151,7 +154,7 @@ def test_same_seed_same_samples(mixed_model):
 def test_sample_matrix_is_the_clipped_and_rounded_output(mixed_model):
     model, _ = mixed_model
     raw = model.sample_matrix(30, seed=4)
-    table = model.sample(30, seed=4)
+    table = model.sample_table(30, seed=4)
     j = model.encoder_.encoded_columns.index("dx_250")
     np.testing.assert_array_equal(table.frame["dx_250"].to_numpy(), np.round(np.clip(raw[:, j], 0, 1)))
 
@@ -174,7 +177,7 @@ def test_save_load_gives_identical_samples(mixed_model, tmp_path):
     assert meta["config"]["hidden_dims"] == [32, 32] and "ehrdiff_version" in meta and meta["data_fingerprint"]
     for loaded in (EHRDiff.load(tmp_path / "run"), load_model(tmp_path / "run")):
         assert isinstance(loaded, EHRDiff)
-        pd.testing.assert_frame_equal(loaded.sample(64, seed=9).frame, model.sample(64, seed=9).frame)
+        pd.testing.assert_frame_equal(loaded.sample(64, seed=9), model.sample(64, seed=9))
 
 
 def test_incomplete_or_tampered_model_dirs_are_refused(mixed_model, tmp_path):
@@ -218,7 +221,7 @@ def test_bad_sample_sizes_and_unfitted_model(mixed_model):
 def test_any_width_including_odd_and_bad_values():
     X = (np.random.default_rng(1).random((50, 7)) < 0.4).astype(float)
     model = EHRDiff("paper-mimic", steps=2, batch_size=16).fit(X, progress=False)   # the paper's network at d = 7
-    assert model.n_features_ == 7 and model.sample(3).frame.shape == (3, 7)
+    assert model.n_features_ == 7 and model.sample(3).shape == (3, 7)
     X[3, 2] = 2.0
     declared = Table(pd.DataFrame(X, columns=[f"c{i}" for i in range(7)]), {f"c{i}": "binary" for i in range(7)})
     with pytest.raises(DataError, match="binary column 'c2' row 3"):

@@ -118,7 +118,7 @@ def test_the_setting_chooses_the_scaling_and_survives_save_and_load(tmp_path):
     model.save(tmp_path / "run")
     again = EHRDiff.load(tmp_path / "run")
     assert again.encoder_.codings_[0].knots == model.encoder_.codings_[0].knots
-    pd.testing.assert_frame_equal(again.sample(30, seed=1).frame, model.sample(30, seed=1).frame)
+    pd.testing.assert_frame_equal(again.sample(30, seed=1), model.sample(30, seed=1))
     # the setting joined later: at "minmax" it stays out of a run's identity, so older runs still resume
     assert "continuous_scaling" not in make_config("default").identity()
     assert make_config("default", continuous_scaling="quantile").identity()["continuous_scaling"] == "quantile"

@@ -351,8 +351,8 @@ def plugin_model():
             self.rows_ = REGISTRY["resample"](seed=self.seed).fit(data)
             return self
 
-        def sample(self, n, seed=0):
-            return self.rows_.sample(n, seed=seed)
+        def sample_table(self, n, seed=0):
+            return self.rows_.sample_table(n, seed=seed)
 
         def save(self, path):
             self.rows_.save(path)

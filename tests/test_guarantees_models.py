@@ -78,12 +78,12 @@ def test_synthetic_ids_carry_nothing_of_the_real_ids(tmp_path, saved):
     assert decoded.frame["subject_id"].tolist() == [SYNTHETIC_ID_START + i for i in range(3)] == [1, 2, 3]
     for name in ("ehrdiff", "marginals"):
         assert "98760" not in (saved / name / METADATA_FILE).read_text()
-        ids = load_model(saved / name).sample(4, seed=1).frame["subject_id"].tolist()
+        ids = load_model(saved / name).sample(4, seed=1)["subject_id"].tolist()
         assert ids == [1, 2, 3, 4], name
     old = tmp_path / "old"
     shutil.copytree(saved / "ehrdiff", old)
     edit_model_json(old, lambda m: m["encoder"]["columns"][0].update(id_start=9876040))
-    assert EHRDiff.load(old).sample(2, seed=1).frame["subject_id"].tolist() == [1, 2]
+    assert EHRDiff.load(old).sample(2, seed=1)["subject_id"].tolist() == [1, 2]
 
 
 # ---- 2. verified metadata in every reader ----------------------------------------------------------------------

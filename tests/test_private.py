@@ -207,9 +207,9 @@ def test_conditional_private_model_saves_and_loads(tmp_path):
     assert saved["dp_noise_multiplier"] > 0 and saved["dp_max_grad_norm"] == 1.0 and saved["condition"]
     loaded = load_model(tmp_path / "run")
     assert loaded.privacy_ == model.privacy_
-    first = loaded.sample(20, seed=1, condition=1, guidance=1.0)
+    first = loaded.sample_table(20, seed=1, condition=1, guidance=1.0)
     assert set(first.frame["label"]) == {1}
-    assert first.frame.equals(model.sample(20, seed=1, condition=1, guidance=1.0).frame)
+    assert first.frame.equals(model.sample(20, seed=1, condition=1, guidance=1.0))
 
 
 # ---- command line ----------------------------------------------------------------------------------------------

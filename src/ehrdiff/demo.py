@@ -75,7 +75,7 @@ def run_demo(out_dir: str | Path, *, preset: str = DEMO_PRESET, steps: int | Non
     overrides = {"seed": seed} | ({"steps": steps} if steps else {})
     model = EHRDiff(preset=preset, **overrides).fit(real, progress=progress)
     model.save(out / "model")
-    synthetic = model.sample(real.n_rows, seed=seed, progress=progress)
+    synthetic = model.sample_table(real.n_rows, seed=seed, progress=progress)
     write_table(synthetic, out / "synthetic.parquet")
     write_table(synthetic, out / "synthetic.csv")
     comparison = prevalence_comparison(real, synthetic)

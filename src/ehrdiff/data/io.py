@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ehrdiff.data.table import Table, dates_as_days
+from ehrdiff.data.table import Table, carried_kinds, dates_as_days
 from ehrdiff.errors import DataError
 from ehrdiff.fileio import atomic_path
 
@@ -244,7 +244,7 @@ def write_table(table: Table | pd.DataFrame, path: str | os.PathLike) -> Path:
     path = Path(path)
     fmt = table_format(path)
     frame = table.frame if isinstance(table, Table) else table
-    kinds = table.kinds if isinstance(table, Table) else {}
+    kinds = table.kinds if isinstance(table, Table) else carried_kinds(table)
     with atomic_path(path) as tmp:
         if fmt == "parquet":
             pa_table = pa.Table.from_pandas(frame, preserve_index=False)

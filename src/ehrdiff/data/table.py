@@ -28,6 +28,8 @@ import pandas as pd
 from ehrdiff.errors import DataError
 
 KINDS = ("binary", "continuous", "categorical", "label", "id", "date")
+# where a DataFrame made by Table.to_frame (and so Generator.sample) carries its column kinds
+KINDS_ATTR = "ehrdiff_kinds"
 ID_COLUMN_NAMES = ("subject_id", "patient_id", "person_id", "stay_id", "record_id", "hadm_id")
 ID_SUFFIX = "_id"
 # ISO 8601 dates and date-times: 2019-03-07, 2019-03-07 14:30, 2019-03-07T14:30:05.250, ...+01:00 or ...Z
@@ -191,12 +193,13 @@ class Table:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, kinds: dict[str, str] | None = None, source: str = "data") -> "Table":
-        """Wrap a DataFrame, inferring the kinds not given, and validate it (errors name ``source``)."""
+        """Wrap a DataFrame, inferring the kinds not given, and validate it (errors name ``source``). Kinds the
+        frame carries from :meth:`to_frame` are kept for the columns it still has; ``kinds`` win over them."""
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"{source}: expected a table (pandas DataFrame), got {type(frame).__name__}")
         frame = frame.copy()
         frame.columns = [str(c) for c in frame.columns]
-        given = dict(kinds or {})
+        given = {**carried_kinds(frame), **(kinds or {})}
         unknown = sorted(set(given) - set(frame.columns))
         if unknown:
             raise DataError(f"{source}: kinds given for columns that do not exist: {', '.join(unknown[:5])}")
@@ -279,3 +282,18 @@ class Table:
 
     def subset(self, rows) -> "Table":
         return Table(self.frame.iloc[rows].reset_index(drop=True), dict(self.kinds))
+
+    def to_frame(self) -> pd.DataFrame:
+        """A copy of the rows as a plain DataFrame whose ``attrs`` carry the column kinds."""
+        frame = self.frame.copy()
+        frame.attrs[KINDS_ATTR] = dict(self.kinds)
+        return frame
+
+
+def carried_kinds(frame: pd.DataFrame) -> dict[str, str]:
+    """The kinds a DataFrame carries from :meth:`Table.to_frame`, for the columns it still has (a frame that was
+    filtered or had columns added keeps the rest); {} for any other frame."""
+    carried = frame.attrs.get(KINDS_ATTR)
+    if not isinstance(carried, dict):
+        return {}
+    return {str(c): k for c, k in carried.items() if str(c) in frame.columns and k in KINDS}

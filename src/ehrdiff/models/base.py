@@ -1,7 +1,8 @@
 """The interface every generator follows (scikit-learn style) and the registry that finds any of them.
 
     model = SomeGenerator(**hyperparameters).fit(table)     # returns self; learned state ends in "_"
-    synthetic = model.sample(1000, seed=0)                  # a Table with the training table's columns
+    synthetic = model.sample(1000, seed=0)                  # a DataFrame in the training table's columns
+    table = model.sample_table(1000, seed=0)                # the same rows as a Table (frame + column kinds)
     model.save("run/"); load_model("run/")
 
 A model joins by one line, ``@register("name")`` on its class, inside ehrdiff (imported by ``ehrdiff.models``) or
@@ -135,11 +136,11 @@ def as_table(data, kinds: dict[str, str] | None = None) -> Table:
 
 
 def sample_rows(model: "Generator", n: int, seed: int, progress: bool, **options) -> Table:
-    """``model.sample(n, seed, **options)``, with a progress bar where the model's ``sample`` takes ``progress``
-    (EHRDiff's sampler is slow; other generators, one's own included, need not offer it)."""
-    if "progress" in inspect.signature(model.sample).parameters:
+    """``model.sample_table(n, seed, **options)``, with a progress bar where the model's ``sample_table`` takes
+    ``progress`` (EHRDiff's sampler is slow; other generators, one's own included, need not offer it)."""
+    if "progress" in inspect.signature(model.sample_table).parameters:
         options["progress"] = progress
-    return model.sample(n, seed=seed, **options)
+    return model.sample_table(n, seed=seed, **options)
 
 
 def sample_in_chunks(model: "Generator", n: int, seed: int, progress: bool, chunk_rows: int | None = None,
@@ -201,7 +202,14 @@ class Generator(ABC):
     def fit(self, data, **kwargs) -> "Generator": ...
 
     @abstractmethod
-    def sample(self, n: int, seed: int = 0, **kwargs) -> Table: ...
+    def sample_table(self, n: int, seed: int = 0, **kwargs) -> Table:
+        """``n`` synthetic rows in the training table's columns, with their kinds (what each model implements)."""
+
+    def sample(self, n: int, seed: int = 0, **kwargs) -> pd.DataFrame:
+        """``n`` synthetic rows as a pandas DataFrame in the training table's columns (what SDV and synthcity
+        users expect back). The column kinds travel in ``frame.attrs["ehrdiff_kinds"]``, so ``fit`` and
+        ``write_table`` given this frame keep them; :meth:`sample_table` gives the same rows as a Table."""
+        return self.sample_table(n, seed=seed, **kwargs).to_frame()
 
     @abstractmethod
     def save(self, path: str | os.PathLike) -> None: ...

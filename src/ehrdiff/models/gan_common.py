@@ -221,7 +221,7 @@ class GanBaseline(Generator):
         self.fingerprint_ = fingerprint
         return self
 
-    def sample(self, n: int, seed: int = 0, **kwargs) -> Table:
+    def sample_table(self, n: int, seed: int = 0, **kwargs) -> Table:
         n = check_sample_size(n)
         self.check_fitted()
         rng = torch.Generator().manual_seed(int(seed))

@@ -165,7 +165,7 @@ class Marginals(_Reference):
             if counts.shape != (len(values),) or (counts < 0).any() or counts.sum() <= 0:
                 raise ValueError(f"counts.{j} do not count the {len(values)} distinct values of its column")
 
-    def sample(self, n: int, seed: int = 0, **kwargs) -> Table:
+    def sample_table(self, n: int, seed: int = 0, **kwargs) -> Table:
         n = check_sample_size(n)
         self.check_fitted()
         rng = np.random.default_rng(seed)
@@ -197,7 +197,7 @@ class Resample(_Reference):
         _check_codes(codes, self.uniques_)
         self.codes_ = codes
 
-    def sample(self, n: int, seed: int = 0, **kwargs) -> Table:
+    def sample_table(self, n: int, seed: int = 0, **kwargs) -> Table:
         n = check_sample_size(n)
         self.check_fitted()
         rows = np.random.default_rng(seed).integers(0, self.codes_.shape[0], size=n)

@@ -37,7 +37,7 @@ class ToyGenerator(Generator):
         self.means_ = self.encoder_.transform(table).mean(axis=0)
         return self
 
-    def sample(self, n: int, seed: int = 0, **kwargs):
+    def sample_table(self, n: int, seed: int = 0, **kwargs):
         self.check_fitted()
         rng = np.random.default_rng(seed)
         matrix = self.means_ + self.spread * rng.standard_normal((check_sample_size(n), len(self.means_)))

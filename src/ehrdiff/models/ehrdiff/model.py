@@ -1,7 +1,7 @@
 """EHRDiff (Yuan et al., arXiv 2303.05656): an EDM diffusion model over the encoded patient x feature matrix.
 
     model = EHRDiff(steps=20_000).fit(table)       # preset "default"; any setting of EHRDiffConfig overrides
-    synthetic = model.sample(10_000, seed=0)                           # a Table in the training table's columns
+    synthetic = model.sample(10_000, seed=0)       # a DataFrame in the training columns (sample_table: a Table)
     model.save("run/"); EHRDiff.load("run/")
 
 Training adds Gaussian noise to the encoded rows (binary codes 0/1, continuous features scaled to [0, 1]) and fits
@@ -254,7 +254,7 @@ class EHRDiff(Generator):
                 redraw_short_rows(matrix, probs, self.encoder_.code_columns(), self.min_codes_, draws)
         return matrix
 
-    def sample(self, n: int, seed: int = 0, condition: Any = None, guidance: float | None = None,
+    def sample_table(self, n: int, seed: int = 0, condition: Any = None, guidance: float | None = None,
                balance: dict | None = None, progress: bool = False) -> Table:
         """``n`` synthetic rows. A conditional model (trained with ``condition="COL"``) takes ``condition`` (one
         value of COL), or ``balance`` ({value: share}; default: the training balance), and ``guidance`` w >= 0
