@@ -13,7 +13,7 @@ import pytest
 from conftest import block_binary_data
 from ehrdiff.cli import main
 from ehrdiff.evaluation import evaluate, resampled, stats
-from ehrdiff.evaluation.bootstrap import Draw, as_number
+from ehrdiff.evaluation.bootstrap import Draw, as_number, centred_interval
 from ehrdiff.evaluation.config import EvaluationConfig
 from ehrdiff.evaluation.context import Comparison
 from ehrdiff.evaluation.inputs import prepare
@@ -104,26 +104,40 @@ def test_model_metrics_resample_the_scored_rows_without_refitting(tables):
 
 
 def test_identical_real_and_synthetic_rows_give_a_binomial_spread():
-    """Synthetic rows equal to the training rows: every copy rate resample is exactly 1, and a code's prevalence
-    error on resamples is binomial, sd sqrt(p (1 - p) / n)."""
+    """Synthetic rows equal to the training rows: every copy-rate resample is exactly 1; the share of rows without
+    codes is a binomial proportion, whose 90% interval is p +- 1.645 sqrt(p (1 - p) / n); the codes per row a mean."""
     rng = np.random.default_rng(3)
-    n, p = 2000, 0.3
-    train = pd.DataFrame({"a": (rng.random(n) < p).astype(int), "b": (rng.random(n) < 0.5).astype(int)})
-    test = pd.DataFrame({"a": (rng.random(500) < p).astype(int), "b": (rng.random(500) < 0.5).astype(int)})
+    n = 2000
+    train = pd.DataFrame({"a": (rng.random(n) < 0.3).astype(int), "b": (rng.random(n) < 0.5).astype(int)})
+    test = pd.DataFrame({"a": (rng.random(500) < 0.3).astype(int), "b": (rng.random(500) < 0.5).astype(int)})
     report = evaluate(train, test, {"copy": train.copy()}, label=None, references=False, seed=0, threads=1,
                       bootstrap=400, confidence=0.9)
     ci, values = report.intervals["copy"].ci, report.metrics["copy"]
     assert values["exact_copy_rate"] == 1.0 and ci["exact_copy_rate"] == [1.0, 1.0]
-    assert values["prevalence_max_abs_diff"] == 0.0
-    # with two codes the largest prevalence error is the larger of two binomial errors: its 90% quantile is
-    # about 1.96 sd of one code's prevalence (the 95% point of |N(0, sd)| for two independent codes)
-    sd = np.sqrt(0.5 * 0.5 / n)
-    assert ci["prevalence_max_abs_diff"][0] == 0.0
-    assert ci["prevalence_max_abs_diff"][1] == pytest.approx(1.96 * sd, rel=0.15)
-    # the mean number of codes per row: its interval is mean +- 1.645 sd / sqrt(n) of the row counts
+    empty = values["empty_row_rate"]
+    low, high = ci["empty_row_rate"]
+    assert low < empty < high
+    assert (high - low) / 2 == pytest.approx(1.645 * np.sqrt(empty * (1 - empty) / n), rel=0.15)
     counts = train[["a", "b"]].sum(axis=1)
     low, high = ci["codes_per_patient_mean"]
     assert (high - low) / 2 == pytest.approx(1.645 * counts.std() / np.sqrt(n), rel=0.15)
+    # the prevalence error is 0 at best and here: its interval starts there
+    assert values["prevalence_rmse"] == 0.0 and ci["prevalence_rmse"][0] == 0.0 < ci["prevalence_rmse"][1]
+
+
+def test_the_interval_is_the_resamples_spread_centred_on_the_value():
+    noise = np.random.default_rng(0).normal(0, 0.01, 4000)
+    quantiles = (0.025, 0.975)
+    # resamples centred on the value: the plain percentile interval
+    low, high = centred_interval(0.5, 0.5 + noise, quantiles)
+    assert (low, high) == pytest.approx(tuple(np.quantile(0.5 + noise, quantiles)), abs=1e-3)
+    # a distance that resampling makes larger (all resamples above the value): the same spread around the value
+    low, high = centred_interval(0.05, 0.08 + noise, quantiles)
+    assert (low, high) == pytest.approx((0.05 - 0.0196, 0.05 + 0.0196), abs=2e-3)
+    # ... kept at or above 0 when the value and every resample are, and at or below 1 for values in [0, 1]
+    assert centred_interval(0.0, 0.03 + np.abs(noise), quantiles)[0] == 0.0
+    assert centred_interval(1.0, 0.97 - np.abs(noise), quantiles)[1] == 1.0
+    assert centred_interval(-0.01, 0.02 + noise, quantiles)[0] < -0.01
 
 
 def test_intervals_shrink_with_more_rows():
@@ -154,7 +168,7 @@ def test_the_report_files_show_the_intervals(tables, tmp_path):
     assert data["ci"]["confidence"] == 0.9 and low <= data["datasets"]["model"]["mia_auroc"] <= high
     assert "skipped" not in data["datasets"]["model"]["skipped"]   # the datasets' own maps are unchanged
     markdown = (out / "report.md").read_text()
-    assert "90% bootstrap percentile intervals from 30 resamples" in markdown
+    assert "90% bootstrap intervals from 30 resamples" in markdown
     row = next(line for line in markdown.splitlines() if line.startswith("| mia_auroc |"))
     assert f"[{low:.4g}, {high:.4g}]" in row
     assert "## Confidence intervals: what is resampled" in markdown and "| membership |" in markdown

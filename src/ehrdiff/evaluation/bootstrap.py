@@ -1,4 +1,5 @@
-"""Bootstrap confidence intervals: every metric recomputed on B resamples of the rows, a percentile interval.
+"""Bootstrap confidence intervals: every metric recomputed on B resamples of the rows, a percentile interval centred
+on the value (``centred_interval``).
 
 One resample draws, with replacement, as many rows as each row set has: the synthetic rows, the held-out (test) rows
 and the training rows, each set on its own. It is stored as multiplicities, an (n, B) matrix of how many times each
@@ -151,15 +152,29 @@ def _run(group: MetricGroup, comparison: Comparison, draw: Draw, samples: dict, 
 
 
 def _interval(key: str, value: float, resampled: np.ndarray, settings: Settings, out: Intervals) -> None:
-    defined = np.isfinite(resampled)
-    if defined.mean() < MIN_DEFINED:
-        out.missing[key] = (f"undefined on {int((~defined).sum())} of {len(resampled)} resamples "
+    defined = resampled[np.isfinite(resampled)]
+    if len(defined) < MIN_DEFINED * len(resampled):
+        out.missing[key] = (f"undefined on {len(resampled) - len(defined)} of {len(resampled)} resamples "
                             f"(an interval needs {MIN_DEFINED:.0%})")
         return
-    low, high = np.quantile(resampled[defined], settings.quantiles)
-    # a distance that is 0 at best gains noise from resampling, so its resamples can all lie above its value: the
-    # interval is stretched to the value (docs/metrics.md, "Confidence intervals")
-    out.ci[key] = [float(min(low, value)), float(max(high, value))]
+    out.ci[key] = list(centred_interval(value, defined, settings.quantiles))
+
+
+def centred_interval(value: float, resampled: np.ndarray, quantiles: tuple[float, float]) -> tuple[float, float]:
+    """The percentile interval of the resamples, moved so that their median sits on the value.
+
+    Resampling adds sampling noise of its own, so metrics that are not plain means drift on resamples: a distance
+    that is 0 at best comes out larger, a correlation of prevalences smaller. The resamples' spread still measures
+    the noise, their location does not; for means, rates and AUROCs the move is negligible. The interval stays in
+    [0, inf) when the value and every resample do, and in [0, 1] when they all lie there (docs/metrics.md)."""
+    low, middle, high = np.quantile(resampled, [quantiles[0], 0.5, quantiles[1]])
+    low, high = low + value - middle, high + value - middle
+    smallest, largest = min(resampled.min(), value), max(resampled.max(), value)
+    if smallest >= 0:
+        low = max(low, 0.0)
+        if largest <= 1:
+            high = min(high, 1.0)
+    return float(low), float(high)
 
 
 def replicate_values(function: Callable[..., dict], size: int, *arrays: np.ndarray) -> dict[str, np.ndarray]:

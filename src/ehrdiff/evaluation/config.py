@@ -35,7 +35,7 @@ class EvaluationConfig:
     threads: int | None = None            # CPU threads for torch, BLAS and OpenMP (None: the libraries' defaults;
                                           # 1 avoids OpenMP's busy-waiting on a machine shared with other jobs)
     figures: bool = True
-    # confidence intervals (bootstrap.py): 0 = none; else this many resamples and a percentile interval at this level
+    # confidence intervals (bootstrap.py): 0 = none; else this many resamples and an interval at this level
     bootstrap: int = 0
     confidence: float = 0.95
 

@@ -109,8 +109,9 @@ class Report:
         return [(g.name, g.resampled) for g in REGISTRY.values() if keys.intersection(g.keys)]
 
     def _interval_note(self) -> str:
-        return (f"Brackets: {self.config.confidence:.0%} bootstrap percentile intervals from {self.config.bootstrap} "
-                "resamples; what each one covers is below and in docs/metrics.md (\"Confidence intervals\").")
+        return (f"Brackets: {self.config.confidence:.0%} bootstrap intervals from {self.config.bootstrap} resamples "
+                "(the resamples' percentile interval, centred on the value); what each one covers is below and in "
+                "docs/metrics.md (\"Confidence intervals\").")
 
     def to_json(self, path: str | os.PathLike) -> Path:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
