@@ -151,7 +151,7 @@ class CountingModel(Generator):
         self.columns_, self.mean_ = table.columns, table.frame.mean(numeric_only=True).to_numpy()
         return self
 
-    def sample(self, n, seed=0):
+    def sample_table(self, n, seed=0):
         n = check_sample_size(n)
         rng = np.random.default_rng(seed)
         return Table.from_frame(pd.DataFrame((rng.random((n, len(self.mean_))) < self.mean_).astype(int),
