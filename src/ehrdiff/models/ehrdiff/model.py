@@ -22,13 +22,14 @@ import numpy as np
 import torch
 
 from ehrdiff.data.encoding import TableEncoder
+from ehrdiff.data.rules import rules_to_json
 from ehrdiff.data.table import Table
 from ehrdiff.diffusion import SAMPLERS, Denoiser, EDMLoss, MLPDenoiserNet, NoiseEmbedding, karras_sigmas
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss, draw_discrete, redraw_short_rows
 from ehrdiff.diffusion.count_matching import apportion, select_code_counts, split_counts
 from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
 from ehrdiff.data.writers import concat_tables
-from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, register
+from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, declared_rules, register
 from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_request, class_counts,
                                                  conditional_row_loss, guided_denoiser, sample_conditional,
                                                  split_condition)
@@ -138,6 +139,7 @@ class EHRDiff(Generator):
         self.code_histograms_ = code_histograms(matrix[:, codes], labels, condition) if codes.size and not cfg.dp \
             else None
         self.min_codes_ = min_codes(self.code_histograms_)     # the fewest codes of a training row
+        self.rules_ = declared_rules(data)     # kept by the sampler (models/base.py keep_rules), saved in model.json
         if cfg.dp and cfg.codes_per_row == "data":
             log.info("codes_per_row='data' is off under DP: the training histogram of codes per row is not private")
         return self
@@ -343,6 +345,7 @@ class EHRDiff(Generator):
                 "train_steps": self.train_steps_, "final_loss": self.final_loss_, "min_codes": self.min_codes_,
                 "codes_per_row_histograms": getattr(self, "code_histograms_", None),
                 "condition": self.condition_.to_dict() if getattr(self, "condition_", None) else None,
+                "rules": rules_to_json(getattr(self, "rules_", ())),
                 **(getattr(self, "privacy_", None) or {})}
 
     def save(self, path: str | os.PathLike) -> None:
@@ -394,6 +397,7 @@ class EHRDiff(Generator):
         spec = metadata.typed("condition", dict, "an object", optional=True)
         model.condition_ = ConditionSpec.from_dict(spec) if spec else None
         model.code_histograms_ = checked_histograms(metadata, model)     # older files: none, no count matching
+        model.rules_ = metadata.rules()
         metadata.privacy()          # a stated guarantee must be positive numbers
         model.privacy_ = {k: v for k, v in metadata.items() if k.startswith("dp_")} or None
         return model

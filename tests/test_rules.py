@@ -1,0 +1,216 @@
+"""Declared rules between columns: their form and errors, how they travel (frames, Parquet, model.json) and how
+every generator's sampler keeps them."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ehrdiff.data.io import read_table, write_table
+from ehrdiff.data.rules import (Combinations, Count, Order, Range, broken_rows, parse_rules, project,
+                                read_rules_file)
+from ehrdiff.data.table import Table
+from ehrdiff.errors import DataError
+from ehrdiff.models import load_model
+from ehrdiff.models.base import Generator, keep_rules, sample_in_chunks, sample_rows
+from ehrdiff.models.reference import Marginals
+
+RULES = [
+    {"kind": "order", "columns": ["x_min", ["x_first", "x_last"], "x_max"]},
+    {"kind": "count", "column": "x_count", "group": ["x_first", "x_last", "x_min", "x_max"]},
+    {"kind": "range", "column": "age", "low": 18, "high": 90, "integer": True},
+    {"kind": "combinations", "columns": ["unit", "surgical"], "allowed": [["cardiac", 1], ["medical", 0],
+                                                                          ["medical", 1]]},
+]
+
+
+def real_rows(n: int, seed: int = 0) -> pd.DataFrame:
+    """Stays that keep every rule in RULES: a variable measured 0-5 times, its summaries, an age, a unit."""
+    rng = np.random.default_rng(seed)
+    count = rng.integers(0, 6, n)
+    out = {k: np.full(n, np.nan) for k in ("x_first", "x_last", "x_min", "x_max")}
+    for i, c in enumerate(count):
+        if c:
+            values = rng.normal(100, 15, c)
+            out["x_first"][i], out["x_last"][i] = values[0], values[-1]
+            out["x_min"][i], out["x_max"][i] = values.min(), values.max()
+    unit = rng.choice(["cardiac", "medical"], n)
+    surgical = np.where(unit == "cardiac", 1, rng.integers(0, 2, n))
+    return pd.DataFrame({"stay_id": np.arange(n), **out, "x_count": count.astype(float),
+                         "age": rng.integers(18, 91, n).astype(float), "unit": unit, "surgical": surgical,
+                         "label": rng.integers(0, 2, n)})
+
+
+class RuleBreaker(Generator):
+    """A generator whose rows break each rule kind on purpose: values shuffled between the summaries, counts that
+    disagree with their group, ages outside [18, 90] and not whole, unit/surgical pairs drawn independently."""
+
+    def fit(self, data, **kwargs):
+        self.rules_ = Table.from_frame(data).rules if isinstance(data, pd.DataFrame) else data.rules
+        return self
+
+    def sample_table(self, n: int, seed: int = 0, **kwargs) -> Table:
+        rng = np.random.default_rng(seed)
+        frame = real_rows(n, seed)
+        summaries = ["x_first", "x_last", "x_min", "x_max"]
+        frame[summaries] = rng.permuted(frame[summaries].to_numpy(), axis=1)      # first above max, ...
+        flip = rng.random(n) < 0.2
+        frame.loc[flip, "x_count"] = np.where(frame.loc[flip, "x_count"] > 0, 0, 3)     # 0 with values, 3 without
+        frame["age"] = rng.uniform(5, 110, n)
+        frame["surgical"] = rng.integers(0, 2, n)
+        frame["unit"] = rng.choice(["cardiac", "medical"], n)
+        return Table.from_frame(frame, {"stay_id": "id", "unit": "categorical", "surgical": "binary"}, rules=[])
+
+    def save(self, path):
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path):
+        raise NotImplementedError
+
+
+def rule_table(n: int = 400) -> Table:
+    return Table.from_frame(real_rows(n), {"unit": "categorical"}, rules=RULES)
+
+
+# ---- the vocabulary -------------------------------------------------------------------------------------------
+def test_real_rows_keep_every_rule_and_each_kind_finds_its_breaks():
+    table = rule_table()
+    assert not broken_rows(table.frame, table.rules).any()
+    broken = RuleBreaker().fit(table).sample_table(500, seed=1).frame
+    for rule in table.rules:
+        assert rule.broken(broken).mean() > 0.05, rule.describe()
+
+
+def test_rule_forms_round_trip_through_json():
+    rules = parse_rules(RULES)
+    assert [type(r) for r in rules] == [Order, Count, Range, Combinations]
+    assert [r.to_dict() for r in rules] == [{**r, "low": float(r["low"]), "high": float(r["high"])}
+                                           if r["kind"] == "range" else r for r in RULES]
+    assert parse_rules(json.loads(json.dumps([r.to_dict() for r in rules]))) == rules
+
+
+@pytest.mark.parametrize("rule, message", [
+    ({"kind": "order", "columns": ["x_min", "nope"]}, "names column 'nope', which the table does not have"),
+    ({"kind": "order", "columns": ["x_min"]}, "at least two levels"),
+    ({"kind": "between", "columns": ["x_min", "x_max"]}, "unknown kind 'between'"),
+    ({"kind": "count", "column": "x_count"}, "'group'"),
+    ({"kind": "range", "column": "age", "low": 5, "high": 1}, "'low' 5 is above 'high' 1"),
+    ({"kind": "range", "column": "age", "low": "5"}, "'low' must be a number or null"),
+    ({"kind": "range", "column": "unit", "low": 0}, "compares column 'unit', which is categorical"),
+    ({"kind": "combinations", "columns": ["unit", "surgical"], "allowed": [["cardiac"]]}, "must list 2 values"),
+    ({"kind": "order", "columns": ["x_min", "x_min"]}, "names a column twice"),
+    ({"kind": "order", "columns": ["x_min", "x_max"], "strict": True}, "unknown field 'strict'"),
+])
+def test_a_rule_of_a_wrong_shape_or_unknown_column_is_refused_in_one_line(rule, message):
+    with pytest.raises(DataError, match="rule 1") as info:
+        Table.from_frame(real_rows(20), {"unit": "categorical"}, rules=[rule])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_rules_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "rules.json"
+    path.write_text('{"kind": "order"}')
+    with pytest.raises(DataError, match="rules.json: rules must be a JSON array"):
+        read_rules_file(path)
+    path.write_text("[{")
+    with pytest.raises(DataError, match="rules.json: not valid JSON"):
+        read_rules_file(path)
+    path.write_text(json.dumps(RULES))
+    assert read_rules_file(path) == parse_rules(RULES)
+
+
+# ---- how they travel ----------------------------------------------------------------------------------------
+def test_rules_travel_with_frames_and_parquet_files(tmp_path):
+    table = rule_table(50)
+    frame = table.to_frame()
+    assert Table.from_frame(frame).rules == table.rules
+    assert Table.from_frame(frame.drop(columns=["age"])).rules == tuple(r for r in table.rules
+                                                                        if "age" not in r.columns)
+    write_table(table, tmp_path / "t.parquet")
+    assert read_table(tmp_path / "t.parquet").rules == table.rules
+    write_table(frame, tmp_path / "f.parquet")      # a DataFrame given by sample() keeps them too
+    assert read_table(tmp_path / "f.parquet").rules == table.rules
+    write_table(rule_table(50).frame, tmp_path / "plain.parquet")
+    assert read_table(tmp_path / "plain.parquet").rules == ()
+
+
+def test_rules_saved_in_model_json_and_kept_after_loading(tmp_path):
+    model = Marginals().fit(rule_table())
+    model.save(tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert saved["rules"] == [r.to_dict() for r in model.rules_]
+    loaded = load_model(tmp_path / "run")
+    assert loaded.rules_ == model.rules_
+    assert not broken_rows(loaded.sample(300, seed=3), loaded.rules_).any()
+
+
+def test_rules_in_model_json_are_covered_by_its_checksum(tmp_path):
+    Marginals().fit(rule_table()).save(tmp_path / "run")
+    path = tmp_path / "run" / "model.json"
+    saved = json.loads(path.read_text())
+    saved["rules"] = saved["rules"][:1]
+    path.write_text(json.dumps(saved))
+    with pytest.raises(Exception, match="modified after saving"):
+        load_model(tmp_path / "run")
+
+
+# ---- how the sampler keeps them ---------------------------------------------------------------------------
+def test_projection_repairs_ranges_orders_and_counts_in_place():
+    rules = parse_rules(RULES[:3] + [{"kind": "range", "column": "x_count", "low": 0, "integer": True}])
+    frame = pd.DataFrame({"x_first": [7.0, np.nan, np.nan, 1.0], "x_last": [2.0, np.nan, np.nan, 2.0],
+                          "x_min": [3.0, 1.0, 5.0, 1.0], "x_max": [5.0, 3.0, np.nan, 3.0],
+                          "x_count": [2.0, 0.4, 1.0, 0.0], "age": [95.3, 17.2, 40.6, 50.0]})
+    fixed, changed = project(frame, rules)
+    assert changed.tolist() == [True, True, True, False]
+    # row 0: the four values sorted into their places (min 2, first/last keep their own order, max 7)
+    assert fixed.loc[0, ["x_min", "x_first", "x_last", "x_max"]].tolist() == [2.0, 5.0, 3.0, 7.0]
+    assert fixed.loc[0, "age"] == 90 and fixed.loc[1, "age"] == 18 and fixed.loc[2, "age"] == 41
+    # row 1: the count rounds to 0, and 3 of 5 indicators say missing: the group goes missing; row 2 likewise
+    for row in (1, 2):
+        assert fixed.loc[row, "x_count"] == 0 and fixed.loc[row, ["x_min", "x_max"]].isna().all()
+    # row 3: a count of 0 beside four values cannot be projected (no count to make up): left to resampling
+    assert broken_rows(fixed, rules).tolist() == [False, False, False, True]
+
+
+def test_every_rule_kind_is_kept_by_the_sampler_of_a_generator_that_breaks_it(caplog):
+    table = rule_table()
+    model = RuleBreaker().fit(table)
+    raw = model.sample_table(500, seed=2)
+    assert broken_rows(raw.frame, table.rules).mean() > 0.5
+    with caplog.at_level(logging.INFO, logger="ehrdiff"):
+        kept = sample_rows(model, 500, seed=2, progress=False)
+    assert kept.n_rows == 500 and kept.rules == table.rules
+    for rule in table.rules:
+        assert not rule.broken(kept.frame).any(), rule.describe()
+    assert kept.frame["stay_id"].tolist() == raw.frame["stay_id"].tolist()   # ids are the sample's own
+    line = next(r.getMessage() for r in caplog.records if "declared rules kept" in r.getMessage())
+    _, cost = keep_rules(model, raw, seed=2)
+    assert f"{cost.projected:,} of 500 rows projected, {cost.resampled:,} resampled" in line
+    assert cost.resampled > 0 and cost.projected > 0 and cost.still_broken == 0
+    # the combinations rule cannot be projected: its rows were drawn again, and only they
+    combos = table.rules[3]
+    assert cost.resampled >= combos.broken(raw.frame).sum()
+
+
+def test_python_sample_and_chunked_sampling_keep_the_rules():
+    table = rule_table()
+    model = RuleBreaker().fit(table)
+    assert not broken_rows(model.sample(200, seed=4), table.rules).any()
+    chunks = list(sample_in_chunks(model, 200, seed=4, progress=False))
+    assert sum(c.n_rows for c in chunks) == 200
+    assert not any(broken_rows(c.frame, table.rules).any() for c in chunks)
+
+
+def test_a_rule_no_row_can_keep_is_reported_not_looped_on(caplog):
+    table = Table.from_frame(real_rows(100), {"unit": "categorical"},
+                             rules=[{"kind": "combinations", "columns": ["unit"], "allowed": [["surgery"]]}])
+    model = RuleBreaker().fit(table)
+    with caplog.at_level(logging.INFO, logger="ehrdiff"):
+        kept = sample_rows(model, 50, seed=0, progress=False)
+    assert kept.n_rows == 50
+    assert any("50 rows still break a rule after 10 rounds" in r.getMessage() for r in caplog.records)
