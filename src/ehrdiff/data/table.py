@@ -287,6 +287,13 @@ class Table:
             raise DataError(f"{source}: the table has only id columns, nothing to model")
         check_rules(self.rules, self.kinds, source)
 
+    def with_rules(self, rules, source: str = "rules") -> "Table":
+        """This table with ``rules`` (Rule objects or their JSON form) added to its own, each checked against its
+        columns (DataError naming the rule otherwise)."""
+        added = tuple(r for r in parse_rules(rules, source) if r not in self.rules)
+        check_rules(added, self.kinds, source)
+        return Table(self.frame, dict(self.kinds), self.rules + added)
+
     def subset(self, rows) -> "Table":
         return Table(self.frame.iloc[rows].reset_index(drop=True), dict(self.kinds), self.rules)
 
