@@ -214,3 +214,36 @@ def test_a_rule_no_row_can_keep_is_reported_not_looped_on(caplog):
         kept = sample_rows(model, 50, seed=0, progress=False)
     assert kept.n_rows == 50
     assert any("50 rows still break a rule after 10 rounds" in r.getMessage() for r in caplog.records)
+
+
+# ---- how evaluate reports them ----------------------------------------------------------------------------------
+def test_evaluate_reports_the_share_of_rows_breaking_each_rule(tmp_path):
+    from ehrdiff.evaluation import evaluate
+
+    train, test = rule_table(300), Table.from_frame(real_rows(200, seed=5), {"unit": "categorical"})
+    broken = RuleBreaker().fit(train).sample_table(200, seed=6)
+    report = evaluate(train, test, {"breaker": broken.frame, "kept": sample_rows(RuleBreaker().fit(train), 200,
+                                                                                  seed=6, progress=False)},
+                      figures=False, dimwise_codes=2, threads=1)
+    metrics = report.metrics
+    expected = broken_rows(broken.frame, train.rules).mean()
+    assert metrics["breaker"]["rule_break_rate"] == pytest.approx(expected) and expected > 0.5
+    assert metrics["kept"]["rule_break_rate"] == 0 and metrics["reference:real-test"]["rule_break_rate"] == 0
+    assert metrics["reference:independent"]["rule_break_rate"] > 0     # drawing columns alone breaks the relations
+    shares = report.to_dict()["rules"]["datasets"]["breaker"]
+    assert list(shares) == [r.describe() for r in train.rules]
+    assert shares[train.rules[2].describe()] == pytest.approx(train.rules[2].broken(broken.frame).mean())
+    assert metrics["breaker"]["rule_break_max"] == pytest.approx(max(shares.values()))
+    report.save(tmp_path)
+    assert json.loads((tmp_path / "metrics.json").read_text())["rules"]["declared"] == list(shares)
+    for page in ("report.md", "report.html"):
+        text = (tmp_path / page).read_text()
+        assert "Declared rules" in text and "age in [18, 90] whole" in text
+
+
+def test_evaluate_without_rules_has_no_rule_metrics():
+    from ehrdiff.evaluation import evaluate
+
+    plain = Table.from_frame(real_rows(100), {"unit": "categorical"})
+    report = evaluate(plain, plain, {}, figures=False, dimwise_codes=2, threads=1)
+    assert "rule_break_rate" not in report.metrics["reference:real-test"] and "rules" not in report.to_dict()
