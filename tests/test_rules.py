@@ -166,15 +166,26 @@ def test_projection_repairs_ranges_orders_and_counts_in_place():
                           "x_min": [3.0, 1.0, 5.0, 1.0], "x_max": [5.0, 3.0, np.nan, 3.0],
                           "x_count": [2.0, 0.4, 1.0, 0.0], "age": [95.3, 17.2, 40.6, 50.0]})
     fixed, changed = project(frame, rules)
-    assert changed.tolist() == [True, True, True, False]
+    assert changed.tolist() == [True, True, True, True]
     # row 0: the four values sorted into their places (min 2, first/last keep their own order, max 7)
     assert fixed.loc[0, ["x_min", "x_first", "x_last", "x_max"]].tolist() == [2.0, 5.0, 3.0, 7.0]
     assert fixed.loc[0, "age"] == 90 and fixed.loc[1, "age"] == 18 and fixed.loc[2, "age"] == 41
     # row 1: the count rounds to 0, and 3 of 5 indicators say missing: the group goes missing; row 2 likewise
     for row in (1, 2):
         assert fixed.loc[row, "x_count"] == 0 and fixed.loc[row, ["x_min", "x_max"]].isna().all()
-    # row 3: a count of 0 beside four values cannot be projected (no count to make up): left to resampling
-    assert broken_rows(fixed, rules).tolist() == [False, False, False, True]
+    # row 3: a count of 0 beside four values: 4 of 5 indicators say observed, so the count becomes 1
+    assert fixed.loc[3, "x_count"] == 1 and fixed.loc[3, ["x_first", "x_last", "x_min", "x_max"]].tolist() == \
+        [1.0, 2.0, 1.0, 3.0]
+    assert not broken_rows(fixed, rules).any()
+
+
+def test_a_mostly_observed_group_has_its_gaps_filled_and_sorted():
+    rules = parse_rules(RULES[:2])
+    frame = pd.DataFrame({"x_first": [9.0], "x_last": [np.nan], "x_min": [4.0], "x_max": [8.0], "x_count": [3.0]})
+    fixed, changed = project(frame, rules)
+    # the gap takes the mean of the present values (7), then the order sorts 4, 7, 8, 9 into place
+    assert changed.all() and fixed.loc[0, ["x_min", "x_first", "x_last", "x_max"]].tolist() == [4.0, 8.0, 7.0, 9.0]
+    assert not broken_rows(fixed, rules).any()
 
 
 def test_every_rule_kind_is_kept_by_the_sampler_of_a_generator_that_breaks_it(caplog):
@@ -213,7 +224,7 @@ def test_a_rule_no_row_can_keep_is_reported_not_looped_on(caplog):
     with caplog.at_level(logging.INFO, logger="ehrdiff"):
         kept = sample_rows(model, 50, seed=0, progress=False)
     assert kept.n_rows == 50
-    assert any("50 rows still break a rule after 10 rounds" in r.getMessage() for r in caplog.records)
+    assert any("50 rows still break a rule after resampling" in r.getMessage() for r in caplog.records)
 
 
 # ---- how evaluate reports them ----------------------------------------------------------------------------------

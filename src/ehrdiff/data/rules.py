@@ -15,8 +15,9 @@ Four kinds, each a JSON object (a rules file is a JSON array of them; docs/data.
 
 How a sample is made to keep them (:func:`project`, then the rows still breaking one are drawn again by
 models.base): ranges are clipped (and rounded); an order's observed values are sorted into their levels; a count and
-its group are set to 0 / all missing when most of their indicators say missing. A count whose group is (mostly)
-observed and every combination are kept by resampling the row.
+its group follow the majority of their indicators (count 0 and the group missing, or a count of at least 1 and the
+group complete, its gaps filled with the mean of its present values). Combinations are kept by resampling the row,
+as is anything projection leaves broken (a count whose group has no value to fill the gaps with).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +106,13 @@ class Order(Rule):
         if not len(index):
             return rows.copy()
         matrix = np.column_stack([_numbers(frame, c)[index] for c in columns])
-        for r in range(len(index)):
+        full = ~np.isnan(matrix).any(axis=1)
+        if full.any():      # rows with every value present, at once: rank by (level, value), fill with the sorted
+            block = matrix[full]
+            places = np.lexsort((block, np.broadcast_to(level, block.shape)), axis=-1)
+            np.put_along_axis(block, places, np.sort(block, axis=1), axis=1)
+            matrix[full] = block
+        for r in np.flatnonzero(~full):
             seen = ~np.isnan(matrix[r])
             values = matrix[r, seen]
             places = np.flatnonzero(seen)[np.lexsort((values, level[seen]))]
@@ -142,19 +150,32 @@ class Count(Rule):
             return np.isnan(count) | ((count == 0) & ~none) | ((count != 0) & ~every)
 
     def project(self, frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-        """A vote of the count (above 0: observed) and each group column (present: observed): a majority (or a
-        tie) for missing sets the count to 0 and the whole group missing; otherwise the row is left to resampling
-        (a missing value or a count cannot be made up)."""
+        """Decided by a vote of the count (above 0: observed) and each group column (present: observed). A
+        majority (or a tie) for missing: the count is set to 0 and the whole group missing. A majority for
+        observed: the count is set to at least 1, and a missing group column takes the mean of the row's present
+        ones (an order rule then sorts them into place)."""
         count, observed = self._state(frame)
         with np.errstate(invalid="ignore"):
             says_observed = observed.sum(axis=1) + (count > 0)
         missing = rows & (2 * says_observed <= len(self.group) + 1)
+        present = rows & ~missing
         if missing.any():
             where = frame.index[missing]
             frame.loc[where, self.column] = 0
             for column in self.group:
                 frame.loc[where, column] = np.nan
-        return missing
+        if present.any():
+            where = frame.index[present]
+            frame.loc[where, self.column] = np.fmax(np.nan_to_num(count[present], nan=1.0), 1.0)
+            values = np.column_stack([_numbers(frame, c)[present] for c in self.group])
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)     # a row without any present value: left as is
+                fill = np.nanmean(values, axis=1)
+            for j, column in enumerate(self.group):
+                gap = np.isnan(values[:, j])
+                if gap.any():
+                    frame.loc[where[gap], column] = fill[gap]
+        return missing | present
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "column": self.column, "group": list(self.group)}

@@ -144,7 +144,7 @@ def declared_rules(data) -> tuple[Rule, ...]:
     return carried_rules(data) if isinstance(data, pd.DataFrame) else ()
 
 
-RESAMPLE_ROUNDS = 10      # draws of replacement rows before the rows still breaking a rule are given up on
+RESAMPLE_ROUNDS = 10      # draws of replacement rows at most (fewer when one draw gives no row that keeps the rules)
 MIN_RESAMPLE_DRAW = 64    # rows drawn at least per round (a sampler pass costs about the same for 1 row or 64)
 
 
@@ -166,8 +166,8 @@ class RuleCost:
         text = (f"declared rules kept: {self.projected:,} of {self.rows:,} rows projected, {self.resampled:,} "
                 f"resampled ({self.drawn:,} extra rows drawn)")
         if self.still_broken:
-            text += (f"; {self.still_broken:,} rows still break a rule after {RESAMPLE_ROUNDS} rounds of resampling "
-                     "(the model rarely makes rows that keep it: check the rule against the training data)")
+            text += (f"; {self.still_broken:,} rows still break a rule after resampling (the model rarely makes rows "
+                     "that keep the rules: check them against the training data)")
         return text
 
 
@@ -194,6 +194,8 @@ def keep_rules(model: "Generator", table: Table, seed: int, options: dict | None
         cost.drawn += extra.n_rows
         fixed, _ = project(extra.frame, rules)
         good = fixed[~broken_rows(fixed, rules)]
+        if good.empty:      # the model (almost) never makes such a row: more draws would not change that
+            break
         rows = np.flatnonzero(bad)[:len(good)]
         for column in values:
             frame[column] = _replaced(frame[column], rows, good[column].iloc[:len(rows)])
