@@ -258,3 +258,24 @@ def test_evaluate_without_rules_has_no_rule_metrics():
     plain = Table.from_frame(real_rows(100), {"unit": "categorical"})
     report = evaluate(plain, plain, {}, figures=False, dimwise_codes=2, threads=1)
     assert "rule_break_rate" not in report.metrics["reference:real-test"] and "rules" not in report.to_dict()
+
+
+def test_train_rules_file_on_the_command_line(tmp_path, capsys):
+    from ehrdiff.cli import main
+
+    write_table(Table.from_frame(real_rows(300), {"unit": "categorical"}), tmp_path / "train.parquet")
+    (tmp_path / "rules.json").write_text(json.dumps(RULES))
+    assert main(["train", str(tmp_path / "train.parquet"), "--model", "marginals", "--rules",
+                 str(tmp_path / "rules.json"), "-o", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["rules"] == [r.to_dict()
+                                                                                 for r in parse_rules(RULES)]
+    assert main(["sample", str(tmp_path / "run"), "-n", "200", "-o", str(tmp_path / "s.parquet")]) == 0
+    sample = read_table(tmp_path / "s.parquet")
+    assert sample.rules == parse_rules(RULES) and not broken_rows(sample.frame, sample.rules).any()
+    (tmp_path / "bad.json").write_text(json.dumps([{"kind": "count", "column": "x_count", "group": "x_min"}]))
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "train.parquet"), "--model", "marginals", "--rules",
+                 str(tmp_path / "bad.json"), "-o", str(tmp_path / "run2")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ehrdiff: error: ") and "bad.json: rule 1 (count): 'group' must be a non-empty list" in err
+    assert not (tmp_path / "run2").exists()
