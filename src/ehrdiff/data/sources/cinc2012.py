@@ -17,6 +17,11 @@ descriptors RecordID, Age, Gender, Height, ICUType, Weight, where ``-1`` means m
 Time-series values are used as recorded (no outlier removal). Records with descriptors but no time-series rows
 (3 in set-a) are kept: all their summaries are missing and their counts 0. The other Outcomes columns (SAPS-I,
 SOFA, length of stay, survival) describe the outcome and are not used.
+
+The table declares the relations every stay keeps (``summary_rules``): VAR_min <= VAR_first, VAR_last, VAR_mean <=
+VAR_max, and VAR_count a whole number >= 0 that is 0 exactly when VAR's summaries are missing. A malformed line
+(``10:45,,1.9``: no parameter name) is skipped and counted (``Malformed``), or refused under ``strict``. A second set
+(``test_records``/``test_outcomes``) is the test side, instead of a random share of the first.
 """
 
 from __future__ import annotations
