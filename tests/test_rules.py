@@ -149,6 +149,21 @@ def test_rules_saved_in_model_json_and_kept_after_loading(tmp_path):
     assert not broken_rows(loaded.sample(300, seed=3), loaded.rules_).any()
 
 
+@pytest.mark.parametrize("name", ["ehrdiff", "emrwgan"])
+def test_trained_models_save_their_rules_and_keep_them_after_loading(tmp_path, one_thread, name):
+    from ehrdiff.models import build_model
+
+    settings = {"ehrdiff": {"preset": "cpu-fast", "steps": 5, "hidden_dims": [16, 16]},
+                "emrwgan": {"steps": 3, "batch_size": 64}}[name]
+    model = build_model(name, settings).fit(rule_table(), progress=False)
+    assert model.rules_ == rule_table().rules
+    model.save(tmp_path / "run")
+    loaded = load_model(tmp_path / "run")
+    assert loaded.rules_ == model.rules_
+    kept = sample_rows(loaded, 100, seed=0, progress=False)
+    assert not broken_rows(kept.frame, kept.rules).any() and kept.rules == model.rules_
+
+
 def test_rules_in_model_json_are_covered_by_its_checksum(tmp_path):
     Marginals().fit(rule_table()).save(tmp_path / "run")
     path = tmp_path / "run" / "model.json"
