@@ -294,3 +294,15 @@ def test_train_rules_file_on_the_command_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("ehrdiff: error: ") and "bad.json: rule 1 (count): 'group' must be a non-empty list" in err
     assert not (tmp_path / "run2").exists()
+
+
+def test_evaluate_rules_file_naming_an_unknown_column_is_one_line(tmp_path, capsys):
+    from ehrdiff.cli import main
+
+    write_table(Table.from_frame(real_rows(50), {"unit": "categorical"}), tmp_path / "train.parquet")
+    (tmp_path / "rules.json").write_text(json.dumps([{"kind": "range", "column": "weight", "low": 0}]))
+    assert main(["evaluate", "--train", str(tmp_path / "train.parquet"), "--test", str(tmp_path / "train.parquet"),
+                 "--rules", str(tmp_path / "rules.json"), "-o", str(tmp_path / "report")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ehrdiff: error: ") and "names column 'weight', which the table does not have" in err
+    assert "\n" not in err and not (tmp_path / "report" / "metrics.json").exists()
