@@ -177,29 +177,41 @@ def test_rules_in_model_json_are_covered_by_its_checksum(tmp_path):
 # ---- how the sampler keeps them ---------------------------------------------------------------------------
 def test_projection_repairs_ranges_orders_and_counts_in_place():
     rules = parse_rules(RULES[:3] + [{"kind": "range", "column": "x_count", "low": 0, "integer": True}])
-    frame = pd.DataFrame({"x_first": [7.0, np.nan, np.nan, 1.0], "x_last": [2.0, np.nan, np.nan, 2.0],
-                          "x_min": [3.0, 1.0, 5.0, 1.0], "x_max": [5.0, 3.0, np.nan, 3.0],
-                          "x_count": [2.0, 0.4, 1.0, 0.0], "age": [95.3, 17.2, 40.6, 50.0]})
+    frame = pd.DataFrame({"x_first": [7.0, np.nan, np.nan, 1.0, 6.0], "x_last": [2.0, np.nan, np.nan, 2.0, 6.5],
+                          "x_min": [3.0, 1.0, 5.0, 1.0, 9.0], "x_max": [5.0, np.nan, np.nan, 3.0, 4.0],
+                          "x_count": [2.0, 0.4, 1.0, 0.0, 2.0], "age": [95.3, 17.2, 40.6, 50.0, 60.0]})
     fixed, changed = project(frame, rules)
-    assert changed.tolist() == [True, True, True, True]
-    # row 0: the four values sorted into their places (min 2, first/last keep their own order, max 7)
-    assert fixed.loc[0, ["x_min", "x_first", "x_last", "x_max"]].tolist() == [2.0, 5.0, 3.0, 7.0]
+    assert changed.tolist() == [True, True, True, True, True]
+    # row 0: min and max in order, first and last clipped into [min, max]; row 4: min > max, so they swap
+    assert fixed.loc[0, ["x_min", "x_first", "x_last", "x_max"]].tolist() == [3.0, 5.0, 3.0, 5.0]
+    assert fixed.loc[4, ["x_min", "x_first", "x_last", "x_max"]].tolist() == [4.0, 6.0, 6.5, 9.0]
     assert fixed.loc[0, "age"] == 90 and fixed.loc[1, "age"] == 18 and fixed.loc[2, "age"] == 41
-    # row 1: the count rounds to 0, and 3 of 5 indicators say missing: the group goes missing; row 2 likewise
+    # rows 1 and 2: one value of four present, so the group goes missing and the count to 0 (row 1's 0.4 rounds)
     for row in (1, 2):
         assert fixed.loc[row, "x_count"] == 0 and fixed.loc[row, ["x_min", "x_max"]].isna().all()
-    # row 3: a count of 0 beside four values: 4 of 5 indicators say observed, so the count becomes 1
+    # row 3: a count of 0 beside four present values: the count becomes 1
     assert fixed.loc[3, "x_count"] == 1 and fixed.loc[3, ["x_first", "x_last", "x_min", "x_max"]].tolist() == \
         [1.0, 2.0, 1.0, 3.0]
     assert not broken_rows(fixed, rules).any()
 
 
-def test_a_mostly_observed_group_has_its_gaps_filled_and_sorted():
+def test_a_mostly_observed_group_has_its_gaps_filled_and_clipped():
     rules = parse_rules(RULES[:2])
     frame = pd.DataFrame({"x_first": [9.0], "x_last": [np.nan], "x_min": [4.0], "x_max": [8.0], "x_count": [3.0]})
     fixed, changed = project(frame, rules)
-    # the gap takes the mean of the present values (7), then the order sorts 4, 7, 8, 9 into place
-    assert changed.all() and fixed.loc[0, ["x_min", "x_first", "x_last", "x_max"]].tolist() == [4.0, 8.0, 7.0, 9.0]
+    # the gap takes the mean of the present values (7); first (9) is clipped to max (8)
+    assert changed.all() and fixed.loc[0, ["x_min", "x_first", "x_last", "x_max"]].tolist() == [4.0, 8.0, 7.0, 8.0]
+    assert not broken_rows(fixed, rules).any()
+
+
+def test_a_chain_of_single_columns_is_clipped_from_the_outside_in():
+    rules = parse_rules([{"kind": "order", "columns": ["a", "b", "c", "d"]}])
+    frame = pd.DataFrame({"a": [1.0, 5.0], "b": [7.0, 2.0], "c": [0.0, np.nan], "d": [6.0, 3.0]})
+    fixed, _ = project(frame, rules)
+    # row 0: a <= d already; b and c clipped into [1, 6] (6 and 1), then b <= c in turn: they swap
+    # row 1: a > d, so they swap (3 and 5); b is clipped up to 3
+    assert fixed.to_numpy().tolist()[0] == [1.0, 1.0, 6.0, 6.0]
+    assert fixed.loc[1, ["a", "b", "d"]].tolist() == [3.0, 3.0, 5.0] and np.isnan(fixed.loc[1, "c"])
     assert not broken_rows(fixed, rules).any()
 
 

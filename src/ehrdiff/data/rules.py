@@ -14,10 +14,10 @@ Four kinds, each a JSON object (a rules file is a JSON array of them; docs/data.
       the row's values of ``columns`` are one of the ``allowed`` tuples (null stands for a missing value)
 
 How a sample is made to keep them (:func:`project`, then the rows still breaking one are drawn again by
-models.base): ranges are clipped (and rounded); an order's observed values are sorted into their levels; a count and
-its group follow the majority of their indicators (count 0 and the group missing, or a count of at least 1 and the
-group complete, its gaps filled with the mean of its present values). Combinations are kept by resampling the row,
-as is anything projection leaves broken (a count whose group has no value to fill the gaps with).
+models.base): ranges are clipped (and rounded); an order's outer levels are put in order and the levels between
+clipped into the range they leave; a count and its group follow the group's missing indicators (fewer than half
+present: count 0 and the group missing; otherwise a count of at least 1 and the group complete, its gaps filled with
+the mean of its present values). Combinations are kept by resampling the row.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +72,16 @@ def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
+def _top(level: np.ndarray) -> np.ndarray:
+    """Per row, the largest present value of a level (-inf when none is present)."""
+    return np.max(np.where(np.isnan(level), -np.inf, level), axis=1)
+
+
+def _bottom(level: np.ndarray) -> np.ndarray:
+    """Per row, the smallest present value of a level (inf when none is present)."""
+    return np.min(np.where(np.isnan(level), np.inf, level), axis=1)
+
+
 @dataclass(frozen=True)
 class Order(Rule):
     levels: tuple[tuple[str, ...], ...]
@@ -98,26 +107,31 @@ class Order(Rule):
         return out
 
     def project(self, frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-        """Sort the row's observed values into the levels (smallest to the first level); inside a level the
-        columns keep their own order. The row keeps its values, only their places change."""
-        columns = list(self.columns)
-        level = np.concatenate([np.full(len(lv), i) for i, lv in enumerate(self.levels)])
+        """From the outside in: the first and last levels are put in order (where they are not, their present
+        values are sorted between them), then every level between is clipped into the range they leave, and so on
+        inwards. For min <= {first, last, mean} <= max: min and max swap if min > max, the others are clipped into
+        [min, max]. Clipping moves only the values out of place, and each only as far as the nearest bound (sorting
+        every value into place instead moved the default model's CinC minima and maxima far more:
+        benchmarks/results/cinc_rules.md)."""
         index = np.flatnonzero(rows)
         if not len(index):
             return rows.copy()
-        matrix = np.column_stack([_numbers(frame, c)[index] for c in columns])
-        full = ~np.isnan(matrix).any(axis=1)
-        if full.any():      # rows with every value present, at once: rank by (level, value), fill with the sorted
-            block = matrix[full]
-            places = np.lexsort((block, np.broadcast_to(level, block.shape)), axis=-1)
-            np.put_along_axis(block, places, np.sort(block, axis=1), axis=1)
-            matrix[full] = block
-        for r in np.flatnonzero(~full):
-            seen = ~np.isnan(matrix[r])
-            values = matrix[r, seen]
-            places = np.flatnonzero(seen)[np.lexsort((values, level[seen]))]
-            matrix[r, places] = np.sort(values)
-        for j, column in enumerate(columns):
+        levels = [np.column_stack([_numbers(frame, c)[index] for c in level]) for level in self.levels]
+        low, high = 0, len(levels) - 1
+        while low < high:
+            ends = np.concatenate([levels[low], levels[high]], axis=1)
+            first = np.r_[np.zeros(levels[low].shape[1]), np.ones(levels[high].shape[1])]
+            for r in np.flatnonzero(_top(levels[low]) > _bottom(levels[high])):
+                seen = ~np.isnan(ends[r])
+                places = np.flatnonzero(seen)[np.lexsort((ends[r, seen], first[seen]))]
+                ends[r, places] = np.sort(ends[r, seen])
+            levels[low], levels[high] = ends[:, :levels[low].shape[1]], ends[:, levels[low].shape[1]:]
+            floor, ceiling = _top(levels[low])[:, None], _bottom(levels[high])[:, None]
+            for j in range(low + 1, high):
+                levels[j] = np.clip(levels[j], floor, ceiling)      # NaN stays NaN
+            low, high = low + 1, high - 1
+        matrix = np.concatenate(levels, axis=1)
+        for j, column in enumerate(self.columns):
             frame.loc[frame.index[index], column] = matrix[:, j]
         return rows.copy()
 
@@ -150,14 +164,13 @@ class Count(Rule):
             return np.isnan(count) | ((count == 0) & ~none) | ((count != 0) & ~every)
 
     def project(self, frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-        """Decided by a vote of the count (above 0: observed) and each group column (present: observed). A
-        majority (or a tie) for missing: the count is set to 0 and the whole group missing. A majority for
-        observed: the count is set to at least 1, and a missing group column takes the mean of the row's present
-        ones (an order rule then sorts them into place)."""
+        """Decided by the group's missing indicators: with fewer than half of its columns present, the group is
+        set missing and the count 0; otherwise the count is set to at least 1 and a missing group column takes the
+        mean of the row's present ones (an order rule then clips them into place). (Deciding by the count, or by a
+        vote of the count and the group, put the default model's CinC missing rates further from the training
+        data: benchmarks/results/cinc_rules.md.)"""
         count, observed = self._state(frame)
-        with np.errstate(invalid="ignore"):
-            says_observed = observed.sum(axis=1) + (count > 0)
-        missing = rows & (2 * says_observed <= len(self.group) + 1)
+        missing = rows & (observed.mean(axis=1) < 0.5)
         present = rows & ~missing
         if missing.any():
             where = frame.index[missing]
@@ -168,9 +181,7 @@ class Count(Rule):
             where = frame.index[present]
             frame.loc[where, self.column] = np.fmax(np.nan_to_num(count[present], nan=1.0), 1.0)
             values = np.column_stack([_numbers(frame, c)[present] for c in self.group])
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)     # a row without any present value: left as is
-                fill = np.nanmean(values, axis=1)
+            fill = np.nanmean(values, axis=1)           # at least half of them are present
             for j, column in enumerate(self.group):
                 gap = np.isnan(values[:, j])
                 if gap.any():
