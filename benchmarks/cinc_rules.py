@@ -4,7 +4,9 @@
 a whole number >= 0, and V_count = 0 exactly when V's summaries are missing (data/rules.py). This script trains the
 default model on the prepared set-a split, draws one sample, and evaluates it twice with `evaluate` (the metrics of
 `ehrdiff evaluate`): as the model makes it (`model.sample_table`), and after the sampler kept the rules
-(`models.base.keep_rules`, what `ehrdiff sample` and `model.sample` do), with the cost of keeping them.
+(`models.base.keep_rules`, what `ehrdiff sample` and `model.sample` do), with the cost of keeping them; beside them,
+independent columns with the training marginals made to keep the rules (what keeping them does to rows whose
+marginals are right), and the projections tried before those of data/rules.py, on the same sample.
 
     ehrdiff prepare cinc2012 --records set-a.tar.gz --outcomes Outcomes-a.txt -o data/cinc
     .venv/bin/python benchmarks/cinc_rules.py data/cinc                  # about 15 minutes on 2 CPU cores
@@ -37,12 +39,14 @@ from ehrdiff.evaluation import evaluate
 from ehrdiff.models import load_model
 from ehrdiff.models.base import keep_rules
 from ehrdiff.models.ehrdiff import EHRDiff
+from ehrdiff.models.reference import Marginals
 
 ROOT = Path(__file__).resolve().parent
 SHOWN = ("rule_break_rate", "rule_break_max", "discriminator_auroc", "discriminator_auroc_lr", "continuous_ks_mean",
          "continuous_missing_rate_diff", "continuous_correlation_distance", "tstr_auroc", "mia_auroc",
          "exact_copy_rate")
 RAW, KEPT = "default, rules not kept", "default, rules kept"
+MARGINALS = "marginals, rules kept"     # independent columns (right marginals) made to keep the rules
 
 
 # ---- projections tried before the ones in data/rules.py, kept here to compare them on the same sample ----------
@@ -153,8 +157,11 @@ def main() -> None:
                                                                     count=count_decided_by("majority"))}
     gaps = {name: {**marginal_gaps(train.frame, frame, columns),
                    "rows_breaking": float(broken_rows(frame, train.rules).mean())} for name, frame in variants.items()}
+    marginals = Marginals().fit(train)
+    independent, _ = keep_rules(marginals, marginals.sample_table(train.n_rows, seed=args.seed), args.seed)
     started = time.perf_counter()
-    report = evaluate(train, test, {RAW: raw.frame, KEPT: kept.frame}, seed=args.seed, threads=args.threads,
+    report = evaluate(train, test, {RAW: raw.frame, KEPT: kept.frame, MARGINALS: independent.frame},
+                      seed=args.seed, threads=args.threads,
                       figures=False, **({"dimwise_codes": 2} if args.quick else {}))
     evaluate_seconds = time.perf_counter() - started
     metrics = report.metrics
@@ -180,7 +187,12 @@ def main() -> None:
                f"{before['discriminator_auroc']:.3f} to {after['discriminator_auroc']:.3f}, the logistic one from "
                f"{before['discriminator_auroc_lr']:.3f} to {after['discriminator_auroc_lr']:.3f}, continuous KS from "
                f"{before['continuous_ks_mean']:.3f} to {after['continuous_ks_mean']:.3f}, TSTR from "
-               f"{before['tstr_auroc']:.3f} to {after['tstr_auroc']:.3f}.")
+               f"{before['tstr_auroc']:.3f} to {after['tstr_auroc']:.3f}. Independent columns drawn from the "
+               f"training marginals (`marginals`) and made to keep the rules score "
+               f"{metrics[MARGINALS]['discriminator_auroc']:.3f} (trees) and "
+               f"{metrics[MARGINALS]['discriminator_auroc_lr']:.3f} (logistic); drawn alone (reference:independent) "
+               f"{metrics['reference:independent']['discriminator_auroc']:.3f} and "
+               f"{metrics['reference:independent']['discriminator_auroc_lr']:.3f}.")
     worst = sorted(rules[RAW], key=lambda r: -(rules[RAW][r] or 0))[:8]
     lines = ["# CinC 2012: the default model's rows with and without the declared rules kept", "",
              f"Command: `.venv/bin/python benchmarks/cinc_rules.py {' '.join(sys.argv[1:])}` on the set-a split of "
