@@ -135,6 +135,7 @@ def verdicts(name: str, reports: list[dict], times: list[dict]) -> list[str]:
             if any(v is None for v in values):
                 continue
             value = statistics.mean(values)
+        value = round(value, 3)             # compared at the precision of the bounds' tables
         if bound == "test":
             bound = reports[0]["reference:real-test"][key]
         elif bound == "3000":
@@ -156,10 +157,33 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def unfinished(work: Path, name: str) -> list[str]:
+    """Seeds still training (or stopped mid-way) when the table was written: their checkpoint's step and the
+    stopping rule's scores so far ([steps, held-out loss, training rows' loss]), and the elapsed time the progress
+    bar last showed."""
+    import re
+
+    from ehrdiff.training import CHECKPOINT_FILE, read_checkpoint
+
+    lines = []
+    for folder in sorted((work / name).glob("seed*")):
+        checkpoint = folder / "run" / "checkpoints" / CHECKPOINT_FILE
+        if (folder / "report" / "metrics.json").exists() or not checkpoint.exists():
+            continue
+        meta, _ = read_checkpoint(checkpoint)
+        bars = re.findall(r"(\d+)/(\d+) \[([\d:]+)<", (folder / "train.log").read_text())
+        shown = f"; the progress bar last showed step {bars[-1][0]} after {bars[-1][2]}" if bars else ""
+        history = (meta.get("stopping") or {}).get("history")
+        lines.append(f"- seed {folder.name[4:]}: not finished; checkpoint at step {meta['step']:,} of "
+                     f"{meta['total_steps']:,}{shown}; held-out scores so far: {history}")
+    return lines
+
+
 def section(work: Path, name: str) -> list[str]:
     seeds = sorted(p for p in (work / name).glob("seed*") if (p / "report" / "metrics.json").exists())
+    running = unfinished(work, name)
     if not seeds:
-        return []
+        return [f"## {name}", "", f"Target (issue 22): {DATASETS[name][1]}.", "", *running, ""] if running else []
     reports = [json.loads((p / "report" / "metrics.json").read_text())["datasets"] for p in seeds]
     models = [json.loads((p / "run" / "model.json").read_text()) for p in seeds]
     times = [json.loads((p / "seconds.json").read_text()) for p in seeds]
@@ -185,8 +209,29 @@ def section(work: Path, name: str) -> list[str]:
         refs = [reports[0].get(ref, {}).get(key) for ref in ("reference:real-test", "reference:independent")]
         lines.append(f"| {title} | {mean_sd(values)} | "
                      + " | ".join("-" if v is None else f"{v:.3f}" for v in refs) + " |")
+    if running:
+        lines += ["", *running]
     return lines + ["", "Against the targets (means over the seeds above; training time: the slowest seed):", "",
                     *verdicts(name, reports, times), ""]
+
+
+READING = """\
+How the length is chosen (src/ehrdiff/models/ehrdiff/budget.py, src/ehrdiff/training/stopping.py). Without
+--steps a run gets {passes} passes over its rows (UCI diabetes's reported 15,000 steps of 1,024 rows), at most
+{max_steps:,} steps, in batches of at most 1,024 and at most an eighth of the rows (at least 64). A seeded slice of
+the rows ({share:.0%}, {low} to {high} rows, none under {least} rows) is held out of training; about {evaluations}
+times over the budget the EMA weights are scored by the denoising loss of those rows (fixed noise, the same at every
+score), and training stops after {patience} scores without an improvement of {tol:.1%}, keeping the weights of the
+best score. "stopped at" is the step training ended, "weights of step" the step whose weights were kept."""
+
+
+def reading() -> str:
+    from ehrdiff.models.ehrdiff import budget
+    from ehrdiff.training.stopping import MIN_IMPROVEMENT
+
+    return READING.format(passes=budget.PASSES, max_steps=budget.MAX_STEPS, share=budget.HOLDOUT_SHARE,
+                          low=budget.HOLDOUT_MIN, high=budget.HOLDOUT_MAX, least=budget.HOLDOUT_FROM,
+                          evaluations=budget.EVALUATIONS, patience=budget.PATIENCE, tol=MIN_IMPROVEMENT)
 
 
 def write_report(work: Path, started: str) -> Path:
@@ -198,7 +243,7 @@ def write_report(work: Path, started: str) -> Path:
              f"shared with other jobs; torch {torch.__version__}, OMP_NUM_THREADS=1; load average {started} at the "
              f"start of this invocation, {load[0]:.1f} at the end. Cells: mean ± standard deviation over the seeds "
              "listed (one value: one seed). Reference columns: the evaluation's real test half and independent "
-             "columns (seed 0's report).", ""]
+             "columns (seed 0's report).", "", reading(), ""]
     for name in DATASETS:
         lines += section(work, name)
     out = ROOT / "results" / "default_training.md"
