@@ -5,7 +5,8 @@ The measured anchor is UCI diabetes (57,214 rows, 882 encoded columns): the defa
 quality in 15,000 steps of batch 1,024 (benchmarks/results/uci_comparison.md), about ``PASSES`` passes over the
 rows. A table gets that many passes, at most ``MAX_STEPS`` steps: a larger table needs no more steps than UCI did,
 and a small one gets far fewer passes than a fixed number of steps gives it (2,000 steps of 1,024 rows, 25,600
-passes, memorised the 80-patient MIMIC demos: benchmarks/results/default_vs_paper.md). The batch is at most a ``BATCHES_PER_PASS``-th of the rows, and at least
+passes, memorised the 80-patient MIMIC demos: benchmarks/results/default_vs_paper.md). The batch is at most a
+``BATCHES_PER_PASS``-th of the rows, and at least
 ``MIN_BATCH`` (never more than the rows): a batch of 1,024 over 80 rows would pass over them 13 times per step, and
 small tables learn more per row in more, smaller steps (benchmarks/results/gpu_sweep.md: batch 256 over 1,024 at
 the same compute). ``epochs=E`` asks for the official schedule instead; ``steps=N`` for N steps, with no held-out
