@@ -175,7 +175,8 @@ def unfinished(work: Path, name: str) -> list[str]:
         shown = f"; the progress bar last showed step {bars[-1][0]} after {bars[-1][2]}" if bars else ""
         history = (meta.get("stopping") or {}).get("history")
         lines.append(f"- seed {folder.name[4:]}: not finished; checkpoint at step {meta['step']:,} of "
-                     f"{meta['total_steps']:,}{shown}; held-out scores so far: {history}")
+                     f"{meta['total_steps']:,}{shown}; held-out scores so far: {history}. The same command "
+                     "continues it from the checkpoint")
     return lines
 
 
@@ -239,7 +240,8 @@ def write_report(work: Path, started: str) -> Path:
     import torch
     lines = ["# Training with the defaults: the data's budget and the held-out stopping rule", "",
              f"Command: `{shlex.join(['python', 'benchmarks/default_training.py', *sys.argv[1:]])}` (steps already "
-             f"done in the work folder are not rerun). Machine: {os.cpu_count()} CPU cores ({platform.machine()}), "
+             "done in the work folder are not rerun; the runs may come from earlier invocations on parts, "
+             f"`--datasets D --seeds S`). Machine: {os.cpu_count()} CPU cores ({platform.machine()}), "
              f"shared with other jobs; torch {torch.__version__}, OMP_NUM_THREADS=1; load average {started} at the "
              f"start of this invocation, {load[0]:.1f} at the end. Cells: mean ± standard deviation over the seeds "
              "listed (one value: one seed). Reference columns: the evaluation's real test half and independent "
