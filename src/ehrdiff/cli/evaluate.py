@@ -37,6 +37,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "(dp_epsilon, dp_delta in RUN/model.json) joins the report")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the report")
     p.add_argument("--label", default="label", help="label column for TSTR/TRTR (default: label)")
+    p.add_argument("--rules", metavar="FILE", help="JSON file of relations between columns (docs/data.md) whose "
+                   "breaks are reported, added to those the training table declares")
     p.add_argument("--no-references", action="store_true", help="leave out the reference rows")
     p.add_argument("--seed", type=seed_argument, default=0, help="seed for every sample the metrics draw (default 0)")
     p.add_argument("--dimwise-codes", type=int, default=None, metavar="K",
@@ -126,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
         check_report_folder(out, args, named, scaled)     # again: another process may have written DIR meanwhile
         started = time.perf_counter()
         train, test = read_table(args.train), read_table(args.test, explain_kinds=False)
+        if getattr(args, "rules", None):
+            from ehrdiff.data.rules import read_rules_file
+            train = train.with_rules(read_rules_file(args.rules), args.rules)
         synthetic = {name: read_synthetic(path) for name, path in named}
         scale: dict[str, dict[float, object]] = {}
         for name, fraction, path in scaled:

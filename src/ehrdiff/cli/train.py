@@ -43,6 +43,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model setting, e.g. --set lr=1e-4 --set hidden_dims=[512,512] (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints if there is a checkpoint")
+    p.add_argument("--rules", metavar="FILE", help="JSON file of relations between columns that every sampled row "
+                   "keeps, added to those the data file declares (format: docs/data.md)")
     p.add_argument("--condition", metavar="COL", help="train a conditional model on label/categorical column COL "
                    "(sample with --condition COL=VALUE; docs/conditional-and-dp.md)")
     dp = p.add_argument_group("differential privacy (DP-SGD through Opacus: pip install ehrdiff[dp])")
@@ -137,15 +139,19 @@ def run_folder_lock(run: Path, resume: bool, overwrite: bool) -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     from ehrdiff.data.io import read_table
     from ehrdiff.data.labels import check_label
+    from ehrdiff.data.rules import read_rules_file
     from ehrdiff.models import build_model
     from ehrdiff.training import is_main_process
 
     run_dir = Path(args.output)
     model = build_model(args.model, model_arguments(args))      # bad settings fail here, before any I/O
+    rules = read_rules_file(args.rules) if getattr(args, "rules", None) else ()
     check_run_folder(run_dir, args.data)
     with run_folder_lock(run_dir, args.resume, args.overwrite):
         table = read_table(args.data)                            # bad data fails here, before any write
         check_label(table, args.data)                            # as 'ehrdiff prepare' checks it
+        if rules:
+            table = table.with_rules(rules, args.rules)
         started = time.perf_counter()
         model.fit(table, checkpoint_dir=run_dir / CHECKPOINT_SUBDIR, resume=args.resume,
                   progress=not getattr(args, "quiet", False))

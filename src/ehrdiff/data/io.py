@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ehrdiff.data.rules import RULES_ATTR, carried_rules, rules_to_json
 from ehrdiff.data.table import Table, carried_kinds, dates_as_days
 from ehrdiff.errors import DataError
 from ehrdiff.fileio import atomic_path
@@ -45,6 +46,7 @@ MOSTLY_ONE_KIND = 0.95    # a column whose other values fill at most 5% of rows 
 WARNED_COLUMNS = 5        # columns named one by one in a warning; the rest are counted
 
 KINDS_METADATA_KEY = b"ehrdiff.kinds"
+RULES_METADATA_KEY = b"ehrdiff.rules"      # the table's rules (data/rules.py), a JSON array; absent when none
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".npz": "npz"}
 
 
@@ -84,7 +86,10 @@ def read_frame(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, str]]:
             pa_table = pq.read_table(path)
             meta = pa_table.schema.metadata or {}
             kinds = stored_kinds(meta[KINDS_METADATA_KEY], path, PARQUET_KINDS) if KINDS_METADATA_KEY in meta else {}
-            return pa_table.to_pandas(), kinds
+            frame = pa_table.to_pandas()
+            if RULES_METADATA_KEY in meta:      # carried like Table.to_frame's, checked by Table.from_frame
+                frame.attrs[RULES_ATTR] = stored_rules(meta[RULES_METADATA_KEY], path)
+            return frame, kinds
         if fmt in ("csv", "tsv"):
             return _read_delimited(path, "\t" if fmt == "tsv" else ","), {}
         with np.load(path, allow_pickle=False) as npz:
@@ -122,6 +127,26 @@ def stored_kinds(text: str | bytes, path: Path, where: str) -> dict[str, str]:
         found = "an object with kinds that are not text" if isinstance(kinds, dict) else f"a JSON {_json_type(kinds)}"
     raise DataError(f"{path}: {where} must be a JSON object of column name -> kind, found {found}; write the file "
                     "again with ehrdiff's write_table, or without the kinds")
+
+
+def stored_rules(text: bytes, path: Path) -> list:
+    """The rules stored in a Parquet file's metadata: a JSON array (each rule is checked when the table is made)."""
+    try:
+        rules = json.loads(text)
+    except (ValueError, RecursionError):
+        rules = None
+    if not isinstance(rules, list):
+        raise DataError(f"{path}: the rules in its metadata ('{RULES_METADATA_KEY.decode()}') must be a JSON array of "
+                        "rule objects; write the file again with ehrdiff's write_table")
+    return rules
+
+
+def table_metadata(kinds: dict[str, str], rules) -> dict[bytes, bytes]:
+    """What a Parquet file written by ehrdiff carries in its schema metadata: the kinds, and the rules if any."""
+    meta = {KINDS_METADATA_KEY: json.dumps(kinds).encode()}
+    if rules:
+        meta[RULES_METADATA_KEY] = json.dumps(rules_to_json(tuple(rules))).encode()
+    return meta
 
 
 def _json_type(value) -> str:
@@ -245,11 +270,11 @@ def write_table(table: Table | pd.DataFrame, path: str | os.PathLike) -> Path:
     fmt = table_format(path)
     frame = table.frame if isinstance(table, Table) else table
     kinds = table.kinds if isinstance(table, Table) else carried_kinds(table)
+    rules = table.rules if isinstance(table, Table) else carried_rules(table, str(path))
     with atomic_path(path) as tmp:
         if fmt == "parquet":
             pa_table = pa.Table.from_pandas(frame, preserve_index=False)
-            meta = dict(pa_table.schema.metadata or {})
-            meta[KINDS_METADATA_KEY] = json.dumps(kinds).encode()
+            meta = {**(pa_table.schema.metadata or {}), **table_metadata(kinds, rules)}
             # zstd without dictionary pages: faster than the defaults on wide 0/1 tables, and smaller files
             pq.write_table(pa_table.replace_schema_metadata(meta), tmp, compression="zstd", use_dictionary=False)
         elif fmt in ("csv", "tsv"):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ehrdiff.data.rules import RULES_ATTR, Rule, carried_rules, check_rules, parse_rules, rules_to_json
 from ehrdiff.errors import DataError
 
 KINDS = ("binary", "continuous", "categorical", "label", "id", "date")
@@ -186,15 +187,19 @@ def infer_kind(name: str, values: pd.Series) -> str:
 
 @dataclass
 class Table:
-    """A patient table: ``frame`` holds the values, ``kinds`` maps every column to one of ``KINDS``."""
+    """A patient table: ``frame`` holds the values, ``kinds`` maps every column to one of ``KINDS``, ``rules`` are
+    the relations between columns its rows keep (data/rules.py)."""
 
     frame: pd.DataFrame
     kinds: dict[str, str] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, kinds: dict[str, str] | None = None, source: str = "data") -> "Table":
+    def from_frame(cls, frame: pd.DataFrame, kinds: dict[str, str] | None = None, source: str = "data",
+                   rules=None) -> "Table":
         """Wrap a DataFrame, inferring the kinds not given, and validate it (errors name ``source``). Kinds the
-        frame carries from :meth:`to_frame` are kept for the columns it still has; ``kinds`` win over them."""
+        frame carries from :meth:`to_frame` are kept for the columns it still has; ``kinds`` win over them. So
+        are its rules, unless ``rules`` (Rule objects or their JSON form, a list of dicts) replace them."""
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"{source}: expected a table (pandas DataFrame), got {type(frame).__name__}")
         frame = frame.copy()
@@ -206,7 +211,8 @@ class Table:
         resolved = {c: given.get(c) or infer_kind(c, frame[c]) for c in frame.columns}
         for column in [c for c, kind in resolved.items() if kind == "date"]:
             frame[column] = as_dates(frame[column], column, source)
-        table = cls(frame, resolved)
+        declared = carried_rules(frame, source) if rules is None else parse_rules(rules, source)
+        table = cls(frame, resolved, declared)
         table.validate(source)
         return table
 
@@ -279,14 +285,24 @@ class Table:
                                 f"such as {values.dropna().iloc[0]!r}")
         if not self.feature_columns:
             raise DataError(f"{source}: the table has only id columns, nothing to model")
+        check_rules(self.rules, self.kinds, source)
+
+    def with_rules(self, rules, source: str = "rules") -> "Table":
+        """This table with ``rules`` (Rule objects or their JSON form) added to its own, each checked against its
+        columns (DataError naming the rule otherwise)."""
+        added = tuple(r for r in parse_rules(rules, source) if r not in self.rules)
+        check_rules(added, self.kinds, source)
+        return Table(self.frame, dict(self.kinds), self.rules + added)
 
     def subset(self, rows) -> "Table":
-        return Table(self.frame.iloc[rows].reset_index(drop=True), dict(self.kinds))
+        return Table(self.frame.iloc[rows].reset_index(drop=True), dict(self.kinds), self.rules)
 
     def to_frame(self) -> pd.DataFrame:
-        """A copy of the rows as a plain DataFrame whose ``attrs`` carry the column kinds."""
+        """A copy of the rows as a plain DataFrame whose ``attrs`` carry the column kinds and the rules."""
         frame = self.frame.copy()
         frame.attrs[KINDS_ATTR] = dict(self.kinds)
+        if self.rules:
+            frame.attrs[RULES_ATTR] = rules_to_json(self.rules)
         return frame
 
 

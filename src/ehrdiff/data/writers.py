@@ -51,7 +51,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ehrdiff import __version__
-from ehrdiff.data.io import KINDS_METADATA_KEY, table_format
+from ehrdiff.data.io import table_format, table_metadata
 from ehrdiff.data.table import Table, _is_binary, dates_as_days
 from ehrdiff.errors import DataError
 from ehrdiff.fileio import atomic_path, write_text_atomic
@@ -371,7 +371,7 @@ class WideWriter(SyntheticWriter):
 
     def _write(self, table: Table) -> None:
         if self.sink is None:
-            self.sink = self._sink(table.kinds)
+            self.sink = self._sink(table)
         name = subject_column(table)
         frame = table.frame
         if name is not None and self.reserved_ids is not None:
@@ -379,10 +379,10 @@ class WideWriter(SyntheticWriter):
             frame[name] = safe_subject_ids(table, self.reserved_ids, offset=self.rows_written)[1]
         self.sink.write_frame(frame)
 
-    def _sink(self, kinds: dict[str, str]):
-        fmt = table_format(self.target)
+    def _sink(self, table: Table):
+        fmt, kinds = table_format(self.target), table.kinds
         if fmt == "parquet":    # zstd without dictionary pages, as data.io.write_table: small files of 0/1 columns
-            return _ParquetSink(self.staging, metadata={KINDS_METADATA_KEY: json.dumps(kinds).encode()},
+            return _ParquetSink(self.staging, metadata=table_metadata(kinds, table.rules),
                                 row_group_bytes=ROW_GROUP_BYTES, compression="zstd", use_dictionary=False)
         if fmt in ("csv", "tsv"):
             return _TextSink(self.staging, sep="\t" if fmt == "tsv" else ",",

@@ -110,6 +110,37 @@ def dimwise(c: Comparison) -> dict:
     return prediction.agreement(real, synthetic)
 
 
+# ---- the declared rules (data/rules.py) ---------------------------------------------------------------------------
+def has_rules(layout: Layout) -> bool:
+    return bool(layout.rules)
+
+
+@metric_group("rules", "fidelity", [
+    ("rule_break_rate", "lower (0)", "share of rows that break at least one rule the training table declares "
+     "(each rule's share: 'rules' in metrics.json)"),
+    ("rule_break_max", "lower (0)", "share of rows breaking the rule broken most often")], applies=has_rules)
+def rule_breaks(c: Comparison) -> dict:
+    frame = c.synthetic.frame
+    if frame is None:
+        raise SkipMetric("the rows were not given as a table")
+    shares: dict[str, float | None] = {}
+    broken = np.zeros(len(frame), dtype=bool)
+    for rule in c.layout.rules:
+        name = rule.describe()
+        name = name if name not in shares else f"{name} (rule {len(shares) + 1})"
+        if not set(rule.columns) <= set(frame.columns):
+            shares[name] = None         # the dataset lacks one of its columns
+            continue
+        mask = rule.broken(frame)
+        broken |= mask
+        shares[name] = float(mask.mean())
+    c.details.rule_breaks = shares
+    known = [s for s in shares.values() if s is not None]
+    if not known:
+        raise SkipMetric("the dataset has none of the columns the rules name")
+    return {"rule_break_rate": float(broken.mean()), "rule_break_max": max(known)}
+
+
 # ---- fidelity of continuous and categorical columns ---------------------------------------------------------------
 def has_continuous(layout: Layout) -> bool:
     return bool(layout.continuous.any())

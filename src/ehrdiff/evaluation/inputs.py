@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from ehrdiff.data.encoding import ColumnCoding, TableEncoder, MISSING_CATEGORY, MISSING_SUFFIX
 from ehrdiff.data.io import check_spans
 from ehrdiff.data.io import plain_value as _show  # numpy scalars read 0.7, not np.float64(0.7)
+from ehrdiff.data.rules import Rule
 from ehrdiff.data.table import ID_COLUMN_NAMES, Table
 from ehrdiff.errors import DataError
 
@@ -38,6 +39,7 @@ class Layout:
     label: str | None = None
     label_classes: tuple = ()
     ignored: frozenset = frozenset()  # training columns that are never features (ids, other labels)
+    rules: tuple[Rule, ...] = ()      # the training table's declared rules (data/rules.py), checked on raw rows
 
     @property
     def width(self) -> int:
@@ -56,20 +58,23 @@ class Layout:
 
 @dataclass
 class Encoded:
-    """One dataset in the layout's columns: ``X`` (rows x encoded columns, float32 CSR) and label class indices."""
+    """One dataset in the layout's columns: ``X`` (rows x encoded columns, float32 CSR) and label class indices;
+    ``frame``: the same rows as given (the declared rules compare raw values, which scaling would round)."""
 
     X: sp.csr_matrix
     y: np.ndarray | None = None      # class index per row (into Layout.label_classes); None when unavailable
+    frame: pd.DataFrame | None = None
 
     @property
     def n(self) -> int:
         return self.X.shape[0]
 
     def rows(self, index: np.ndarray) -> "Encoded":
-        return Encoded(self.X[index], None if self.y is None else self.y[index])
+        return Encoded(self.X[index], None if self.y is None else self.y[index],
+                       None if self.frame is None else self.frame.iloc[index].reset_index(drop=True))
 
     def columns(self, keep: np.ndarray) -> "Encoded":
-        return Encoded(self.X[:, np.flatnonzero(keep)].tocsr(), self.y)
+        return Encoded(self.X[:, np.flatnonzero(keep)].tocsr(), self.y, self.frame)
 
 
 @dataclass
@@ -142,7 +147,8 @@ def build_layout(train: Table, label: str | None) -> tuple[Layout, list[ColumnCo
                     user_kinds=[train.kinds[c] for c in user_names], codes=kind_of == "code",
                     continuous=kind_of == "continuous", categorical=kind_of == "onehot", label=chosen,
                     label_classes=classes,
-                    ignored=frozenset(c for c in train.columns if train.kinds[c] in ("id", "label")))
+                    ignored=frozenset(c for c in train.columns if train.kinds[c] in ("id", "label")),
+                    rules=train.rules)
     return layout, codings
 
 
@@ -193,7 +199,7 @@ def prepare(data, layout: Layout, codings: list[ColumnCoding], source: str) -> P
     y, label_problem = _encode_label(frame, layout, source)
     if not usable.any():
         raise DataError(f"{source}: no column can be compared with the training data; " + " ".join(warnings))
-    return Prepared(Encoded(X, y), usable, warnings, label_problem)
+    return Prepared(Encoded(X, y, frame if layout.rules else None), usable, warnings, label_problem)
 
 
 def _names(columns: list[str], shown: int = 5) -> str:

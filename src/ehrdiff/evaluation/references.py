@@ -10,6 +10,7 @@ reference:independent     every column drawn independently from its training dis
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from ehrdiff.evaluation.inputs import Encoded, Layout
@@ -44,8 +45,18 @@ def independent(train: Encoded, layout: Layout, n: int, rng: np.random.Generator
     parts = [sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((n, 0), dtype=np.float32)]
     other_sources = layout.source[~layout.codes]
     X_csc = train.X.tocsc()
+    raw = {}         # the same draws in the given values, for the declared rules
     for user in np.unique(other_sources):  # a few continuous / categorical columns, not the codes
         columns = np.flatnonzero(layout.source == user)
-        parts.append(X_csc[:, columns].tocsr()[rng.integers(0, train.n, n)])
+        drawn = rng.integers(0, train.n, n)
+        parts.append(X_csc[:, columns].tocsr()[drawn])
+        if train.frame is not None:
+            raw[layout.user_names[user]] = train.frame[layout.user_names[user]].to_numpy()[drawn]
     y = None if train.y is None else train.y[rng.integers(0, train.n, n)]
-    return Encoded(sp.hstack(parts, format="csr", dtype=np.float32), y)
+    X = sp.hstack(parts, format="csr", dtype=np.float32)
+    frame = None
+    if train.frame is not None:
+        code_names = [layout.user_names[s] for s in layout.source[codes]]
+        codes_drawn = pd.DataFrame(parts[0].toarray().astype(np.int64), columns=code_names)
+        frame = pd.concat([codes_drawn, pd.DataFrame(raw)], axis=1)
+    return Encoded(X, y, frame)

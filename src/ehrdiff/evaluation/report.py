@@ -7,7 +7,9 @@ JSON schema (stable; docs/metrics.md)::
                          "warnings": [message, ...]}},       # input problems that were worked around
      "ci": {"resamples": B, "confidence": 0.95,              # only with bootstrap=B (``--bootstrap B``)
             "datasets": {NAME: {METRIC: [low, high], ...}},
-            "skipped": {NAME: {METRIC: reason, ...}}}}       # why a metric with a value has no interval
+            "skipped": {NAME: {METRIC: reason, ...}}},       # why a metric with a value has no interval
+     "rules": {"declared": [RULE, ...],                      # only when the training table declares rules
+               "datasets": {NAME: {RULE: share of rows breaking it, or null, ...}}}}
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ehrdiff.evaluation.registry import REGISTRY
 from ehrdiff.fileio import write_bytes_atomic, write_text_atomic
 
 META_KEYS = ("skipped", "warnings")
+SHOWN_RULES = 15      # rules listed in report.md / report.html (all of them are in metrics.json)
 
 
 @dataclass
@@ -39,6 +42,7 @@ class DatasetDetails:
     dimwise: pd.DataFrame | None = None        # code, auroc_real, auroc_synthetic, f1_real, f1_synthetic
     codes_per_patient: tuple[np.ndarray, np.ndarray] | None = None   # bincounts: training, synthetic
     distances: tuple[np.ndarray, np.ndarray] | None = None           # members, non-members to nearest synthetic
+    rule_breaks: dict[str, float | None] | None = None               # declared rule -> share of rows breaking it
 
 
 @dataclass
@@ -88,7 +92,30 @@ class Report:
                          "datasets": {n: dict(self.intervals[n].ci) if n in self.intervals else {}
                                       for n in self.metrics},
                          "skipped": {n: dict(i.missing) for n, i in self.intervals.items() if i.missing}}
+        breaks = self.rule_breaks()
+        if breaks:
+            out["rules"] = {"declared": list(next(iter(breaks.values()))),
+                            "datasets": {n: {rule: _plain(v) for rule, v in b.items()} for n, b in breaks.items()}}
         return out
+
+    def rule_breaks(self) -> dict[str, dict[str, float | None]]:
+        """Per dataset: each declared rule's share of rows breaking it (only datasets the rules were checked on)."""
+        return {n: d.rule_breaks for n, d in self.details.items() if d.rule_breaks is not None}
+
+    def rule_rows(self) -> tuple[list[tuple[str, list[str]]], int]:
+        """The ``SHOWN_RULES`` rules broken most often (by their largest share over the datasets) as (rule, a cell
+        per dataset), and how many rules there are in all."""
+        breaks = self.rule_breaks()
+        if not breaks:
+            return [], 0
+        rules = list(next(iter(breaks.values())))
+        worst = sorted(rules, key=lambda r: -max((b.get(r) or 0.0) for b in breaks.values()))[:SHOWN_RULES]
+        return [(r, [_format(breaks[n].get(r)) if n in breaks else "-" for n in self.metrics]) for r in worst], \
+            len(rules)
+
+    def _rules_note(self, shown: int, total: int) -> str:
+        return (f"Share of rows breaking each rule the training table declares: the {shown} broken most often of "
+                f"{total} (every one: 'rules' in metrics.json).")
 
     def interval(self, name: str, key: str) -> list[float] | None:
         """The bootstrap interval [low, high] of one dataset's metric, or None."""
@@ -139,6 +166,11 @@ class Report:
                       "|---|---|" + "---|" * len(names)]
             lines += [f"| {m.key} | {m.best} | " + " | ".join(self.cells(m.key)) + " |" for m, _ in rows]
             lines.append("")
+        rule_rows, n_rules = self.rule_rows()
+        if rule_rows:
+            lines += ["## Declared rules", "", self._rules_note(len(rule_rows), n_rules), "",
+                      "| rule | " + " | ".join(_md(n) for n in names) + " |", "|---|" + "---|" * len(names)]
+            lines += [f"| {_md(rule)} | " + " | ".join(cells) + " |" for rule, cells in rule_rows] + [""]
         if self.intervals:
             lines += ["## Confidence intervals: what is resampled", "", "| metric group | resampled (fixed) |",
                       "|---|---|"] + [f"| {g} | {_md(text)} |" for g, text in self.interval_lines()] + [""]
@@ -241,6 +273,12 @@ class Report:
                 parts.append(f"<tr><td title='{e(m.text, quote=True)}'>{e(m.key)}</td><td>{e(m.best)}</td>"
                              + "".join(f"<td>{e(cell)}</td>" for cell in self.cells(m.key)) + "</tr>")
             parts.append("</table>")
+        rule_rows, n_rules = self.rule_rows()
+        if rule_rows:
+            parts.append(f"<h2>Declared rules</h2><p>{e(self._rules_note(len(rule_rows), n_rules))}</p><table><tr>"
+                         "<th>rule</th>" + "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>"
+                         + "".join(f"<tr><td>{e(rule)}</td>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>"
+                                   for rule, cells in rule_rows) + "</table>")
         if self.intervals:
             parts.append("<h2>Confidence intervals: what is resampled</h2><table><tr><th>metric group</th>"
                          "<th>resampled (fixed)</th></tr>"

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Iterator
 import numpy as np
 import pandas as pd
 
+from ehrdiff.data.rules import Rule, broken_rows, carried_rules, project
 from ehrdiff.data.table import Table
 from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
 
@@ -125,7 +126,7 @@ def as_table(data, kinds: dict[str, str] | None = None) -> Table:
     """Accept a Table, a DataFrame or a 2-D array from users and return a validated Table."""
     if isinstance(data, Table):
         if kinds:
-            return Table.from_frame(data.frame, {**data.kinds, **kinds})
+            return Table.from_frame(data.frame, {**data.kinds, **kinds}, rules=data.rules)
         data.validate()
         return data
     if isinstance(data, pd.DataFrame):
@@ -135,28 +136,116 @@ def as_table(data, kinds: dict[str, str] | None = None) -> Table:
     raise DataError(f"expected a Table, DataFrame or numpy matrix, got {type(data).__name__}")
 
 
+def declared_rules(data) -> tuple[Rule, ...]:
+    """The rules a training input declares (a Table's, or those a DataFrame carries), which ``fit`` keeps as
+    ``rules_`` (saved in model.json) for the sampler to keep."""
+    if isinstance(data, Table):
+        return data.rules
+    return carried_rules(data) if isinstance(data, pd.DataFrame) else ()
+
+
+RESAMPLE_ROUNDS = 10      # draws of replacement rows at most (fewer when one draw gives no row that keeps the rules)
+MIN_RESAMPLE_DRAW = 64    # rows drawn at least per round (a sampler pass costs about the same for 1 row or 64)
+
+
+@dataclass
+class RuleCost:
+    """What keeping the rules cost one sample: rows repaired in place, rows drawn again, extra rows drawn."""
+
+    rows: int = 0
+    projected: int = 0
+    resampled: int = 0
+    drawn: int = 0
+    still_broken: int = 0
+
+    def add(self, other: "RuleCost") -> None:
+        for key, value in vars(other).items():
+            setattr(self, key, getattr(self, key) + value)
+
+    def line(self) -> str:
+        text = (f"declared rules kept: {self.projected:,} of {self.rows:,} rows projected, {self.resampled:,} "
+                f"resampled ({self.drawn:,} extra rows drawn)")
+        if self.still_broken:
+            text += (f"; {self.still_broken:,} rows still break a rule after resampling (the model rarely makes rows "
+                     "that keep the rules: check them against the training data)")
+        return text
+
+
+def keep_rules(model: "Generator", table: Table, seed: int, options: dict | None = None,
+               chunk: int = 0) -> tuple[Table, RuleCost]:
+    """``table`` (a sample of ``model``) made to keep the model's declared rules (``rules_``): the rows that
+    projection repairs are repaired (data/rules.py), the others replaced by new rows of the model that keep them
+    (drawn with ``options``, seeds derived from ``seed`` and ``chunk``); ids are left as they are."""
+    rules = getattr(model, "rules_", ())
+    cost = RuleCost(rows=table.n_rows)
+    if not rules:
+        return table, cost
+    frame, changed = project(table.frame, rules)
+    bad = broken_rows(frame, rules)
+    options = {k: v for k, v in (options or {}).items() if k != "progress"}
+    values = [c for c in table.columns if table.kinds.get(c) != "id"]
+    replaced = np.zeros(len(frame), dtype=bool)
+    for round_number in range(1, RESAMPLE_ROUNDS + 1):
+        if not bad.any():
+            break
+        need = int(bad.sum())
+        draw_seed = int(np.random.SeedSequence([int(seed), chunk, round_number, 0x2A1E]).generate_state(1)[0])
+        extra = model.sample_table(max(2 * need, MIN_RESAMPLE_DRAW), seed=draw_seed, **options)
+        cost.drawn += extra.n_rows
+        fixed, _ = project(extra.frame, rules)
+        good = fixed[~broken_rows(fixed, rules)]
+        if good.empty:      # the model (almost) never makes such a row: more draws would not change that
+            break
+        rows = np.flatnonzero(bad)[:len(good)]
+        for column in values:
+            frame[column] = _replaced(frame[column], rows, good[column].iloc[:len(rows)])
+        bad[rows], replaced[rows] = False, True
+    cost.projected, cost.resampled = int((changed & ~replaced).sum()), int(replaced.sum())
+    cost.still_broken = int(bad.sum())
+    return Table(frame, dict(table.kinds), tuple(rules)), cost
+
+
+def _replaced(column: pd.Series, rows: np.ndarray, new: pd.Series) -> pd.Series:
+    """``column`` with ``rows`` set to ``new``'s values (the dtype widened only where it must be)."""
+    combined = pd.concat([column.drop(column.index[rows]), pd.Series(new.to_numpy(), index=column.index[rows],
+                                                                     dtype=new.dtype)])
+    return combined.reindex(column.index)
+
+
 def sample_rows(model: "Generator", n: int, seed: int, progress: bool, **options) -> Table:
     """``model.sample_table(n, seed, **options)``, with a progress bar where the model's ``sample_table`` takes
-    ``progress`` (EHRDiff's sampler is slow; other generators, one's own included, need not offer it)."""
+    ``progress`` (EHRDiff's sampler is slow; other generators, one's own included, need not offer it); the rows
+    keep the model's declared rules (:func:`keep_rules`, the cost logged)."""
     if "progress" in inspect.signature(model.sample_table).parameters:
         options["progress"] = progress
-    return model.sample_table(n, seed=seed, **options)
+    table, cost = keep_rules(model, model.sample_table(n, seed=seed, **options), seed, options)
+    if getattr(model, "rules_", ()):
+        log.info("%s", cost.line())
+    return table
 
 
 def sample_in_chunks(model: "Generator", n: int, seed: int, progress: bool, chunk_rows: int | None = None,
                      **options) -> Iterator[Table]:
     """The rows of :func:`sample_rows`, one chunk at a time, for writing a large sample with bounded memory: a
     model with ``sample_chunks`` (EHRDiff) draws them chunk by chunk (the chunks joined are ``sample(n, seed)``);
-    any other generator gives all ``n`` rows as one chunk. ``chunk_rows``: rows per chunk (default: the model's)."""
+    any other generator gives all ``n`` rows as one chunk. ``chunk_rows``: rows per chunk (default: the model's).
+    Each chunk keeps the model's declared rules; the cost of the whole sample is logged at the end."""
     chunks = getattr(model, "sample_chunks", None)
     if chunks is None:
         yield sample_rows(model, n, seed, progress, **options)
         return
+    draw_options = dict(options)
     if "progress" in inspect.signature(chunks).parameters:
         options["progress"] = progress
     if chunk_rows is not None:
         options["chunk_rows"] = chunk_rows
-    yield from chunks(n, seed=seed, **options)
+    total = RuleCost()
+    for j, chunk in enumerate(chunks(n, seed=seed, **options)):
+        kept, cost = keep_rules(model, chunk, seed, draw_options, chunk=j)
+        total.add(cost)
+        yield kept
+    if getattr(model, "rules_", ()):
+        log.info("%s", total.line())
 
 
 def check_sample_size(n) -> int:
@@ -207,9 +296,11 @@ class Generator(ABC):
 
     def sample(self, n: int, seed: int = 0, **kwargs) -> pd.DataFrame:
         """``n`` synthetic rows as a pandas DataFrame in the training table's columns (what SDV and synthcity
-        users expect back). The column kinds travel in ``frame.attrs["ehrdiff_kinds"]``, so ``fit`` and
-        ``write_table`` given this frame keep them; :meth:`sample_table` gives the same rows as a Table."""
-        return self.sample_table(n, seed=seed, **kwargs).to_frame()
+        users expect back), keeping the model's declared rules (:func:`keep_rules`). The column kinds and rules
+        travel in ``frame.attrs``, so ``fit`` and ``write_table`` given this frame keep them; :meth:`sample_table`
+        gives the model's rows as a Table, before the rules are kept."""
+        table, _ = keep_rules(self, self.sample_table(n, seed=seed, **kwargs), seed, kwargs)
+        return table.to_frame()
 
     @abstractmethod
     def save(self, path: str | os.PathLike) -> None: ...

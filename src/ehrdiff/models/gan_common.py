@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from ehrdiff.data.encoding import TableEncoder
+from ehrdiff.data.rules import rules_to_json
 from ehrdiff.data.table import Table
 from ehrdiff.errors import EhrdiffError, ModelFileError
-from ehrdiff.models.base import Generator, as_table, check_sample_size
+from ehrdiff.models.base import Generator, as_table, check_sample_size, declared_rules
 from ehrdiff.models.persistence import data_fingerprint, load_model_dir, save_model_dir
 from ehrdiff.settings import check_seed, settings_from_dict
 from ehrdiff.training import StepLog, resolve_device, run_steps
@@ -219,6 +220,7 @@ class GanBaseline(Generator):
         del self._opts  # optimiser state is only needed for training (and lives on in the checkpoint)
         self.n_train_rows_ = table.n_rows
         self.fingerprint_ = fingerprint
+        self.rules_ = declared_rules(table)
         return self
 
     def sample_table(self, n: int, seed: int = 0, **kwargs) -> Table:
@@ -238,7 +240,8 @@ class GanBaseline(Generator):
         self.check_fitted()
         tensors = {f"{net}.{k}": v for net in self.sampling_nets for k, v in self.nets_[net].state_dict().items()}
         metadata = {"model": self.name, "config": self.get_params(), "encoder": self.encoder_.to_dict(),
-                    "width": self.width_, "n_train_rows": self.n_train_rows_, "data_fingerprint": self.fingerprint_}
+                    "width": self.width_, "n_train_rows": self.n_train_rows_, "data_fingerprint": self.fingerprint_,
+                    "rules": rules_to_json(getattr(self, "rules_", ()))}
         save_model_dir(path, metadata, tensors)
 
     @classmethod
@@ -268,6 +271,7 @@ class GanBaseline(Generator):
             net.eval()
         model.n_train_rows_ = metadata.typed("n_train_rows", int, "a whole number", optional=True)
         model.fingerprint_ = metadata.typed("data_fingerprint", str, "text", optional=True)
+        model.rules_ = metadata.rules()
         return model
 
 

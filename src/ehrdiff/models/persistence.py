@@ -1,6 +1,7 @@
 """Model directories: ``weights.safetensors`` (tensors only, never pickled) + ``model.json`` (metadata).
 
-model.json holds the generator's name and config, the encoder (column specs), the data shape and fingerprint,
+model.json holds the generator's name and config, the encoder (column specs), the training table's rules (kept
+by the sampler, data/rules.py), the data shape and fingerprint,
 the library version, the SHA-256 of the weights file and the SHA-256 of its own content, so a truncated or
 modified directory is refused. :func:`read_model_metadata` is the one reader of model.json: every command that
 trusts what it says (``sample``, ``evaluate --model``, ``load_model``) reads it there, verified. Both files are
@@ -22,7 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ehrdiff.data.encoding import TableEncoder
-from ehrdiff.errors import ModelFileError
+from ehrdiff.data.rules import Rule, parse_rules
+from ehrdiff.errors import DataError, ModelFileError
 from ehrdiff.fileio import PRIVATE_MODE, atomic_path, sha256_file, write_text_atomic
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -76,6 +78,14 @@ class ModelMetadata(dict):
         except ValueError as exc:
             raise ModelFileError(f"{self.file}: 'encoder' is not a valid column encoding ({exc}); the file was not "
                                  "written by ehrdiff as it is (restore it or train again)") from None
+
+    def rules(self) -> tuple[Rule, ...]:
+        """The training table's rules (``rules``, data/rules.py) that the sampler keeps; none in older files."""
+        try:
+            return parse_rules(self.typed("rules", list, "a list of rules", optional=True) or [], str(self.file))
+        except DataError as exc:
+            raise ModelFileError(f"{exc}; the file was not written by ehrdiff as it is (restore it or train "
+                                 "again)") from None
 
     def privacy(self) -> dict[str, float] | None:
         """{dp_epsilon, dp_delta} of a model trained with differential privacy (None without): the guarantee

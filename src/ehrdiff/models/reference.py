@@ -22,9 +22,10 @@ import pandas as pd
 import torch
 
 from ehrdiff.data.encoding import TableEncoder
+from ehrdiff.data.rules import rules_to_json
 from ehrdiff.data.table import Table
 from ehrdiff.errors import EhrdiffError, ModelFileError
-from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, register
+from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, declared_rules, register
 from ehrdiff.models.gan_common import make_config
 from ehrdiff.models.persistence import ModelMetadata, data_fingerprint, load_model_dir, save_model_dir
 
@@ -72,6 +73,7 @@ class _Reference(Generator):
         self.fingerprint_ = data_fingerprint(self.encoder_.transform(table))
         self.columns_, self.uniques_, codes = _factorize(table)
         self._store(codes)
+        self.rules_ = declared_rules(table)
         return self
 
     def _decode(self, codes: np.ndarray) -> Table:
@@ -96,7 +98,8 @@ class _Reference(Generator):
         if not hasattr(self, "encoder_"):
             raise RuntimeError(f"{self.name} is not fitted; call fit() before save()")
         metadata = {"model": self.name, "config": self.get_params(), "encoder": self.encoder_.to_dict(),
-                    "columns": self.columns_, "uniques": self.uniques_, "data_fingerprint": self.fingerprint_}
+                    "columns": self.columns_, "uniques": self.uniques_, "data_fingerprint": self.fingerprint_,
+                    "rules": rules_to_json(getattr(self, "rules_", ()))}
         save_model_dir(path, metadata, self._tensors())
 
     @classmethod
@@ -115,6 +118,7 @@ class _Reference(Generator):
         model.encoder_ = metadata.encoder()
         model.columns_, model.uniques_ = _stored_columns(metadata, model.encoder_)
         model.fingerprint_ = metadata.typed("data_fingerprint", str, "text")
+        model.rules_ = metadata.rules()
         try:
             model._restore({k: v.numpy() for k, v in tensors.items()})
         except (KeyError, ValueError, IndexError) as exc:

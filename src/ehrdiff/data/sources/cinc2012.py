@@ -17,22 +17,30 @@ descriptors RecordID, Age, Gender, Height, ICUType, Weight, where ``-1`` means m
 Time-series values are used as recorded (no outlier removal). Records with descriptors but no time-series rows
 (3 in set-a) are kept: all their summaries are missing and their counts 0. The other Outcomes columns (SAPS-I,
 SOFA, length of stay, survival) describe the outcome and are not used.
+
+The table declares the relations every stay keeps (``summary_rules``): VAR_min <= VAR_first, VAR_last, VAR_mean <=
+VAR_max, and VAR_count a whole number >= 0 that is 0 exactly when VAR's summaries are missing. A malformed line
+(``10:45,,1.9``: no parameter name) is skipped and counted (``Malformed``), or refused under ``strict``. A second set
+(``test_records``/``test_outcomes``) is the test side, instead of a random share of the first.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import logging
 import lzma
 import os
 import tarfile
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ehrdiff.data.io import existing_file, first_line
+from ehrdiff.data.rules import Count, Order, Range, Rule
 from ehrdiff.data.sources._files import find_column, read_csv
 from ehrdiff.data.sources.registry import data_source
 from ehrdiff.data.sources.split import Prepared
@@ -42,6 +50,8 @@ from ehrdiff.errors import DataError
 DESCRIPTORS = ("RecordID", "Age", "Gender", "Height", "ICUType", "Weight")
 SUMMARIES = ("first", "last", "min", "max", "mean", "count")
 LABEL_COLUMN = "In-hospital_death"
+
+log = logging.getLogger(__name__)
 
 
 def _record_files(path: Path) -> list[tuple[str, bytes]]:
@@ -75,8 +85,42 @@ def _archive_problem(exc: Exception) -> str:
     return f"a damaged tar/tar.gz archive ({first_line(exc)})"
 
 
-def _long_rows(records: list[tuple[str, bytes]]) -> pd.DataFrame:
-    """All records' lines in one frame (file, line, Time, Parameter, Value), parsed by one read_csv call."""
+SHOWN_LOCATIONS = 5       # malformed lines named in the warning and in summary.json
+
+
+@dataclass
+class Malformed:
+    """Record lines that cannot be read (an empty parameter name, a value that is not a number, a wrong number of
+    fields, a time that is not HH:MM): refused with the first one's location under ``strict``, else skipped and
+    counted, the first few named."""
+
+    strict: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+    first: list[str] = field(default_factory=list)
+
+    def drop(self, frame: pd.DataFrame, mask: np.ndarray, records, what: str) -> pd.DataFrame:
+        """``frame`` without the rows of ``mask`` (each a line that is ``what``), or the DataError under strict."""
+        if not mask.any():
+            return frame
+        if self.strict:
+            raise _bad_row(frame, mask, records, what)
+        self.counts[what] = self.counts.get(what, 0) + int(mask.sum())
+        for i in np.flatnonzero(mask)[:max(0, SHOWN_LOCATIONS - len(self.first))]:
+            self.first.append(_location(frame.iloc[i], records, what))
+        return frame[~mask].reset_index(drop=True)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> dict:
+        return {"skipped": self.skipped, "by_problem": dict(self.counts), "first": list(self.first)}
+
+
+def _long_rows(records: list[tuple[str, bytes]], malformed: Malformed) -> pd.DataFrame:
+    """All records' lines in one frame (file, line, Time, Parameter, Value), parsed by one read_csv call; a set
+    with a line that call cannot read is split line by line instead, and its malformed lines handed to
+    ``malformed``."""
     bodies, counts = [], []
     for name, content in records:
         header, _, body = content.partition(b"\n")
@@ -90,36 +134,57 @@ def _long_rows(records: list[tuple[str, bytes]]) -> pd.DataFrame:
     buffer = b"\n".join(bodies)
     options = dict(header=None, names=["Time", "Parameter", "Value"], skip_blank_lines=False,
                    keep_default_na=False, na_values=[""])
-    try:  # numbers parsed by the C reader; only a bad value takes the slow path that finds its line
+    try:  # the fast path: numbers parsed by the C reader
         frame = pd.read_csv(io.BytesIO(buffer), dtype={"Time": str, "Parameter": str, "Value": np.float64}, **options)
-        bad_value = None
-    except ValueError:
-        frame = pd.read_csv(io.BytesIO(buffer), dtype=str, **options)
-        bad_value = pd.to_numeric(frame["Value"], errors="coerce").isna() & frame["Value"].notna()
-    if len(frame) != sum(counts):
-        raise DataError("record files: could not split the files into lines (a quoted field with a line break?)")
+    except ValueError:      # a value that is not a number, or a line with more fields than three
+        frame = None
+    if frame is None or len(frame) != sum(counts):
+        frame = _split_lines(buffer)
     frame.insert(0, "file", np.repeat(np.arange(len(records)), counts))
     frame["line"] = frame.groupby("file").cumcount() + 2
-    if bad_value is not None:
-        raise _bad_row(frame, bad_value.to_numpy(), records, "the value is not a number")
-    return frame[frame["Time"].notna()].reset_index(drop=True)  # blank lines
+    if "fields" not in frame:
+        return frame[frame[["Time", "Parameter", "Value"]].notna().any(axis=1)].reset_index(drop=True)  # blank lines
+    frame = frame[frame["fields"] > 0]                                                                # blank lines
+    frame = malformed.drop(frame, frame["fields"].ne(3).to_numpy(), records, "the line does not have 3 fields")
+    value = pd.to_numeric(frame["Value"].str.strip(), errors="coerce")
+    frame = malformed.drop(frame.assign(Value=value), (value.isna() & frame["Value"].notna()).to_numpy(), records,
+                           "the value is not a number")
+    return frame.drop(columns=["fields", "text"]).reset_index(drop=True)
+
+
+def _split_lines(buffer: bytes) -> pd.DataFrame:
+    """Every line of ``buffer`` as Time, Parameter, Value (text; empty: missing) with its number of fields (0 for a
+    blank line; a line of another number than 3 keeps none of them) and its text."""
+    lines = pd.Series(buffer.decode("utf-8", errors="replace").split("\n") if buffer else [], dtype=object)
+    lines = lines.str.rstrip("\r")
+    fields = (lines.str.count(",") + 1).where(lines.str.strip() != "", 0)
+    parts = lines.where(fields == 3, ",,").str.split(",", n=2, expand=True).reindex(columns=range(3))
+    parts = parts.where(parts != "")
+    return pd.DataFrame({"Time": parts[0], "Parameter": parts[1], "Value": parts[2], "fields": fields,
+                         "text": lines})
+
+
+def _location(row: pd.Series, records, what: str) -> str:
+    text = row["text"] if isinstance(row.get("text"), str) else \
+        ",".join("" if pd.isna(row[c]) else f"{row[c]:g}" if isinstance(row[c], float) else str(row[c])
+                 for c in ("Time", "Parameter", "Value"))
+    return f"{records[int(row['file'])][0]}: line {int(row['line'])}: {what} ({text[:60]})"
 
 
 def _bad_row(frame: pd.DataFrame, mask: np.ndarray, records, what: str) -> DataError:
     row = frame.iloc[int(np.argmax(mask))]
-    return DataError(f"{records[int(row['file'])][0]}: line {int(row['line'])}: {what} "
-                     f"({row['Time']},{row['Parameter']},{row['Value']}); fix or remove that line")
+    return DataError(f"{_location(row, records, what)}; fix or remove that line, or prepare without --strict to "
+                     "skip such lines")
 
 
-def _minutes(frame: pd.DataFrame, records) -> np.ndarray:
-    """'HH:MM' -> minutes since admission, parsed once per distinct time."""
+def _minutes(frame: pd.DataFrame, records, malformed: Malformed) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows whose time is 'HH:MM' and their minutes since admission (parsed once per distinct time)."""
     index, distinct = pd.factorize(frame["Time"])
     parsed = pd.Series(distinct, dtype="string").str.strip().str.extract(r"^(\d{1,3}):(\d{2})$")
     ok = parsed[0].notna().to_numpy(dtype=bool)
-    if not ok.all():
-        raise _bad_row(frame, ~ok[index], records, "time is not HH:MM")
-    minutes = parsed[0].astype(np.int64).to_numpy() * 60 + parsed[1].astype(np.int64).to_numpy()
-    return minutes[index]
+    frame = malformed.drop(frame, ~ok[index], records, "the time is not HH:MM")
+    minutes = parsed[0].fillna("0").astype(np.int64).to_numpy() * 60 + parsed[1].fillna("0").astype(np.int64).to_numpy()
+    return frame, minutes[index[ok[index]]]
 
 
 def read_outcomes(path: str | os.PathLike) -> pd.Series:
@@ -143,17 +208,72 @@ def read_outcomes(path: str | os.PathLike) -> pd.Series:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records", required=True, metavar="PATH", help="set folder (set-a/) or its .tar.gz")
     parser.add_argument("--outcomes", required=True, metavar="PATH", help="Outcomes file of the same set")
+    parser.add_argument("--test-records", metavar="PATH", help="a second set (set-b/ or its .tar.gz) as the test "
+                        "side, instead of a random share of --records (--test-fraction then does not apply)")
+    parser.add_argument("--test-outcomes", metavar="PATH", help="Outcomes file of the --test-records set")
+    parser.add_argument("--strict", action="store_true", help="refuse a set with a malformed line (default: skip "
+                        "such lines, count them in summary.json and name the first few)")
 
 
 @data_source("cinc2012", help="PhysioNet/CinC 2012 records + Outcomes -> one row per ICU stay with 48 h summaries",
              arguments=add_arguments)
-def prepare_cinc2012(records: str | os.PathLike, outcomes: str | os.PathLike) -> Prepared:
+def prepare_cinc2012(records: str | os.PathLike, outcomes: str | os.PathLike, *, strict: bool = False,
+                     test_records: str | os.PathLike | None = None,
+                     test_outcomes: str | os.PathLike | None = None) -> Prepared:
+    if (test_records is None) != (test_outcomes is None):
+        raise DataError("--test-records and --test-outcomes go together: give both (the second set and its "
+                        "Outcomes file) or neither")
+    malformed = Malformed(strict)
+    frame, details = _stays(records, outcomes, malformed)
+    inputs = {"records": str(records), "outcomes": str(outcomes)}
+    test_rows = None
+    if test_records is not None:
+        test, details["test_set"] = _stays(test_records, test_outcomes, malformed)
+        shared = np.intersect1d(frame["record_id"], test["record_id"])
+        if len(shared):
+            raise DataError(f"{test_records}: RecordID {shared[0]} is also in {records}; the test set must hold "
+                            "other stays")
+        frame = pd.concat([frame, test], ignore_index=True)
+        counts = [c for c in frame.columns if c.endswith("_count")]     # a variable only one set measured
+        frame[counts] = frame[counts].fillna(0).astype(np.int64)
+        frame = frame[[c for c in frame.columns if c != "label"] + ["label"]]
+        test_rows = np.arange(len(frame)) >= len(frame) - len(test)
+        inputs |= {"test_records": str(test_records), "test_outcomes": str(test_outcomes)}
+    if frame["ICUType"].notna().all():  # whole-number categories read back as 1..4, not 1.0..4.0
+        frame["ICUType"] = frame["ICUType"].astype("int64")
+    if malformed.skipped:
+        log.warning("warning: %s: skipped %d malformed line(s), first %s; prepare with --strict to refuse such "
+                    "files instead", records if test_records is None else f"{records} and {test_records}",
+                    malformed.skipped, "; ".join(malformed.first))
+    details["malformed_lines"] = malformed.summary()
+
+    kinds = {c: "continuous" for c in frame.columns}
+    kinds |= {"record_id": "id", "ICUType": "categorical", "label": "label"}
+    variables = sorted({c[:-len("_count")] for c in frame.columns if c.endswith("_count")}, key=str.lower)
+    return Prepared(table=Table(frame, kinds, summary_rules(variables)), source="cinc2012",
+                    subject_column="record_id", details=details, inputs=inputs, test_rows=test_rows)
+
+
+def summary_rules(variables: list[str]) -> tuple[Rule, ...]:
+    """What every real stay keeps, per time-series variable: its first, last and mean value lie between its
+    minimum and maximum, its count is a whole number >= 0, and 0 exactly when its summaries are missing."""
+    rules: list[Rule] = []
+    for v in variables:
+        rules += [Order(((f"{v}_min",), (f"{v}_first", f"{v}_last", f"{v}_mean"), (f"{v}_max",))),
+                  Count(f"{v}_count", tuple(f"{v}_{s}" for s in SUMMARIES if s != "count")),
+                  Range(f"{v}_count", low=0.0, integer=True)]
+    return tuple(rules)
+
+
+def _stays(records: str | os.PathLike, outcomes: str | os.PathLike,
+           malformed: Malformed) -> tuple[pd.DataFrame, dict]:
+    """One set: a row per stay with an outcome (sorted by record id) and its summary.json entries."""
     path = Path(records)
     if not path.exists():
         raise DataError(f"{path}: records folder or archive not found")
     files = _record_files(path)
     labels = read_outcomes(outcomes)
-    rows = _timed_rows(files)
+    rows = _timed_rows(files, malformed)
     desc, record_ids, leading = _descriptors(rows, files, path)
     series = rows[~leading].sort_values(["file", "minute"], kind="stable")  # the time series, in time order
     features, variables = _summaries(series, len(files))
@@ -168,26 +288,21 @@ def prepare_cinc2012(records: str | os.PathLike, outcomes: str | os.PathLike) ->
                         "is it the Outcomes file of the same set?")
     frame = frame[has_outcome].reset_index(drop=True)
     frame["label"] = labels.reindex(frame["record_id"]).to_numpy()
-    if frame["ICUType"].notna().all():  # whole-number categories read back as 1..4, not 1.0..4.0
-        frame["ICUType"] = frame["ICUType"].astype("int64")
     frame = frame.sort_values("record_id", kind="stable").reset_index(drop=True)
-
-    kinds = {c: "continuous" for c in frame.columns}
-    kinds |= {"record_id": "id", "ICUType": "categorical", "label": "label"}
     details = _details(frame, n_files=len(files), dropped=int((~has_outcome).sum()), variables=variables,
                        n_series_rows=len(series))
-    return Prepared(table=Table(frame, kinds), source="cinc2012", subject_column="record_id", details=details,
-                    inputs={"records": str(records), "outcomes": str(outcomes)})
+    return frame, details
 
 
-def _timed_rows(files: list[tuple[str, bytes]]) -> pd.DataFrame:
-    """Every record line with a stripped Parameter and its time in minutes; a line missing a field is an error."""
-    rows = _long_rows(files)
-    rows["Parameter"] = rows["Parameter"].str.strip()
+def _timed_rows(files: list[tuple[str, bytes]], malformed: Malformed) -> pd.DataFrame:
+    """Every readable record line with a stripped Parameter and its time in minutes; a line missing a field is
+    malformed."""
+    rows = _long_rows(files, malformed)
+    rows["Parameter"] = rows["Parameter"].str.strip().replace("", np.nan)
     missing = rows["Value"].isna().to_numpy() | rows["Parameter"].isna().to_numpy()
-    if missing.any():
-        raise _bad_row(rows, missing, files, "the line needs a time, a parameter and a value")
-    rows["minute"] = _minutes(rows, files)
+    rows = malformed.drop(rows, missing, files, "the line needs a time, a parameter and a value")
+    rows, minutes = _minutes(rows, files, malformed)
+    rows["minute"] = minutes
     return rows
 
 
@@ -226,6 +341,9 @@ def _summaries(series: pd.DataFrame, n_files: int) -> tuple[dict[str, pd.Series]
             column = wide[(summary, variable)]
             features[f"{variable}_{summary}"] = (column.fillna(0).astype(np.int64) if summary == "count"
                                                  else column.astype(float))
+        # a mean of equal values can land one rounding step outside them (0.1, 0.1, 0.1 -> 0.10000000000000002)
+        features[f"{variable}_mean"] = features[f"{variable}_mean"].clip(features[f"{variable}_min"],
+                                                                         features[f"{variable}_max"])
     return features, variables
 
 

@@ -36,6 +36,7 @@ class Prepared:
     subject_column: str                          # the id column the split is made on (a patient never in both)
     details: dict = field(default_factory=dict)  # source-specific summary entries (options, dropped codes, notes)
     inputs: dict = field(default_factory=dict)   # the input paths, for the summary
+    test_rows: np.ndarray | None = None          # the source's own test side (a second set); None: a seeded split
 
     @property
     def origin(self) -> str:
@@ -102,17 +103,21 @@ def build_split(prepared: Prepared, test_fraction: float = 0.2, seed: int = 0) -
     if subjects.isna().any():
         raise DataError(f"{source}: subject column '{prepared.subject_column}' is empty in row "
                         f"{int(subjects.isna().argmax())}; every row needs a subject id")
-    is_test = split_subjects(subjects, test_fraction, seed)
+    given = prepared.test_rows is not None
+    is_test = np.asarray(prepared.test_rows, dtype=bool) if given else split_subjects(subjects, test_fraction, seed)
     notes = list(prepared.details.get("notes", []))
     moved, unseen = _unseen_category_subjects(table, prepared.subject_column, is_test)
     moved &= is_test
+    keep = np.ones(len(is_test), dtype=bool)
     if moved.any():
         n_moved = int(subjects[moved].nunique())
         is_test = is_test & ~moved
-        notes.append(f"{n_moved} test subject(s) moved to train because they hold categorical values no training "
-                     f"row has (an encoder fitted on train could not encode them): "
+        if given:           # a given test set's subjects never join train: they are dropped
+            keep &= ~moved
+        notes.append(f"{n_moved} test subject(s) {'dropped' if given else 'moved to train'} because they hold "
+                     f"categorical values no training row has (an encoder fitted on train could not encode them): "
                      + "; ".join(f"{c}: {', '.join(v[:5])}" for c, v in unseen.items()))
-    train, test = table.subset(np.flatnonzero(~is_test)), table.subset(np.flatnonzero(is_test))
+    train, test = table.subset(np.flatnonzero(~is_test & keep)), table.subset(np.flatnonzero(is_test))
     if train.n_rows == 0 or test.n_rows == 0:
         raise DataError(f"{source}: the split left an empty side; use more subjects or another --test-fraction")
 
@@ -121,14 +126,18 @@ def build_split(prepared: Prepared, test_fraction: float = 0.2, seed: int = 0) -
         for part in (train, test):
             part.frame = part.frame.drop(columns=empty)
             part.kinds = {k: v for k, v in part.kinds.items() if k not in empty}
+            part.rules = tuple(r for r in part.rules if not set(r.columns) & set(empty))
         notes.append(f"{len(empty)} continuous column(s) dropped because no training row has a value: "
                      + ", ".join(empty[:10]))
+        if len(train.rules) < len(table.rules):
+            notes.append(f"{len(table.rules) - len(train.rules)} declared rule(s) on those columns dropped")
     if LABEL in train.frame and train.frame[LABEL].nunique() < 2:
         notes.append("the training split holds one label class only")
-    return train, test, _summary(prepared, train, test, test_fraction=test_fraction, seed=seed, notes=notes)
+    return train, test, _summary(prepared, train, test, test_fraction=None if given else test_fraction, seed=seed,
+                                 notes=notes)
 
 
-def _summary(prepared: Prepared, train: Table, test: Table, *, test_fraction: float, seed: int,
+def _summary(prepared: Prepared, train: Table, test: Table, *, test_fraction: float | None, seed: int,
              notes: list[str]) -> dict:
     """summary.json (less the files' hashes): the split, its sizes, columns by kind, label counts, the source's
     own entries and the notes."""
@@ -141,12 +150,16 @@ def _summary(prepared: Prepared, train: Table, test: Table, *, test_fraction: fl
         "inputs": prepared.inputs,
         "split": {"test_fraction": test_fraction, "seed": seed, "by": subject,
                   "method": "distinct subject ids sorted, shuffled with numpy default_rng(seed); the first "
-                            "round(test_fraction * subjects) are test"},
+                            "round(test_fraction * subjects) are test"} if test_fraction is not None else
+                 {"by": subject, "method": "the source's own test set (train: the first set's subjects, test: the "
+                                           "second set's)"},
         "rows": {"total": int(train.n_rows + test.n_rows), "train": train.n_rows, "test": test.n_rows},
         "subjects": {"total": int(prepared.table.frame[subject].nunique()),
                      "train": int(train.frame[subject].nunique()), "test": int(test.frame[subject].nunique())},
         "columns": {"total": len(train.columns), "by_kind": {k: int(v) for k, v in sorted(kinds_count.items())},
                     "encoded_width": int(TableEncoder().fit(train).width)},
+        "rules": {"declared": len(train.rules), "by_kind": dict(pd.Series([r.kind for r in train.rules],
+                                                                          dtype=object).value_counts().sort_index())},
         "shapes": {"train": [train.n_rows, len(train.columns)], "test": [test.n_rows, len(test.columns)]},
     }
     if LABEL in train.frame:

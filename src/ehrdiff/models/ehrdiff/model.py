@@ -22,13 +22,14 @@ import numpy as np
 import torch
 
 from ehrdiff.data.encoding import TableEncoder
+from ehrdiff.data.rules import rules_to_json
 from ehrdiff.data.table import Table
 from ehrdiff.diffusion import SAMPLERS, Denoiser, EDMLoss, MLPDenoiserNet, NoiseEmbedding, karras_sigmas
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss, draw_discrete, redraw_short_rows
 from ehrdiff.diffusion.count_matching import apportion, select_code_counts, split_counts
 from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
 from ehrdiff.data.writers import concat_tables
-from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, register
+from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, declared_rules, register
 from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_request, class_counts,
                                                  conditional_row_loss, guided_denoiser, sample_conditional,
                                                  split_condition)
@@ -156,6 +157,7 @@ class EHRDiff(Generator):
         self.code_histograms_ = code_histograms(matrix[:, codes], labels, condition) if codes.size and not cfg.dp \
             else None
         self.min_codes_ = min_codes(self.code_histograms_)     # the fewest codes of a training row
+        self.rules_ = declared_rules(data)     # kept by the sampler (models/base.py keep_rules), saved in model.json
         if cfg.dp and cfg.codes_per_row == "data":
             log.info("codes_per_row='data' is off under DP: the training histogram of codes per row is not private")
         return self
@@ -383,6 +385,7 @@ class EHRDiff(Generator):
                 "codes_per_row_histograms": getattr(self, "code_histograms_", None),
                 "condition": self.condition_.to_dict() if getattr(self, "condition_", None) else None,
                 "budget": getattr(self, "budget_", None), "stopping": getattr(self, "stopping_", None),
+                "rules": rules_to_json(getattr(self, "rules_", ())),
                 **(getattr(self, "privacy_", None) or {})}
 
     def save(self, path: str | os.PathLike) -> None:
@@ -436,6 +439,7 @@ class EHRDiff(Generator):
         model.code_histograms_ = checked_histograms(metadata, model)     # older files: none, no count matching
         model.budget_ = metadata.typed("budget", dict, "an object", optional=True)        # older files: none
         model.stopping_ = metadata.typed("stopping", dict, "an object", optional=True)
+        model.rules_ = metadata.rules()
         metadata.privacy()          # a stated guarantee must be positive numbers
         model.privacy_ = {k: v for k, v in metadata.items() if k.startswith("dp_")} or None
         return model
