@@ -48,3 +48,16 @@ def test_demo_writes_synthetic_data_and_a_consistent_comparison(tmp_path):
     synthetic_sets = [frozenset(c for c, v in zip(codes, row) if v) for row in synthetic[codes].to_numpy()]
     assert np.isclose(comparison["identical_to_a_real_patient"],
                       np.mean([s in real_sets for s in synthetic_sets]))
+
+
+def test_demo_defaults_stop_before_copying_patients(tmp_path):
+    # no --steps: the budget derived from the 76 patients and the held-out stopping rule (issue 22: at most 5% of
+    # synthetic patients identical to a real one; 1,000 fixed steps copied 22%)
+    assert main(["-q", "demo", "-o", str(tmp_path / "demo")]) == 0
+    comparison = json.loads((tmp_path / "demo" / "comparison.json").read_text())
+    saved = json.loads((tmp_path / "demo" / "model" / "model.json").read_text())
+    assert comparison["held_out"] == saved["budget"]["held_out"] == 8
+    assert comparison["chosen_step"] == saved["stopping"]["chosen_step"] <= comparison["steps"]
+    assert comparison["steps"] < saved["budget"]["steps"]          # stopped before the budget's end
+    assert comparison["identical_to_a_real_patient"] <= 0.05
+    assert "identical to a real one" in (tmp_path / "demo" / "comparison.md").read_text()

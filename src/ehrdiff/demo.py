@@ -19,10 +19,9 @@ from ehrdiff.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-DEMO_PRESET = "cpu-fast"
-# fewer than cpu-fast's own 3,000 steps, which pass over the 76 demo patients thousands of times: README, "Quick
-# start", compares `ehrdiff demo --steps 1000` with `--steps 3000`
-DEMO_STEPS = 1000
+# the library's defaults: the budget derived from the 76 patients and the held-out stopping rule (models/ehrdiff/
+# budget.py), which stop before the model reproduces them (README, "Quick start")
+DEMO_PRESET = "default"
 DEMO_FILES = ("diagnoses_icd.csv.gz", "LICENSE-ODbL.txt", "SOURCE.md")
 # what run_demo writes into its folder (``ehrdiff demo`` replaces them only with --overwrite)
 DEMO_OUTPUTS = ("model", "synthetic.parquet", "synthetic.csv", "comparison.json", "comparison.md", "LICENSE-ODbL.txt",
@@ -64,14 +63,13 @@ def prevalence_comparison(real: Table, synthetic: Table) -> dict:
 def run_demo(out_dir: str | Path, *, preset: str = DEMO_PRESET, steps: int | None = None, seed: int = 0,
              progress: bool = True) -> dict:
     """Train, sample as many patients as the demo has, write synthetic.parquet/.csv and comparison.json/.md.
-    ``steps``: None for DEMO_STEPS, 0 for the preset's own."""
+    ``steps``: None (or 0) for the preset's own, which for ``default`` is the budget derived from the data."""
     from ehrdiff.models.ehrdiff import EHRDiff
 
     out = Path(out_dir)
     real = demo_table()
     log.info("demo data: %d patients x %d ICD-9 categories (MIMIC-IV Clinical Database Demo v2.2)",
              real.n_rows, len(real.columns_of("binary")))
-    steps = DEMO_STEPS if steps is None else steps
     overrides = {"seed": seed} | ({"steps": steps} if steps else {})
     model = EHRDiff(preset=preset, **overrides).fit(real, progress=progress)
     model.save(out / "model")
@@ -79,7 +77,9 @@ def run_demo(out_dir: str | Path, *, preset: str = DEMO_PRESET, steps: int | Non
     write_table(synthetic, out / "synthetic.parquet")
     write_table(synthetic, out / "synthetic.csv")
     comparison = prevalence_comparison(real, synthetic)
-    comparison |= {"patients": real.n_rows, "preset": preset, "steps": model.train_steps_, "seed": seed}
+    stopping = getattr(model, "stopping_", None) or {}
+    comparison |= {"patients": real.n_rows, "preset": preset, "steps": model.train_steps_, "seed": seed,
+                   "chosen_step": stopping.get("chosen_step"), "held_out": (model.budget_ or {}).get("held_out", 0)}
     write_text_atomic(out / "comparison.json", json.dumps(comparison, indent=2))
     write_text_atomic(out / "comparison.md", _markdown(comparison))
     for name in ("LICENSE-ODbL.txt", "SOURCE.md"):
@@ -93,7 +93,9 @@ def _markdown(c: dict) -> str:
         "",
         f"Data: MIMIC-IV Clinical Database Demo v2.2 diagnoses (ODbL 1.0, see LICENSE-ODbL.txt and SOURCE.md), "
         f"{c['patients']} patients x {c['codes']} three-digit ICD-9 categories. Model: EHRDiff, preset "
-        f"`{c['preset']}`, {c['steps']} steps, seed {c['seed']}; {c['patients']} synthetic patients.",
+        f"`{c['preset']}`, {c['steps']} steps, seed {c['seed']}; {c['patients']} synthetic patients."
+        + (f" {c['held_out']} patients were held out of training: it stopped where their denoising loss stopped "
+           f"improving and kept the weights of step {c['chosen_step']}." if c.get("chosen_step") else ""),
         "",
         "| metric | value |",
         "|---|---|",
@@ -104,7 +106,8 @@ def _markdown(c: dict) -> str:
         f"{c['codes_per_patient_synthetic']:.2f} |",
         f"| synthetic patients identical to a real one | {c['identical_to_a_real_patient']:.0%} |",
         "",
-        "The model was trained on every demo patient, so a synthetic patient identical to a real one is a memorised "
-        "patient: check the privacy metrics of `ehrdiff evaluate` (with a held-out set) before sharing synthetic data.",
+        "A synthetic patient identical to a real one is most likely a memorised patient (the real patients rarely "
+        "share all their codes): check the privacy metrics of `ehrdiff evaluate` (with a held-out set) before "
+        "sharing synthetic data.",
         "",
     ])

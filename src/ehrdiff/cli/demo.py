@@ -16,9 +16,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "patients with ICD-9 diagnoses, as 3-digit categories), sample as many synthetic patients, and "
                     "compare code prevalence.")
     p.add_argument("-o", "--output", default="demo-out", help="output folder (default: demo-out)")
-    p.add_argument("--preset", default="cpu-fast", help="EHRDiff preset (default: cpu-fast)")
-    p.add_argument("--steps", type=int, help="optimiser steps (default: 1,000, README \"Quick start\"; 0: the "
-                                                "preset's own)")
+    p.add_argument("--preset", default="default", help="EHRDiff preset (default: default)")
+    p.add_argument("--steps", type=int, help="optimiser steps (default: the budget derived from the data, with "
+                                                "the held-out stopping rule)")
     p.add_argument("--seed", type=seed_argument, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo in the folder")
     return p

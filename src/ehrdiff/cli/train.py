@@ -35,7 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="RUN", help="run folder for the model and checkpoints")
     p.add_argument("--model", default="ehrdiff", help="generator to train: {models} (default: ehrdiff)")
     p.add_argument("--preset", help="EHRDiff's named settings: {presets} (default: default)")
-    p.add_argument("--steps", type=int, help="optimiser steps")
+    p.add_argument("--steps", type=int, help="optimiser steps on every row (default: a length derived from the "
+                                                "data, stopped early on held-out rows; README, \"Training length\")")
     p.add_argument("--batch-size", type=int, help="global batch size (split over processes under torchrun)")
     p.add_argument("--seed", type=seed_argument, help="random seed (same seed, same model)")
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="write a checkpoint every N steps")

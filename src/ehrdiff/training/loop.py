@@ -64,6 +64,7 @@ class TrainingStep(Protocol):
 class RunLog:
     start_step: int                         # 0, or the step the run resumed from
     final_loss: float | None                # mean loss per row over the last logging window (rank 0's rows)
+    end_step: int = 0                       # steps done at the end: ``total``, or fewer when the step stopped it
     timings: list[tuple[int, float]] = field(default_factory=list)  # (steps done, time.perf_counter())
 
 
@@ -108,7 +109,9 @@ def run_steps(step: TrainingStep, total: int, *, identity: dict, checkpoint_dir:
     every ``checkpoint_every`` steps and at the end (rank 0 only). ``on_log(steps_done)`` is called after every
     logging window of ``log_every`` steps (benchmarks measure between windows). The losses are checked at the end
     of each window and before each checkpoint, the weights before each checkpoint and at the end:
-    :class:`TrainingDiverged` naming the step when the run has diverged."""
+    :class:`TrainingDiverged` naming the step when the run has diverged. A step with a true ``stop_requested``
+    (a stopping rule, ehrdiff.training.stopping) ends the run early: a checkpoint of that step is written, and a
+    run resumed from it stops again at once."""
     from tqdm.auto import tqdm
 
     ctx = context or distributed_context()
@@ -123,17 +126,21 @@ def run_steps(step: TrainingStep, total: int, *, identity: dict, checkpoint_dir:
     window: torch.Tensor | float = 0.0
     window_rows, final_loss = 0, None
     watch = DivergenceWatch(start, total, checkpoint if write else None)
+    done = start
     with flush_denormals(), contextlib.closing(bar):
         for index in range(start, total):
+            if getattr(step, "stop_requested", False):      # resumed from the checkpoint of a stopped run
+                break
             taken = step(index)
             loss = taken.loss_sum.detach() if torch.is_tensor(taken.loss_sum) else taken.loss_sum
             window, window_rows = window + loss, window_rows + taken.rows
             watch.add(loss, taken.rows)
             done = index + 1
-            saving = write and (done == total or bool(checkpoint_every and done % checkpoint_every == 0))
-            if done % log_every == 0 or done == total or saving:
+            last = done == total or bool(getattr(step, "stop_requested", False))
+            saving = write and (last or bool(checkpoint_every and done % checkpoint_every == 0))
+            if done % log_every == 0 or last or saving:
                 watch.check_losses()                            # one host sync per logging window
-            if done % log_every == 0 or done == total:
+            if done % log_every == 0 or last:
                 final_loss = float(window) / max(window_rows, 1)      # one host sync per logging window
                 window, window_rows = 0.0, 0
                 timings.append((done, time.perf_counter()))
@@ -141,12 +148,14 @@ def run_steps(step: TrainingStep, total: int, *, identity: dict, checkpoint_dir:
                 bar.update(done - bar.n)
                 if on_log is not None:
                     on_log(done)
-            if saving or done == total:
+            if saving or last:
                 tensors, extra = step.state()
                 watch.check_weights(tensors, done)
                 if saving:
                     save_checkpoint(checkpoint, done, total, identity, tensors, extra)
-    return RunLog(start_step=start, final_loss=final_loss, timings=timings)
+            if last:
+                break
+    return RunLog(start_step=start, final_loss=final_loss, timings=timings, end_step=done)
 
 
 class DivergenceWatch:

@@ -93,14 +93,14 @@ class OptimisationSettings:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     batch_size: int = 1024
-    steps: int | None = None              # None: ``epochs`` passes over the data (official: 5,000)
-    epochs: int = 5000
+    steps: int | None = None              # None: a budget derived from the data (budget.py), or the official
+    epochs: int = 5000                    # schedule of ``epochs`` passes when epochs is given
     warmup_steps: int = 20000
     warmup_max_fraction: float = 0.25     # short runs: warm-up is at most this share of all steps
     ema_decay: float = 0.999
 
     def total_steps(self, n_rows: int) -> int:
-        """The official code runs ``epochs`` epochs of ``n_rows // batch_size + 1`` batches each."""
+        """``steps``, or the official code's ``epochs`` epochs of ``n_rows // batch_size + 1`` batches each."""
         if self.steps is not None:
             return self.steps
         return (n_rows // self.batch_size + 1) * self.epochs

@@ -33,11 +33,14 @@ from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sampl
 from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_request, class_counts,
                                                  conditional_row_loss, guided_denoiser, sample_conditional,
                                                  split_condition)
+from ehrdiff.models.ehrdiff.budget import (TrainingBudget, held_out_score, plan_budget, split_holdout,
+                                           stopping_schedule)
 from ehrdiff.models.ehrdiff.config import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict
-from ehrdiff.models.ehrdiff.presets import make_config
+from ehrdiff.models.ehrdiff.presets import PRESETS, make_config
 from ehrdiff.models.persistence import ModelMetadata, data_fingerprint, load_model_dir, save_model_dir
 from ehrdiff.training import (BatchNoise, MinibatchStep, TrainSettings, distributed_context, is_main_process,
                               resolve_device, run_steps)
+from ehrdiff.training.stopping import HeldOutStopping
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,17 @@ def memorisation_warning(steps: int, batch_size: int, rows: int, private: bool) 
             "or with --dp")
 
 
+def watch_held_out(step: MinibatchStep, denoiser: Denoiser, row_loss, held_out: np.ndarray, training: np.ndarray,
+                   seed: int, total: int) -> HeldOutStopping:
+    """``step`` with the stopping rule on the ``held_out`` rows (the training rows' loss on as many of them, spread
+    over the table, logged beside it)."""
+    every, patience = stopping_schedule(total)
+    picks = np.linspace(0, training.shape[0] - 1, held_out.shape[0]).round().astype(np.int64)
+    score = held_out_score(denoiser, row_loss, torch.from_numpy(held_out), torch.from_numpy(training[picks]),
+                           step.adam.ema_state, seed, step.device)
+    return HeldOutStopping(step, score, step.adam.ema_state, every, patience)
+
+
 @register("ehrdiff")
 class EHRDiff(Generator):
     """EHRDiff. ``preset``: default (ours), paper-mimic, paper-cinc, paper-ecg (the paper's) or cpu-fast;
@@ -129,8 +143,12 @@ class EHRDiff(Generator):
             denoiser.init_output(matrix.mean(axis=0))
         rows = matrix if condition is None else np.column_stack([matrix, labels.astype(np.float32)])
         fingerprint = data_fingerprint(rows)
-        result = self._train(denoiser, rows, condition, fingerprint, checkpoint_dir, resume, progress)
-        denoiser.load_state_dict(result["ema_state"])           # sampling uses the EMA weights
+        budget = plan_budget(cfg.optimisation, "epochs" in self.settings,
+                             "batch_size" in self.settings or "batch_size" in PRESETS.get(self.preset, {}),
+                             n_rows, width, cfg.dp)
+        result = self._train(denoiser, rows, condition, fingerprint, checkpoint_dir, resume, progress, budget)
+        denoiser.load_state_dict(result["ema_state"])           # sampling uses the EMA weights (the chosen ones)
+        self.budget_, self.stopping_ = budget.to_dict(), result["stopping"]
         self.denoiser_, self.encoder_, self.condition_ = denoiser.eval(), encoder, condition
         self.n_rows_, self.n_features_ = n_rows, width
         self.data_fingerprint_, self.train_steps_ = fingerprint, result["steps"]
@@ -161,25 +179,33 @@ class EHRDiff(Generator):
         return encoder, matrix
 
     def _train(self, denoiser: Denoiser, rows: np.ndarray, condition: ConditionSpec | None, fingerprint: str,
-               checkpoint_dir, resume: bool, progress: bool) -> dict[str, Any]:
-        """Run the training loop with the plain or the private step; the EMA weights and what the run reports."""
+               checkpoint_dir, resume: bool, progress: bool, budget: TrainingBudget) -> dict[str, Any]:
+        """Run the training loop with the plain or the private step (with the stopping rule when the budget holds
+        rows out); the EMA weights and what the run reports."""
         cfg = self.config
         n_rows, width = rows.shape[0], rows.shape[1] - (condition is not None)
-        total = cfg.optimisation.total_steps(n_rows)
+        total = budget.steps
         ctx = distributed_context(cfg.device)
-        settings = TrainSettings(steps=total, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        settings = TrainSettings(steps=total, batch_size=budget.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
                                  warmup_steps=cfg.optimisation.effective_warmup(total), ema_decay=cfg.ema_decay,
                                  seed=cfg.seed, checkpoint_every=cfg.checkpoint_every)
         identity = {"model": self.name, "config": cfg.identity(), "data": fingerprint, "shape": [n_rows, width],
                     "training": settings.identity()}
+        if budget.source == "data":     # runs with a given budget keep the identity they had before budgets
+            identity["budget"] = budget.to_dict()
         if ctx.is_main:
             log.info("training EHRDiff (%s) on %d rows x %d columns: %d steps of batch %d on %s%s", self.preset,
-                     n_rows, width, total, cfg.batch_size, ctx.device,
+                     n_rows, width, total, budget.batch_size, ctx.device,
                      f" x {ctx.world_size} processes" if ctx.world_size > 1 else "")
-            warning = memorisation_warning(total, cfg.batch_size, n_rows, cfg.dp)
+            log.info("budget: %s", budget.reason)
+            warning = memorisation_warning(total, budget.batch_size, n_rows - budget.held_out, cfg.dp)
             if warning:
                 log.warning(warning)
+        held_out = None
+        if budget.held_out:             # the stopping rule's rows leave the training data (split from the seed)
+            kept, held = split_holdout(n_rows, budget.held_out, cfg.seed)
+            rows, held_out = rows[kept], rows[held]
         data = torch.from_numpy(rows)
         if cfg.dp:      # DP-SGD (private.py): Poisson batches, clipped per-example gradients, accountant
             from ehrdiff.models.ehrdiff.private import PrivateStep
@@ -191,11 +217,24 @@ class EHRDiff(Generator):
             if condition is not None:
                 row_loss = conditional_row_loss(row_loss, condition.null_index, cfg.condition_dropout)
             step = MinibatchStep(denoiser, data, row_loss, settings, ctx)
+            if held_out is not None:
+                step = watch_held_out(step, denoiser, row_loss, held_out, rows, cfg.seed, total)
         run = run_steps(step, total, identity=identity, checkpoint_dir=checkpoint_dir, resume=resume,
                         progress=progress, context=ctx, checkpoint_every=settings.checkpoint_every,
                         log_every=settings.log_every)
         privacy = step.report().to_dict() if cfg.dp else None
-        return {"ema_state": step.adam.ema_state(), "steps": total, "final_loss": run.final_loss, "privacy": privacy}
+        if held_out is None:
+            return {"ema_state": step.adam.ema_state(), "steps": run.end_step, "final_loss": run.final_loss,
+                    "privacy": privacy, "stopping": None}
+        step.finish(run.end_step)
+        stopping = step.summary(total)
+        if ctx.is_main:
+            log.info("stopping rule: %s at step %d of %d; the weights of step %d are kept (held-out loss %.4f, "
+                     "training rows' %.4f)", "stopped" if stopping["stopped_early"] else "ran to the end",
+                     run.end_step, total, stopping["chosen_step"], stopping["held_out_loss"],
+                     stopping["training_loss"])
+        return {"ema_state": step.best_weights(), "steps": run.end_step, "final_loss": run.final_loss,
+                "privacy": privacy, "stopping": stopping}
 
     # ---- sampling --------------------------------------------------------------------------------------------
     def sample_matrix(self, n: int, seed: int = 0, *, label: int | None = None, guidance: float = 0.0,
@@ -345,6 +384,7 @@ class EHRDiff(Generator):
                 "train_steps": self.train_steps_, "final_loss": self.final_loss_, "min_codes": self.min_codes_,
                 "codes_per_row_histograms": getattr(self, "code_histograms_", None),
                 "condition": self.condition_.to_dict() if getattr(self, "condition_", None) else None,
+                "budget": getattr(self, "budget_", None), "stopping": getattr(self, "stopping_", None),
                 "rules": rules_to_json(getattr(self, "rules_", ())),
                 **(getattr(self, "privacy_", None) or {})}
 
@@ -397,6 +437,8 @@ class EHRDiff(Generator):
         spec = metadata.typed("condition", dict, "an object", optional=True)
         model.condition_ = ConditionSpec.from_dict(spec) if spec else None
         model.code_histograms_ = checked_histograms(metadata, model)     # older files: none, no count matching
+        model.budget_ = metadata.typed("budget", dict, "an object", optional=True)        # older files: none
+        model.stopping_ = metadata.typed("stopping", dict, "an object", optional=True)
         model.rules_ = metadata.rules()
         metadata.privacy()          # a stated guarantee must be positive numbers
         model.privacy_ = {k: v for k, v in metadata.items() if k.startswith("dp_")} or None

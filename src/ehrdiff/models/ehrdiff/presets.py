@@ -18,6 +18,9 @@ configs/{mimic,cinc,ecg}/train_edm.yaml, arXiv 2303.05656) and EDM (Karras et al
 and the co-occurrence structure is learned by the number of steps (docs/results.md). ``default`` samples 16 noise
 levels down to 0.1 (31 network calls instead of 63) at batch 1,024; ``cpu-fast`` is the same model at batch 256
 for a short run, for demos and quick checks on a laptop CPU.
+
+A preset without ``steps`` (all but ``cpu-fast``) trains for the budget derived from the data, with the held-out
+stopping rule (budget.py); ``epochs=5000`` asks for the official schedule instead.
 """
 
 from __future__ import annotations
