@@ -17,6 +17,8 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ehrdiff.errors import EhrdiffError
 
 MAX_NOISE_MULTIPLIER = 1000.0      # beyond this the noise drowns every statistic: treat the budget as unreachable
@@ -43,7 +45,9 @@ def composed_epsilon(history: list[tuple[float, float, int]], delta: float, acco
 
     acc = create_accountant(mechanism=accountant)
     acc.history = [(float(z), float(q), int(t)) for z, q, t in history]
-    with warnings.catch_warnings():      # "optimal order is the largest alpha": the bound is valid, just loose
+    # "optimal order is the largest alpha": the bound is valid, just loose; PRV overflows in the far tails of very
+    # large noise, where its result is still the bound
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", UserWarning)
         if accountant == "rdp":
             return float(acc.get_epsilon(delta=delta, alphas=RDP_ORDERS))
@@ -60,9 +64,10 @@ def smallest_noise(epsilon: float, delta: float, fixed: list[tuple[float, float,
 
     at_max = spent(MAX_NOISE_MULTIPLIER)
     if not at_max <= epsilon:
-        raise EhrdiffError(f"epsilon={epsilon:g}, delta={delta:g} cannot be reached by {what} ({steps} steps at "
-                           f"sampling rate {rate:.4g}): even noise multiplier {MAX_NOISE_MULTIPLIER:g} spends "
-                           f"{at_max:.3g}; raise --epsilon or --delta, or train fewer steps or with a smaller batch")
+        how = f" in {steps} steps at sampling rate {rate:.4g}" if steps > 1 else ""
+        raise EhrdiffError(f"epsilon={epsilon:g}, delta={delta:g} cannot be reached by {what}{how}: even noise "
+                           f"multiplier {MAX_NOISE_MULTIPLIER:g} spends {at_max:.3g}; raise --epsilon or --delta"
+                           + (", or train fewer steps or with a smaller batch" if how else ""))
     low, high = 0.05, MAX_NOISE_MULTIPLIER
     if spent(low) <= epsilon:
         return low

@@ -10,7 +10,8 @@ Gaussian mechanisms recorded in the ledger (``accounting.py``):
    dropped and the range is the noisy histogram's ``BOUND_QUANTILE`` .. 1 - ``BOUND_QUANTILE`` quantiles: one
    patient's value cannot move it beyond what the noise allows. Values outside the range are clipped to it.
 2. ``one-way marginals``: a noisy histogram of every modelled column at once (binary: 0 and 1; categorical and
-   label: their declared categories, or the values seen, kept only above a noisy threshold; continuous: ``BINS``
+   label: their declared categories, or the values seen, kept only above a noisy threshold (an integer label
+   always has 0 and 1); continuous: ``BINS``
    equal bins over the range, plus missing). Each row adds one count per column, so the L2 sensitivity is the
    square root of the number of columns. From it, post-processing only: the kept categories, each continuous
    column's median (the fill of missing values) and whether it keeps a missing indicator, the number of rows,
@@ -188,19 +189,30 @@ def _one_way_marginals(table: Table, names: list[str], numbers: dict[str, np.nda
         else:
             keys = _keys(table.frame[name])
             declared = declarations.categories.get(name)
-            cells = [_key(c) for c in declared] if declared is not None else \
-                sorted(set(keys.tolist()), key=lambda c: (isinstance(c, str), c))
+            public = [_key(c) for c in declared] if declared is not None else _public_classes(table, name)
+            seen = [] if declared is not None else \
+                sorted(set(keys.tolist()) - set(public), key=lambda c: (isinstance(c, str), c))
+            cells = public + seen
             index = pd.Index(cells, dtype=object).get_indexer(keys)
             counts = np.bincount(index[index >= 0], minlength=len(cells)).astype(float)
         noisy = counts + rng.normal(0, sd, len(cells))
         if name in selected:
-            keep = noisy > threshold
+            keep = (noisy > threshold) | (np.arange(len(cells)) < len(public))
             if not keep.any():
                 raise DataError(f"column '{name}': no value is frequent enough to release privately; declare its "
                                 "categories in --bounds FILE or drop the column")
             cells, noisy = [c for c, k in zip(cells, keep) if k], noisy[keep]
         out[name] = ColumnMarginal(cells, np.clip(noisy, 0, None))
     return out
+
+
+def _public_classes(table: Table, name: str) -> list:
+    """Cells a column has whatever the data: 0 and 1 for an integer or boolean label (an outcome), none otherwise
+    (its values seen in the data are kept by the noisy threshold)."""
+    dtype = table.frame[name].dtype
+    if table.kinds[name] == "label" and (pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
+        return [0, 1]
+    return []
 
 
 # ---- the encoder -----------------------------------------------------------------------------------------------
