@@ -17,9 +17,11 @@ clipping C = 1):
   large-network        as full, hidden layers (512, 256, 256, 512) (the cpu-fast network)
   conditional          as full, ``condition="label"``, sampled with the noisy class balance
   dp-marginals         the private baseline: independent columns from noisy one-way counts
-Each synthetic set has as many rows as the training table; ``ehrdiff.evaluation.evaluate`` compares them with the
-real rows (one evaluation for all). Torch and the evaluation run on ``--threads`` threads (default 1). Writes
-benchmarks/out/private_release_uci.json and benchmarks/results/private_release_uci.md.
+Each synthetic set has ``--rows`` rows (default 10,000); ``ehrdiff.evaluation.evaluate`` compares them with the
+real rows (one evaluation for all). Torch and the evaluation run on ``--threads`` threads (default 1). Runs can be
+split over processes: ``--no-evaluate`` keeps each run's rows and facts in benchmarks/out/private_release/, and
+``--evaluate-only`` evaluates every run kept there at once. Writes benchmarks/out/private_release_uci.json and
+benchmarks/results/private_release_uci.md.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-FULL = dict(hidden_dims=(256,), embedding_width=64, batch_size=4096, steps=150, warmup_steps=10, lr=2e-3,
-            dp_noise_draws=1)
+FULL = dict(hidden_dims=(256,), embedding_width=64, batch_size=4096, steps=100, warmup_steps=10, lr=2e-3,
+            dp_noise_draws=1, num_noise_levels=16, sigma_min=0.1)
 VARIANTS = {
     "full": {},
     "no-bias-init": {},
@@ -61,6 +63,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rows", type=int, default=10_000, help="synthetic rows per run (default 10,000)")
+    parser.add_argument("--no-evaluate", action="store_true", help="train and sample only; keep the runs")
+    parser.add_argument("--evaluate-only", action="store_true", help="evaluate the runs kept by --no-evaluate")
     parser.add_argument("--quick", action="store_true", help="a few steps and rows: checks that the script runs")
     return parser.parse_args()
 
@@ -85,6 +90,27 @@ def fit_variant(name: str, epsilon: float, args: argparse.Namespace, train):
         BernoulliDenoiser.init_output = original
 
 
+def train_and_sample(name: str, epsilon: float, args: argparse.Namespace, train, kept: Path) -> None:
+    """Fit one variant at ``epsilon``, sample ``args.rows`` rows, keep both the rows and the run's facts."""
+    from ehrdiff.data.io import write_table
+
+    key = f"{name} eps={epsilon:g}"
+    t0 = time.perf_counter()
+    model = fit_variant(name, epsilon, args, train)
+    t1 = time.perf_counter()
+    table = model.sample_table(args.rows, seed=args.seed)
+    t2 = time.perf_counter()
+    privacy = getattr(model, "privacy_", None) or {"dp_epsilon": model.release_["epsilon"],
+                                                   "dp_delta": model.release_["delta"], "dp_release": model.release_}
+    stem = key.replace(" ", "_").replace("=", "")
+    write_table(table, kept / f"{stem}.parquet")
+    run = {"key": key, "variant": name, "epsilon": epsilon, "train_s": t1 - t0, "sample_s": t2 - t1,
+           "privacy": privacy, "load_average": os.getloadavg()[0], "command": " ".join(sys.argv[1:])}
+    (kept / f"{stem}.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
+    print(f"{key}: trained in {t1 - t0:.0f} s, sampled in {t2 - t1:.0f} s, epsilon spent "
+          f"{privacy['dp_epsilon']:.3f}", flush=True)
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -102,27 +128,25 @@ def main() -> None:
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variants {unknown} (known: {', '.join(VARIANTS)})")
+    kept = ROOT / "out" / ("private_release_quick" if args.quick else "private_release")
+    kept.mkdir(parents=True, exist_ok=True)
+    if not args.evaluate_only:
+        for epsilon in args.epsilons:
+            for name in names:
+                train_and_sample(name, epsilon, args, train, kept)
+    if args.no_evaluate:
+        return
     synthetic, runs = {}, {}
-    for epsilon in args.epsilons:
-        for name in names:
-            key = f"{name} eps={epsilon:g}"
-            t0 = time.perf_counter()
-            model = fit_variant(name, epsilon, args, train)
-            t1 = time.perf_counter()
-            synthetic[key] = model.sample_table(train.n_rows, seed=args.seed)
-            t2 = time.perf_counter()
-            privacy = getattr(model, "privacy_", None) or {"dp_epsilon": model.release_["epsilon"],
-                                                           "dp_delta": model.release_["delta"],
-                                                           "dp_release": model.release_}
-            runs[key] = {"variant": name, "epsilon": epsilon, "train_s": t1 - t0, "sample_s": t2 - t1,
-                         "privacy": privacy}
-            print(f"{key}: trained in {t1 - t0:.0f} s, sampled in {t2 - t1:.0f} s, epsilon spent "
-                  f"{privacy['dp_epsilon']:.3f}", flush=True)
+    for facts in sorted(kept.glob("*.json")):
+        run = json.loads(facts.read_text())
+        runs[run["key"]] = run
+        synthetic[run["key"]] = read_table(facts.with_suffix(".parquet"))
     t0 = time.perf_counter()
     report = evaluate(train, test, synthetic, label="label", references=True, seed=args.seed, threads=args.threads,
                       figures=False)
     eval_s = time.perf_counter() - t0
     result = {"runs": runs, "metrics": report.metrics, "train_rows": train.n_rows, "evaluate_s": eval_s,
+              "rows": args.rows,
               "total_s": time.perf_counter() - started, "load_average": [load_before[0], os.getloadavg()[0]],
               "full": FULL, "variants": VARIANTS, "quick": args.quick, "command": " ".join(sys.argv[1:])}
     out = ROOT / "out"
@@ -146,8 +170,10 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
              f"{result['load_average'][0]:.2f} / {result['load_average'][1]:.2f} (other jobs shared the cores when "
              f"above the core count). Total run time {result['total_s'] / 60:.1f} min, of which evaluation "
              f"{result['evaluate_s'] / 60:.1f} min.", "",
-             f"One seed ({args.seed}), delta {args.delta:g}, {result['train_rows']:,} training rows, as many synthetic "
-             f"rows. `full`: EHRDiff cpu-fast with {json.dumps(result['full'])}; the other variants change one thing "
+             f"One seed ({args.seed}), delta {args.delta:g}, {result['train_rows']:,} training rows, "
+             f"{result['rows']:,} synthetic rows per run. Runs trained by: "
+             + "; ".join(sorted({f"`{r['command']}`" for r in result['runs'].values()}))
+             + f". `full`: EHRDiff cpu-fast with {json.dumps(result['full'])}; the other variants change one thing "
              "(the script's docstring). `dp_epsilon`: the composed total of every mechanism of the release, from "
              "model.json (RDP accountant).", "",
              "| run | dp_epsilon | train s | sample s | " + " | ".join(HEADLINE) + " |",

@@ -9,13 +9,14 @@ Gaussian mechanisms recorded in the ledger (``accounting.py``):
    ``GRID_DECADES`` (chosen before seeing data, so public). Bins below ``BOUND_THRESHOLD`` noise deviations are
    dropped and the range is the noisy histogram's ``BOUND_QUANTILE`` .. 1 - ``BOUND_QUANTILE`` quantiles: one
    patient's value cannot move it beyond what the noise allows. Values outside the range are clipped to it.
-2. ``one-way marginals``: a noisy histogram of every modelled column at once (binary: 0 and 1; categorical and
-   label: their declared categories, or the values seen, kept only above a noisy threshold (an integer label
-   always has 0 and 1); continuous: ``BINS``
-   equal bins over the range, plus missing). Each row adds one count per column, so the L2 sensitivity is the
-   square root of the number of columns. From it, post-processing only: the kept categories, each continuous
-   column's median (the fill of missing values) and whether it keeps a missing indicator, the number of rows,
-   each encoded column's share (the Bernoulli head's starting bias, dp-marginals' sampling) and class counts.
+2. ``one-way marginals``: the number of rows and a noisy histogram of every modelled column at once (binary
+   codes: their counts of ones, each row's codes weighted so that it adds at most sqrt(``CODE_CONTRIBUTION``) in
+   L2 norm; categorical and label: their declared categories, or the values seen, kept only above a noisy
+   threshold (an integer label always has 0 and 1); continuous: ``BINS`` equal bins over the range, plus
+   missing). The L2 sensitivity is sqrt(``CODE_CONTRIBUTION`` + other columns + 1). From it, post-processing
+   only: the kept categories, each continuous column's median (the fill of missing values) and whether it keeps a
+   missing indicator, each encoded column's share (the Bernoulli head's starting bias, dp-marginals' sampling) and
+   class counts.
 
 What is treated as public schema: column names, kinds, pandas dtypes (integer or not) and a date column's
 resolution and time zone.
@@ -41,6 +42,7 @@ BOUND_THRESHOLD = 4.0      # grid bins below this many noise deviations count as
 BOUND_QUANTILE = 0.002     # the private range leaves out this share of the noisy mass at each end
 BINS = 32                  # equal bins of a continuous column's range in the one-way marginals
 MISSING_INDICATOR_SHARE = 0.001    # a continuous column keeps a missing indicator above this noisy share
+CODE_CONTRIBUTION = 16     # codes per row counted in full in the marginals; a row with more is weighted down
 
 
 @dataclass
@@ -105,14 +107,12 @@ def private_encoder(table: Table, ledger: Ledger, declarations: Declarations, bo
     estimate = [c for c in numbers if c not in bounds]
     if estimate:
         bounds.update(_private_bounds({c: numbers[c] for c in estimate}, ledger, bounds_share, rng))
-    marginals = _one_way_marginals(table, names, numbers, bounds, declarations, ledger, marginals_share, rng)
+    marginals, n_rows = _one_way_marginals(table, names, numbers, bounds, declarations, ledger, marginals_share,
+                                           rng)
     codings = [_coding(table, c, marginals.get(c), bounds.get(c)) for c in table.columns]
     encoder = TableEncoder("minmax")
     encoder.codings_ = codings
     matrix = _encode(table, encoder, marginals)
-    totals = [m.counts.sum() for c, m in marginals.items() if table.kinds[c] in ("binary", "continuous", "date")]
-    totals = totals or [m.counts.sum() for m in marginals.values()]
-    n_rows = max(1, int(round(float(np.median(totals)))))
     return PrivateRelease(encoder, matrix, marginals, n_rows, ledger, declarations)
 
 
@@ -165,22 +165,32 @@ def _keys(values: pd.Series) -> np.ndarray:
 
 def _one_way_marginals(table: Table, names: list[str], numbers: dict[str, np.ndarray],
                        bounds: dict[str, tuple[float, float]], declarations: Declarations, ledger: Ledger,
-                       share: float | None, rng: np.random.Generator) -> dict[str, ColumnMarginal]:
-    mechanism = ledger.gaussian("one-way marginals", math.sqrt(len(names)), share) if share is not None else \
-        ledger.remaining("one-way marginals", math.sqrt(len(names)))
+                       share: float | None, rng: np.random.Generator) -> tuple[dict[str, ColumnMarginal], int]:
+    """The noisy histograms of every column, and the noisy number of rows."""
+    codes = [c for c in names if table.kinds[c] == "binary"]
+    limit = min(CODE_CONTRIBUTION, len(codes))
+    # a row adds at most sqrt(limit) (L2) to the codes' counts, one count to every other column, and one row
+    sensitivity = math.sqrt(limit + len(names) - len(codes) + 1)
+    mechanism = ledger.gaussian("one-way marginals", sensitivity, share) if share is not None else \
+        ledger.remaining("one-way marginals", sensitivity)
     sd = mechanism.noise_multiplier * mechanism.sensitivity
+    n_rows = max(1.0, table.n_rows + rng.normal(0, sd))
+    out = {}
+    if codes:
+        ones = _bounded_code_counts(table.frame[codes].to_numpy(dtype=np.float64), limit) + \
+            rng.normal(0, sd, len(codes))
+        for name, count in zip(codes, np.clip(ones, 0, n_rows)):
+            out[name] = ColumnMarginal([0, 1], np.array([n_rows - count, count]))
     selected = [c for c in names if table.kinds[c] in ("categorical", "label") and c not in declarations.categories]
     if selected:     # a value held by one row alone clears the threshold with probability at most delta / columns
         per_column = ledger.selection_budget / len(selected)
         threshold = 1 + sd * float(norm.isf(per_column))
         mechanism.selection_delta = ledger.selection_budget
-    out = {}
     for name in names:
         kind = table.kinds[name]
         if kind == "binary":
-            values = table.frame[name].to_numpy(dtype=float)
-            cells, counts = [0, 1], np.array([(values == 0).sum(), (values == 1).sum()], dtype=float)
-        elif kind in ("continuous", "date"):
+            continue
+        if kind in ("continuous", "date"):
             low, high = bounds[name]
             raw = numbers[name]
             present = raw[~np.isnan(raw)]
@@ -203,7 +213,16 @@ def _one_way_marginals(table: Table, names: list[str], numbers: dict[str, np.nda
                                 "categories in --bounds FILE or drop the column")
             cells, noisy = [c for c, k in zip(cells, keep) if k], noisy[keep]
         out[name] = ColumnMarginal(cells, np.clip(noisy, 0, None))
-    return out
+    return {name: out[name] for name in names}, int(round(n_rows))
+
+
+def _bounded_code_counts(codes: np.ndarray, limit: int) -> np.ndarray:
+    """Each code column's count of ones, a row with k > ``limit`` codes weighted by sqrt(limit / k) so that its
+    contribution has L2 norm at most sqrt(limit) (contribution bounding: the noise then grows with ``limit``, not
+    with the number of code columns)."""
+    per_row = codes.sum(axis=1)
+    weight = np.where(per_row > limit, np.sqrt(limit / np.maximum(per_row, 1)), 1.0)
+    return weight @ codes
 
 
 def _public_classes(table: Table, name: str) -> list:
