@@ -108,3 +108,20 @@ def test_cli_train_and_sample_and_experiment_registration(tmp_path, capsys):
     assert "dp-marginals" in experiment_models()
     with pytest.raises(EhrdiffError, match="epsilon must be a positive"):
         build_model("dp-marginals", {"dp_epsilon": -1})
+
+
+def test_a_row_adds_at_most_the_stated_sensitivity_to_the_marginals():
+    from ehrdiff.privacy.release import CODE_CONTRIBUTION, _bounded_code_counts
+
+    rng = np.random.default_rng(1)
+    codes = (rng.random((50, 40)) < 0.2).astype(float)
+    codes[0] = 1.0                                     # a row with every code: 40 > CODE_CONTRIBUTION
+    without = _bounded_code_counts(codes[1:], CODE_CONTRIBUTION)
+    with_row = _bounded_code_counts(codes, CODE_CONTRIBUTION)
+    assert np.linalg.norm(with_row - without) == pytest.approx(np.sqrt(CODE_CONTRIBUTION))
+    small = _bounded_code_counts(codes[1:2], CODE_CONTRIBUTION)      # rows within the limit count in full
+    assert np.array_equal(small, codes[1]) and codes[1].sum() <= CODE_CONTRIBUTION
+    model = build_model("dp-marginals", {"dp_epsilon": 1.0}).fit(mixed(4000))
+    marginals = model.release_["mechanisms"][-1]
+    # c1, c2: two codes; age, lab, race, label: one count each; one row count
+    assert marginals["sensitivity"] == pytest.approx(np.sqrt(2 + 4 + 1))
