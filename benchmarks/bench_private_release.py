@@ -16,6 +16,7 @@ clipping C = 1):
   small-batch          as full, batch 512 and as many more steps as keep the rows seen per run equal
   large-network        as full, hidden layers (512, 256, 256, 512) (the cpu-fast network)
   conditional          as full, ``condition="label"``, sampled with the noisy class balance
+  low-lr               as full, learning rate 3e-4 (Adam moves every weight about lr per step, noise or not)
   dp-marginals         the private baseline: independent columns from noisy one-way counts
 Each synthetic set has ``--rows`` rows (default 10,000); ``ehrdiff.evaluation.evaluate`` compares them with the
 real rows (one evaluation for all). Torch and the evaluation run on ``--threads`` threads (default 1). Runs can be
@@ -48,6 +49,7 @@ VARIANTS = {
     "small-batch": dict(batch_size=512, steps=FULL["steps"] * FULL["batch_size"] // 512),
     "large-network": dict(hidden_dims=(512, 256, 256, 512), embedding_width=128),
     "conditional": dict(condition="label"),
+    "low-lr": dict(lr=3e-4),
     "dp-marginals": None,
 }
 HEADLINE = ["prevalence_spearman", "prevalence_pearson", "dimwise_prediction_auroc_gap", "tstr_auroc",
