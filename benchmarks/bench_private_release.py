@@ -178,15 +178,17 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
              + f". `full`: EHRDiff cpu-fast with {json.dumps(result['full'])}; the other variants change one thing "
              "(the script's docstring). `dp_epsilon`: the composed total of every mechanism of the release, from "
              "model.json (RDP accountant).", "",
-             "| run | dp_epsilon | train s | sample s | " + " | ".join(HEADLINE) + " |",
-             "|---|---|---|---|" + "---|" * len(HEADLINE)]
+             "| run | dp_epsilon | train s | sample s | load after | " + " | ".join(HEADLINE) + " |",
+             "|---|---|---|---|---|" + "---|" * len(HEADLINE)]
     for key, run in result["runs"].items():
         metrics = result["metrics"].get(key, {})
         lines.append(f"| {key} | {run['privacy']['dp_epsilon']:.3f} | {run['train_s']:.0f} | {run['sample_s']:.0f} | "
-                     + " | ".join(fmt(metrics.get(m)) for m in HEADLINE) + " |")
+                     f"{run['load_average']:.1f} | " + " | ".join(fmt(metrics.get(m)) for m in HEADLINE) + " |")
     for ref in ("reference:real-test", "reference:independent"):
         metrics = result["metrics"].get(ref, {})
-        lines.append(f"| {ref} | - | - | - | " + " | ".join(fmt(metrics.get(m)) for m in HEADLINE) + " |")
+        lines.append(f"| {ref} | - | - | - | - | " + " | ".join(fmt(metrics.get(m)) for m in HEADLINE) + " |")
+    lines += ["", "`load after`: the 1-minute load average when the run had sampled (the runs shared the 2 cores with "
+              "other jobs and with each other: their seconds are not comparable with an idle machine's)."]
     lines += ["", "Targets of issue 21 (UCI): epsilon 10: tstr_auroc >= 0.72, dimwise_prediction_auroc_gap <= 0.15, "
               "prevalence_spearman >= 0.90; epsilon 1: tstr_auroc >= 0.65, prevalence_spearman >= 0.80; ahead of "
               "dp-marginals.", ""]
