@@ -40,22 +40,13 @@ from ehrdiff.diffusion.preconditioning import c_in, c_noise, c_out, c_skip, trai
 from ehrdiff.errors import EhrdiffError
 from ehrdiff.models.ehrdiff.conditioning import drop_labels, n_classes
 from ehrdiff.models.ehrdiff.config import PrivacySettings
+from ehrdiff.privacy.accounting import MAX_NOISE_MULTIPLIER, require_opacus
 from ehrdiff.training import AdamWithEMA, BatchNoise, DistContext, StepLog, TrainSettings, step_seed
 
 log = logging.getLogger(__name__)
 
-MAX_NOISE_MULTIPLIER = 1000.0      # beyond this the noise drowns every gradient: treat the budget as unreachable
 CHUNK_ROWS = 256                   # examples per forward/backward pass (memory: CHUNK_ROWS x K rows)
 _POISSON_STREAM, _DP_NOISE_STREAM = 101, 102     # per-step seed streams (ehrdiff.training.randomness uses 1 and 2)
-
-
-# ---- accounting ----------------------------------------------------------------------------------------------
-def require_opacus():
-    try:
-        import opacus
-    except ImportError:
-        raise EhrdiffError("differentially private training needs Opacus: pip install ehrdiff[dp]") from None
-    return opacus
 
 
 # ---- accounting ----------------------------------------------------------------------------------------------
