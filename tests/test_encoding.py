@@ -125,11 +125,14 @@ def test_the_setting_chooses_the_scaling_and_survives_save_and_load(tmp_path):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_private_training_keeps_min_max(caplog):
+def test_private_training_keeps_min_max(caplog, tmp_path):
     pytest.importorskip("opacus")
     frame = skewed_table(200).frame.assign(dx=lambda f: (f["count"] > 2).astype(int))
     caplog.set_level("INFO")
+    bounds = tmp_path / "bounds.json"     # 200 rows are too few for private ranges: declared (public) ones
+    bounds.write_text('{"lab": {"low": 0, "high": 1000}, "count": {"low": 0, "high": 20}, "ph": {"low": 6.5, '
+                      '"high": 8}}')
     model = EHRDiff("cpu-fast", continuous_scaling="quantile", dp=True, dp_epsilon=5.0, dp_delta=1e-3,
-                    **TINY).fit(frame, progress=False)
+                    dp_bounds=str(bounds), **TINY).fit(frame, progress=False)
     assert [c.scaling for c in model.encoder_.codings_[:3]] == ["minmax"] * 3
     assert any("min-max scaled under DP" in r.getMessage() for r in caplog.records)

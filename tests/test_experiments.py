@@ -368,7 +368,8 @@ def plugin_model():
 def test_the_default_models_and_their_roles_come_from_the_model_classes():
     assert S.default_models() == ("ehrdiff", "ehrdiff-paper", "medgan", "emrwgan", "corgan", "marginals", "resample")
     assert S.registry_name("ehrdiff-paper") == "ehrdiff" and S.registry_name("medgan") == "medgan"
-    with pytest.raises(EhrdiffError, match="unknown model 'gpt' \\(choose from corgan, ehrdiff, ehrdiff-paper"):
+    with pytest.raises(EhrdiffError,
+                       match="unknown model 'gpt' \\(choose from corgan, dp-marginals, ehrdiff, ehrdiff-paper"):
         S.experiment_role("gpt")
     settings = S.model_settings("medgan", S.DATASETS["uci-diabetes"], S.Budget(5000, 1024), 0)
     assert S.steps_of("medgan", settings)["text"] == ("5,000 generator steps, 5,000 discriminator steps (1 per "
@@ -401,7 +402,8 @@ def test_a_registered_model_joins_the_experiment_by_its_own_declaration(plugin_m
     with pytest.raises(SystemExit):
         main(["experiment", "paper", "--help"])
     help_text = capsys.readouterr().out
-    assert "from corgan, ehrdiff, ehrdiff-paper, emrwgan, marginals, medgan, plugin-test, resample" in help_text
+    assert ("from corgan, dp-marginals, ehrdiff, ehrdiff-paper, emrwgan, marginals, medgan, plugin-test, resample"
+            in help_text)
     assert "(default: ehrdiff, ehrdiff-paper, medgan, emrwgan, corgan, marginals, resample, plugin-test)" in help_text
 
 

@@ -44,25 +44,25 @@ def private_model():
 
 # ---- accounting ------------------------------------------------------------------------------------------------
 def test_reported_epsilon_is_what_opacus_gives(private_model):
+    """The saved total is the composition of every mechanism of the release (the statistics and DP-SGD), and
+    DP-SGD's entry is the saved dp_noise_multiplier, dp_sample_rate and dp_steps: a fresh RDPAccountant stepped
+    once per optimiser step after the statistics' entries reports the same epsilon."""
     from opacus.accountants import RDPAccountant
-    from opacus.accountants.utils import get_noise_multiplier
 
     info = private_model.privacy_
-    rate = 40 / 400
+    release = info["dp_release"]
+    rate = 40 / private_model.n_rows_            # the batch over the noisy number of rows
     assert info["dp_sample_rate"] == rate and info["dp_steps"] == 30 and info["dp_noise_draws"] == 3
     accountant = RDPAccountant()
+    for mechanism in release["mechanisms"][:-1]:
+        accountant.step(noise_multiplier=mechanism["noise_multiplier"], sample_rate=mechanism["sample_rate"])
     for _ in range(30):
         accountant.step(noise_multiplier=info["dp_noise_multiplier"], sample_rate=rate)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)       # "optimal order is the largest alpha"
-        # the noise multiplier is Opacus's for the target budget ...
-        expected = get_noise_multiplier(target_epsilon=5.0, target_delta=1e-4, sample_rate=rate, steps=30,
-                                        accountant="rdp", epsilon_tolerance=0.01)
-        # ... and the spent epsilon is what a fresh accountant, stepped once per optimiser step, reports
-        independent = accountant.get_epsilon(delta=1e-4)
-    assert info["dp_noise_multiplier"] == expected
+        independent = accountant.get_epsilon(delta=release["accountant_delta"], alphas=release["rdp_orders"])
     assert info["dp_epsilon"] == pytest.approx(independent, rel=1e-12)
-    assert 4.9 < info["dp_epsilon"] <= 5.0 and info["dp_delta"] == 1e-4
+    assert 4.9 < info["dp_epsilon"] <= 5.0 and info["dp_delta"] <= 1e-4
 
 
 def test_prv_accountant_and_the_spent_epsilon_function():
@@ -77,7 +77,7 @@ def test_unreachable_budgets_and_bad_settings_are_explained():
     with pytest.raises(EhrdiffError, match=r"epsilon=1e-06, delta=1e-05 cannot be reached in 100000 steps"):
         find_noise_multiplier(1e-6, 1e-5, 0.05, 100_000)
     with pytest.raises(EhrdiffError, match="batch size <= rows"):
-        EHRDiff("cpu-fast", dp=True, dp_epsilon=1, **{**TINY, "batch_size": 500}).fit(data(), progress=False)
+        EHRDiff("cpu-fast", dp=True, dp_epsilon=20, **{**TINY, "batch_size": 500}).fit(data(), progress=False)
     with pytest.raises(EhrdiffError, match="needs a target epsilon"):
         EHRDiff("cpu-fast", dp=True)
     with pytest.raises(EhrdiffError, match="'dp_noise_draws' needs DP training"):
@@ -170,7 +170,7 @@ def test_private_run_is_reproducible_and_trains(private_model):
     assert not torch.equal(other.denoiser_.net.layers[0].weight, again.denoiser_.net.layers[0].weight)
     init = build_denoiser(private_model.config, 13).state_dict()
     assert max(float((v - init[k]).abs().max()) for k, v in again.denoiser_.state_dict().items()) > 1e-3
-    assert np.isfinite(again.final_loss_)
+    assert again.final_loss_ is None        # the loss of unnoised training rows is not kept under DP
 
 
 def test_private_resume_is_exact(tmp_path, monkeypatch):
@@ -199,11 +199,13 @@ def test_private_resume_is_exact(tmp_path, monkeypatch):
 
 
 def test_conditional_private_model_saves_and_loads(tmp_path):
-    model = EHRDiff("cpu-fast", dp=True, dp_epsilon=8.0, condition="label", binary_head="bernoulli", **TINY).fit(
-        data(), progress=False)
+    bounds = tmp_path / "bounds.json"        # the classes are public; kept by a noisy threshold they would not be
+    bounds.write_text('{"label": {"categories": [0, 1]}}')
+    model = EHRDiff("cpu-fast", dp=True, dp_epsilon=8.0, condition="label", binary_head="bernoulli",
+                    dp_bounds=str(bounds), **TINY).fit(data(), progress=False)
     model.save(tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert saved["dp_epsilon"] == model.privacy_["dp_epsilon"] and saved["dp_delta"] == 1e-5
+    assert saved["dp_epsilon"] == model.privacy_["dp_epsilon"] and saved["dp_delta"] <= 1e-5
     assert saved["dp_noise_multiplier"] > 0 and saved["dp_max_grad_norm"] == 1.0 and saved["condition"]
     loaded = load_model(tmp_path / "run")
     assert loaded.privacy_ == model.privacy_
@@ -239,7 +241,7 @@ def test_cli_private_training_and_evaluation_report(tmp_path, capsys):
     bad = [(["--epsilon", "1"], "--epsilon only applies to private training: add --dp"),
            (["--dp"], "--dp needs a target budget: give --epsilon"),
            (["--dp", "--epsilon", "0.000001", "--steps", "100000", "--batch-size", "30"],
-            "cannot be reached in 100000 steps"),
+            "cannot be reached by one-way marginals: even noise multiplier 1000"),     # the first mechanism
            (["--dp", "--epsilon", "-2"], "DP epsilon must be a positive number")]
     for extra, message in bad:
         args = ["-q", "train", str(train_csv), "-o", str(tmp_path / "bad"), "--preset", "cpu-fast",

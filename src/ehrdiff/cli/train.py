@@ -55,6 +55,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     dp.add_argument("--noise-draws", type=int, metavar="K",
                     help="noise levels drawn per example and averaged before clipping (default 4)")
     dp.add_argument("--accountant", choices=("rdp", "prv"), help="Opacus privacy accountant (default rdp)")
+    dp.add_argument("--bounds", metavar="FILE", help="public column ranges and category lists (JSON; columns not "
+                    "named are estimated privately: docs/conditional-and-dp.md)")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in RUN")
     return p
 
@@ -74,7 +76,7 @@ def model_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 
 _DP_FLAGS = {"epsilon": "dp_epsilon", "delta": "dp_delta", "max_grad_norm": "dp_max_grad_norm",
-             "noise_draws": "dp_noise_draws", "accountant": "dp_accountant"}
+             "noise_draws": "dp_noise_draws", "accountant": "dp_accountant", "bounds": "dp_bounds"}
 
 
 def _condition_and_dp_flags(args: argparse.Namespace) -> dict[str, Any]:

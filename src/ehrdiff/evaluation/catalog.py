@@ -17,8 +17,9 @@ ABOUT = [
 ]
 # read from the generator's model.json by Report.add_model_facts, not measured on the rows
 MODEL_FACTS = [
-    MetricInfo("dp_epsilon", "dp", "privacy", "lower", "epsilon spent by the generator's differentially private "
-               "training (from its model.json: ehrdiff evaluate --model NAME=RUN)"),
+    MetricInfo("dp_epsilon", "dp", "privacy", "lower", "epsilon of the generator's whole private release (every "
+               "noisy statistic it keeps and its DP-SGD training, composed; from its model.json: ehrdiff evaluate "
+               "--model NAME=RUN)"),
     MetricInfo("dp_delta", "dp", "privacy", "lower", "delta of that (epsilon, delta) guarantee"),
 ]
 

@@ -10,6 +10,7 @@ from ehrdiff.models import medgan  # noqa: F401,E402
 from ehrdiff.models import emrwgan  # noqa: F401,E402
 from ehrdiff.models import corgan  # noqa: F401,E402
 from ehrdiff.models import reference  # noqa: F401,E402  (registers marginals, resample)
+from ehrdiff.models import dp_marginals  # noqa: F401,E402  (registers dp-marginals)
 
 load_entry_points()  # third-party generators (the "ehrdiff.models" entry-point group)
 

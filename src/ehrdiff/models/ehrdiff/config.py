@@ -20,7 +20,7 @@ PAPER_MIMIC_WIDTHS = (1024, 384, 384, 384, 1024)
 # Settings that change how a run is carried out, not what it computes: a run may resume with other values.
 RUNTIME_SETTINGS = ("checkpoint_every", "device", "sample_batch_size")
 # Settings added after runs were recorded, with the value that does what runs made before they existed did.
-ADDED_LATER = {"continuous_scaling": "minmax"}
+ADDED_LATER = {"continuous_scaling": "minmax", "dp_bounds": None}
 DP_ACCOUNTANTS = ("rdp", "prv")
 
 
@@ -185,6 +185,7 @@ class PrivacySettings:
     dp_max_grad_norm: float = 1.0         # C: per-example clipping bound
     dp_noise_draws: int = 4               # K: (sigma, noise) draws averaged per example before clipping
     dp_accountant: str = "rdp"            # an Opacus accountant: "rdp" or "prv"
+    dp_bounds: str | None = None          # public column ranges and categories (JSON; ehrdiff.privacy.declared)
 
     def validate(self) -> None:
         if not self.dp:

@@ -131,35 +131,42 @@ class EHRDiff(Generator):
     def fit(self, data, *, checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
             progress: bool = True) -> "EHRDiff":
         cfg = self.config
-        table, labels, condition = as_table(data), None, None
-        if cfg.conditioning.condition is not None:      # the condition column becomes a class index, not a feature
-            table, labels, condition = split_condition(table, cfg.conditioning.condition)
-        encoder, matrix = self._encode(table)
+        table, labels, condition, private = as_table(data), None, None, None
+        if cfg.dp:      # the whole release under the budget: encoder, counts and histograms noised (private_release)
+            from ehrdiff.models.ehrdiff.private_release import private_inputs
+            private = private_inputs(table, cfg.privacy, cfg.conditioning.condition, cfg.seed)
+            encoder, matrix, labels, condition = private.encoder, private.matrix, private.labels, private.condition
+            if cfg.continuous_scaling == "quantile" and any(c.coding == "continuous" for c in encoder.codings_):
+                log.info("continuous columns are min-max scaled under DP: quantile knots are not released")
+            _check_encoded(encoder, matrix)
+        else:
+            if cfg.conditioning.condition is not None:   # the condition column becomes a class index, not a feature
+                table, labels, condition = split_condition(table, cfg.conditioning.condition)
+            encoder, matrix = self._encode(table)
         n_rows, width = matrix.shape
         denoiser = build_denoiser(cfg, width, n_classes=condition.n_classes if condition else 0,
                                   binary=encoder.binary_mask)
-        if isinstance(denoiser, BernoulliDenoiser) and not cfg.dp:   # start from the independent-marginals model
-            # (not under DP: the training prevalences would leak without noise)
-            denoiser.init_output(matrix.mean(axis=0))
+        if isinstance(denoiser, BernoulliDenoiser):     # start from the independent-marginals model (noisy under DP)
+            denoiser.init_output(private.shares if private else matrix.mean(axis=0))
         rows = matrix if condition is None else np.column_stack([matrix, labels.astype(np.float32)])
-        fingerprint = data_fingerprint(rows)
-        budget = plan_budget(cfg.optimisation, "epochs" in self.settings,
+        fingerprint = private.fingerprint() if private else data_fingerprint(rows)
+        budget = plan_budget(cfg.optimisation, "epochs" in self.settings,       # under DP from the noisy row count
                              "batch_size" in self.settings or "batch_size" in PRESETS.get(self.preset, {}),
-                             n_rows, width, cfg.dp)
-        result = self._train(denoiser, rows, condition, fingerprint, checkpoint_dir, resume, progress, budget)
+                             private.n_rows if private else n_rows, width, cfg.dp)
+        result = self._train(denoiser, rows, condition, fingerprint, checkpoint_dir, resume, progress, budget,
+                             private)
         denoiser.load_state_dict(result["ema_state"])           # sampling uses the EMA weights (the chosen ones)
         self.budget_, self.stopping_ = budget.to_dict(), result["stopping"]
         self.denoiser_, self.encoder_, self.condition_ = denoiser.eval(), encoder, condition
-        self.n_rows_, self.n_features_ = n_rows, width
-        self.data_fingerprint_, self.train_steps_ = fingerprint, result["steps"]
-        self.final_loss_, self.privacy_ = result["final_loss"], result["privacy"]
-        codes = encoder.code_columns()     # rows per number of codes (not under DP: it would leak)
-        self.code_histograms_ = code_histograms(matrix[:, codes], labels, condition) if codes.size and not cfg.dp \
-            else None
+        self.n_rows_, self.n_features_ = (private.n_rows if private else n_rows), width
+        self.data_fingerprint_ = None if private else fingerprint     # none under DP: a hash of the rows
+        self.train_steps_, self.privacy_ = result["steps"], result["privacy"]
+        self.final_loss_ = None if private else result["final_loss"]   # the loss of unnoised rows
+        codes = encoder.code_columns()     # rows per number of codes (noisy under DP)
+        self.code_histograms_ = private.code_histograms if private else \
+            code_histograms(matrix[:, codes], labels, condition) if codes.size else None
         self.min_codes_ = min_codes(self.code_histograms_)     # the fewest codes of a training row
         self.rules_ = declared_rules(data)     # kept by the sampler (models/base.py keep_rules), saved in model.json
-        if cfg.dp and cfg.codes_per_row == "data":
-            log.info("codes_per_row='data' is off under DP: the training histogram of codes per row is not private")
         return self
 
     def _encode(self, table: Table) -> tuple[TableEncoder, np.ndarray]:
@@ -170,20 +177,16 @@ class EHRDiff(Generator):
         if cfg.dp and cfg.continuous_scaling == "quantile" and encoder.has_continuous:
             log.info("continuous columns are min-max scaled under DP: the training quantiles are not private")
         matrix = encoder.transform(table, dtype=np.float32)
-        if matrix.shape[1] == 0:
-            raise DataError("the table has no columns to model")
-        if not np.isfinite(matrix).all():
-            row, col = np.argwhere(~np.isfinite(matrix))[0]
-            raise DataError(f"encoded column '{encoder.encoded_columns[col]}' row {row} is not finite; "
-                            "replace NaN/infinite values")
+        _check_encoded(encoder, matrix)
         return encoder, matrix
 
     def _train(self, denoiser: Denoiser, rows: np.ndarray, condition: ConditionSpec | None, fingerprint: str,
-               checkpoint_dir, resume: bool, progress: bool, budget: TrainingBudget) -> dict[str, Any]:
+               checkpoint_dir, resume: bool, progress: bool, budget: TrainingBudget, private=None) -> dict[str, Any]:
         """Run the training loop with the plain or the private step (with the stopping rule when the budget holds
-        rows out); the EMA weights and what the run reports."""
+        rows out); the EMA weights and what the run reports. ``private``: the private release (its noisy row count
+        stands for the rows everywhere it is kept)."""
         cfg = self.config
-        n_rows, width = rows.shape[0], rows.shape[1] - (condition is not None)
+        n_rows, width = (private.n_rows if private else rows.shape[0]), rows.shape[1] - (condition is not None)
         total = budget.steps
         ctx = distributed_context(cfg.device)
         settings = TrainSettings(steps=total, batch_size=budget.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -204,13 +207,14 @@ class EHRDiff(Generator):
                 log.warning(warning)
         held_out = None
         if budget.held_out:             # the stopping rule's rows leave the training data (split from the seed)
-            kept, held = split_holdout(n_rows, budget.held_out, cfg.seed)
+            kept, held = split_holdout(rows.shape[0], budget.held_out, cfg.seed)
             rows, held_out = rows[kept], rows[held]
         data = torch.from_numpy(rows)
         if cfg.dp:      # DP-SGD (private.py): Poisson batches, clipped per-example gradients, accountant
             from ehrdiff.models.ehrdiff.private import PrivateStep
             null = (condition.null_index, cfg.condition_dropout) if condition is not None else None
-            step = PrivateStep(denoiser, data, settings, cfg.privacy, training_loss(cfg), width, null, ctx)
+            step = PrivateStep(denoiser, data, settings, cfg.privacy, training_loss(cfg), width, null, ctx,
+                               release=private)
             identity.update(step.identity())
         else:
             row_loss = edm_row_loss(training_loss(cfg))
@@ -380,7 +384,8 @@ class EHRDiff(Generator):
         return {"model": self.name, "preset": self.preset, "overrides": self.settings,
                 "config": self.config.to_dict(), "encoder": self.encoder_.to_dict(),
                 "columns": [c.name for c in self.encoder_.codings_], "n_rows": self.n_rows_,
-                "n_features": self.n_features_, "data_fingerprint": self.data_fingerprint_,
+                "n_features": self.n_features_,
+                **({"data_fingerprint": self.data_fingerprint_} if self.data_fingerprint_ else {}),
                 "train_steps": self.train_steps_, "final_loss": self.final_loss_, "min_codes": self.min_codes_,
                 "codes_per_row_histograms": getattr(self, "code_histograms_", None),
                 "condition": self.condition_.to_dict() if getattr(self, "condition_", None) else None,
@@ -428,7 +433,7 @@ class EHRDiff(Generator):
         model.encoder_ = metadata.encoder()
         model.n_rows_ = metadata.typed("n_rows", int, "a whole number")
         model.n_features_ = metadata.typed("n_features", int, "a whole number")
-        model.data_fingerprint_ = metadata.typed("data_fingerprint", str, "text")
+        model.data_fingerprint_ = metadata.typed("data_fingerprint", str, "text", optional=True)   # none under DP
         model.train_steps_ = metadata.typed("train_steps", int, "a whole number")
         model.final_loss_ = metadata.typed("final_loss", (int, float), "a number", optional=True)
         model.min_codes_ = metadata.typed("min_codes", int, "a whole number", optional=True) or 0   # older: none
@@ -443,6 +448,16 @@ class EHRDiff(Generator):
         metadata.privacy()          # a stated guarantee must be positive numbers
         model.privacy_ = {k: v for k, v in metadata.items() if k.startswith("dp_")} or None
         return model
+
+
+def _check_encoded(encoder: TableEncoder, matrix: np.ndarray) -> None:
+    """DataError for nothing to model or non-finite values."""
+    if matrix.shape[1] == 0:
+        raise DataError("the table has no columns to model")
+    if not np.isfinite(matrix).all():
+        row, col = np.argwhere(~np.isfinite(matrix))[0]
+        raise DataError(f"encoded column '{encoder.encoded_columns[col]}' row {row} is not finite; "
+                        "replace NaN/infinite values")
 
 
 def code_histograms(codes: np.ndarray, labels: np.ndarray | None, condition) -> dict[str, Any]:

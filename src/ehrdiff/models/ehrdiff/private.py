@@ -40,22 +40,13 @@ from ehrdiff.diffusion.preconditioning import c_in, c_noise, c_out, c_skip, trai
 from ehrdiff.errors import EhrdiffError
 from ehrdiff.models.ehrdiff.conditioning import drop_labels, n_classes
 from ehrdiff.models.ehrdiff.config import PrivacySettings
+from ehrdiff.privacy.accounting import MAX_NOISE_MULTIPLIER, require_opacus
 from ehrdiff.training import AdamWithEMA, BatchNoise, DistContext, StepLog, TrainSettings, step_seed
 
 log = logging.getLogger(__name__)
 
-MAX_NOISE_MULTIPLIER = 1000.0      # beyond this the noise drowns every gradient: treat the budget as unreachable
 CHUNK_ROWS = 256                   # examples per forward/backward pass (memory: CHUNK_ROWS x K rows)
 _POISSON_STREAM, _DP_NOISE_STREAM = 101, 102     # per-step seed streams (ehrdiff.training.randomness uses 1 and 2)
-
-
-# ---- accounting ----------------------------------------------------------------------------------------------
-def require_opacus():
-    try:
-        import opacus
-    except ImportError:
-        raise EhrdiffError("differentially private training needs Opacus: pip install ehrdiff[dp]") from None
-    return opacus
 
 
 # ---- accounting ----------------------------------------------------------------------------------------------
@@ -284,9 +275,10 @@ class PrivacyReport:
     dp_steps: int
     dp_accountant: str
     dp_sampling: str = "poisson"
+    dp_release: dict | None = None   # every mechanism of the whole release and their composition (ehrdiff.privacy)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def plan(privacy: PrivacySettings, batch_size: int, n_rows: int, steps: int) -> tuple[float, float]:
@@ -310,9 +302,15 @@ class PrivateStep:
     description = "DP training"
 
     def __init__(self, denoiser: nn.Module, data: torch.Tensor, settings: TrainSettings, privacy: PrivacySettings,
-                 loss: Callable, width: int, condition: tuple[int, float] | None, ctx: DistContext) -> None:
-        self.n_rows, self.total = data.shape[0], settings.steps
-        self.rate, self.sigma = plan(privacy, settings.batch_size, self.n_rows, self.total)
+                 loss: Callable, width: int, condition: tuple[int, float] | None, ctx: DistContext,
+                 release=None) -> None:
+        self.n_rows, self.total, self.release = data.shape[0], settings.steps, release
+        if release is None:
+            self.rate, self.sigma = plan(privacy, settings.batch_size, self.n_rows, self.total)
+        else:       # the whole release (private_release.py): DP-SGD spends what the noisy statistics left
+            privacy.validate()
+            mechanism = release.sgd(settings.batch_size, self.total, privacy.dp_max_grad_norm)
+            self.rate, self.sigma = mechanism.sample_rate, mechanism.noise_multiplier
         self.settings, self.privacy, self.width, self.condition, self.ctx = settings, privacy, width, condition, ctx
         self.device = ctx.device
         denoiser.to(self.device)
@@ -345,7 +343,8 @@ class PrivateStep:
             dist.all_reduce(flat)          # every process now holds the sum of all clipped gradients
         # the same seeded noise on every process, added once to the (identical) global sum
         self.noise_generator.manual_seed(step_seed(self.settings.seed, step, _DP_NOISE_STREAM))
-        C, expected, offset = self.privacy.dp_max_grad_norm, self.rate * self.n_rows, 0
+        C, offset = self.privacy.dp_max_grad_norm, 0
+        expected = self.rate * (self.release.n_rows if self.release is not None else self.n_rows)
         for p in self.adam.params:
             total_grad = flat[offset:offset + p.numel()].view_as(p)
             offset += p.numel()
@@ -382,6 +381,12 @@ class PrivateStep:
     def report(self) -> PrivacyReport:
         """The privacy spent by the whole run (from the accountant), as stored with the model."""
         p = self.privacy
+        if self.release is not None:        # the composed total of every mechanism (ehrdiff.privacy.accounting)
+            ledger = self.release.release.to_dict()
+            return PrivacyReport(dp_epsilon=ledger["epsilon"], dp_delta=ledger["delta"], dp_target_epsilon=p.dp_epsilon,
+                                 dp_noise_multiplier=self.sigma, dp_max_grad_norm=p.dp_max_grad_norm,
+                                 dp_noise_draws=p.dp_noise_draws, dp_sample_rate=self.rate, dp_steps=self.total,
+                                 dp_accountant=p.dp_accountant, dp_release=ledger)
         return PrivacyReport(dp_epsilon=spent_epsilon(self.sigma, self.rate, self.total, p.dp_delta, p.dp_accountant),
                              dp_delta=p.dp_delta, dp_target_epsilon=p.dp_epsilon, dp_noise_multiplier=self.sigma,
                              dp_max_grad_norm=p.dp_max_grad_norm, dp_noise_draws=p.dp_noise_draws,

@@ -1,0 +1,199 @@
+"""The whole private release on UCI diabetes (patient level): private EHRDiff, with each way of spending the budget
+ablated, against the dp-marginals baseline, at each epsilon (delta 1e-5; every number in the release composed by
+Opacus's RDP accountant: docs/conditional-and-dp.md).
+
+    .venv/bin/python benchmarks/bench_private_release.py                        # 1 seed, epsilon 10 and 1
+    .venv/bin/python benchmarks/bench_private_release.py --variants full,dp-marginals --epsilons 1
+    .venv/bin/python benchmarks/bench_private_release.py --quick                # a smoke run (numbers meaningless)
+
+Variants (EHRDiff ``cpu-fast``: Bernoulli head, codes per row matched, every run DP-SGD with Poisson sampling,
+clipping C = 1):
+  full                 noisy one-way marginals start the Bernoulli head's output bias, the noisy histogram of codes
+                       per row drives count matching, large Poisson batches (FULL's batch) and few steps, a small
+                       network (FULL's hidden layers), one noise draw per example
+  no-bias-init         as full, the output layer left at its random start (the head's ``init_output`` skipped)
+  no-count-matching    as full, ``codes_per_row="model"`` and ``min_codes="none"``
+  small-batch          as full, batch 512 and as many more steps as keep the rows seen per run equal
+  large-network        as full, hidden layers (512, 256, 256, 512) (the cpu-fast network)
+  conditional          as full, ``condition="label"``, sampled with the noisy class balance
+  low-lr               as full, learning rate 3e-4 (Adam moves every weight about lr per step, noise or not)
+  dp-marginals         the private baseline: independent columns from noisy one-way counts
+Each synthetic set has ``--rows`` rows (default 10,000); ``ehrdiff.evaluation.evaluate`` compares them with the
+real rows (one evaluation for all). Torch and the evaluation run on ``--threads`` threads (default 1). Runs can be
+split over processes: ``--no-evaluate`` keeps each run's rows and facts in benchmarks/out/private_release/, and
+``--evaluate-only`` evaluates every run kept there at once. Writes benchmarks/out/private_release_uci.json and
+benchmarks/results/private_release_uci.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+FULL = dict(hidden_dims=(256,), embedding_width=64, batch_size=4096, steps=100, warmup_steps=10, lr=2e-3,
+            dp_noise_draws=1, num_noise_levels=16, sigma_min=0.1)
+VARIANTS = {
+    "full": {},
+    "no-bias-init": {},
+    "no-count-matching": dict(codes_per_row="model", min_codes="none"),
+    "small-batch": dict(batch_size=512, steps=FULL["steps"] * FULL["batch_size"] // 512),
+    "large-network": dict(hidden_dims=(512, 256, 256, 512), embedding_width=128),
+    "conditional": dict(condition="label"),
+    "low-lr": dict(lr=3e-4),
+    "dp-marginals": None,
+}
+HEADLINE = ["prevalence_spearman", "prevalence_pearson", "dimwise_prediction_auroc_gap", "tstr_auroc",
+            "discriminator_auroc", "mia_auroc", "dcr_ratio"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="a folder with train.parquet and test.parquet from `ehrdiff "
+                        "prepare uci-diabetes` (default: prepared into benchmarks/out/data/)")
+    parser.add_argument("--epsilons", type=float, nargs="+", default=[10.0, 1.0])
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated (default: all)")
+    parser.add_argument("--delta", type=float, default=1e-5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rows", type=int, default=10_000, help="synthetic rows per run (default 10,000)")
+    parser.add_argument("--no-evaluate", action="store_true", help="train and sample only; keep the runs")
+    parser.add_argument("--evaluate-only", action="store_true", help="evaluate the runs kept by --no-evaluate")
+    parser.add_argument("--quick", action="store_true", help="a few steps and rows: checks that the script runs")
+    return parser.parse_args()
+
+
+def fit_variant(name: str, epsilon: float, args: argparse.Namespace, train):
+    from ehrdiff.diffusion.bernoulli import BernoulliDenoiser
+    from ehrdiff.models import build_model
+    from ehrdiff.models.ehrdiff import EHRDiff
+
+    if VARIANTS[name] is None:
+        return build_model(name, {"dp_epsilon": epsilon, "dp_delta": args.delta, "seed": args.seed}).fit(train)
+    settings = {**FULL, **VARIANTS[name], "dp": True, "dp_epsilon": epsilon, "dp_delta": args.delta,
+                "seed": args.seed}
+    if args.quick:
+        settings.update(steps=3, batch_size=64)
+    original = BernoulliDenoiser.init_output
+    if name == "no-bias-init":
+        BernoulliDenoiser.init_output = lambda self, prevalence: None
+    try:
+        return EHRDiff("cpu-fast", **settings).fit(train, progress=False)
+    finally:
+        BernoulliDenoiser.init_output = original
+
+
+def train_and_sample(name: str, epsilon: float, args: argparse.Namespace, train, kept: Path) -> None:
+    """Fit one variant at ``epsilon``, sample ``args.rows`` rows, keep both the rows and the run's facts."""
+    from ehrdiff.data.io import write_table
+
+    key = f"{name} eps={epsilon:g}"
+    t0 = time.perf_counter()
+    model = fit_variant(name, epsilon, args, train)
+    t1 = time.perf_counter()
+    table = model.sample_table(args.rows, seed=args.seed)
+    t2 = time.perf_counter()
+    privacy = getattr(model, "privacy_", None) or {"dp_epsilon": model.release_["epsilon"],
+                                                   "dp_delta": model.release_["delta"], "dp_release": model.release_}
+    stem = key.replace(" ", "_").replace("=", "")
+    write_table(table, kept / f"{stem}.parquet")
+    run = {"key": key, "variant": name, "epsilon": epsilon, "train_s": t1 - t0, "sample_s": t2 - t1,
+           "privacy": privacy, "load_average": os.getloadavg()[0], "command": " ".join(sys.argv[1:])}
+    (kept / f"{stem}.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
+    print(f"{key}: trained in {t1 - t0:.0f} s, sampled in {t2 - t1:.0f} s, epsilon spent "
+          f"{privacy['dp_epsilon']:.3f}", flush=True)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    from ehrdiff.data.io import read_table
+    from ehrdiff.evaluation import evaluate
+
+    load_before, started = os.getloadavg(), time.perf_counter()
+    if args.data is None:
+        from bench_private import prepare
+        args.data = prepare("uci-diabetes")
+    train, test = read_table(args.data / "train.parquet"), read_table(args.data / "test.parquet")
+    if args.quick:
+        train, test = train.subset(range(2000)), test.subset(range(500))
+    names = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown} (known: {', '.join(VARIANTS)})")
+    kept = ROOT / "out" / ("private_release_quick" if args.quick else "private_release")
+    kept.mkdir(parents=True, exist_ok=True)
+    if not args.evaluate_only:
+        for epsilon in args.epsilons:
+            for name in names:
+                train_and_sample(name, epsilon, args, train, kept)
+    if args.no_evaluate:
+        return
+    synthetic, runs = {}, {}
+    for facts in sorted(kept.glob("*.json")):
+        run = json.loads(facts.read_text())
+        runs[run["key"]] = run
+        synthetic[run["key"]] = read_table(facts.with_suffix(".parquet"))
+    t0 = time.perf_counter()
+    report = evaluate(train, test, synthetic, label="label", references=True, seed=args.seed, threads=args.threads,
+                      figures=False)
+    eval_s = time.perf_counter() - t0
+    result = {"runs": runs, "metrics": report.metrics, "train_rows": train.n_rows, "evaluate_s": eval_s,
+              "rows": args.rows,
+              "total_s": time.perf_counter() - started, "load_average": [load_before[0], os.getloadavg()[0]],
+              "full": FULL, "variants": VARIANTS, "quick": args.quick, "command": " ".join(sys.argv[1:])}
+    out = ROOT / "out"
+    out.mkdir(exist_ok=True)
+    (out / "private_release_uci.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if not args.quick:
+        (ROOT / "results" / "private_release_uci.md").write_text(markdown(result, args))
+    print(f"done in {result['total_s'] / 60:.1f} min")
+
+
+def fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def markdown(result: dict, args: argparse.Namespace) -> str:
+    lines = ["# The whole private release: UCI diabetes (patient level)", "",
+             f"Command: `.venv/bin/python benchmarks/bench_private_release.py {result['command']}` (writes this file "
+             "and benchmarks/out/private_release_uci.json)", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
+             f"({args.threads} thread(s)), Python {platform.python_version()}. Load average (1 min) before / after: "
+             f"{result['load_average'][0]:.2f} / {result['load_average'][1]:.2f} (other jobs shared the cores when "
+             f"above the core count). Total run time {result['total_s'] / 60:.1f} min, of which evaluation "
+             f"{result['evaluate_s'] / 60:.1f} min.", "",
+             f"One seed ({args.seed}), delta {args.delta:g}, {result['train_rows']:,} training rows, "
+             f"{result['rows']:,} synthetic rows per run. Runs trained by: "
+             + "; ".join(sorted({f"`{r['command']}`" for r in result['runs'].values()}))
+             + f". `full`: EHRDiff cpu-fast with {json.dumps(result['full'])}; the other variants change one thing "
+             "(the script's docstring). `dp_epsilon`: the composed total of every mechanism of the release, from "
+             "model.json (RDP accountant).", "",
+             "| run | dp_epsilon | train s | sample s | load after | " + " | ".join(HEADLINE) + " |",
+             "|---|---|---|---|---|" + "---|" * len(HEADLINE)]
+    for key, run in result["runs"].items():
+        metrics = result["metrics"].get(key, {})
+        lines.append(f"| {key} | {run['privacy']['dp_epsilon']:.3f} | {run['train_s']:.0f} | {run['sample_s']:.0f} | "
+                     f"{run['load_average']:.1f} | " + " | ".join(fmt(metrics.get(m)) for m in HEADLINE) + " |")
+    for ref in ("reference:real-test", "reference:independent"):
+        metrics = result["metrics"].get(ref, {})
+        lines.append(f"| {ref} | - | - | - | - | " + " | ".join(fmt(metrics.get(m)) for m in HEADLINE) + " |")
+    lines += ["", "`load after`: the 1-minute load average when the run had sampled (the runs shared the 2 cores with "
+              "other jobs and with each other: their seconds are not comparable with an idle machine's)."]
+    lines += ["", "Targets of issue 21 (UCI): epsilon 10: tstr_auroc >= 0.72, dimwise_prediction_auroc_gap <= 0.15, "
+              "prevalence_spearman >= 0.90; epsilon 1: tstr_auroc >= 0.65, prevalence_spearman >= 0.80; ahead of "
+              "dp-marginals.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""``dp-marginals``: the private baseline every private generator must beat. Every column is drawn independently
+from its noisy one-way histogram (ehrdiff.privacy.release: Gaussian noise, the ranges and categories declared or
+estimated privately), so the whole model is an (epsilon, delta) release of the training rows and nothing between
+columns is kept. The private counterpart of the ``marginals`` reference (models/reference.py).
+
+    ehrdiff train data.parquet -o run/ --model dp-marginals --dp --epsilon 1 --delta 1e-5 [--bounds FILE]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ehrdiff.data.table import Table
+from ehrdiff.errors import EhrdiffError, ModelFileError
+from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, register
+from ehrdiff.models.gan_common import make_config
+from ehrdiff.models.persistence import load_model_dir, save_model_dir
+from ehrdiff.privacy.accounting import Ledger
+from ehrdiff.privacy.declared import read_declarations
+from ehrdiff.privacy.release import BINS, ColumnMarginal, private_encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DPMarginalsConfig:
+    dp: bool = True                  # always private; accepted so that ``--dp`` works as for EHRDiff
+    dp_epsilon: float = 1.0          # target epsilon of the whole release
+    dp_delta: float = 1e-5
+    dp_accountant: str = "rdp"       # Opacus accountant composing the mechanisms: "rdp" or "prv"
+    dp_bounds: str | None = None     # public ranges and categories (JSON, ehrdiff.privacy.declared)
+    bounds_share: float = 0.1        # share of epsilon for ranges estimated privately (when any is not declared)
+    seed: int = 0                    # the noise of the release
+
+    def validate(self) -> None:
+        if not self.dp:
+            raise EhrdiffError("dp-marginals is a private model: it cannot be trained with dp=False")
+        if not 0 < self.bounds_share < 1:
+            raise EhrdiffError(f"bounds_share must be between 0 and 1, got {self.bounds_share!r}")
+        Ledger(self.dp_epsilon, self.dp_delta, self.dp_accountant)      # checks the budget
+
+
+@register("dp-marginals")
+class DPMarginals(Generator):
+    """Independent columns from noisy one-way counts, an (epsilon, delta)-DP release (see the module docstring)."""
+
+    experiment = ExperimentRole(trains=False, default=False)
+
+    def __init__(self, **settings) -> None:
+        self.config = make_config(DPMarginalsConfig, self.name, settings)
+        self.config.validate()
+
+    @property
+    def settings(self) -> dict:
+        return dataclasses.asdict(self.config)
+
+    def fit(self, data, *, checkpoint_dir=None, resume=False, progress=True) -> "DPMarginals":
+        cfg = self.config
+        table = as_table(data)
+        declarations = read_declarations(cfg.dp_bounds, table)
+        ledger = Ledger(cfg.dp_epsilon, cfg.dp_delta, cfg.dp_accountant)
+        release = private_encoder(table, ledger, declarations, cfg.bounds_share, None, cfg.seed)
+        self.encoder_, self.marginals_, self.n_rows_ = release.encoder, release.marginals, release.n_rows
+        self.release_ = release.to_dict()
+        log.info("dp-marginals: epsilon %.4g, delta %.3g spent (target %g, %g)", self.release_["epsilon"],
+                 self.release_["delta"], cfg.dp_epsilon, cfg.dp_delta)
+        return self
+
+    def sample_table(self, n: int, seed: int = 0, **kwargs) -> Table:
+        n = check_sample_size(n)
+        self.check_fitted()
+        rng = np.random.default_rng(seed)
+        columns = []
+        for c in self.encoder_.codings_:
+            if c.coding == "id":
+                continue
+            m = self.marginals_[c.name]
+            if c.coding == "binary":
+                p = _shares(m.counts)[[v for v in m.cells].index(1)]
+                columns.append((rng.random(n) < p).astype(np.float64)[:, None])
+            elif c.coding == "onehot":
+                picked = rng.choice(len(m.cells), size=n, p=_shares(m.counts))
+                columns.append(np.eye(len(m.cells))[picked])
+            else:       # a bin of the range (or missing), then a uniform point inside the bin
+                counts = m.counts if c.has_missing else m.counts[:-1]
+                picked = rng.choice(len(counts), size=n, p=_shares(counts))
+                missing = picked == BINS
+                value = np.where(missing, c.fill, (np.minimum(picked, BINS - 1) + rng.random(n)) / BINS)
+                columns.append(np.column_stack([value, missing.astype(float)]) if c.has_missing else value[:, None])
+        return self.encoder_.inverse_transform(np.hstack(columns))
+
+    def save(self, path: str | os.PathLike) -> None:
+        self.check_fitted()
+        marginals = {name: {"cells": m.cells, "counts": m.counts.tolist()} for name, m in self.marginals_.items()}
+        save_model_dir(path, {"model": self.name, "config": self.get_params(), "encoder": self.encoder_.to_dict(),
+                              "marginals": marginals, "n_rows": self.n_rows_, "dp_release": self.release_,
+                              "dp_epsilon": self.release_["epsilon"], "dp_delta": self.release_["delta"]}, {})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DPMarginals":
+        metadata, _ = load_model_dir(path)
+        if metadata["model"] != cls.name:
+            raise ModelFileError(f"{path}: holds a '{metadata['model']}' model, not '{cls.name}'")
+        try:
+            model = cls(**metadata.typed("config", dict, "an object of settings"))
+        except EhrdiffError as exc:
+            raise ModelFileError(f"{path}: invalid model settings ({exc})") from None
+        model.encoder_ = metadata.encoder()
+        stored = metadata.typed("marginals", dict, "an object of noisy histograms")
+        model.marginals_ = {}
+        for c in model.encoder_.codings_:
+            if c.coding == "id":
+                continue
+            entry = stored.get(c.name)
+            expected = {"binary": 2, "onehot": c.width, "continuous": BINS + 1}[c.coding]
+            if not (isinstance(entry, dict) and isinstance(entry.get("cells"), list)
+                    and isinstance(entry.get("counts"), list) and len(entry["cells"]) == len(entry["counts"])
+                    == expected and all(isinstance(v, (int, float)) and v >= 0 for v in entry["counts"])):
+                raise metadata.invalid("marginals", f"{expected} noisy counts for column '{c.name}'", entry)
+            model.marginals_[c.name] = ColumnMarginal(entry["cells"], np.asarray(entry["counts"], dtype=float))
+        model.n_rows_ = metadata.typed("n_rows", int, "a whole number")
+        model.release_ = metadata.typed("dp_release", dict, "an object")
+        metadata.privacy()
+        return model
+
+
+def _shares(counts: np.ndarray) -> np.ndarray:
+    """Noisy counts as probabilities (uniform when the noise left nothing)."""
+    total = counts.sum()
+    return counts / total if total > 0 else np.full(len(counts), 1 / len(counts))
+
+
+__all__ = ["DPMarginals", "DPMarginalsConfig"]

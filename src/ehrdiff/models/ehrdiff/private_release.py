@@ -1,0 +1,132 @@
+"""What a private EHRDiff (``dp=True``) keeps about its training rows, all of it under one budget.
+
+Before DP-SGD runs, the statistics the model needs besides its weights are released with noise
+(ehrdiff.privacy), each with a fixed share of the target epsilon:
+
+  continuous bounds     BOUNDS_SHARE (only for columns without a declared range, ``dp_bounds``)
+  one-way marginals     MARGINALS_SHARE: the encoder's categories, medians and missing indicators, the number of
+                        rows (which sets DP-SGD's sampling rate and an epoch's steps), the Bernoulli head's starting
+                        bias and a condition's class counts
+  codes per row         HISTOGRAM_SHARE: the histogram of codes per row (per class of a condition) that count
+                        matching follows and the floor on codes per row (``min_codes``) comes from
+
+DP-SGD then gets the least noise that keeps the composed total within the target (``Ledger.remaining``).
+model.json keeps no fingerprint of the data; the checkpoints' identity uses a hash of the released statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ehrdiff.data.encoding import TableEncoder
+from ehrdiff.data.table import Table
+from ehrdiff.errors import DataError
+from ehrdiff.models.ehrdiff.conditioning import ConditionSpec, split_condition
+from ehrdiff.privacy.accounting import Ledger, Mechanism
+from ehrdiff.privacy.declared import read_declarations
+from ehrdiff.privacy.release import PrivateRelease, private_encoder
+
+BOUNDS_SHARE, MARGINALS_SHARE, HISTOGRAM_SHARE = 0.05, 0.05, 0.02
+HISTOGRAM_THRESHOLD = 2.0      # noisy rows per number of codes below this many noise deviations count as none
+
+
+@dataclass
+class PrivateInputs:
+    """What fit() trains on and keeps, under DP: all of it noised, declared, or computed from the noised."""
+
+    encoder: TableEncoder          # the features' encoder (without the condition column)
+    matrix: np.ndarray             # the features, encoded
+    labels: np.ndarray | None      # class index per row (a condition)
+    condition: ConditionSpec | None
+    shares: np.ndarray             # each encoded column's noisy mean (the Bernoulli head's starting bias)
+    code_histograms: dict[str, Any] | None
+    release: PrivateRelease
+
+    @property
+    def n_rows(self) -> int:
+        return self.release.n_rows
+
+    def fingerprint(self) -> str:
+        """A hash of what was released (not of the rows): the checkpoints' identity of the data."""
+        text = json.dumps([self.encoder.to_dict(), self.release.to_dict(), self.code_histograms], sort_keys=True,
+                          default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def sgd(self, batch_size: int, steps: int, max_grad_norm: float) -> Mechanism:
+        """DP-SGD's mechanism: sampling rate batch / the noisy row count, the noise the budget leaves."""
+        from ehrdiff.models.ehrdiff.private import sample_rate
+
+        rate = sample_rate(batch_size, self.n_rows)
+        return self.release.ledger.remaining("DP-SGD", max_grad_norm, rate, steps)
+
+
+def private_inputs(table: Table, privacy, condition: str | None, seed: int) -> PrivateInputs:
+    """The private release of ``table`` for EHRDiff with ``privacy`` settings (config.PrivacySettings)."""
+    ledger = Ledger(privacy.dp_epsilon, privacy.dp_delta, privacy.dp_accountant)
+    declarations = read_declarations(privacy.dp_bounds, table)
+    release = private_encoder(table, ledger, declarations, BOUNDS_SHARE, MARGINALS_SHARE, seed)
+    encoder, matrix, labels, spec = release.encoder, release.matrix, None, None
+    if condition is not None:
+        encoder, matrix, labels, spec = _split(release, table, condition)
+    histograms = _code_histograms(encoder, matrix, labels, spec, ledger, seed)
+    return PrivateInputs(encoder, matrix, labels, spec, release.encoded_shares(encoder), histograms, release)
+
+
+def _split(release: PrivateRelease, table: Table, column: str):
+    """The condition column taken out of the private encoder: its kept categories are the classes, the noisy
+    counts their counts, each row's (mapped) value its class."""
+    full = release.encoder
+    coding = next(c for c in full.codings_ if c.name == column) if column in table.kinds else None
+    if coding is None or coding.coding not in ("binary", "onehot"):
+        split_condition(table, column)        # the one-line error for a missing or continuous column
+    starts = np.cumsum([0] + [c.width for c in full.codings_])
+    j = [c.name for c in full.codings_].index(column)
+    block = release.matrix[:, starts[j]:starts[j + 1]]
+    if coding.coding == "binary":
+        classes, labels = [0, 1], block[:, 0].round().astype(np.int64)
+    else:
+        classes, labels = list(coding.categories), block.argmax(axis=1).astype(np.int64)
+    if len(classes) < 2:
+        raise DataError(f"condition column '{column}': only {len(classes)} class clears the privacy noise; declare "
+                        "its classes in --bounds FILE (e.g. {\"" + column + "\": {\"categories\": [0, 1]}}) or "
+                        "raise --epsilon")
+    keep = np.r_[0:starts[j], starts[j + 1]:release.matrix.shape[1]]
+    encoder = TableEncoder("minmax")
+    encoder.codings_ = [c for c in full.codings_ if c.name != column]
+    split_condition(table, column)     # the same checks as a non-private model (one value, too many classes)
+    spec = ConditionSpec(column, table.kinds[column], str(table.frame[column].dtype), table.columns.index(column),
+                         classes, release.class_counts(column, classes))
+    return encoder, np.ascontiguousarray(release.matrix[:, keep]), labels, spec
+
+
+def _code_histograms(encoder: TableEncoder, matrix: np.ndarray, labels: np.ndarray | None,
+                     spec: ConditionSpec | None, ledger: Ledger, seed: int) -> dict[str, Any] | None:
+    """Noisy rows per number of codes (per class): each row is in one (class, count) cell, sensitivity 1."""
+    codes = encoder.code_columns()
+    if not codes.size:
+        return None
+    mechanism = ledger.gaussian("codes per row", 1.0, HISTOGRAM_SHARE)
+    sd = mechanism.noise_multiplier * mechanism.sensitivity
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xC0C0]))
+    counts = matrix[:, codes].sum(axis=1).round().astype(np.int64)
+    classes = spec.n_classes if spec is not None else 1
+    cells = np.zeros((classes, codes.size + 1))
+    np.add.at(cells, (labels if spec is not None else np.zeros(len(counts), np.int64), counts), 1)
+    noisy = cells + rng.normal(0, sd, cells.shape)
+    noisy = np.where(noisy > HISTOGRAM_THRESHOLD * sd, np.round(noisy), 0).astype(np.int64)
+    if not noisy.sum(axis=0).any():
+        return None            # nothing clears the noise: no count matching
+    for row in noisy:          # a class without any cell above the noise: its rows as the model draws them
+        if not row.any():
+            return None
+    last = int(np.flatnonzero(noisy.sum(axis=0))[-1]) + 1
+    noisy = noisy[:, :last]
+    return {"all": noisy.sum(axis=0).tolist(), "by_class": noisy.tolist() if spec is not None else None}
+
+
+__all__ = ["BOUNDS_SHARE", "HISTOGRAM_SHARE", "MARGINALS_SHARE", "PrivateInputs", "private_inputs"]

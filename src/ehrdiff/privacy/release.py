@@ -1,0 +1,290 @@
+"""The private encoder: everything a private model keeps about its training rows, noised or declared public.
+
+A non-private model reads off the training rows each continuous column's minimum, maximum and median, the category
+lists and the number of rows. Here each of those comes from the user's declarations (``declared.py``) or from two
+Gaussian mechanisms recorded in the ledger (``accounting.py``):
+
+1. ``continuous bounds`` (only for continuous and date columns without declared ranges): a noisy histogram of
+   each column on a fixed grid, symmetric in log10(1 + |x|) with ``GRID_PER_DECADE`` bins per decade up to
+   ``GRID_DECADES`` (chosen before seeing data, so public). Bins below ``BOUND_THRESHOLD`` noise deviations are
+   dropped and the range is the noisy histogram's ``BOUND_QUANTILE`` .. 1 - ``BOUND_QUANTILE`` quantiles: one
+   patient's value cannot move it beyond what the noise allows. Values outside the range are clipped to it.
+2. ``one-way marginals``: the number of rows and a noisy histogram of every modelled column at once (binary
+   codes: their counts of ones, each row's codes weighted so that it adds at most sqrt(``CODE_CONTRIBUTION``) in
+   L2 norm; categorical and label: their declared categories, or the values seen, kept only above a noisy
+   threshold (an integer label always has 0 and 1); continuous: ``BINS`` equal bins over the range, plus
+   missing). The L2 sensitivity is sqrt(``CODE_CONTRIBUTION`` + other columns + 1). From it, post-processing
+   only: the kept categories, each continuous column's median (the fill of missing values) and whether it keeps a
+   missing indicator, each encoded column's share (the Bernoulli head's starting bias, dp-marginals' sampling) and
+   class counts.
+
+What is treated as public schema: column names, kinds, pandas dtypes (integer or not) and a date column's
+resolution and time zone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from ehrdiff.data.encoding import MISSING_CATEGORY, ColumnCoding, TableEncoder
+from ehrdiff.data.table import Table, as_dates, date_resolution, wall_clock_days
+from ehrdiff.errors import DataError
+from ehrdiff.privacy.accounting import Ledger
+from ehrdiff.privacy.declared import Declarations
+
+GRID_DECADES, GRID_PER_DECADE = 10, 20      # public grid for private bounds: |x| up to 1e10, bins 12 % wide
+BOUND_THRESHOLD = 4.0      # grid bins below this many noise deviations count as empty
+BOUND_QUANTILE = 0.002     # the private range leaves out this share of the noisy mass at each end
+BINS = 32                  # equal bins of a continuous column's range in the one-way marginals
+MISSING_INDICATOR_SHARE = 0.001    # a continuous column keeps a missing indicator above this noisy share
+CODE_CONTRIBUTION = 16     # codes per row counted in full in the marginals; a row with more is weighted down
+
+
+@dataclass
+class ColumnMarginal:
+    """One column's noisy histogram: its cells (categories, 0/1, or the range's bins then "missing")."""
+
+    cells: list
+    counts: np.ndarray        # noisy counts (clipped at 0)
+
+
+@dataclass
+class PrivateRelease:
+    """The private encoder and what it was built from: all of it noised or declared public."""
+
+    encoder: TableEncoder
+    matrix: np.ndarray                 # training rows encoded (clipped to the ranges, categories mapped)
+    marginals: dict[str, ColumnMarginal]
+    n_rows: int                        # noisy
+    ledger: Ledger
+    declarations: Declarations = field(default_factory=Declarations)
+
+    def encoded_shares(self, encoder: TableEncoder | None = None) -> np.ndarray:
+        """Each encoded column's noisy mean: P(1) of 0/1 columns, category shares, missing shares; the noisy
+        median of a continuous value (``encoder``: a subset of the columns, e.g. without the condition)."""
+        out = []
+        for c in (encoder or self.encoder).codings_:
+            if c.coding == "id":
+                continue
+            counts = self.marginals[c.name].counts
+            shares = counts / max(counts.sum(), 1e-9)
+            if c.coding == "binary":
+                out.append(shares[[_key(v) for v in self.marginals[c.name].cells].index(1)])
+            elif c.coding == "onehot":
+                out.extend(shares)
+            else:
+                out.append(c.fill)
+                if c.has_missing:
+                    out.append(shares[-1])
+        return np.asarray(out, dtype=np.float64)
+
+    def class_counts(self, column: str, classes: list) -> list[int]:
+        """Noisy rows per class of ``column`` (a condition), in the order of ``classes``."""
+        m = self.marginals[column]
+        index = {_key(c): i for i, c in enumerate(m.cells)}
+        return [int(round(m.counts[index[_key(c)]])) if _key(c) in index else 0 for c in classes]
+
+    def to_dict(self) -> dict:
+        return {**self.ledger.to_dict(), "n_rows": self.n_rows, "declared": self.declarations.to_dict()}
+
+
+def private_encoder(table: Table, ledger: Ledger, declarations: Declarations, bounds_share: float,
+                    marginals_share: float | None, seed: int) -> PrivateRelease:
+    """The private encoder of ``table``: mechanisms 1 and 2 of the module docstring, added to ``ledger`` with
+    their shares of its epsilon (``marginals_share`` None: the marginals spend what is left); noise drawn from
+    ``seed``."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xD9]))
+    names = [c for c in table.columns if table.kinds[c] != "id"]
+    if not names:
+        raise DataError("the table has no columns to model")
+    numbers = {c: _numbers(table, c) for c in names if table.kinds[c] in ("continuous", "date")}
+    bounds = dict(declarations.bounds)
+    estimate = [c for c in numbers if c not in bounds]
+    if estimate:
+        bounds.update(_private_bounds({c: numbers[c] for c in estimate}, ledger, bounds_share, rng))
+    marginals, n_rows = _one_way_marginals(table, names, numbers, bounds, declarations, ledger, marginals_share,
+                                           rng)
+    codings = [_coding(table, c, marginals.get(c), bounds.get(c)) for c in table.columns]
+    encoder = TableEncoder("minmax")
+    encoder.codings_ = codings
+    matrix = _encode(table, encoder, marginals)
+    return PrivateRelease(encoder, matrix, marginals, n_rows, ledger, declarations)
+
+
+def _numbers(table: Table, name: str) -> np.ndarray:
+    values = table.frame[name]
+    if table.kinds[name] == "date":
+        return wall_clock_days(as_dates(values, name))
+    return values.to_numpy(dtype=float, na_value=np.nan)
+
+
+# ---- 1. private bounds -----------------------------------------------------------------------------------------
+def _grid_edges() -> np.ndarray:
+    """Public bin edges: symmetric in t = sign(x) log10(1 + |x|), from -GRID_DECADES to GRID_DECADES."""
+    t = np.linspace(-GRID_DECADES, GRID_DECADES, 2 * GRID_DECADES * GRID_PER_DECADE + 1)
+    return np.sign(t) * (10.0 ** np.abs(t) - 1)
+
+
+def _private_bounds(columns: dict[str, np.ndarray], ledger: Ledger, share: float,
+                    rng: np.random.Generator) -> dict[str, tuple[float, float]]:
+    edges = _grid_edges()
+    mechanism = ledger.gaussian("continuous bounds", math.sqrt(len(columns)), share)
+    sd = mechanism.noise_multiplier * mechanism.sensitivity
+    out = {}
+    for name, values in columns.items():
+        observed = np.clip(values[~np.isnan(values)], edges[0], edges[-1])
+        counts = np.histogram(observed, bins=edges)[0] + rng.normal(0, sd, len(edges) - 1)
+        counts = np.where(counts > BOUND_THRESHOLD * sd, counts, 0.0)
+        if counts.sum() <= 0:
+            raise DataError(f"column '{name}': too few values to estimate its range privately; declare it in "
+                            "--bounds FILE (e.g. {\"" + name + "\": {\"low\": 0, \"high\": 100}})")
+        cdf = np.cumsum(counts) / counts.sum()
+        first = int(np.searchsorted(cdf, BOUND_QUANTILE, side="right"))
+        last = int(np.searchsorted(cdf, 1 - BOUND_QUANTILE, side="left"))
+        low, high = float(edges[first]), float(edges[min(last, len(edges) - 2) + 1])
+        out[name] = (low, high if high > low else low + 1.0)
+    return out
+
+
+# ---- 2. one-way marginals --------------------------------------------------------------------------------------
+def _key(value):
+    """A category key as the encoder stores it (missing values: MISSING_CATEGORY, numpy scalars as Python's)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return MISSING_CATEGORY
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _keys(values: pd.Series) -> np.ndarray:
+    return np.array([_key(v) for v in values.to_numpy(dtype=object)], dtype=object)
+
+
+def _one_way_marginals(table: Table, names: list[str], numbers: dict[str, np.ndarray],
+                       bounds: dict[str, tuple[float, float]], declarations: Declarations, ledger: Ledger,
+                       share: float | None, rng: np.random.Generator) -> tuple[dict[str, ColumnMarginal], int]:
+    """The noisy histograms of every column, and the noisy number of rows."""
+    codes = [c for c in names if table.kinds[c] == "binary"]
+    limit = min(CODE_CONTRIBUTION, len(codes))
+    # a row adds at most sqrt(limit) (L2) to the codes' counts, one count to every other column, and one row
+    sensitivity = math.sqrt(limit + len(names) - len(codes) + 1)
+    mechanism = ledger.gaussian("one-way marginals", sensitivity, share) if share is not None else \
+        ledger.remaining("one-way marginals", sensitivity)
+    sd = mechanism.noise_multiplier * mechanism.sensitivity
+    n_rows = max(1.0, table.n_rows + rng.normal(0, sd))
+    out = {}
+    if codes:
+        ones = _bounded_code_counts(table.frame[codes].to_numpy(dtype=np.float64), limit) + \
+            rng.normal(0, sd, len(codes))
+        for name, count in zip(codes, np.clip(ones, 0, n_rows)):
+            out[name] = ColumnMarginal([0, 1], np.array([n_rows - count, count]))
+    selected = [c for c in names if table.kinds[c] in ("categorical", "label") and c not in declarations.categories]
+    if selected:     # a value held by one row alone clears the threshold with probability at most delta / columns
+        per_column = ledger.selection_budget / len(selected)
+        threshold = 1 + sd * float(norm.isf(per_column))
+        mechanism.selection_delta = ledger.selection_budget
+    for name in names:
+        kind = table.kinds[name]
+        if kind == "binary":
+            continue
+        if kind in ("continuous", "date"):
+            low, high = bounds[name]
+            raw = numbers[name]
+            present = raw[~np.isnan(raw)]
+            binned = np.histogram(np.clip(present, low, high), bins=BINS, range=(low, high))[0]
+            cells, counts = list(range(BINS)) + [MISSING_CATEGORY], np.append(binned, np.isnan(raw).sum())
+        else:
+            keys = _keys(table.frame[name])
+            declared = declarations.categories.get(name)
+            public = [_key(c) for c in declared] if declared is not None else _public_classes(table, name)
+            seen = [] if declared is not None else \
+                sorted(set(keys.tolist()) - set(public), key=lambda c: (isinstance(c, str), c))
+            cells = public + seen
+            index = pd.Index(cells, dtype=object).get_indexer(keys)
+            counts = np.bincount(index[index >= 0], minlength=len(cells)).astype(float)
+        noisy = counts + rng.normal(0, sd, len(cells))
+        if name in selected:
+            keep = (noisy > threshold) | (np.arange(len(cells)) < len(public))
+            if not keep.any():
+                raise DataError(f"column '{name}': no value is frequent enough to release privately; declare its "
+                                "categories in --bounds FILE or drop the column")
+            cells, noisy = [c for c, k in zip(cells, keep) if k], noisy[keep]
+        out[name] = ColumnMarginal(cells, np.clip(noisy, 0, None))
+    return {name: out[name] for name in names}, int(round(n_rows))
+
+
+def _bounded_code_counts(codes: np.ndarray, limit: int) -> np.ndarray:
+    """Each code column's count of ones, a row with k > ``limit`` codes weighted by sqrt(limit / k) so that its
+    contribution has L2 norm at most sqrt(limit) (contribution bounding: the noise then grows with ``limit``, not
+    with the number of code columns)."""
+    per_row = codes.sum(axis=1)
+    weight = np.where(per_row > limit, np.sqrt(limit / np.maximum(per_row, 1)), 1.0)
+    return weight @ codes
+
+
+def _public_classes(table: Table, name: str) -> list:
+    """Cells a column has whatever the data: 0 and 1 for an integer or boolean label (an outcome), none otherwise
+    (its values seen in the data are kept by the noisy threshold)."""
+    dtype = table.frame[name].dtype
+    if table.kinds[name] == "label" and (pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
+        return [0, 1]
+    return []
+
+
+# ---- the encoder -----------------------------------------------------------------------------------------------
+def _coding(table: Table, name: str, marginal: ColumnMarginal | None, bounds: tuple[float, float] | None
+            ) -> ColumnCoding:
+    kind, values = table.kinds[name], table.frame[name]
+    dtype = str(values.dtype)
+    if kind == "id":
+        return ColumnCoding(name, kind, "id", width=0, dtype=dtype)
+    if kind == "binary" or (kind == "label" and all(c in (0, 1) and not isinstance(c, str) for c in marginal.cells)
+                            and len(marginal.cells) == 2):
+        return ColumnCoding(name, kind, "binary", dtype=dtype)
+    if kind in ("continuous", "date"):
+        low, high = bounds
+        counts = marginal.counts
+        present = counts[:-1]
+        has_missing = bool(counts[-1] > MISSING_INDICATOR_SHARE * max(counts.sum(), 1.0))
+        median_bin = int(np.searchsorted(np.cumsum(present), present.sum() / 2)) if present.sum() > 0 else BINS // 2
+        coding = ColumnCoding(name, kind, "continuous", width=2 if has_missing else 1, low=low, high=high,
+                              fill=(min(median_bin, BINS - 1) + 0.5) / BINS, has_missing=has_missing, dtype=dtype,
+                              integer=kind == "continuous" and pd.api.types.is_integer_dtype(values.dtype))
+        if kind == "date":
+            dates = as_dates(values, name)
+            coding.date_unit, coding.date_tz = date_resolution(dates), str(getattr(dates.dtype, "tz", None) or "")
+        return coding
+    categories = list(marginal.cells)
+    return ColumnCoding(name, kind, "onehot", width=len(categories), categories=categories, dtype=dtype)
+
+
+def _encode(table: Table, encoder: TableEncoder, marginals: dict[str, ColumnMarginal]) -> np.ndarray:
+    """The rows in the private encoder's space: values outside a kept category list become its most frequent
+    category (by the noisy counts), continuous values are clipped to the range, and a missing value of a column
+    without an indicator takes the column's fill (encoded through a twin coding that has one, then dropped)."""
+    frame = table.frame.copy()
+    twins = []
+    for c in encoder.codings_:
+        if c.coding == "onehot":
+            keys = _keys(frame[c.name])
+            known = pd.Index(c.categories, dtype=object).get_indexer(keys) >= 0
+            if not known.all():
+                keys[~known] = c.categories[int(np.argmax(marginals[c.name].counts))]
+            frame[c.name] = pd.Series([None if k == MISSING_CATEGORY else k for k in keys], dtype=object)
+        twins.append(replace(c, has_missing=True, width=2) if c.coding == "continuous" and not c.has_missing else c)
+    twin = TableEncoder("minmax")
+    twin.codings_ = twins
+    wide = twin.transform(Table(frame, table.kinds), dtype=np.float32)
+    keep, j = [], 0
+    for c, t in zip(encoder.codings_, twins):
+        if c.coding == "continuous":
+            wide[:, j] = np.clip(wide[:, j], 0.0, 1.0)
+        keep.extend(range(j, j + c.width))
+        j += t.width
+    return np.ascontiguousarray(wide[:, keep])
+
+
+__all__ = ["BINS", "ColumnMarginal", "PrivateRelease", "private_encoder"]

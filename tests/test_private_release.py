@@ -1,0 +1,131 @@
+"""The whole private release of a private EHRDiff: the composed total recomputed by Opacus's accountants from the
+saved parameters alone, and nothing in the model folder traceable to one training row without noise."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ehrdiff.data.table import Table
+from ehrdiff.models import load_model
+from ehrdiff.models.ehrdiff import EHRDiff
+from ehrdiff.privacy.release import BINS, _grid_edges
+
+pytest.importorskip("opacus")
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: 2 shared cores
+
+TINY = dict(steps=8, batch_size=100, hidden_dims=(32, 32), embedding_features=8, embedding_width=16, seed=1,
+            binary_head="bernoulli", codes_per_row="data", checkpoint_every=4)
+PLANTED_AGE, PLANTED_LAB, PLANTED_WARD = 987_654.0, -54_321.5, "ward-of-one-patient"
+
+
+def patients(n: int = 1500, planted: bool = True) -> Table:
+    """Ordinary patients, and (``planted``) one extreme patient: an age and a lab value far outside everyone
+    else's, a ward nobody else has and the only 1 in the code column ``rare``."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "age": rng.normal(60, 12, n).round(), "lab": np.where(rng.random(n) < 0.2, np.nan, rng.normal(4, 1, n)),
+        "ward": rng.choice(["icu", "surgery", "medicine"], n, p=[0.5, 0.3, 0.2]),
+        "c1": (rng.random(n) < 0.3).astype(int), "c2": (rng.random(n) < 0.1).astype(int),
+        "rare": np.zeros(n, dtype=int), "label": (rng.random(n) < 0.25).astype(int)})
+    if planted:
+        frame.loc[0, ["age", "lab", "ward", "rare"]] = [PLANTED_AGE, PLANTED_LAB, PLANTED_WARD, 1]
+    return Table.from_frame(frame, {"ward": "categorical", "label": "label"})
+
+
+@pytest.fixture(scope="module")
+def private_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("private")
+    table = patients()
+    model = EHRDiff("cpu-fast", dp=True, dp_epsilon=4.0, condition="label", **TINY).fit(
+        table, checkpoint_dir=root / "run" / "checkpoints", progress=False)
+    model.save(root / "run")
+    return model, root / "run", table
+
+
+def history(saved: dict) -> list[tuple[float, float, int]]:
+    return [(m["noise_multiplier"], m["sample_rate"], m["steps"]) for m in saved["dp_release"]["mechanisms"]]
+
+
+def test_the_total_is_what_opacus_composes_from_the_saved_parameters(private_run):
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    _, run, _ = private_run
+    saved = json.loads((run / "model.json").read_text())
+    release = saved["dp_release"]
+    names = [m["name"] for m in release["mechanisms"]]
+    assert names == ["continuous bounds", "one-way marginals", "codes per row", "DP-SGD"]
+    sgd = release["mechanisms"][-1]          # DP-SGD's entry is the saved DP-SGD parameters
+    assert (sgd["noise_multiplier"], sgd["sample_rate"], sgd["steps"]) == \
+        (saved["dp_noise_multiplier"], saved["dp_sample_rate"], saved["dp_steps"])
+    assert sgd["sensitivity"] == saved["dp_max_grad_norm"]
+    rdp = RDPAccountant()
+    rdp.history = history(saved)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert saved["dp_epsilon"] == pytest.approx(
+            rdp.get_epsilon(delta=release["accountant_delta"], alphas=release["rdp_orders"]), rel=1e-12)
+    assert saved["dp_epsilon"] <= 4.0 and saved["dp_epsilon"] > 3.9
+    selection = sum(m["selection_delta"] for m in release["mechanisms"])
+    assert saved["dp_delta"] == pytest.approx(release["accountant_delta"] + selection) and saved["dp_delta"] <= 1e-5
+    assert sum(m["share"] for m in release["mechanisms"]) == pytest.approx(1.0)
+    # the PRV accountant composes the same saved mechanisms; a run with --accountant prv states its total
+    prv_model = EHRDiff("cpu-fast", dp=True, dp_epsilon=4.0, dp_accountant="prv",
+                        **TINY).fit(patients(), progress=False)
+    prv_saved = prv_model.privacy_
+    prv = PRVAccountant()
+    prv.history = history(prv_saved)
+    assert prv_saved["dp_epsilon"] == pytest.approx(prv.get_epsilon(delta=prv_saved["dp_release"]["accountant_delta"]),
+                                                    rel=1e-9)
+    assert 3.9 < prv_saved["dp_epsilon"] <= 4.0
+
+
+def test_the_model_folder_holds_nothing_traceable_to_the_planted_patient(private_run):
+    model, run, table = private_run
+    saved = json.loads((run / "model.json").read_text())
+    assert "data_fingerprint" not in saved and saved["final_loss"] is None
+    codings = {c["name"]: c for c in saved["encoder"]["columns"]}
+    edges = set(_grid_edges().tolist())
+    for name in ("age", "lab"):      # ranges on the public grid, far from the planted values
+        assert codings[name]["low"] in edges and codings[name]["high"] in edges
+        assert -1000 < codings[name]["low"] < codings[name]["high"] < 1000
+        assert codings[name]["fill"] in {(k + 0.5) / BINS for k in range(BINS)}     # a noisy median's bin
+    assert PLANTED_WARD not in codings["ward"]["categories"]
+    # counts are noisy: none of them is the exact training count
+    exact_rows = table.n_rows
+    assert saved["n_rows"] != exact_rows
+    exact_classes = np.bincount(table.frame["label"], minlength=2).tolist()
+    assert saved["condition"]["counts"] != exact_classes
+    codes = table.frame[["c1", "c2", "rare"]].sum(axis=1).to_numpy()
+    exact_histogram = np.bincount(codes, minlength=4).tolist()
+    assert saved["codes_per_row_histograms"]["all"][:4] != exact_histogram
+    assert saved["dp_sample_rate"] == pytest.approx(100 / saved["n_rows"])
+    # no planted value anywhere in the folder's files (model.json, weights, checkpoints)
+    texts = [str(int(PLANTED_AGE)), "987654", "54321", PLANTED_WARD]
+    for path in run.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert not any(t.encode() in content for t in texts), path
+    sample = load_model(run).sample(2000, seed=0)
+    assert sample["age"].max() < 1000 and sample["lab"].min() > -1000
+    assert PLANTED_WARD not in set(sample["ward"])
+
+
+def test_declared_ranges_replace_the_bounds_mechanism(tmp_path):
+    bounds = tmp_path / "bounds.json"
+    bounds.write_text(json.dumps({"age": {"low": 0, "high": 120}, "lab": {"low": 0, "high": 30},
+                                  "ward": {"categories": ["icu", "surgery", "medicine"]}}))
+    model = EHRDiff("cpu-fast", dp=True, dp_epsilon=4.0, dp_bounds=str(bounds),
+                    **TINY).fit(patients(), progress=False)
+    codings = {c.name: c for c in model.encoder_.codings_}
+    assert (codings["age"].low, codings["age"].high) == (0.0, 120.0)
+    assert codings["ward"].categories == ["icu", "surgery", "medicine"]
+    assert [m["name"] for m in model.privacy_["dp_release"]["mechanisms"]] == \
+        ["one-way marginals", "codes per row", "DP-SGD"]
+    assert model.privacy_["dp_release"]["declared"]["bounds"] == ["age", "lab"]
