@@ -4,7 +4,10 @@ binary       kept as 0/1; decoded by clipping to [0, 1] and rounding at 0.5 (the
 continuous   scaled to [0, 1] with training statistics: min-max (``"minmax"``, the paper's), or through the training
              distribution's quantiles (``"quantile"``: each value goes to its quantile level, so a column is spread
              evenly over [0, 1] however skewed it is, and a value many rows share, such as a count of 0 or an FiO2
-             of 1.0, gets a stretch of its own that decodes to exactly that value); a ``NAME__missing`` indicator
+             of 1.0, gets a stretch of its own that decodes to exactly that value), or those quantile levels on to
+             a standard normal (``"normal"``: z = Phi^-1(level), the transform TabDDPM uses, Kotelnikov et al.
+             2023; every column then has the same Gaussian shape, the one EDM's noise is made of); a
+             ``NAME__missing`` indicator
              column is added when the training data has missing values (encoded value: the training median's);
              decoded by clipping, unscaling, rounding integer columns, and NaN where the indicator is >= 0.5
 categorical  one-hot, one column per training category (``NAME=VALUE``); decoded by argmax
@@ -24,13 +27,16 @@ from dataclasses import MISSING, dataclass, field, fields
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtr, ndtri
 
 from ehrdiff.data.table import Table, _is_binary, as_dates, date_resolution, days_to_dates, wall_clock_days
 from ehrdiff.errors import DataError
 
 MISSING_SUFFIX = "__missing"
 MISSING_CATEGORY = "<missing>"
-CONTINUOUS_SCALINGS = ("minmax", "quantile")
+CONTINUOUS_SCALINGS = ("minmax", "quantile", "normal")
+# "normal": quantile levels are kept in [NORMAL_TAIL, 1 - NORMAL_TAIL] before Phi^-1, so z stays within +-4.75
+NORMAL_TAIL = 1e-6
 # Quantile levels kept per continuous column (the knots of its piecewise-linear map): at most 1/256 of the training
 # values lie between neighbouring knots, which bounds the marginal error the interpolation adds (KS) near 0.004.
 QUANTILE_LEVELS = 257
@@ -57,7 +63,7 @@ class ColumnCoding:
     has_missing: bool = False
     categories: list = field(default_factory=list)
     dtype: str = "float64"
-    scaling: str = "minmax"       # continuous: "minmax", or "quantile" through the knots below
+    scaling: str = "minmax"       # continuous: "minmax", or "quantile" / "normal" through the knots below
     knots: list = field(default_factory=list)      # "quantile": training values at evenly spaced quantile levels,
     knot_low: list = field(default_factory=list)   # each with the share of training values below it
     knot_high: list = field(default_factory=list)  # and the share at or below it (its stretch of [0, 1])
@@ -80,12 +86,22 @@ class ColumnCoding:
             return wall_clock_days(as_dates(values, self.name, source))
         return values.to_numpy(dtype=float, na_value=np.nan)
 
+    @property
+    def uses_knots(self) -> bool:
+        return self.scaling in ("quantile", "normal")
+
     def scale(self, raw: np.ndarray) -> np.ndarray:
-        """Continuous values to the model's [0, 1]. Min-max: values outside the training range fall outside it.
+        """Continuous values to the model's space. Min-max: values outside the training range fall outside [0, 1].
         Quantile: a knot goes to the middle of its stretch (a value many rows share fills a wide one), a value
-        between two knots in proportion across the gap between their stretches, values past the ends to 0 or 1."""
-        if self.scaling != "quantile":
+        between two knots in proportion across the gap between their stretches, values past the ends to 0 or 1.
+        Normal: the quantile level through Phi^-1 (a standard normal's quantile function)."""
+        if not self.uses_knots:
             return (raw - self.low) / (self.high - self.low)
+        level = self._level(raw)
+        return ndtri(np.clip(level, NORMAL_TAIL, 1 - NORMAL_TAIL)) if self.scaling == "normal" else level
+
+    def _level(self, raw: np.ndarray) -> np.ndarray:
+        """The quantile level in [0, 1] of each raw value (see ``scale``)."""
         knots, low, high = (np.asarray(v, dtype=float) for v in (self.knots, self.knot_low, self.knot_high))
         raw = np.asarray(raw, dtype=float)
         i = np.clip(np.searchsorted(knots, raw, side="right") - 1, 0, len(knots) - 2)   # knots[i] <= raw
@@ -96,10 +112,13 @@ class ColumnCoding:
         return np.where(raw < knots[0], 0.0, np.where(raw > knots[-1], 1.0, out))
 
     def unscale(self, encoded: np.ndarray) -> np.ndarray:
-        """The inverse of ``scale`` on [0, 1] (model output outside it is clipped first); with quantiles, any
-        point of a knot's stretch gives the knot, so a value many rows share is reproduced exactly."""
+        """The inverse of ``scale`` (model output outside [0, 1] is clipped first; with "normal", any real z maps
+        to a level); with quantiles, any point of a knot's stretch gives the knot, so a value many rows share is
+        reproduced exactly, and no value falls outside the training range."""
+        if self.scaling == "normal":
+            encoded = ndtr(np.asarray(encoded, dtype=float))
         encoded = np.clip(encoded, 0, 1)
-        if self.scaling != "quantile":
+        if not self.uses_knots:
             return self.low + encoded * (self.high - self.low)
         knots, low, high = (np.asarray(v, dtype=float) for v in (self.knots, self.knot_low, self.knot_high))
         j = np.clip(np.searchsorted(low, encoded, side="right") - 1, 0, len(knots) - 1)  # low[j] <= encoded
@@ -109,10 +128,16 @@ class ColumnCoding:
         between = knots[j] + t * (knots[k] - knots[j])
         return np.where(encoded <= high[j], knots[j], between)
 
+    def stretches(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """"normal" scaling: each knot's encoded value and the quantile levels its stretch spans (low, high), for
+        spreading a training value over its stretch (dequantisation, diffusion/refresh.py)."""
+        knots, low, high = (np.asarray(v, dtype=float) for v in (self.knots, self.knot_low, self.knot_high))
+        return self.scale(knots), low, high
+
 
 class TableEncoder:
     """Fit on training data; ``transform`` to the model space, ``inverse_transform`` back to a Table.
-    ``continuous``: how continuous columns are scaled to [0, 1], "minmax" or "quantile" (module docstring)."""
+    ``continuous``: how continuous columns are scaled, "minmax", "quantile" or "normal" (module docstring)."""
 
     def __init__(self, continuous: str = "minmax") -> None:
         if continuous not in CONTINUOUS_SCALINGS:
@@ -152,8 +177,8 @@ class TableEncoder:
                        and pd.api.types.is_integer_dtype(values.dropna().convert_dtypes()))
             coding = ColumnCoding(name, kind, "continuous", width=2 if has_missing else 1, low=low, high=low + span,
                                   integer=integer, has_missing=has_missing, dtype=dtype)
-            if self.continuous == "quantile" and high > low:
-                coding.scaling = "quantile"
+            if self.continuous in ("quantile", "normal") and high > low:
+                coding.scaling = self.continuous
                 coding.knots, coding.knot_low, coding.knot_high = _quantile_knots(observed)
             coding.fill = float(coding.scale(np.median(observed)))
             return coding
@@ -205,6 +230,20 @@ class TableEncoder:
                     groups.append(("binary", first, first + 1))
             start += c.width
         return groups
+
+    def missing_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Encoded index of each continuous column with a missing indicator, and of its indicator."""
+        starts = np.cumsum([0] + [c.width for c in self.codings_])
+        values = np.array([s for c, s in zip(self.codings_, starts) if c.coding == "continuous" and c.has_missing],
+                          dtype=np.int64)
+        return values, values + 1
+
+    def normal_stretches(self) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """(encoded index, knots' encoded values, their stretches' low and high levels) of each column scaled to
+        a normal (``ColumnCoding.stretches``)."""
+        starts = np.cumsum([0] + [c.width for c in self.codings_])
+        return [(int(s), *c.stretches()) for c, s in zip(self.codings_, starts)
+                if c.coding == "continuous" and c.scaling == "normal"]
 
     def transform(self, table: Table, dtype=np.float32) -> np.ndarray:
         self._check_fitted()
@@ -344,7 +383,7 @@ def _coding_problem(c: ColumnCoding) -> str | None:
         return f"unknown scaling {c.scaling!r}"
     if not c.high > c.low:
         return "'high' must be above 'low'"
-    if c.scaling == "quantile":
+    if c.uses_knots:
         knots = (c.knots, c.knot_low, c.knot_high)
         if not (len(c.knots) >= 2 and all(len(k) == len(c.knots) for k in knots)
                 and all(_has_field_type(v, float) for k in knots for v in k)

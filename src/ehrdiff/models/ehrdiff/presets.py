@@ -31,7 +31,9 @@ PAPER_CINC_WIDTHS = (512, 768, 1024, 768, 512)
 SMALL_WIDTHS = (512, 256, 256, 512)       # ours: the default and cpu-fast network
 
 _OURS = dict(binary_head="bernoulli", final_draw="sample", min_codes="data", codes_per_row="data",
-             hidden_dims=SMALL_WIDTHS, embedding_features=64, embedding_width=128, lr=1e-3)
+             hidden_dims=SMALL_WIDTHS, embedding_features=64, embedding_width=128, lr=1e-3,
+             continuous_scaling="normal", missing_values="noise", categorical_head="softmax",
+             normal_sigma_data=1.0)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": dict(_OURS, num_noise_levels=16, sigma_min=0.1),
