@@ -15,8 +15,9 @@ Each row adds one change to the one above, so the table shows what each bought:
                    training (``continuous_scaling="normal"``)
   + missingness    a missing value is fresh noise each step, left out of the loss (``missing_values="noise"``)
   + categorical    one softmax variable per categorical column (``categorical_head="softmax"``)
-  + sigma_data 1   the normal-scaled columns preconditioned with their own sigma_data, 1 (``normal_sigma_data``):
-                   the default preset
+  + sigma_data 1   the normal-scaled columns preconditioned with their own sigma_data, 1 (``normal_sigma_data``)
+  default          + one missing indicator shared by the columns missing in the same training rows (a CinC
+                   variable's five summaries; ``missing_indicators="shared"``): the default preset
 
 PTB (``--ptb``): the shared sample of ptbdb beats (160 training beats, 187 values in [0, 1] and a label), the model
 before issue 20 and the default, 1,500 steps of batch 128, TSTR and the discriminators.
@@ -47,12 +48,14 @@ from ehrdiff.experiments.tables import summarize
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "out" / "cinc_icu"
 BEFORE = dict(continuous_scaling="minmax", missing_values="fill", categorical_head="independent",
-              normal_sigma_data=None)
+              normal_sigma_data=None, missing_indicators="per_column")
 VARIANTS = {
     "min-max": BEFORE,
     "+ normal": dict(BEFORE, continuous_scaling="normal"),
     "+ missingness": dict(BEFORE, continuous_scaling="normal", missing_values="noise"),
     "+ categorical": dict(BEFORE, continuous_scaling="normal", missing_values="noise", categorical_head="softmax"),
+    "+ sigma_data 1": dict(BEFORE, continuous_scaling="normal", missing_values="noise", categorical_head="softmax",
+                           normal_sigma_data=1.0),
     "default": {},
 }
 PTB_VARIANTS = {"min-max": BEFORE, "default": {}}
@@ -185,6 +188,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seeds", type=int, default=3, help="training and sampling seeds 0..N-1 (default 3)")
     parser.add_argument("--only", action="append", help="run only this variant (repeatable)")
+    parser.add_argument("--seed", type=int, action="append", help="run only this seed (repeatable)")
     parser.add_argument("--ptb", action="store_true", help="also the PTB runs")
     parser.add_argument("--table", action="store_true", help="only write the table from the runs present")
     parser.add_argument("--quick", action="store_true", help="a few steps and rows: checks that the script runs")
@@ -200,7 +204,7 @@ def main() -> None:
             train, test = read_table(folder / "train.parquet"), read_table(folder / "test.parquet")
             if args.quick:
                 train, test = train.subset(range(min(400, train.n_rows))), test.subset(range(min(100, test.n_rows)))
-            for seed in range(args.seeds):
+            for seed in args.seed or range(args.seeds):
                 for name, settings in variants.items():
                     if not args.only or name in args.only:
                         one_run(dataset, train, test, name, settings, seed, args.threads, args.quick)

@@ -14,6 +14,7 @@ from ehrdiff.data import Table, TableEncoder
 from ehrdiff.data.encoding import NORMAL_TAIL
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss
 from ehrdiff.diffusion.refresh import RowRefresh
+from ehrdiff.errors import DataError
 from ehrdiff.models.ehrdiff import EHRDiff, make_config, row_refresh
 from ehrdiff.training.randomness import BatchNoise
 
@@ -164,7 +165,7 @@ def test_missing_values_are_left_out_of_the_squared_error():
     assert float(masked[0]) == pytest.approx(float(plain[0]))
     assert float(masked[1]) < float(plain[1])
     only_bce = BernoulliEDMLoss(SIGMA_DATA)(BernoulliDenoiser(Constant([0.0]), SIGMA_DATA, np.array([True])),
-                                            x[1:, 1:], z[1:], n[1:, 1:])
+                                            x[1:, 1:], z[1:], n[1:, 1:]).detach()
     assert float(masked[1]) == pytest.approx(float(only_bce[0]) / 2, rel=1e-5)
 
 
@@ -191,11 +192,14 @@ def test_codes_sample_as_before_and_old_settings_stay_out_of_the_identity():
     tiny = dict(steps=30, batch_size=64, hidden_dims=(16,), embedding_features=8, embedding_width=8)
     new = EHRDiff("default", **tiny).fit(data, progress=False).sample(300, seed=4)
     old = EHRDiff("default", continuous_scaling="minmax", missing_values="fill", categorical_head="independent",
-                  normal_sigma_data=None, **tiny).fit(data, progress=False).sample(300, seed=4)
+                  normal_sigma_data=None, missing_indicators="per_column", **tiny).fit(data, progress=False) \
+        .sample(300, seed=4)
     pd.testing.assert_frame_equal(new, old)
     identity = make_config("default", continuous_scaling="minmax", missing_values="fill",
-                           categorical_head="independent", normal_sigma_data=None).identity()
-    assert not {"missing_values", "categorical_head", "normal_sigma_data", "continuous_scaling"} & set(identity)
+                           categorical_head="independent", normal_sigma_data=None,
+                           missing_indicators="per_column").identity()
+    assert not {"missing_values", "categorical_head", "normal_sigma_data", "continuous_scaling",
+                "missing_indicators"} & set(identity)
 
 
 def test_default_model_on_icu_columns_saves_and_loads(tmp_path):
@@ -217,3 +221,63 @@ def test_batch_noise_gives_the_refresh_its_own_draws():
     b = [second.randn(1), second.randn(4), second.randn(4)]
     torch.testing.assert_close(a[0], b[0])
     torch.testing.assert_close(a[1], b[1])
+
+
+# ---- shared missing indicators -----------------------------------------------------------------------------------
+def summaries_table(n: int = 600, seed: int = 0) -> Table:
+    """A variable measured in 60% of stays with its first, last and mean value (missing together), and a lab of its
+    own missing pattern."""
+    rng = np.random.default_rng(seed)
+    seen = rng.random(n) < 0.6
+    first, last = rng.normal(7.4, 0.1, n), rng.normal(7.4, 0.1, n)
+    frame = pd.DataFrame({"pH_first": np.where(seen, first, np.nan), "pH_last": np.where(seen, last, np.nan),
+                          "pH_mean": np.where(seen, (first + last) / 2, np.nan),
+                          "lab": np.where(rng.random(n) < 0.2, np.nan, rng.lognormal(0, 1, n))})
+    return Table.from_frame(frame, {c: "continuous" for c in frame.columns})
+
+
+def test_columns_missing_together_share_one_indicator():
+    table = summaries_table()
+    shared = TableEncoder("normal", share_missing=True).fit(table)
+    assert shared.encoded_columns == ["pH_first", "pH_first__missing", "pH_last", "pH_mean", "lab", "lab__missing"]
+    assert [c.missing_with for c in shared.codings_] == ["", "pH_first", "pH_first", ""]
+    values, indicators = shared.missing_pairs()
+    assert values.tolist() == [0, 2, 3, 4] and indicators.tolist() == [1, 1, 1, 5]
+    encoded = shared.transform(table, dtype=np.float64)
+    back = shared.inverse_transform(encoded).frame
+    for column in table.columns:
+        np.testing.assert_allclose(back[column], table.frame[column], rtol=1e-9)
+    # one indicator decides for the three: model output never has the summaries partly missing
+    wild = np.random.default_rng(1).normal(0.5, 1.0, (2000, shared.width))
+    decoded = shared.inverse_transform(wild).frame
+    missing = decoded[["pH_first", "pH_last", "pH_mean"]].isna().to_numpy()
+    assert (missing.all(axis=1) | ~missing.any(axis=1)).all() and 0.2 < missing[:, 0].mean() < 0.8
+    per_column = TableEncoder("normal").fit(table).inverse_transform(
+        np.random.default_rng(1).normal(0.5, 1.0, (2000, 8))).frame
+    partly = per_column[["pH_first", "pH_last", "pH_mean"]].isna().to_numpy()
+    assert (partly.any(axis=1) & ~partly.all(axis=1)).mean() > 0.3
+    # through model.json and back; a crafted file naming a column without an indicator is refused
+    again = TableEncoder.from_dict(shared.to_dict())
+    np.testing.assert_array_equal(again.transform(table, dtype=np.float64), encoded)
+    crafted = shared.to_dict()
+    crafted["columns"][1]["missing_with"] = "lab_typo"
+    with pytest.raises(ValueError, match="missing_with"):
+        TableEncoder.from_dict(crafted)
+
+
+def test_a_shared_indicator_refuses_data_where_the_columns_part():
+    table = summaries_table()
+    encoder = TableEncoder("normal", share_missing=True).fit(table)
+    frame = table.frame.copy()
+    frame.loc[frame["pH_first"].notna().idxmax(), "pH_mean"] = np.nan
+    with pytest.raises(DataError, match="'pH_mean' row .* is missing while 'pH_first' is not"):
+        encoder.transform(Table.from_frame(frame, table.kinds))
+
+
+def test_default_model_samples_the_summaries_missing_together():
+    model = EHRDiff("default", steps=30, batch_size=64, hidden_dims=(16,), embedding_features=8,
+                    embedding_width=8).fit(summaries_table(), progress=False)
+    synthetic = model.sample(400, seed=0)
+    missing = synthetic[["pH_first", "pH_last", "pH_mean"]].isna().to_numpy()
+    assert (missing.all(axis=1) | ~missing.any(axis=1)).all()
+    assert model.encoder_.width == 6

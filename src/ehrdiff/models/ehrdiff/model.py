@@ -174,7 +174,8 @@ class EHRDiff(Generator):
         """The fitted encoder and the encoded float32 matrix; DataError for nothing to model or non-finite values.
         The quantile scaling's knots are training values kept without noise: private runs use min-max."""
         cfg = self.config
-        encoder = TableEncoder("minmax" if cfg.dp else cfg.continuous_scaling).fit(table)
+        encoder = TableEncoder("minmax" if cfg.dp else cfg.continuous_scaling,
+                               share_missing=cfg.missing_indicators == "shared").fit(table)
         if cfg.dp and cfg.continuous_scaling != "minmax" and encoder.has_continuous:
             log.info("continuous columns are min-max scaled under DP: the training quantiles are not private")
         matrix = encoder.transform(table, dtype=np.float32)
