@@ -1,6 +1,7 @@
 """ICU measurements as the default model makes them (issue 20): an ablation on CinC 2012, and PTB beats.
 
-    .venv/bin/python benchmarks/cinc_icu.py                # every run not yet done, then the table
+    .venv/bin/python benchmarks/cinc_icu.py                # every CinC run not yet done, then the table
+    .venv/bin/python benchmarks/cinc_icu.py --ptb          # the PTB runs, then the table
     .venv/bin/python benchmarks/cinc_icu.py --only default # one variant (runs of several processes add up)
     .venv/bin/python benchmarks/cinc_icu.py --quick        # a smoke run (numbers meaningless, nothing cached)
 
@@ -19,8 +20,9 @@ Each row adds one change to the one above, so the table shows what each bought:
   default          + one missing indicator shared by the columns missing in the same training rows (a CinC
                    variable's five summaries; ``missing_indicators="shared"``): the default preset
 
-PTB (``--ptb``): the shared sample of ptbdb beats (160 training beats, 187 values in [0, 1] and a label), the model
-before issue 20 and the default, 1,500 steps of batch 128, TSTR and the discriminators.
+PTB (``--ptb``, run instead of CinC; the table shows both): the shared sample of ptbdb beats (160 training beats,
+187 values in [0, 1] and a label), the model before issue 20 and the default, 1,500 steps of batch 128, TSTR and
+the discriminators.
 
 Each run's metrics are kept in benchmarks/out/cinc_icu/ (a run already there is not trained again); the table is
 benchmarks/results/cinc_icu.md, written from all runs present.
@@ -166,8 +168,9 @@ def markdown(threads: int) -> str:
     cinc = BUDGET["cinc2012"]
     ptb = BUDGET["ptb"]
     lines = ["# ICU measurements: what each change of issue 20 bought (CinC 2012), and PTB beats", "",
-             "Command: `.venv/bin/python benchmarks/cinc_icu.py --threads "
-             f"{threads}` (runs cached in benchmarks/out/cinc_icu/; `--only VARIANT` runs one variant)", "",
+             f"Commands: `.venv/bin/python benchmarks/cinc_icu.py --threads {threads}` and the same with `--ptb` "
+             "(runs cached in benchmarks/out/cinc_icu/, each written as it ends; `--only VARIANT` and `--seed N` run "
+             "a part, so that several processes share the work)", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, torch "
              f"{torch.__version__} ({threads} thread{'s' * (threads > 1)}); load average when the table was "
              f"written {os.getloadavg()[0]:.1f} (per variant below).", "",
@@ -189,7 +192,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="training and sampling seeds 0..N-1 (default 3)")
     parser.add_argument("--only", action="append", help="run only this variant (repeatable)")
     parser.add_argument("--seed", type=int, action="append", help="run only this seed (repeatable)")
-    parser.add_argument("--ptb", action="store_true", help="also the PTB runs")
+    parser.add_argument("--ptb", action="store_true", help="the PTB runs instead of CinC's")
     parser.add_argument("--table", action="store_true", help="only write the table from the runs present")
     parser.add_argument("--quick", action="store_true", help="a few steps and rows: checks that the script runs")
     args = parser.parse_args()
@@ -197,9 +200,7 @@ def main() -> None:
     from ehrdiff.data.io import read_table
 
     if not args.table:
-        jobs = [("cinc2012", prepare("cinc2012"), VARIANTS)]
-        if args.ptb:
-            jobs.append(("ptb", ptb_data(), PTB_VARIANTS))
+        jobs = [("ptb", ptb_data(), PTB_VARIANTS)] if args.ptb else [("cinc2012", prepare("cinc2012"), VARIANTS)]
         for dataset, folder, variants in jobs:
             train, test = read_table(folder / "train.parquet"), read_table(folder / "test.parquet")
             if args.quick:
