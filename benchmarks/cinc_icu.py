@@ -17,8 +17,9 @@ Each row adds one change to the one above, so the table shows what each bought:
   + missingness    a missing value is fresh noise each step, left out of the loss (``missing_values="noise"``)
   + categorical    one softmax variable per categorical column (``categorical_head="softmax"``)
   + sigma_data 1   the normal-scaled columns preconditioned with their own sigma_data, 1 (``normal_sigma_data``)
-  default          + one missing indicator shared by the columns missing in the same training rows (a CinC
-                   variable's five summaries; ``missing_indicators="shared"``): the default preset
+  + shared indicators  + categorical, and one missing indicator shared by the columns missing in the same training
+                   rows (a CinC variable's five summaries; ``missing_indicators="shared"``)
+  default          both: the default preset
 
 PTB (``--ptb``, run instead of CinC; the table shows both): the shared sample of ptbdb beats (160 training beats,
 187 values in [0, 1] and a label), the model before issue 20 and the default, 1,500 steps of batch 128, TSTR and
@@ -58,6 +59,8 @@ VARIANTS = {
     "+ categorical": dict(BEFORE, continuous_scaling="normal", missing_values="noise", categorical_head="softmax"),
     "+ sigma_data 1": dict(BEFORE, continuous_scaling="normal", missing_values="noise", categorical_head="softmax",
                            normal_sigma_data=1.0),
+    "+ shared indicators": dict(BEFORE, continuous_scaling="normal", missing_values="noise", categorical_head="softmax",
+                                missing_indicators="shared"),
     "default": {},
 }
 PTB_VARIANTS = {"min-max": BEFORE, "default": {}}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["core", "prepare", "evaluate", "uci_comparison", "official_code", "ablation", "gpu_sweep", "default_budget",
-         "default_vs_paper", "cinc_consistency", "cinc_continuous", "baselines", "baselines_uci", "experiments",
-         "private", "private_uci"]
+         "default_vs_paper", "cinc_consistency", "cinc_continuous", "cinc_icu", "baselines", "baselines_uci",
+         "experiments", "private", "private_uci"]
 
 HEADER = """# Measured results
 
