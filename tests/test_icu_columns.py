@@ -170,11 +170,13 @@ def test_missing_values_are_left_out_of_the_squared_error():
 
 
 # ---- the model ----------------------------------------------------------------------------------------------------
-def test_untrained_default_model_draws_the_training_marginals():
-    """Zero output weights: sigmoid / softmax of the prevalences for 0/1 and categorical columns, the exact
-    posterior mean of N(0, 1) for the normal-scaled ones, so sampling gives each column its training marginal."""
+def test_untrained_model_with_sigma_data_1_draws_the_training_marginals():
+    """Zero output weights: sigmoid / softmax of the prevalences for 0/1 and categorical columns and, with
+    normal_sigma_data 1, the exact posterior mean of N(0, 1) for the normal-scaled ones, so sampling gives each
+    column its training marginal."""
     table = icu_table(3000)
-    model = EHRDiff("default", steps=1, lr=1e-12, batch_size=64, sigma_min=0.05, num_noise_levels=24,
+    model = EHRDiff("default", normal_sigma_data=1.0, steps=1, lr=1e-12, batch_size=64, sigma_min=0.05,
+                    num_noise_levels=24,
                     hidden_dims=(16,), embedding_features=8, embedding_width=8).fit(table, progress=False)
     synthetic = model.sample(6000, seed=0)
     for column in ("lab", "count", "gcs"):
