@@ -1,4 +1,5 @@
-"""Continuous columns on [0, 1]: min-max (the paper's, the default) and the quantile scaling (opt-in)."""
+"""Continuous columns on [0, 1]: min-max (the paper's) and the quantile scaling (opt-in); the default preset's
+"normal" scaling (quantiles on to a standard normal) is tested in test_icu_columns.py."""
 
 from __future__ import annotations
 
@@ -111,8 +112,11 @@ def test_constant_columns_and_unknown_scalings():
 @pytest.mark.usefixtures("one_thread")
 def test_the_setting_chooses_the_scaling_and_survives_save_and_load(tmp_path):
     frame = skewed_table(200).frame.assign(dx=lambda f: (f["count"] > 2).astype(int))
-    assert make_config("default").continuous_scaling == "minmax"          # the paper's, unless asked for
-    assert EHRDiff("cpu-fast", **TINY).fit(frame, progress=False).encoder_.codings_[0].scaling == "minmax"
+    assert make_config("default").continuous_scaling == "normal"          # ours (issue 20)
+    assert make_config("paper-mimic").continuous_scaling == "minmax"      # the paper's
+    assert EHRDiff("cpu-fast", **TINY).fit(frame, progress=False).encoder_.codings_[0].scaling == "normal"
+    assert EHRDiff("cpu-fast", continuous_scaling="minmax", **TINY).fit(frame, progress=False) \
+        .encoder_.codings_[0].scaling == "minmax"
     model = EHRDiff("cpu-fast", continuous_scaling="quantile", **TINY).fit(frame, progress=False)
     assert [c.scaling for c in model.encoder_.codings_[:3]] == ["quantile"] * 3
     model.save(tmp_path / "run")
@@ -120,7 +124,7 @@ def test_the_setting_chooses_the_scaling_and_survives_save_and_load(tmp_path):
     assert again.encoder_.codings_[0].knots == model.encoder_.codings_[0].knots
     pd.testing.assert_frame_equal(again.sample(30, seed=1), model.sample(30, seed=1))
     # the setting joined later: at "minmax" it stays out of a run's identity, so older runs still resume
-    assert "continuous_scaling" not in make_config("default").identity()
+    assert "continuous_scaling" not in make_config("paper-mimic").identity()
     assert make_config("default", continuous_scaling="quantile").identity()["continuous_scaling"] == "quantile"
 
 

@@ -221,8 +221,12 @@ def test_run_records_leave_out_settings_added_later_at_their_old_value():
     from ehrdiff.experiments.runner import _resolved_settings
     from ehrdiff.models.ehrdiff import EHRDiff
 
+    from ehrdiff.models.ehrdiff.config import ADDED_LATER
+
     assert "continuous_scaling" not in _resolved_settings(EHRDiff("paper-cinc"))["training"]
-    assert "continuous_scaling" not in _resolved_settings(EHRDiff("default"))["training"]
+    assert not set(ADDED_LATER) & set(_resolved_settings(EHRDiff("default", **ADDED_LATER))["training"])
+    # the default preset models continuous columns otherwise since issue 20: its runs record it
+    assert _resolved_settings(EHRDiff("default"))["training"]["continuous_scaling"] == "normal"
     assert _resolved_settings(EHRDiff(continuous_scaling="quantile"))["training"]["continuous_scaling"] == "quantile"
 
 

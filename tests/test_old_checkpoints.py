@@ -11,6 +11,7 @@ import pytest
 
 from ehrdiff.errors import EhrdiffError
 from ehrdiff.models import REGISTRY
+from ehrdiff.models.ehrdiff.config import ADDED_LATER
 from ehrdiff.training import CHECKPOINT_FILE, MinibatchStep
 
 from fixtures.pinned_samples import ROWS, cases, pinned_table
@@ -18,11 +19,12 @@ from fixtures.pinned_samples import ROWS, cases, pinned_table
 OLD = Path(__file__).parent / "fixtures" / "checkpoints_v0_1"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+OLD_DEFAULT = ADDED_LATER      # each setting added since 0.1, at the value that does what 0.1 did
 
 
-def pinned_model(name: str):
+def pinned_model(name: str, **extra):
     model_name, settings, _ = cases()[name]
-    settings = dict(settings)
+    settings = dict(settings, **extra)
     if model_name == "ehrdiff":
         return REGISTRY["ehrdiff"](settings.pop("preset"), **settings)
     return REGISTRY[model_name](**settings)
@@ -30,18 +32,21 @@ def pinned_model(name: str):
 
 def test_an_old_ehrdiff_checkpoint_resumes_into_the_same_model(tmp_path, monkeypatch):
     shutil.copy(OLD / "default-checkpoint.safetensors", tmp_path / CHECKPOINT_FILE)
-    fresh = pinned_model("default").fit(pinned_table(), progress=False)
+    # the default of 0.1 modelled continuous columns as the settings added since at their old values do (issue 20
+    # changed the default preset's): with those, the same run
+    fresh = pinned_model("default", **OLD_DEFAULT).fit(pinned_table(), progress=False)
     # the checkpoint is of the finished 30-step run: resuming it takes no step and gives that run's model
     def no_step(self, step):
         raise AssertionError(f"step {step} taken: the checkpoint was not resumed")
 
     monkeypatch.setattr(MinibatchStep, "__call__", no_step)
-    resumed = pinned_model("default").fit(pinned_table(), checkpoint_dir=tmp_path, resume=True, progress=False)
+    resumed = pinned_model("default", **OLD_DEFAULT).fit(pinned_table(), checkpoint_dir=tmp_path, resume=True,
+                                                         progress=False)
     for (key, a), b in zip(fresh.denoiser_.state_dict().items(), resumed.denoiser_.state_dict().values()):
         assert np.array_equal(a.numpy(), b.numpy()), key
     assert resumed.sample(ROWS, seed=11).equals(fresh.sample(ROWS, seed=11))
     # and an old checkpoint of another run is refused, as a new one would be
-    other = {k: v for k, v in cases()["default"][1].items() if k != "preset"} | {"lr": 5e-4}
+    other = {k: v for k, v in cases()["default"][1].items() if k != "preset"} | OLD_DEFAULT | {"lr": 5e-4}
     with pytest.raises(EhrdiffError, match="different run"):
         REGISTRY["ehrdiff"]("default", **other).fit(pinned_table(), checkpoint_dir=tmp_path, resume=True,
                                                     progress=False)

@@ -207,8 +207,8 @@ from ehrdiff.cli import main
 
 make_loss, seen = glue.edm_row_loss, []
 
-def recording(loss):
-    inner = make_loss(loss)
+def recording(loss, *refresh):
+    inner = make_loss(loss, *refresh)
     def row_loss(model, rows, noise):
         seen.append([rows.shape[0], float(rows.double().sum())])   # rows this process got at each step
         return inner(model, rows, noise)

@@ -4,8 +4,12 @@ binary       kept as 0/1; decoded by clipping to [0, 1] and rounding at 0.5 (the
 continuous   scaled to [0, 1] with training statistics: min-max (``"minmax"``, the paper's), or through the training
              distribution's quantiles (``"quantile"``: each value goes to its quantile level, so a column is spread
              evenly over [0, 1] however skewed it is, and a value many rows share, such as a count of 0 or an FiO2
-             of 1.0, gets a stretch of its own that decodes to exactly that value); a ``NAME__missing`` indicator
-             column is added when the training data has missing values (encoded value: the training median's);
+             of 1.0, gets a stretch of its own that decodes to exactly that value), or those quantile levels on to
+             a standard normal (``"normal"``: z = Phi^-1(level), the transform TabDDPM uses, Kotelnikov et al.
+             2023; every column then has the same Gaussian shape, the one EDM's noise is made of); a
+             ``NAME__missing`` indicator column is added when the training data has missing values (encoded value:
+             the training median's), one shared by the columns missing in exactly the same training rows with
+             ``share_missing`` (a CinC variable's five summaries: missing together in every decoded row);
              decoded by clipping, unscaling, rounding integer columns, and NaN where the indicator is >= 0.5
 categorical  one-hot, one column per training category (``NAME=VALUE``); decoded by argmax
 label        as binary when its values are 0/1, otherwise as categorical
@@ -24,13 +28,16 @@ from dataclasses import MISSING, dataclass, field, fields
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtr, ndtri
 
 from ehrdiff.data.table import Table, _is_binary, as_dates, date_resolution, days_to_dates, wall_clock_days
 from ehrdiff.errors import DataError
 
 MISSING_SUFFIX = "__missing"
 MISSING_CATEGORY = "<missing>"
-CONTINUOUS_SCALINGS = ("minmax", "quantile")
+CONTINUOUS_SCALINGS = ("minmax", "quantile", "normal")
+# "normal": quantile levels are kept in [NORMAL_TAIL, 1 - NORMAL_TAIL] before Phi^-1, so z stays within +-4.75
+NORMAL_TAIL = 1e-6
 # Quantile levels kept per continuous column (the knots of its piecewise-linear map): at most 1/256 of the training
 # values lie between neighbouring knots, which bounds the marginal error the interpolation adds (KS) near 0.004.
 QUANTILE_LEVELS = 257
@@ -55,9 +62,10 @@ class ColumnCoding:
     fill: float = 0.5             # encoded value used for missing continuous entries
     integer: bool = False
     has_missing: bool = False
+    missing_with: str = ""        # continuous: the column whose missing indicator this one shares ("": its own)
     categories: list = field(default_factory=list)
     dtype: str = "float64"
-    scaling: str = "minmax"       # continuous: "minmax", or "quantile" through the knots below
+    scaling: str = "minmax"       # continuous: "minmax", or "quantile" / "normal" through the knots below
     knots: list = field(default_factory=list)      # "quantile": training values at evenly spaced quantile levels,
     knot_low: list = field(default_factory=list)   # each with the share of training values below it
     knot_high: list = field(default_factory=list)  # and the share at or below it (its stretch of [0, 1])
@@ -69,7 +77,7 @@ class ColumnCoding:
             return []
         if self.coding == "onehot":
             return [f"{self.name}={c}" for c in self.categories]
-        if self.coding == "continuous" and self.has_missing:
+        if self.own_indicator:
             return [self.name, self.name + MISSING_SUFFIX]
         return [self.name]
 
@@ -80,12 +88,27 @@ class ColumnCoding:
             return wall_clock_days(as_dates(values, self.name, source))
         return values.to_numpy(dtype=float, na_value=np.nan)
 
+    @property
+    def own_indicator(self) -> bool:
+        """A continuous column with missing values and an indicator of its own (not shared, ``missing_with``)."""
+        return self.coding == "continuous" and self.has_missing and not self.missing_with
+
+    @property
+    def uses_knots(self) -> bool:
+        return self.scaling in ("quantile", "normal")
+
     def scale(self, raw: np.ndarray) -> np.ndarray:
-        """Continuous values to the model's [0, 1]. Min-max: values outside the training range fall outside it.
+        """Continuous values to the model's space. Min-max: values outside the training range fall outside [0, 1].
         Quantile: a knot goes to the middle of its stretch (a value many rows share fills a wide one), a value
-        between two knots in proportion across the gap between their stretches, values past the ends to 0 or 1."""
-        if self.scaling != "quantile":
+        between two knots in proportion across the gap between their stretches, values past the ends to 0 or 1.
+        Normal: the quantile level through Phi^-1 (a standard normal's quantile function)."""
+        if not self.uses_knots:
             return (raw - self.low) / (self.high - self.low)
+        level = self._level(raw)
+        return ndtri(np.clip(level, NORMAL_TAIL, 1 - NORMAL_TAIL)) if self.scaling == "normal" else level
+
+    def _level(self, raw: np.ndarray) -> np.ndarray:
+        """The quantile level in [0, 1] of each raw value (see ``scale``)."""
         knots, low, high = (np.asarray(v, dtype=float) for v in (self.knots, self.knot_low, self.knot_high))
         raw = np.asarray(raw, dtype=float)
         i = np.clip(np.searchsorted(knots, raw, side="right") - 1, 0, len(knots) - 2)   # knots[i] <= raw
@@ -96,10 +119,13 @@ class ColumnCoding:
         return np.where(raw < knots[0], 0.0, np.where(raw > knots[-1], 1.0, out))
 
     def unscale(self, encoded: np.ndarray) -> np.ndarray:
-        """The inverse of ``scale`` on [0, 1] (model output outside it is clipped first); with quantiles, any
-        point of a knot's stretch gives the knot, so a value many rows share is reproduced exactly."""
+        """The inverse of ``scale`` (model output outside [0, 1] is clipped first; with "normal", any real z maps
+        to a level); with quantiles, any point of a knot's stretch gives the knot, so a value many rows share is
+        reproduced exactly, and no value falls outside the training range."""
+        if self.scaling == "normal":
+            encoded = ndtr(np.asarray(encoded, dtype=float))
         encoded = np.clip(encoded, 0, 1)
-        if self.scaling != "quantile":
+        if not self.uses_knots:
             return self.low + encoded * (self.high - self.low)
         knots, low, high = (np.asarray(v, dtype=float) for v in (self.knots, self.knot_low, self.knot_high))
         j = np.clip(np.searchsorted(low, encoded, side="right") - 1, 0, len(knots) - 1)  # low[j] <= encoded
@@ -109,21 +135,44 @@ class ColumnCoding:
         between = knots[j] + t * (knots[k] - knots[j])
         return np.where(encoded <= high[j], knots[j], between)
 
+    def stretches(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """"normal" scaling: each knot's encoded value and the quantile levels its stretch spans (low, high), for
+        spreading a training value over its stretch (dequantisation, diffusion/refresh.py)."""
+        knots, low, high = (np.asarray(v, dtype=float) for v in (self.knots, self.knot_low, self.knot_high))
+        return self.scale(knots), low, high
+
 
 class TableEncoder:
     """Fit on training data; ``transform`` to the model space, ``inverse_transform`` back to a Table.
-    ``continuous``: how continuous columns are scaled to [0, 1], "minmax" or "quantile" (module docstring)."""
+    ``continuous``: how continuous columns are scaled, "minmax", "quantile" or "normal" (module docstring)."""
 
-    def __init__(self, continuous: str = "minmax") -> None:
+    def __init__(self, continuous: str = "minmax", share_missing: bool = False) -> None:
         if continuous not in CONTINUOUS_SCALINGS:
             raise ValueError(f"continuous scaling must be one of {CONTINUOUS_SCALINGS}, got {continuous!r}")
         self.continuous = continuous
+        self.share_missing = share_missing
         self.codings_: list[ColumnCoding] = []
 
     # ---- fitting -------------------------------------------------------------------------------------------
     def fit(self, table: Table) -> "TableEncoder":
         self.codings_ = [self._fit_column(name, table.kinds[name], table.frame[name]) for name in table.columns]
+        if self.share_missing:
+            self._share_indicators(table)
         return self
+
+    def _share_indicators(self, table: Table) -> None:
+        """Continuous columns missing in exactly the same training rows (a CinC variable's first, last, min, max and
+        mean) share one indicator, the first one's: a value is then missing with its siblings by construction, not
+        by the model drawing several indicators alike."""
+        leaders: dict[bytes, str] = {}
+        for c in self.codings_:
+            if c.kind != "continuous" or not c.own_indicator:
+                continue
+            pattern = np.packbits(table.frame[c.name].isna().to_numpy()).tobytes()
+            if pattern in leaders:
+                c.missing_with, c.width = leaders[pattern], 1
+            else:
+                leaders[pattern] = c.name
 
     @property
     def has_continuous(self) -> bool:
@@ -152,8 +201,8 @@ class TableEncoder:
                        and pd.api.types.is_integer_dtype(values.dropna().convert_dtypes()))
             coding = ColumnCoding(name, kind, "continuous", width=2 if has_missing else 1, low=low, high=low + span,
                                   integer=integer, has_missing=has_missing, dtype=dtype)
-            if self.continuous == "quantile" and high > low:
-                coding.scaling = "quantile"
+            if self.continuous in ("quantile", "normal") and high > low:
+                coding.scaling = self.continuous
                 coding.knots, coding.knot_low, coding.knot_high = _quantile_knots(observed)
             coding.fill = float(coding.scale(np.median(observed)))
             return coding
@@ -178,7 +227,7 @@ class TableEncoder:
         mask = []
         for c in self.codings_:
             if c.coding == "continuous":
-                mask += [False] + ([True] if c.has_missing else [])
+                mask += [False] + ([True] if c.own_indicator else [])
             else:
                 mask += [True] * c.width
         return np.array(mask, dtype=bool)
@@ -197,7 +246,7 @@ class TableEncoder:
         for c in self.codings_:
             if c.coding == "onehot":
                 groups.append(("onehot", start, start + c.width))
-            elif c.coding == "binary" or (c.coding == "continuous" and c.has_missing):
+            elif c.coding == "binary" or c.own_indicator:
                 first = start if c.coding == "binary" else start + 1
                 if groups and groups[-1][0] == "binary" and groups[-1][2] == first:
                     groups[-1] = ("binary", groups[-1][1], first + 1)
@@ -205,6 +254,22 @@ class TableEncoder:
                     groups.append(("binary", first, first + 1))
             start += c.width
         return groups
+
+    def missing_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Encoded index of each continuous column with missing values, and of its indicator (its own or the one
+        it shares)."""
+        starts = np.cumsum([0] + [c.width for c in self.codings_])
+        indicator = {c.name: s + 1 for c, s in zip(self.codings_, starts) if c.own_indicator}
+        pairs = [(s, indicator[c.missing_with or c.name]) for c, s in zip(self.codings_, starts)
+                 if c.coding == "continuous" and c.has_missing]
+        return tuple(np.array([p[i] for p in pairs], dtype=np.int64) for i in (0, 1))
+
+    def normal_stretches(self) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """(encoded index, knots' encoded values, their stretches' low and high levels) of each column scaled to
+        a normal (``ColumnCoding.stretches``)."""
+        starts = np.cumsum([0] + [c.width for c in self.codings_])
+        return [(int(s), *c.stretches()) for c, s in zip(self.codings_, starts)
+                if c.coding == "continuous" and c.scaling == "normal"]
 
     def transform(self, table: Table, dtype=np.float32) -> np.ndarray:
         self._check_fitted()
@@ -223,8 +288,10 @@ class TableEncoder:
                 raw = c.numbers(values)
                 isna = np.isnan(raw)
                 out[:, j] = np.where(isna, c.fill, c.scale(raw))
-                if c.has_missing:
+                if c.own_indicator:
                     out[:, j + 1] = isna
+                elif c.missing_with:
+                    _check_shared_missing(c, isna, table.frame[c.missing_with].isna().to_numpy())
                 elif isna.any():
                     raise DataError(f"column '{c.name}' row {int(np.argmax(isna))} is missing, but the training data "
                                     "had no missing values there; fill it or refit with missing values")
@@ -244,6 +311,8 @@ class TableEncoder:
             raise DataError(f"expected a matrix with {self.width} encoded columns, got shape {encoded.shape}")
         n = encoded.shape[0]
         columns: dict[str, object] = {}
+        starts = np.cumsum([0] + [c.width for c in self.codings_])
+        missing = {c.name: encoded[:, s + 1] >= 0.5 for c, s in zip(self.codings_, starts) if c.own_indicator}
         j = 0
         for c in self.codings_:
             block = encoded[:, j:j + c.width]
@@ -253,15 +322,15 @@ class TableEncoder:
                 columns[c.name] = _cast(np.round(np.clip(block[:, 0], 0, 1)), c.dtype)
             elif c.kind == "date":
                 days = c.unscale(block[:, 0])
-                missing = block[:, 1] >= 0.5 if c.has_missing else np.zeros(n, dtype=bool)
-                columns[c.name] = days_to_dates(np.where(missing, np.nan, days), c.date_unit, c.date_tz)
+                absent = missing.get(c.missing_with or c.name, np.zeros(n, dtype=bool))
+                columns[c.name] = days_to_dates(np.where(absent, np.nan, days), c.date_unit, c.date_tz)
             elif c.coding == "continuous":
                 values = c.unscale(block[:, 0])
                 if c.integer:
                     values = np.round(values)
                 series = pd.Series(values)
                 if c.has_missing:
-                    series[block[:, 1] >= 0.5] = np.nan
+                    series[missing[c.missing_with or c.name]] = np.nan
                 columns[c.name] = series if c.has_missing else _cast(values, c.dtype)
             else:
                 picked = [c.categories[k] for k in block.argmax(axis=1)]
@@ -285,6 +354,12 @@ class TableEncoder:
         names = [c.name for c in encoder.codings_]
         if len(set(names)) != len(names):
             raise ValueError("a column name appears twice")
+        owners = {c.name for c in encoder.codings_ if c.own_indicator}
+        for c in encoder.codings_:
+            if c.missing_with and (c.missing_with not in owners or not c.has_missing or c.kind != "continuous"):
+                raise ValueError(f"column {c.name!r}: 'missing_with' {c.missing_with!r} is not a continuous column "
+                                 "with an indicator of its own")
+        encoder.share_missing = any(c.missing_with for c in encoder.codings_)
         return encoder
 
     def _check_fitted(self) -> None:
@@ -344,7 +419,7 @@ def _coding_problem(c: ColumnCoding) -> str | None:
         return f"unknown scaling {c.scaling!r}"
     if not c.high > c.low:
         return "'high' must be above 'low'"
-    if c.scaling == "quantile":
+    if c.uses_knots:
         knots = (c.knots, c.knot_low, c.knot_high)
         if not (len(c.knots) >= 2 and all(len(k) == len(c.knots) for k in knots)
                 and all(_has_field_type(v, float) for k in knots for v in k)
@@ -366,6 +441,16 @@ def _quantile_knots(observed: np.ndarray) -> tuple[list[float], list[float], lis
     low = np.searchsorted(ordered, knots, side="left") / len(ordered)
     high = np.searchsorted(ordered, knots, side="right") / len(ordered)
     return knots.tolist(), low.tolist(), high.tolist()
+
+
+def _check_shared_missing(c: ColumnCoding, isna: np.ndarray, leader: np.ndarray) -> None:
+    """DataError naming the first row where a column that shares ``missing_with``'s indicator is missing alone."""
+    differ = isna != leader
+    if differ.any():
+        row = int(np.argmax(differ))
+        raise DataError(f"column '{c.name}' row {row} is {'' if isna[row] else 'not '}missing while "
+                        f"'{c.missing_with}' is {'not ' if isna[row] else ''}: the model was fitted on data where "
+                        "the two are missing in the same rows; refit on this data")
 
 
 def _category(value):

@@ -9,8 +9,8 @@ private       differentially private training (DP-SGD) and its accounting
 
 from ehrdiff.models.ehrdiff.config import EHRDiffConfig, config_from_dict
 from ehrdiff.models.ehrdiff.model import (EHRDiff, build_denoiser, code_histograms, edm_row_loss, memorisation_warning,
-                                          min_codes, training_loss)
+                                          min_codes, row_refresh, training_loss)
 from ehrdiff.models.ehrdiff.presets import PRESETS, make_config
 
 __all__ = ["PRESETS", "EHRDiff", "EHRDiffConfig", "build_denoiser", "code_histograms", "config_from_dict",
-           "edm_row_loss", "make_config", "memorisation_warning", "min_codes", "training_loss"]
+           "edm_row_loss", "make_config", "memorisation_warning", "min_codes", "row_refresh", "training_loss"]

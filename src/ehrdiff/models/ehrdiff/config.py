@@ -20,7 +20,8 @@ PAPER_MIMIC_WIDTHS = (1024, 384, 384, 384, 1024)
 # Settings that change how a run is carried out, not what it computes: a run may resume with other values.
 RUNTIME_SETTINGS = ("checkpoint_every", "device", "sample_batch_size")
 # Settings added after runs were recorded, with the value that does what runs made before they existed did.
-ADDED_LATER = {"continuous_scaling": "minmax", "dp_bounds": None}
+ADDED_LATER = {"continuous_scaling": "minmax", "dp_bounds": None, "missing_values": "fill",
+               "categorical_head": "independent", "normal_sigma_data": None, "missing_indicators": "per_column"}
 DP_ACCOUNTANTS = ("rdp", "prv")
 
 
@@ -52,13 +53,28 @@ class DiffusionSettings:
     P_std: float = 1.2
     binary_head: str = "gaussian"         # "gaussian": EDM's D for every column (the paper); "bernoulli": D_i is
                                           # P(x0_i = 1 | x) (ehrdiff.diffusion.bernoulli)
-    continuous_scaling: str = "minmax"  # "minmax" (the paper's) or "quantile" (through the training quantiles)
+    continuous_scaling: str = "minmax"  # "minmax" (the paper's), "quantile" (through the training quantiles) or
+                                        # "normal" (quantiles on to a standard normal, dequantised in training)
+    missing_values: str = "fill"        # "fill": a missing value is the training median's (the paper's); "noise":
+                                        # fresh noise each step, left out of the loss (diffusion/refresh.py)
+    missing_indicators: str = "per_column"  # "per_column": each continuous column with missing values has its own
+                                           # indicator; "shared": columns missing in the same training rows share one
+    categorical_head: str = "independent"  # "independent": a one-hot block's columns as the binary ones;
+                                           # "softmax": one categorical variable (Bernoulli head only)
+    normal_sigma_data: float | None = None  # sigma_data of columns scaled to a normal (None: sigma_data;
+                                            # Bernoulli head only)
 
     def validate(self) -> None:
         _positive(self, "sigma_data", "P_std")
         _finite(self, "sigma_data", "P_mean", "P_std")
         _one_of(self, "binary_head", ("gaussian", "bernoulli"))
-        _one_of(self, "continuous_scaling", ("minmax", "quantile"))
+        _one_of(self, "continuous_scaling", ("minmax", "quantile", "normal"))
+        _one_of(self, "missing_values", ("fill", "noise"))
+        _one_of(self, "missing_indicators", ("per_column", "shared"))
+        _one_of(self, "categorical_head", ("independent", "softmax"))
+        if self.normal_sigma_data is not None:
+            _positive(self, "normal_sigma_data")
+            _finite(self, "normal_sigma_data")
 
 
 @dataclass

@@ -21,11 +21,12 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ehrdiff.data.encoding import TableEncoder
+from ehrdiff.data.encoding import NORMAL_TAIL, TableEncoder
 from ehrdiff.data.rules import rules_to_json
 from ehrdiff.data.table import Table
 from ehrdiff.diffusion import SAMPLERS, Denoiser, EDMLoss, MLPDenoiserNet, NoiseEmbedding, karras_sigmas
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss, draw_discrete, redraw_short_rows
+from ehrdiff.diffusion.refresh import RowRefresh
 from ehrdiff.diffusion.count_matching import apportion, select_code_counts, split_counts
 from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
 from ehrdiff.data.writers import concat_tables
@@ -55,33 +56,61 @@ _QUICK_NETWORK = {"hidden_dims": [128, 128], "embedding_features": 32, "embeddin
 
 
 def build_denoiser(config: EHRDiffConfig, width: int, seed: int | None = None, n_classes: int = 0,
-                   binary: np.ndarray | None = None) -> Denoiser:
+                   binary: np.ndarray | None = None, encoder: TableEncoder | None = None) -> Denoiser:
     """The preconditioned network for data of ``width`` encoded columns; weights drawn from ``seed``
     (without touching PyTorch's global random state). ``n_classes`` > 0: with a class embedding (conditioning).
-    ``binary``: the encoder's 0/1 columns, which the Bernoulli head models as probabilities."""
+    ``binary``: the encoder's 0/1 columns, which the Bernoulli head models as probabilities; or ``encoder`` itself,
+    which also gives the one-hot blocks (``categorical_head`` "softmax") and the columns scaled to a normal
+    (their own ``normal_sigma_data``)."""
     net_settings = config.network
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed if seed is None else seed)
         embedding = NoiseEmbedding(net_settings.embedding, net_settings.embedding_size(width),
                                    net_settings.embedding_width, n_classes)
         net = MLPDenoiserNet(width, net_settings.hidden_dims, embedding)
-    if config.diffusion.binary_head == "bernoulli":
-        return BernoulliDenoiser(net, config.sigma_data, np.zeros(width, bool) if binary is None else binary)
-    return Denoiser(net, config.sigma_data)
+    if config.diffusion.binary_head != "bernoulli":
+        return Denoiser(net, config.sigma_data)
+    if encoder is not None:
+        binary = encoder.binary_mask
+    binary = np.zeros(width, bool) if binary is None else binary
+    onehot, column_sd = [], None
+    if encoder is not None and config.categorical_head == "softmax":
+        onehot = [(start, stop) for kind, start, stop in encoder.discrete_groups() if kind == "onehot"]
+    if encoder is not None and config.normal_sigma_data is not None and encoder.normal_stretches():
+        column_sd = np.full(width, config.sigma_data)
+        column_sd[[index for index, *_ in encoder.normal_stretches()]] = config.normal_sigma_data
+    return BernoulliDenoiser(net, config.sigma_data, binary, onehot, column_sd)
 
 
-def training_loss(cfg: EHRDiffConfig) -> EDMLoss | BernoulliEDMLoss:
-    kind = BernoulliEDMLoss if cfg.diffusion.binary_head == "bernoulli" else EDMLoss
-    return kind(sigma_data=cfg.sigma_data, P_mean=cfg.P_mean, P_std=cfg.P_std)
+def training_loss(cfg: EHRDiffConfig, encoder: TableEncoder | None = None) -> EDMLoss | BernoulliEDMLoss:
+    """The EDM loss, or with the Bernoulli head its loss; with ``missing_values`` "noise" and an ``encoder``, the
+    squared error leaves out missing values."""
+    if cfg.diffusion.binary_head != "bernoulli":
+        return EDMLoss(sigma_data=cfg.sigma_data, P_mean=cfg.P_mean, P_std=cfg.P_std)
+    missing = None
+    if encoder is not None and cfg.missing_values == "noise":
+        missing = tuple(torch.from_numpy(a) for a in encoder.missing_pairs())
+    return BernoulliEDMLoss(sigma_data=cfg.sigma_data, P_mean=cfg.P_mean, P_std=cfg.P_std, missing=missing)
 
 
-def edm_row_loss(loss: EDMLoss | BernoulliEDMLoss):
+def row_refresh(cfg: EHRDiffConfig, encoder: TableEncoder) -> RowRefresh | None:
+    """What each training step does to its batch first (diffusion/refresh.py): values scaled to a normal spread
+    over their stretches, missing values (``missing_values`` "noise") drawn afresh; None when nothing applies."""
+    missing = encoder.missing_pairs() if cfg.missing_values == "noise" else (np.zeros(0, np.int64),) * 2
+    refresh = RowRefresh(encoder.normal_stretches(), missing, NORMAL_TAIL)
+    return refresh if refresh.active else None
+
+
+def edm_row_loss(loss: EDMLoss | BernoulliEDMLoss, refresh: RowRefresh | None = None):
     """The training loop's ``loss_fn(model, rows, noise, class_labels=None)`` for an EDM loss: ln sigma draws
-    first, then the data noise (as the official code)."""
+    first, then the data noise (as the official code), then ``refresh``'s draws, if any."""
     def row_loss(model: torch.nn.Module, rows: torch.Tensor, noise: BatchNoise,
                  class_labels: torch.Tensor | None = None) -> torch.Tensor:
         sigma_normal = noise.randn(1)
-        return loss(model, rows, sigma_normal, noise.randn(rows.shape[1]), class_labels)
+        data_noise = noise.randn(rows.shape[1])
+        if refresh is not None:
+            rows = refresh(rows, noise)
+        return loss(model, rows, sigma_normal, data_noise, class_labels)
     return row_loss
 
 
@@ -136,7 +165,7 @@ class EHRDiff(Generator):
             from ehrdiff.models.ehrdiff.private_release import private_inputs
             private = private_inputs(table, cfg.privacy, cfg.conditioning.condition, cfg.seed)
             encoder, matrix, labels, condition = private.encoder, private.matrix, private.labels, private.condition
-            if cfg.continuous_scaling == "quantile" and any(c.coding == "continuous" for c in encoder.codings_):
+            if cfg.continuous_scaling != "minmax" and any(c.coding == "continuous" for c in encoder.codings_):
                 log.info("continuous columns are min-max scaled under DP: quantile knots are not released")
             _check_encoded(encoder, matrix)
         else:
@@ -144,8 +173,7 @@ class EHRDiff(Generator):
                 table, labels, condition = split_condition(table, cfg.conditioning.condition)
             encoder, matrix = self._encode(table)
         n_rows, width = matrix.shape
-        denoiser = build_denoiser(cfg, width, n_classes=condition.n_classes if condition else 0,
-                                  binary=encoder.binary_mask)
+        denoiser = build_denoiser(cfg, width, n_classes=condition.n_classes if condition else 0, encoder=encoder)
         if isinstance(denoiser, BernoulliDenoiser):     # start from the independent-marginals model (noisy under DP)
             denoiser.init_output(private.shares if private else matrix.mean(axis=0))
         rows = matrix if condition is None else np.column_stack([matrix, labels.astype(np.float32)])
@@ -154,7 +182,7 @@ class EHRDiff(Generator):
                              "batch_size" in self.settings or "batch_size" in PRESETS.get(self.preset, {}),
                              private.n_rows if private else n_rows, width, cfg.dp)
         result = self._train(denoiser, rows, condition, fingerprint, checkpoint_dir, resume, progress, budget,
-                             private)
+                             encoder, private)
         denoiser.load_state_dict(result["ema_state"])           # sampling uses the EMA weights (the chosen ones)
         self.budget_, self.stopping_ = budget.to_dict(), result["stopping"]
         self.denoiser_, self.encoder_, self.condition_ = denoiser.eval(), encoder, condition
@@ -170,18 +198,17 @@ class EHRDiff(Generator):
         return self
 
     def _encode(self, table: Table) -> tuple[TableEncoder, np.ndarray]:
-        """The fitted encoder and the encoded float32 matrix; DataError for nothing to model or non-finite values.
-        The quantile scaling's knots are training values kept without noise: private runs use min-max."""
+        """The fitted encoder and the encoded float32 matrix of a run without DP (a private run's encoder comes from
+        private_release); DataError for nothing to model or non-finite values."""
         cfg = self.config
-        encoder = TableEncoder("minmax" if cfg.dp else cfg.continuous_scaling).fit(table)
-        if cfg.dp and cfg.continuous_scaling == "quantile" and encoder.has_continuous:
-            log.info("continuous columns are min-max scaled under DP: the training quantiles are not private")
+        encoder = TableEncoder(cfg.continuous_scaling, share_missing=cfg.missing_indicators == "shared").fit(table)
         matrix = encoder.transform(table, dtype=np.float32)
         _check_encoded(encoder, matrix)
         return encoder, matrix
 
     def _train(self, denoiser: Denoiser, rows: np.ndarray, condition: ConditionSpec | None, fingerprint: str,
-               checkpoint_dir, resume: bool, progress: bool, budget: TrainingBudget, private=None) -> dict[str, Any]:
+               checkpoint_dir, resume: bool, progress: bool, budget: TrainingBudget, encoder: TableEncoder,
+               private=None) -> dict[str, Any]:
         """Run the training loop with the plain or the private step (with the stopping rule when the budget holds
         rows out); the EMA weights and what the run reports. ``private``: the private release (its noisy row count
         stands for the rows everywhere it is kept)."""
@@ -213,11 +240,11 @@ class EHRDiff(Generator):
         if cfg.dp:      # DP-SGD (private.py): Poisson batches, clipped per-example gradients, accountant
             from ehrdiff.models.ehrdiff.private import PrivateStep
             null = (condition.null_index, cfg.condition_dropout) if condition is not None else None
-            step = PrivateStep(denoiser, data, settings, cfg.privacy, training_loss(cfg), width, null, ctx,
+            step = PrivateStep(denoiser, data, settings, cfg.privacy, training_loss(cfg, encoder), width, null, ctx,
                                release=private)
             identity.update(step.identity())
         else:
-            row_loss = edm_row_loss(training_loss(cfg))
+            row_loss = edm_row_loss(training_loss(cfg, encoder), row_refresh(cfg, encoder))
             if condition is not None:
                 row_loss = conditional_row_loss(row_loss, condition.null_index, cfg.condition_dropout)
             step = MinibatchStep(denoiser, data, row_loss, settings, ctx)
@@ -411,7 +438,7 @@ class EHRDiff(Generator):
             model = cls._from_metadata(metadata)
             denoiser = build_denoiser(model.config, model.n_features_,
                                       n_classes=model.condition_.n_classes if model.condition_ else 0,
-                                      binary=model.encoder_.binary_mask)
+                                      encoder=model.encoder_)
             denoiser.load_state_dict(tensors, strict=True)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{path}: model.json and the weights do not fit together "
@@ -518,4 +545,4 @@ def _round_seed(seed: int, round_number: int) -> int:
 
 
 __all__ = ["EHRDiff", "build_denoiser", "chunk_sizes", "code_histograms", "edm_row_loss", "memorisation_warning",
-           "min_codes", "training_loss"]
+           "min_codes", "row_refresh", "training_loss"]
