@@ -8,7 +8,8 @@
 
 Each step is skipped when its output is already in DIR (so a run can be continued, and parts run side by side);
 the table uses every (dataset, seed) of DIR that has a report. Writes benchmarks/results/default_training.md.
-Run with OMP_NUM_THREADS=1 (the script passes it on) and nice on the shared machine.
+Each command gets --threads torch threads (default 1, passed on as OMP_NUM_THREADS); `--until train` stops each run
+after training (sampling and evaluation: a later invocation).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ METRICS = [("prevalence_spearman", "prevalence Spearman"), ("codes_per_patient_m
            ("nnaa_privacy_loss", "NNAA privacy loss"), ("exact_copy_rate", "identical to a training row")]
 
 
+THREADS = 1     # torch threads of every command (--threads)
+
+
 def run(cmd: list[str], log: Path) -> float:
     """Run a CLI command (its output to ``log``); wall seconds."""
     start = time.perf_counter()
@@ -59,13 +63,13 @@ def run(cmd: list[str], log: Path) -> float:
         out.write("$ ehrdiff " + shlex.join(cmd) + "\n")
         out.flush()
         done = subprocess.run(CLI + cmd, stdout=out, stderr=subprocess.STDOUT,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+                              env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
     if done.returncode:
         sys.exit(f"failed (exit {done.returncode}): ehrdiff {shlex.join(cmd)}; see {log}")
     return time.perf_counter() - start
 
 
-def run_one(work: Path, name: str, seed: int) -> None:
+def run_one(work: Path, name: str, seed: int, until: str = "evaluate") -> None:
     data = work / name / "data"
     data.parent.mkdir(parents=True, exist_ok=True)
     if not (data / "train.parquet").exists():
@@ -82,14 +86,15 @@ def run_one(work: Path, name: str, seed: int) -> None:
              ("sample", ["sample", str(folder / "run"), "-n", str(rows), "--seed", str(seed), "-o",
                          str(folder / "synthetic.parquet")], folder / "synthetic.parquet"),
              ("evaluate", ["evaluate", "--train", str(data / "train.parquet"), "--test", str(data / "test.parquet"),
-                           "--synthetic", f"ehrdiff={folder / 'synthetic.parquet'}", "--threads", "1",
+                           "--synthetic", f"ehrdiff={folder / 'synthetic.parquet'}", "--threads", str(THREADS),
                            "--no-figures", "-o", str(folder / "report")], folder / "report" / "metrics.json")]
     for what, cmd, output in steps:
-        if output.exists():
-            continue
-        print(f"{name} seed {seed}: {what} ...", flush=True)
-        times[what] = run(cmd, folder / f"{what}.log")
-        times_file.write_text(json.dumps(times))
+        if not output.exists():
+            print(f"{name} seed {seed}: {what} ...", flush=True)
+            times[what] = run(cmd, folder / f"{what}.log")
+            times_file.write_text(json.dumps(times))
+        if what == until:
+            return
 
 
 # (metric, test, bound): "max" the mean must be at most the bound, "min" at least; a bound "test" is the real test
@@ -259,14 +264,19 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated (default: all)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--until", choices=["train", "sample", "evaluate"], default="evaluate",
+                        help="stop each run after this step (the rest: a later invocation)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each command (default 1)")
     args = parser.parse_args()
+    global THREADS
+    THREADS = args.threads
     started = f"{os.getloadavg()[0]:.1f}"
     if not args.report_only:
         for name in args.datasets.split(","):
             if name not in DATASETS:
                 sys.exit(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
             for seed in (int(s) for s in args.seeds.split(",")):
-                run_one(args.work, name, seed)
+                run_one(args.work, name, seed, args.until)
     print(f"wrote {write_report(args.work, started)}")
 
 
