@@ -227,17 +227,19 @@ How the length is chosen (src/ehrdiff/models/ehrdiff/budget.py, src/ehrdiff/trai
 {max_steps:,} steps, in batches of at most 1,024 and at most an eighth of the rows (at least 64). A seeded slice of
 the rows ({share:.0%}, {low} to {high} rows, none under {least} rows) is held out of training; about {evaluations}
 times over the budget the EMA weights are scored by the denoising loss of those rows (fixed noise, the same at every
-score), and training stops after {patience} scores without an improvement of {tol:.1%}, keeping the weights of the
-best score. "stopped at" is the step training ended, "weights of step" the step whose weights were kept."""
+score), and training stops once {patience} scores in a row are more than {tol:.1%} above the lowest (the loss turns
+up: the model starts to fit its training rows better than new ones), keeping the latest weights within {tol:.1%} of the
+lowest score; a flat curve runs to the end of the budget. "stopped at" is the step training ended, "weights of step"
+the step whose weights were kept."""
 
 
 def reading() -> str:
     from ehrdiff.models.ehrdiff import budget
-    from ehrdiff.training.stopping import MIN_IMPROVEMENT
+    from ehrdiff.training.stopping import TOLERANCE
 
     return READING.format(passes=budget.PASSES, max_steps=budget.MAX_STEPS, share=budget.HOLDOUT_SHARE,
                           low=budget.HOLDOUT_MIN, high=budget.HOLDOUT_MAX, least=budget.HOLDOUT_FROM,
-                          evaluations=budget.EVALUATIONS, patience=budget.PATIENCE, tol=MIN_IMPROVEMENT)
+                          evaluations=budget.EVALUATIONS, patience=budget.PATIENCE, tol=TOLERANCE)
 
 
 def write_report(work: Path, started: str) -> Path:

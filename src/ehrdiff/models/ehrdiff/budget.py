@@ -31,7 +31,8 @@ MIN_BATCH = 64              # ... of batches no smaller than this (or all the ro
 HOLDOUT_SHARE, HOLDOUT_MIN, HOLDOUT_MAX, HOLDOUT_FROM = 0.05, 8, 1024, 40
 HOLDOUT_STREAM = 0x401D     # the split's own random stream, from the training seed
 # The stopping rule scores the held-out rows about EVALUATIONS times over the budget and stops after PATIENCE scores
-# without improvement (a sixth of the budget); each score averages the loss over at least SCORED_ROWS noise draws.
+# in a row worse than the best (a sixth of the budget); each score averages the loss over at least SCORED_ROWS noise
+# draws.
 EVALUATIONS, PATIENCE, SCORED_ROWS = 30, 5, 2048
 SCORE_STEP = 1 << 40        # the noise of the scores: a step number no run reaches, so not a training step's draws
 
@@ -68,7 +69,7 @@ def data_budget(n_rows: int, width: int, batch_size: int | None, hold_out: bool 
     steps = min(MAX_STEPS, wanted)
     capped = f", capped at {MAX_STEPS:,} steps" if wanted > MAX_STEPS else ""
     watched = (f"; {held_out:,} of the {n_rows:,} rows are held out and training stops where their denoising loss "
-               "stops improving" if held_out else "; no rows held out" + (
+               "turns up" if held_out else "; no rows held out" + (
                    f" (fewer than {HOLDOUT_FROM})" if hold_out else " (private training)"))
     reason = (f"{steps:,} steps of batch {batch:,} over {train_rows:,} training rows x {width:,} columns: "
               f"{steps * batch / train_rows:,.0f} passes (the default budget: {PASSES} passes, the default model's "
