@@ -225,9 +225,10 @@ class EHRDiff(Generator):
         if budget.source == "data":     # runs with a given budget keep the identity they had before budgets
             identity["budget"] = budget.to_dict()
         if ctx.is_main:
-            log.info("training EHRDiff (%s) on %d rows x %d columns: %d steps of batch %d on %s%s", self.preset,
-                     n_rows, width, total, budget.batch_size, ctx.device,
-                     f" x {ctx.world_size} processes" if ctx.world_size > 1 else "")
+            log.info("training EHRDiff (%s) on %d rows x %d columns%s: %d steps of batch %d on %s%s", self.preset,
+                     n_rows - budget.held_out, width,
+                     f" ({budget.held_out} more held out)" if budget.held_out else "", total, budget.batch_size,
+                     ctx.device, f" x {ctx.world_size} processes" if ctx.world_size > 1 else "")
             log.info("budget: %s", budget.reason)
             warning = memorisation_warning(total, budget.batch_size, n_rows - budget.held_out, cfg.dp)
             if warning:
