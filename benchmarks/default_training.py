@@ -228,7 +228,7 @@ How the length is chosen (src/ehrdiff/models/ehrdiff/budget.py, src/ehrdiff/trai
 the rows ({share:.0%}, {low} to {high} rows, none under {least} rows) is held out of training; about {evaluations}
 times over the budget the EMA weights are scored by the denoising loss of those rows (fixed noise, the same at every
 score), and training stops after {patience} scores without an improvement of {tol:.1%}, keeping the weights of the
-best score (a later score within {tol:.1%} of it keeps the earlier weights). "stopped at" is the step training ended, "weights of step" the step whose weights were kept."""
+best score. "stopped at" is the step training ended, "weights of step" the step whose weights were kept."""
 
 
 def reading() -> str:

@@ -105,14 +105,6 @@ def test_stops_after_patience_and_keeps_the_best_weights():
     assert [e[0] for e in summary["evaluations"]] == [2, 4, 6, 8, 10, 12, 14]
 
 
-def test_a_score_within_the_tolerance_of_the_best_keeps_the_earlier_weights():
-    # 1.0 at step 4, then a flat curve 0.05% lower: not an improvement, so step 4's weights stay and patience runs
-    step = scripted(CountingStep(), lambda s: 2.0 if s < 4 else (1.0 if s == 4 else 1.0 - MIN_IMPROVEMENT / 2))
-    run = run_steps(step, 100, identity={}, progress=False)
-    step.finish(run.end_step)
-    assert step.best_weights()["w"].item() == 4 and run.end_step == 4 + 3 * 2
-
-
 def test_a_steadily_improving_run_uses_its_whole_budget():
     step = scripted(CountingStep(), lambda s: 100.0 / s)
     run = run_steps(step, 21, identity={}, progress=False)
@@ -158,9 +150,6 @@ def test_default_fit_records_its_budget_and_choice(tmp_path, caplog):
         model = EHRDiff(**NET, seed=2).fit(X, progress=False)
     assert model.budget_["source"] == "data" and model.budget_["held_out"] == 8
     assert any("budget:" in r.getMessage() and "held out" in r.getMessage() for r in caplog.records)
-    # the first line names the rows trained on, not the table's (issue 22)
-    assert any(r.getMessage().startswith("training EHRDiff (default) on 112 rows x 12 columns (8 more held out)")
-               for r in caplog.records)
     assert any("stopping rule:" in r.getMessage() for r in caplog.records)
     stop = model.stopping_
     assert model.train_steps_ == stop["stopped_at"] <= model.budget_["steps"]

@@ -29,9 +29,7 @@ from ehrdiff.errors import ModelFileError
 from ehrdiff.training.loop import StepLog, TrainingStep
 
 # A held-out loss counts as an improvement when it is below the best by this share of it: fixed noise makes the score
-# smooth, and changes smaller than this are the last digits of a flat curve. So a later score within this share of
-# the best (a tie) keeps the earlier weights, on purpose: of two equally good models the one with fewer passes over
-# the training rows has had less chance to memorise them, and the patience counts from the earlier step.
+# smooth, and changes smaller than this are the last digits of a flat curve.
 MIN_IMPROVEMENT = 1e-3
 PREFIX = "stopping."
 
