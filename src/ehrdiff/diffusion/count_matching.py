@@ -11,10 +11,11 @@ their count, and their counts follow h exactly: the model's distribution reweigh
 model's own count histogram. The price is sampling time: about max_k h(k) / q(k) times the rows (bounded by
 ``max_factor``); a group the model still leaves short at that bound takes rows of the nearest count instead.
 
-Screening makes the surplus cheaper. The count is decided late along the trajectory (UCI diabetes, the default
-model: the denoised estimate's expected count rounds to the final one for 36% of rows at sigma 0.7 and 95% at
-0.2), but the chances it gives are already honest: at sigma 0.7, 0.02% of rows end with a count to which the
-estimate's code probabilities, drawn independently (a Poisson-binomial distribution), give a chance under 0.1%.
+Screening makes the surplus cheaper. The count is decided late along the trajectory (UCI diabetes, the trained
+default model, benchmarks/results/count_screening.md: the denoised estimate's expected count rounds to the final one
+for 41% of rows at sigma 0.7 and 95% at 0.2), but the chances it gives are already honest: at sigma 0.7 none of
+4,096 rows ends with a count to which the estimate's code probabilities, drawn independently (a Poisson-binomial
+distribution), give a chance under 0.1% (0.27% under 1%; at sigma 1.2, 0.24% under 0.1%).
 So the candidates of a round run to the first level at or below ``SCREEN_SIGMA`` and stop there (``Candidates``);
 they are finished in their order, a batch at a time, skipping a candidate whose chance of ending with a count still
 wanted is under ``SCREEN_CHANCE``. Skipping changes nothing else: a finished candidate is exactly the row the whole
