@@ -75,3 +75,82 @@ def test_conditional_model_matches_each_class_histogram():
                     condition="outcome").fit(data, progress=False)
     many = model.sample(300, seed=1, condition="many")
     assert (many.drop(columns="outcome").to_numpy(float).sum(axis=1) >= 3).all()
+
+
+def screened(generate, spread: int = 0, width: int = 12):
+    """``generate`` wrapped as count matching's two-stage generator: Candidates whose chances spread evenly over
+    the final count +-``spread``, recording how many rows were finished."""
+    from ehrdiff.diffusion.count_matching import Candidates
+
+    finished = []
+
+    def start(rows: int, round_number: int) -> Candidates:
+        final = generate(rows, round_number)
+        chances = np.zeros((rows, width + 1))
+        for shift in range(-spread, spread + 1):
+            chances[np.arange(rows), np.clip(final.sum(axis=1).astype(int) + shift, 0, width)] += 1 / (2 * spread + 1)
+
+        def finish(index):
+            finished.append(len(index))
+            return final[index]
+        return Candidates(chances, finish)
+    return start, finished
+
+
+def test_screening_with_an_exact_prediction_keeps_the_same_rows_and_finishes_fewer():
+    from ehrdiff.diffusion.count_matching import select_code_counts
+
+    histogram = np.array([0, 5, 10, 70, 10, 5])
+    want = apportion(histogram, 1000)
+    plain = select_code_counts(poisson_rows(3.0), want, np.arange(12))
+    start, finished = screened(poisson_rows(3.0), width=5)
+    rows = select_code_counts(start, want, np.arange(12), finish_batch=64)
+    # a skipped row's count was already full, so the plain method would not have kept it either
+    np.testing.assert_array_equal(rows, plain)
+    assert sum(finished) < 0.6 * 2000           # plain finishes every generated row (over 2,000 here)
+
+
+def test_screening_with_a_noisy_prediction_still_matches_the_histogram_exactly():
+    from ehrdiff.diffusion.count_matching import select_code_counts
+
+    histogram = np.array([0, 5, 10, 70, 10, 5])
+    start, finished = screened(poisson_rows(3.0), spread=1, width=5)
+    rows = select_code_counts(start, apportion(histogram, 1000), np.arange(12))
+    got = np.bincount(rows.sum(axis=1).astype(int), minlength=6)
+    assert got.tolist() == apportion(histogram, 1000).tolist()
+
+
+def test_screened_counts_the_generator_cannot_reach_still_get_finished_stand_ins():
+    from ehrdiff.diffusion.count_matching import select_code_counts
+
+    want = apportion(np.array([0] * 10 + [50, 50]), 200)        # 10-11 codes: Poisson(2) rows almost never
+    start, finished = screened(poisson_rows(2.0), width=11)
+    rows = select_code_counts(start, want, np.arange(12), max_factor=2.0)
+    assert rows.shape == (200, 12)
+
+
+def test_default_model_split_trajectory_computes_the_whole_one():
+    from ehrdiff.models.ehrdiff.model import _Trajectory
+
+    data = block_binary_data(300, 2, 3, seed=5)
+    model = EHRDiff("cpu-fast", steps=30, num_noise_levels=8, sample_batch_size=64).fit(data, progress=False)
+    whole = _Trajectory(model, 3, None, 0.0)
+    expected = whole.finish(whole.start(150, False, "", to_level=None))
+    split = _Trajectory(model, 3, None, 0.0)
+    states = split.start(150, False, "", to_level=4)
+    np.testing.assert_allclose(split.finish(states, 4), expected, atol=1e-6)
+    again = _Trajectory(model, 3, None, 0.0)
+    states = again.start(150, False, "", to_level=4)
+    chances = again.code_chances(states, 4, model.encoder_.code_columns(), 6)
+    assert chances.shape == (150, 7) and np.all(chances.sum(axis=1) <= 1 + 1e-9)
+    # the count each row ends with was given a real chance at the screening level
+    final = expected.sum(axis=1).astype(int)
+    assert np.mean(chances[np.arange(150), np.minimum(final, 6)] > 1e-3) > 0.9
+
+
+def test_count_chances_are_the_poisson_binomial_distribution():
+    from ehrdiff.diffusion.count_matching import count_chances
+
+    p = np.array([[0.5, 0.5, 0.0], [1.0, 0.2, 0.0]])
+    np.testing.assert_allclose(count_chances(p, 3), [[0.25, 0.5, 0.25, 0], [0, 0.8, 0.2, 0]])
+    np.testing.assert_allclose(count_chances(p, 1), [[0.25, 0.5], [0, 0.8]])       # mass above top left out

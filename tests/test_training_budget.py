@@ -166,6 +166,9 @@ def test_default_fit_records_its_budget_and_choice(tmp_path, caplog):
         model = EHRDiff(**NET, seed=2).fit(X, progress=False)
     assert model.budget_["source"] == "data" and model.budget_["held_out"] == 8
     assert any("budget:" in r.getMessage() and "held out" in r.getMessage() for r in caplog.records)
+    # the first line names the rows trained on, not the table's (issue 22)
+    assert any(r.getMessage().startswith("training EHRDiff (default) on 112 rows x 12 columns (8 more held out)")
+               for r in caplog.records)
     assert any("stopping rule:" in r.getMessage() for r in caplog.records)
     stop = model.stopping_
     assert model.train_steps_ == stop["stopped_at"] <= model.budget_["steps"]
