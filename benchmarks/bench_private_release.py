@@ -24,8 +24,9 @@ clipping C = 1):
   dp-marginals         the private baseline: independent columns from noisy one-way counts
   mst                  MST (McKenna et al. 2021, ``--model mst``; needs mbi: run this variant with a Python that
                        has the ``mst`` extra)
-With ``--also-uncalibrated`` each EHRDiff run is also sampled with ``code_prevalence="model"`` (the same trained
-model, the sampled codes as they come: the calibration's ablation), kept as "VARIANT (uncalibrated)".
+With ``--also-uncalibrated`` each EHRDiff run also keeps its sampled rows as they were before calibration (the
+same trained model and sampling pass, ``code_prevalence="model"``: the calibration's ablation), as "VARIANT
+(uncalibrated)".
 Each synthetic set has ``--rows`` rows (default 10,000); ``ehrdiff.evaluation.evaluate`` compares them with the
 real rows (one evaluation for all). Torch and the evaluation run on ``--threads`` threads (default 1). Runs can be
 split over processes: ``--no-evaluate`` keeps each run's rows and facts in benchmarks/out/private_release/, and
@@ -110,20 +111,47 @@ def train_and_sample(name: str, epsilon: float, seed: int, args: argparse.Namesp
     train_s = time.perf_counter() - t0
     privacy = getattr(model, "privacy_", None) or {"dp_epsilon": model.release_["epsilon"],
                                                    "dp_delta": model.release_["delta"], "dp_release": model.release_}
-    keep_sample(model, name, epsilon, seed, train_s, privacy, args, kept)
-    if args.also_uncalibrated and VARIANTS[name] is not None:
-        model.set_sampling(code_prevalence="model")
-        keep_sample(model, f"{name} (uncalibrated)", epsilon, seed, train_s, privacy, args, kept)
+    uncalibrated = args.also_uncalibrated and VARIANTS[name] is not None
+    t0 = time.perf_counter()
+    table, raw = sample_both(model, args.rows, seed) if uncalibrated else (model.sample_table(args.rows, seed=seed),
+                                                                         None)
+    sample_s = time.perf_counter() - t0
+    keep_sample(table, name, epsilon, seed, train_s, sample_s, privacy, kept)
+    if raw is not None:
+        keep_sample(raw, f"{name} (uncalibrated)", epsilon, seed, train_s, sample_s, privacy, kept)
 
 
-def keep_sample(model, variant: str, epsilon: float, seed: int, train_s: float, privacy: dict,
-                args: argparse.Namespace, kept: Path) -> None:
+def sample_both(model, rows: int, seed: int):
+    """One sampling pass, kept twice: the calibrated rows (``code_prevalence`` "data") and the same rows before
+    calibration (the encoded rows each chunk hands to ``calibrate``, decoded as sample_chunks decodes them)."""
+    from ehrdiff.data.writers import concat_tables
+    from ehrdiff.models.ehrdiff import model as ehrdiff_model
+    from ehrdiff.models.ehrdiff.conditioning import attach_condition
+
+    seen, original = [], ehrdiff_model.calibrate
+
+    def spy(m, matrix, labels, targets, chunk_seed):
+        seen.append((matrix, labels))
+        return original(m, matrix, labels, targets, chunk_seed)
+
+    ehrdiff_model.calibrate = spy
+    try:
+        table = model.set_sampling(code_prevalence="data").sample_table(rows, seed=seed)
+    finally:
+        ehrdiff_model.calibrate = original
+    chunks, offset = [], 0
+    for matrix, labels in seen:
+        decoded = model.encoder_.inverse_transform(matrix, id_offset=offset)
+        chunks.append(decoded if labels is None else attach_condition(decoded, model.condition_, labels))
+        offset += len(matrix)
+    return table, concat_tables(chunks)
+
+
+def keep_sample(table, variant: str, epsilon: float, seed: int, train_s: float, sample_s: float, privacy: dict,
+                kept: Path) -> None:
     from ehrdiff.data.io import write_table
 
     key = f"{variant} eps={epsilon:g} seed={seed}"
-    t0 = time.perf_counter()
-    table = model.sample_table(args.rows, seed=seed)
-    sample_s = time.perf_counter() - t0
     stem = key.replace(" ", "_").replace("=", "").replace("(", "").replace(")", "")
     write_table(table, kept / f"{stem}.parquet")
     run = {"key": key, "variant": variant, "epsilon": epsilon, "seed": seed, "train_s": train_s,
