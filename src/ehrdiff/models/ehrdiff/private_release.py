@@ -15,7 +15,7 @@ DP-SGD then gets the least noise that keeps the composed total within the target
 is what the mechanism would spend alone; under Renyi composition the shares of epsilon do not add up (privacy loss
 grows about as the square root of the summed squared inverse noise), so the marginals' 0.5 costs DP-SGD little: on
 UCI diabetes at epsilon 1 its noise multiplier goes from 3.20 (share 0.05) to 3.66 while the marginals' noise falls
-from 277 to 33 rows (benchmarks/results/private_release_uci.md).
+from 277 to 33 rows (benchmarks/results/private_budget_split.md).
 model.json keeps no fingerprint of the data; the checkpoints' identity uses a hash of the released statistics.
 """
 
