@@ -2,22 +2,31 @@
 ablated, against the dp-marginals baseline, at each epsilon (delta 1e-5; every number in the release composed by
 Opacus's RDP accountant: docs/conditional-and-dp.md).
 
-    .venv/bin/python benchmarks/bench_private_release.py                        # 1 seed, epsilon 10 and 1
+    .venv/bin/python benchmarks/bench_private_release.py                        # seed 0, epsilon 10 and 1
+    .venv/bin/python benchmarks/bench_private_release.py --seeds 0 1 2 --variants conditional,dp-marginals
     .venv/bin/python benchmarks/bench_private_release.py --variants full,dp-marginals --epsilons 1
     .venv/bin/python benchmarks/bench_private_release.py --quick                # a smoke run (numbers meaningless)
 
 Variants (EHRDiff ``cpu-fast``: Bernoulli head, codes per row matched, every run DP-SGD with Poisson sampling,
 clipping C = 1):
-  full                 noisy one-way marginals start the Bernoulli head's output bias, the noisy histogram of codes
-                       per row drives count matching, large Poisson batches (FULL's batch) and few steps, a small
-                       network (FULL's hidden layers), one noise draw per example
+  full                 noisy one-way marginals (half the budget by epsilon alone, ``dp_marginals_share`` 0.5) start
+                       the Bernoulli head's output bias and calibrate the sampled codes' prevalences (swaps inside
+                       rows, ``code_prevalence``), the noisy histogram of codes per row drives count matching, large
+                       Poisson batches (FULL's batch) and few steps, a small network (FULL's hidden layers), one noise
+                       draw per example
   no-bias-init         as full, the output layer left at its random start (the head's ``init_output`` skipped)
   no-count-matching    as full, ``codes_per_row="model"`` and ``min_codes="none"``
   small-batch          as full, batch 512 and as many more steps as keep the rows seen per run equal
   large-network        as full, hidden layers (512, 256, 256, 512) (the cpu-fast network)
   conditional          as full, ``condition="label"``, sampled with the noisy class balance
+  share-0.05           as conditional, the marginals' share 0.05 (before calibration: the head's bias only)
   low-lr               as full, learning rate 3e-4 (Adam moves every weight about lr per step, noise or not)
   dp-marginals         the private baseline: independent columns from noisy one-way counts
+  mst                  MST (McKenna et al. 2021, ``--model mst``; needs mbi: run this variant with a Python that
+                       has the ``mst`` extra)
+With ``--also-uncalibrated`` each EHRDiff run also keeps its sampled rows as they were before calibration (the
+same trained model and sampling pass, ``code_prevalence="model"``: the calibration's ablation), as "VARIANT
+(uncalibrated)".
 Each synthetic set has ``--rows`` rows (default 10,000); ``ehrdiff.evaluation.evaluate`` compares them with the
 real rows (one evaluation for all). Torch and the evaluation run on ``--threads`` threads (default 1). Runs can be
 split over processes: ``--no-evaluate`` keeps each run's rows and facts in benchmarks/out/private_release/, and
@@ -50,7 +59,9 @@ VARIANTS = {
     "large-network": dict(hidden_dims=(512, 256, 256, 512), embedding_width=128),
     "conditional": dict(condition="label"),
     "low-lr": dict(lr=3e-4),
+    "share-0.05": dict(condition="label", dp_marginals_share=0.05),
     "dp-marginals": None,
+    "mst": None,
 }
 HEADLINE = ["prevalence_spearman", "prevalence_pearson", "dimwise_prediction_auroc_gap", "tstr_auroc",
             "discriminator_auroc", "mia_auroc", "dcr_ratio"]
@@ -64,7 +75,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated (default: all)")
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of training and sampling")
+    parser.add_argument("--also-uncalibrated", action="store_true",
+                        help="also sample each EHRDiff run with code_prevalence='model'")
     parser.add_argument("--rows", type=int, default=10_000, help="synthetic rows per run (default 10,000)")
     parser.add_argument("--no-evaluate", action="store_true", help="train and sample only; keep the runs")
     parser.add_argument("--evaluate-only", action="store_true", help="evaluate the runs kept by --no-evaluate")
@@ -72,15 +85,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def fit_variant(name: str, epsilon: float, args: argparse.Namespace, train):
+def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, train):
     from ehrdiff.diffusion.bernoulli import BernoulliDenoiser
     from ehrdiff.models import build_model
     from ehrdiff.models.ehrdiff import EHRDiff
 
     if VARIANTS[name] is None:
-        return build_model(name, {"dp_epsilon": epsilon, "dp_delta": args.delta, "seed": args.seed}).fit(train)
-    settings = {**FULL, **VARIANTS[name], "dp": True, "dp_epsilon": epsilon, "dp_delta": args.delta,
-                "seed": args.seed}
+        return build_model(name, {"dp_epsilon": epsilon, "dp_delta": args.delta, "seed": seed}).fit(train)
+    settings = {**FULL, **VARIANTS[name], "dp": True, "dp_epsilon": epsilon, "dp_delta": args.delta, "seed": seed}
     if args.quick:
         settings.update(steps=3, batch_size=64)
     original = BernoulliDenoiser.init_output
@@ -92,24 +104,61 @@ def fit_variant(name: str, epsilon: float, args: argparse.Namespace, train):
         BernoulliDenoiser.init_output = original
 
 
-def train_and_sample(name: str, epsilon: float, args: argparse.Namespace, train, kept: Path) -> None:
+def train_and_sample(name: str, epsilon: float, seed: int, args: argparse.Namespace, train, kept: Path) -> None:
     """Fit one variant at ``epsilon``, sample ``args.rows`` rows, keep both the rows and the run's facts."""
-    from ehrdiff.data.io import write_table
-
-    key = f"{name} eps={epsilon:g}"
     t0 = time.perf_counter()
-    model = fit_variant(name, epsilon, args, train)
-    t1 = time.perf_counter()
-    table = model.sample_table(args.rows, seed=args.seed)
-    t2 = time.perf_counter()
+    model = fit_variant(name, epsilon, seed, args, train)
+    train_s = time.perf_counter() - t0
     privacy = getattr(model, "privacy_", None) or {"dp_epsilon": model.release_["epsilon"],
                                                    "dp_delta": model.release_["delta"], "dp_release": model.release_}
-    stem = key.replace(" ", "_").replace("=", "")
+    uncalibrated = args.also_uncalibrated and VARIANTS[name] is not None
+    t0 = time.perf_counter()
+    table, raw = sample_both(model, args.rows, seed) if uncalibrated else (model.sample_table(args.rows, seed=seed),
+                                                                         None)
+    sample_s = time.perf_counter() - t0
+    keep_sample(table, name, epsilon, seed, train_s, sample_s, privacy, kept)
+    if raw is not None:
+        keep_sample(raw, f"{name} (uncalibrated)", epsilon, seed, train_s, sample_s, privacy, kept)
+
+
+def sample_both(model, rows: int, seed: int):
+    """One sampling pass, kept twice: the calibrated rows (``code_prevalence`` "data") and the same rows before
+    calibration (the encoded rows each chunk hands to ``calibrate``, decoded as sample_chunks decodes them)."""
+    from ehrdiff.data.writers import concat_tables
+    from ehrdiff.models.ehrdiff import model as ehrdiff_model
+    from ehrdiff.models.ehrdiff.conditioning import attach_condition
+
+    seen, original = [], ehrdiff_model.calibrate
+
+    def spy(m, matrix, labels, targets, chunk_seed):
+        seen.append((matrix, labels))
+        return original(m, matrix, labels, targets, chunk_seed)
+
+    ehrdiff_model.calibrate = spy
+    try:
+        table = model.set_sampling(code_prevalence="data").sample_table(rows, seed=seed)
+    finally:
+        ehrdiff_model.calibrate = original
+    chunks, offset = [], 0
+    for matrix, labels in seen:
+        decoded = model.encoder_.inverse_transform(matrix, id_offset=offset)
+        chunks.append(decoded if labels is None else attach_condition(decoded, model.condition_, labels))
+        offset += len(matrix)
+    return table, concat_tables(chunks)
+
+
+def keep_sample(table, variant: str, epsilon: float, seed: int, train_s: float, sample_s: float, privacy: dict,
+                kept: Path) -> None:
+    from ehrdiff.data.io import write_table
+
+    key = f"{variant} eps={epsilon:g} seed={seed}"
+    stem = key.replace(" ", "_").replace("=", "").replace("(", "").replace(")", "")
     write_table(table, kept / f"{stem}.parquet")
-    run = {"key": key, "variant": name, "epsilon": epsilon, "train_s": t1 - t0, "sample_s": t2 - t1,
-           "privacy": privacy, "load_average": os.getloadavg()[0], "command": " ".join(sys.argv[1:])}
+    run = {"key": key, "variant": variant, "epsilon": epsilon, "seed": seed, "train_s": train_s,
+           "sample_s": sample_s, "privacy": privacy, "load_average": os.getloadavg()[0],
+           "command": " ".join(sys.argv[1:])}
     (kept / f"{stem}.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
-    print(f"{key}: trained in {t1 - t0:.0f} s, sampled in {t2 - t1:.0f} s, epsilon spent "
+    print(f"{key}: trained in {train_s:.0f} s, sampled in {sample_s:.0f} s, epsilon spent "
           f"{privacy['dp_epsilon']:.3f}", flush=True)
 
 
@@ -133,9 +182,10 @@ def main() -> None:
     kept = ROOT / "out" / ("private_release_quick" if args.quick else "private_release")
     kept.mkdir(parents=True, exist_ok=True)
     if not args.evaluate_only:
-        for epsilon in args.epsilons:
-            for name in names:
-                train_and_sample(name, epsilon, args, train, kept)
+        for seed in args.seeds:
+            for epsilon in args.epsilons:
+                for name in names:
+                    train_and_sample(name, epsilon, seed, args, train, kept)
     if args.no_evaluate:
         return
     synthetic, runs = {}, {}
@@ -144,7 +194,7 @@ def main() -> None:
         runs[run["key"]] = run
         synthetic[run["key"]] = read_table(facts.with_suffix(".parquet"))
     t0 = time.perf_counter()
-    report = evaluate(train, test, synthetic, label="label", references=True, seed=args.seed, threads=args.threads,
+    report = evaluate(train, test, synthetic, label="label", references=True, seed=0, threads=args.threads,
                       figures=False)
     eval_s = time.perf_counter() - t0
     result = {"runs": runs, "metrics": report.metrics, "train_rows": train.n_rows, "evaluate_s": eval_s,
@@ -164,34 +214,59 @@ def fmt(value) -> str:
 
 
 def markdown(result: dict, args: argparse.Namespace) -> str:
+    runs = result["runs"]
+    seeds = sorted({r.get("seed", 0) for r in runs.values()})
     lines = ["# The whole private release: UCI diabetes (patient level)", "",
              f"Command: `.venv/bin/python benchmarks/bench_private_release.py {result['command']}` (writes this file "
              "and benchmarks/out/private_release_uci.json)", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
              f"({args.threads} thread(s)), Python {platform.python_version()}. Load average (1 min) before / after: "
              f"{result['load_average'][0]:.2f} / {result['load_average'][1]:.2f} (other jobs shared the cores when "
-             f"above the core count). Total run time {result['total_s'] / 60:.1f} min, of which evaluation "
-             f"{result['evaluate_s'] / 60:.1f} min.", "",
-             f"One seed ({args.seed}), delta {args.delta:g}, {result['train_rows']:,} training rows, "
-             f"{result['rows']:,} synthetic rows per run. Runs trained by: "
-             + "; ".join(sorted({f"`{r['command']}`" for r in result['runs'].values()}))
+             f"above the core count). Evaluation of every kept run at once took {result['evaluate_s'] / 60:.1f} min.",
+             "",
+             f"Seeds {', '.join(map(str, seeds))} (training noise and sampling), delta {args.delta:g}, "
+             f"{result['train_rows']:,} training rows, {result['rows']:,} synthetic rows per run. Runs trained by: "
+             + "; ".join(sorted({f"`{r['command']}`" for r in runs.values()}))
              + f". `full`: EHRDiff cpu-fast with {json.dumps(result['full'])}; the other variants change one thing "
-             "(the script's docstring). `dp_epsilon`: the composed total of every mechanism of the release, from "
+             "(the script's docstring); \"(uncalibrated)\": the same trained model sampled with "
+             "code_prevalence=\"model\". `dp_epsilon`: the composed total of every mechanism of the release, from "
              "model.json (RDP accountant).", "",
-             "| run | dp_epsilon | train s | sample s | load after | " + " | ".join(HEADLINE) + " |",
-             "|---|---|---|---|---|" + "---|" * len(HEADLINE)]
-    for key, run in result["runs"].items():
-        metrics = result["metrics"].get(key, {})
-        lines.append(f"| {key} | {run['privacy']['dp_epsilon']:.3f} | {run['train_s']:.0f} | {run['sample_s']:.0f} | "
-                     f"{run['load_average']:.1f} | " + " | ".join(fmt(metrics.get(m)) for m in HEADLINE) + " |")
+             "## Mean over seeds (standard deviation in brackets when there are several)", "",
+             "| run | seeds | " + " | ".join(HEADLINE) + " |", "|---|---|" + "---|" * len(HEADLINE)]
+    groups: dict[str, list[str]] = {}
+    for key, run in runs.items():
+        groups.setdefault(f"{run['variant']} eps={run['epsilon']:g}", []).append(key)
+    for group in sorted(groups):
+        keys = groups[group]
+        cells = []
+        for m in HEADLINE:
+            values = [result["metrics"].get(k, {}).get(m) for k in keys]
+            values = [v for v in values if isinstance(v, (int, float))]
+            if not values:
+                cells.append("-")
+            elif len(values) == 1:
+                cells.append(f"{values[0]:.3f}")
+            else:
+                mean = sum(values) / len(values)
+                sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+                cells.append(f"{mean:.3f} ({sd:.3f})")
+        lines.append(f"| {group} | {len(keys)} | " + " | ".join(cells) + " |")
     for ref in ("reference:real-test", "reference:independent"):
         metrics = result["metrics"].get(ref, {})
-        lines.append(f"| {ref} | - | - | - | - | " + " | ".join(fmt(metrics.get(m)) for m in HEADLINE) + " |")
+        lines.append(f"| {ref} | - | " + " | ".join(fmt(metrics.get(m)) for m in HEADLINE) + " |")
+    lines += ["", "## Every run", "",
+              "| run | dp_epsilon | train s | sample s | load after | " + " | ".join(HEADLINE) + " |",
+              "|---|---|---|---|---|" + "---|" * len(HEADLINE)]
+    for key in sorted(runs):
+        run, metrics = runs[key], result["metrics"].get(key, {})
+        lines.append(f"| {key} | {run['privacy']['dp_epsilon']:.3f} | {run['train_s']:.0f} | {run['sample_s']:.0f} | "
+                     f"{run['load_average']:.1f} | " + " | ".join(fmt(metrics.get(m)) for m in HEADLINE) + " |")
     lines += ["", "`load after`: the 1-minute load average when the run had sampled (the runs shared the 2 cores with "
-              "other jobs and with each other: their seconds are not comparable with an idle machine's)."]
+              "other jobs and with each other: their seconds are not comparable with an idle machine's). An "
+              "uncalibrated row repeats its run's training seconds (one training, two samples)."]
     lines += ["", "Targets of issue 21 (UCI): epsilon 10: tstr_auroc >= 0.72, dimwise_prediction_auroc_gap <= 0.15, "
               "prevalence_spearman >= 0.90; epsilon 1: tstr_auroc >= 0.65, prevalence_spearman >= 0.80; ahead of "
-              "dp-marginals.", ""]
+              "dp-marginals and MST.", ""]
     return "\n".join(lines)
 
 

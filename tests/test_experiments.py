@@ -406,7 +406,8 @@ def test_a_registered_model_joins_the_experiment_by_its_own_declaration(plugin_m
     with pytest.raises(SystemExit):
         main(["experiment", "paper", "--help"])
     help_text = capsys.readouterr().out
-    assert ("from corgan, dp-marginals, ehrdiff, ehrdiff-paper, emrwgan, marginals, medgan, plugin-test, resample"
+    assert ("from corgan, dp-marginals, ehrdiff, ehrdiff-paper, emrwgan, marginals, medgan, mst, plugin-test, "
+            "resample"
             in help_text)
     assert "(default: ehrdiff, ehrdiff-paper, medgan, emrwgan, corgan, marginals, resample, plugin-test)" in help_text
 

@@ -129,3 +129,21 @@ def test_declared_ranges_replace_the_bounds_mechanism(tmp_path):
     assert [m["name"] for m in model.privacy_["dp_release"]["mechanisms"]] == \
         ["one-way marginals", "codes per row", "DP-SGD"]
     assert model.privacy_["dp_release"]["declared"]["bounds"] == ["age", "lab"]
+
+
+def test_private_samples_meet_the_noisy_code_prevalences(private_run):
+    from ehrdiff.diffusion.calibration import code_targets
+
+    _, run, table = private_run
+    saved = json.loads((run / "model.json").read_text())
+    prevalence = saved["code_prevalence"]          # the noisy one-way marginals' shares, one per code column
+    assert len(prevalence) == 3
+    exact = table.frame[["c1", "c2", "rare"]].mean().tolist()
+    assert prevalence != exact and prevalence == pytest.approx(exact, abs=0.05)
+    codes = ["c1", "c2", "rare"]
+    model = load_model(run)                        # code_prevalence "auto": a private model calibrates
+    calibrated = model.sample(3000, seed=0)[codes].to_numpy()
+    raw = load_model(run).set_sampling(code_prevalence="model").sample(3000, seed=0)[codes].to_numpy()
+    assert calibrated.sum(axis=1).tolist() == raw.sum(axis=1).tolist()      # rows keep their numbers of codes
+    assert calibrated.sum(axis=0).tolist() == code_targets(np.array(prevalence), int(raw.sum())).tolist()
+    assert (calibrated != raw).any()

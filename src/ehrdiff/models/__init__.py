@@ -11,6 +11,7 @@ from ehrdiff.models import emrwgan  # noqa: F401,E402
 from ehrdiff.models import corgan  # noqa: F401,E402
 from ehrdiff.models import reference  # noqa: F401,E402  (registers marginals, resample)
 from ehrdiff.models import dp_marginals  # noqa: F401,E402  (registers dp-marginals)
+from ehrdiff.models import mst  # noqa: F401,E402  (registers mst; mbi is imported only to fit)
 
 load_entry_points()  # third-party generators (the "ehrdiff.models" entry-point group)
 

@@ -134,6 +134,17 @@ class Ledger:
         self.mechanisms.append(mechanism)
         return mechanism
 
+    def fixed(self, name: str, sensitivity: float, noise_multiplier: float, steps: int = 1) -> Mechanism:
+        """Add ``steps`` Gaussian mechanisms of a given noise multiplier (a statistic: rate 1), or a mechanism of
+        the same Renyi DP: the exponential mechanism of parameter e is e^2 / 8-zCDP (Cesar and Rogers 2021), as a
+        Gaussian with z = 2 / e."""
+        z = float(noise_multiplier)
+        alone = composed_epsilon([(z, 1.0, steps)], self.accountant_delta, self.accountant)
+        mechanism = Mechanism(name, z, float(sensitivity), 1.0, int(steps), share=round(alone / self.epsilon, 6),
+                              epsilon_alone=alone)
+        self.mechanisms.append(mechanism)
+        return mechanism
+
     def remaining(self, name: str, sensitivity: float = 1.0, rate: float = 1.0, steps: int = 1) -> Mechanism:
         """Add the last mechanism (DP-SGD: ``steps`` at sampling rate ``rate``; a statistic: one step at rate 1)
         with the least noise that keeps the composed total within the target epsilon."""

@@ -228,11 +228,13 @@ def check_sampling_request(spec: ConditionSpec | None, condition: Any, guidance:
 
 def sample_conditional(model, n: int, seed: int, spec: ConditionSpec, condition: Any, guidance: float,
                        balance: Mapping | None, progress: bool = False, *, counts: np.ndarray | None = None,
-                       code_counts: list | None = None, id_offset: int = 0) -> Table:
+                       code_counts: list | None = None, id_offset: int = 0,
+                       finish: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> Table:
     """``n`` rows from a conditional EHRDiff: each class's share drawn with its own seed (seed, class), rows of
     several classes shuffled by ``seed``, and the condition column put back. One chunk of a large sample
     (EHRDiff.sample_chunks) gives its rows per class (``counts``), per class its rows per number of codes
-    (``code_counts[k]``) and its first synthetic id (``id_offset``)."""
+    (``code_counts[k]``), its first synthetic id (``id_offset``) and what is done to its encoded rows and class
+    indices before decoding (``finish``: prevalence calibration)."""
     n = check_sample_size(n)
     counts = class_counts(n, spec, condition, balance) if counts is None else counts
     matrices, labels = [], []
@@ -246,6 +248,8 @@ def sample_conditional(model, n: int, seed: int, spec: ConditionSpec, condition:
     if len(matrices) > 1:
         order = np.random.default_rng(int(seed)).permutation(n)
         matrix, label_index = matrix[order], label_index[order]
+    if finish is not None:
+        matrix = finish(matrix, label_index)
     return attach_condition(model.encoder_.inverse_transform(matrix, id_offset=id_offset), spec, label_index)
 
 

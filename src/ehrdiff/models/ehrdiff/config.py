@@ -21,7 +21,8 @@ PAPER_MIMIC_WIDTHS = (1024, 384, 384, 384, 1024)
 RUNTIME_SETTINGS = ("checkpoint_every", "device", "sample_batch_size")
 # Settings added after runs were recorded, with the value that does what runs made before they existed did.
 ADDED_LATER = {"continuous_scaling": "minmax", "dp_bounds": None, "missing_values": "fill",
-               "categorical_head": "independent", "normal_sigma_data": None, "missing_indicators": "per_column"}
+               "categorical_head": "independent", "normal_sigma_data": None, "missing_indicators": "per_column",
+               "dp_marginals_share": 0.05}
 DP_ACCOUNTANTS = ("rdp", "prv")
 
 
@@ -151,6 +152,9 @@ class SamplingSettings:
                                           # row are drawn again from their probabilities; "none": no floor
     codes_per_row: str = "model"          # "data": select sampled rows so that the numbers of codes per row follow
                                           # the training histogram (ehrdiff.diffusion.count_matching)
+    code_prevalence: str = "auto"         # "data": codes swapped inside rows until each code's synthetic prevalence
+                                          # is the one the model keeps (noisy under DP; ehrdiff.diffusion.calibration);
+                                          # "model": as sampled; "auto": "data" for a private model, else "model"
 
     def validate(self) -> None:
         _positive(self, "sigma_min", "sigma_max", "rho")
@@ -163,6 +167,7 @@ class SamplingSettings:
         _one_of(self, "final_draw", ("round", "sample"))
         _one_of(self, "min_codes", ("none", "data"))
         _one_of(self, "codes_per_row", ("model", "data"))
+        _one_of(self, "code_prevalence", ("auto", "model", "data"))
 
 
 @dataclass
@@ -202,6 +207,7 @@ class PrivacySettings:
     dp_noise_draws: int = 4               # K: (sigma, noise) draws averaged per example before clipping
     dp_accountant: str = "rdp"            # an Opacus accountant: "rdp" or "prv"
     dp_bounds: str | None = None          # public column ranges and categories (JSON; ehrdiff.privacy.declared)
+    dp_marginals_share: float = 0.5       # share of epsilon (alone) for the noisy one-way marginals (private_release)
 
     def validate(self) -> None:
         if not self.dp:
@@ -222,6 +228,9 @@ class PrivacySettings:
             raise EhrdiffError(f"noise draws per example must be at least 1, got {self.dp_noise_draws!r}")
         if self.dp_accountant not in DP_ACCOUNTANTS:
             raise EhrdiffError(f"unknown DP accountant '{self.dp_accountant}' (use rdp or prv)")
+        if not 0 < self.dp_marginals_share < 0.9:
+            raise EhrdiffError(f"dp_marginals_share must be above 0 and below 0.9 (DP-SGD needs the rest), got "
+                               f"{self.dp_marginals_share!r}")
 
 
 SECTIONS = {"diffusion": DiffusionSettings, "network": NetworkSettings, "optimisation": OptimisationSettings,

@@ -35,6 +35,8 @@ from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sampl
 from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_request, class_counts,
                                                  conditional_row_loss, guided_denoiser, sample_conditional,
                                                  split_condition)
+from ehrdiff.models.ehrdiff.calibrate import (calibrate, calibrates, checked_prevalence, chunk_targets,
+                                              code_prevalence)
 from ehrdiff.models.ehrdiff.budget import (TrainingBudget, held_out_score, plan_budget, split_holdout,
                                            stopping_schedule)
 from ehrdiff.models.ehrdiff.config import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict
@@ -195,6 +197,7 @@ class EHRDiff(Generator):
         self.code_histograms_ = private.code_histograms if private else \
             code_histograms(matrix[:, codes], labels, condition) if codes.size else None
         self.min_codes_ = min_codes(self.code_histograms_)     # the fewest codes of a training row
+        self.code_prevalence_ = code_prevalence(private.shares if private else matrix.mean(axis=0), codes)
         self.rules_ = declared_rules(data)     # kept by the sampler (models/base.py keep_rules), saved in model.json
         return self
 
@@ -347,6 +350,8 @@ class EHRDiff(Generator):
         w = check_sampling_request(spec, condition, guidance, balance)
         sizes = chunk_sizes(n, chunk_rows or self.sample_chunk_rows())
         plans = self._chunk_plans(n, sizes, spec, condition, balance)
+        calibrated = calibrates(self)       # codes swapped to the kept prevalences (calibrate.py)
+        targets = chunk_targets(self.code_prevalence_, [codes for _, codes in plans]) if calibrated else None
         several = len(sizes) > 1        # one bar of rows over the chunks instead of one bar per chunk and round
         bar = tqdm(total=n, unit="row", desc="sampling", disable=not (progress and several), dynamic_ncols=True)
         inner = progress and not several
@@ -354,12 +359,15 @@ class EHRDiff(Generator):
         with bar:
             for j, (size, (classes, codes)) in enumerate(zip(sizes, plans)):
                 chunk_seed = seed if j == 0 else _chunk_seed(seed, j)
+                finish = (lambda m, labels, t=targets[j] if calibrated else None, s=chunk_seed:
+                          calibrate(self, m, labels, t, s)) if calibrated else None
                 if spec is None:
                     matrix = self.sample_matrix(size, chunk_seed, progress=inner, code_counts=codes)
+                    matrix = finish(matrix, None) if finish else matrix
                     table = self.encoder_.inverse_transform(matrix, id_offset=offset)
                 else:
                     table = sample_conditional(self, size, chunk_seed, spec, None, w, None, inner, counts=classes,
-                                               code_counts=codes, id_offset=offset)
+                                               code_counts=codes, id_offset=offset, finish=finish)
                 offset += size
                 bar.update(size)
                 yield table
@@ -407,6 +415,7 @@ class EHRDiff(Generator):
                 **({"data_fingerprint": self.data_fingerprint_} if self.data_fingerprint_ else {}),
                 "train_steps": self.train_steps_, "final_loss": self.final_loss_, "min_codes": self.min_codes_,
                 "codes_per_row_histograms": getattr(self, "code_histograms_", None),
+                "code_prevalence": getattr(self, "code_prevalence_", None),
                 "condition": self.condition_.to_dict() if getattr(self, "condition_", None) else None,
                 "budget": getattr(self, "budget_", None), "stopping": getattr(self, "stopping_", None),
                 "rules": rules_to_json(getattr(self, "rules_", ())),
@@ -461,6 +470,7 @@ class EHRDiff(Generator):
         spec = metadata.typed("condition", dict, "an object", optional=True)
         model.condition_ = ConditionSpec.from_dict(spec) if spec else None
         model.code_histograms_ = checked_histograms(metadata, model)     # older files: none, no count matching
+        model.code_prevalence_ = checked_prevalence(metadata, len(model.encoder_.code_columns()))  # older: none
         model.budget_ = metadata.typed("budget", dict, "an object", optional=True)        # older files: none
         model.stopping_ = metadata.typed("stopping", dict, "an object", optional=True)
         model.rules_ = metadata.rules()

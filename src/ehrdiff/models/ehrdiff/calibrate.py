@@ -1,0 +1,101 @@
+"""EHRDiff's side of prevalence calibration (``code_prevalence="data"``, ehrdiff.diffusion.calibration): the
+prevalences a model keeps, the scores that choose the swaps, and each chunk's targets.
+
+The prevalences are the training rows' share of ones per code column, noisy under DP (the one-way marginals the
+release already pays for), saved in model.json as ``code_prevalence``. A code's score is the Bernoulli head's
+prior log-odds F_i at the sampler's last noise level, given the sampled row with that level's noise: for the ideal
+denoiser logit P(x0_i = 1 | x) = F_i + (x_i - 1/2) / sigma^2 and x_i's noise is independent of the other columns,
+so F_i is the log-odds of code i given the rest of the row (ehrdiff.diffusion.bernoulli).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ehrdiff.diffusion.bernoulli import BernoulliDenoiser
+from ehrdiff.diffusion.calibration import code_targets, swap_to_targets
+from ehrdiff.diffusion.count_matching import split_counts
+from ehrdiff.errors import EhrdiffError
+from ehrdiff.models.persistence import ModelMetadata
+from ehrdiff.training import resolve_device
+
+
+def calibrates(model) -> bool:
+    """Whether ``model``'s samples are calibrated: setting ``code_prevalence`` ("auto": for a private model),
+    a Bernoulli head and kept prevalences; EhrdiffError when "data" is asked of a model that cannot."""
+    setting = model.config.sampling.code_prevalence
+    if setting == "model":
+        return False
+    able = getattr(model, "code_prevalence_", None) is not None and isinstance(model.denoiser_, BernoulliDenoiser)
+    if setting == "data" and not able:
+        raise EhrdiffError("code_prevalence='data' needs a model with the Bernoulli head (binary_head='bernoulli') "
+                           "that keeps its code prevalences (trained by this version); use 'model'")
+    return able and (setting == "data" or bool(model.config.privacy.dp))
+
+
+def chunk_targets(prevalence: np.ndarray, code_plans: list) -> list[np.ndarray | None]:
+    """Per chunk of a sample, the ones wanted per code column: with count matching the whole sample's total of codes
+    is known before sampling (rows per number of codes), so the whole sample's targets are apportioned once and split
+    over the chunks (a rare code is not rounded away in every chunk); without it None (each chunk's own total)."""
+    totals = []
+    for codes in code_plans:
+        parts = codes if isinstance(codes, list) else [codes]
+        if any(p is None for p in parts):
+            return [None] * len(code_plans)
+        totals.append(sum(int(np.dot(np.arange(len(p)), p)) for p in parts))
+    return split_counts(code_targets(prevalence, sum(totals)), totals)
+
+
+def calibrate(model, matrix: np.ndarray, labels: np.ndarray | None, targets: np.ndarray | None,
+              seed: int) -> np.ndarray:
+    """``matrix`` (sampled rows, encoded) with its code columns swapped to ``targets`` (None: the model's
+    prevalences apportioned to the rows' own total of codes)."""
+    codes = model.encoder_.code_columns()
+    current = matrix[:, codes] >= 0.5
+    if targets is None:
+        targets = code_targets(model.code_prevalence_, int(current.sum()))
+    scores = code_scores(model, matrix, labels, seed)[:, codes]
+    out = matrix.copy()
+    out[:, codes] = swap_to_targets(current, scores, targets)
+    return out
+
+
+def code_scores(model, matrix: np.ndarray, labels: np.ndarray | None, seed: int) -> np.ndarray:
+    """The network's prior log-odds F (every encoded column) of each row noised at the sampler's last level."""
+    sampling = model.config.sampling
+    device = resolve_device(model.config.device)
+    denoiser = model.denoiser_.to(device)
+    generator = torch.Generator(device=device).manual_seed(
+        int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xCA1B]).generate_state(1)[0]))
+    sigma = torch.tensor(sampling.sigma_min, dtype=torch.float64, device=device)
+    out, batch = [], model.config.sample_batch_size
+    with torch.inference_mode():
+        for start in range(0, len(matrix), batch):
+            x = torch.from_numpy(np.ascontiguousarray(matrix[start:start + batch])).to(device, torch.float64)
+            x = x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device)
+            classes = None if labels is None else torch.from_numpy(labels[start:start + batch]).to(device)
+            out.append(denoiser(x, sigma, classes, raw=True).to("cpu", torch.float64).numpy())
+    return np.concatenate(out) if out else np.zeros((0, matrix.shape[1]))
+
+
+def code_prevalence(shares: np.ndarray, codes: np.ndarray) -> list[float] | None:
+    """What model.json keeps: each code column's share of ones (None without code columns)."""
+    return [float(v) for v in np.clip(shares[codes], 0.0, 1.0)] if codes.size else None
+
+
+def checked_prevalence(metadata: ModelMetadata, n_codes: int) -> list[float] | None:
+    """model.json's ``code_prevalence`` (None when absent: files from before calibration), refused unless it is
+    one share in [0, 1] per code column."""
+    value: Any = metadata.typed("code_prevalence", list, "a list of shares", optional=True)
+    if value is None:
+        return None
+    if len(value) != n_codes or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+                                        for v in value):
+        raise metadata.invalid("code_prevalence", f"{n_codes} shares between 0 and 1 (one per code column)", value)
+    return [float(v) for v in value]
+
+
+__all__ = ["calibrate", "calibrates", "checked_prevalence", "chunk_targets", "code_prevalence", "code_scores"]
