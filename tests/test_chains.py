@@ -56,7 +56,7 @@ def test_orders_become_chains_with_the_count_facts_the_training_rows_keep():
     hr = encoder.chains_[0]
     assert hr.integer == [True, True, False]        # HR's first and last are whole numbers, its mean is not
     assert hr.one_equal and hr.ends == ["HR_first", "HR_last"] and hr.opposite == [["HR_first", "HR_last"]]
-    assert hr.means == ["HR_mean"]
+    assert hr.means == ["HR_mean"] and hr.summary == ["HR_first", "HR_last", "HR_mean"]
     # the encoded columns are the same names, one indicator per variable: nothing changes in width
     assert encoder.width == TableEncoder("normal", share_missing=True).fit(stays()).width
 
@@ -95,6 +95,17 @@ def test_any_model_output_decodes_to_rows_that_keep_the_orders_and_the_count_fac
         ends = frame.loc[two, [f"{v}_first", f"{v}_last"]].to_numpy()     # two: first and last are min and max
         np.testing.assert_array_equal(np.sort(ends, axis=1), np.column_stack([lo[two], hi[two]]))
         np.testing.assert_allclose(frame.loc[two, f"{v}_mean"], (lo[two] + hi[two]) / 2, rtol=1e-12)
+        # three: first or last is an end, and the third value the mean implies lies in [min, max] and supplies
+        # the end they do not
+        three = (n == 3) & (hi > lo)
+        first, last, mean = (frame.loc[three, f"{v}_{s}"].to_numpy() for s in ("first", "last", "mean"))
+        low, high = lo[three].to_numpy(), hi[three].to_numpy()
+        third = 3 * mean - first - last
+        tolerance = 1e-9 * np.maximum(1, np.abs(high))
+        assert three.any() and np.all((first == low) | (first == high) | (last == low) | (last == high))
+        assert np.all(third >= low - tolerance) and np.all(third <= high + tolerance)
+        for end in (low, high):
+            assert np.all((first == end) | (last == end) | (np.abs(third - end) <= tolerance))
     assert (frame["HR_first"].dropna() % 1 == 0).all()
 
 

@@ -16,7 +16,11 @@ when they hold in every training row with enough such rows (``MIN_SUPPORT``), wh
 implies: with n = 1 the chain's values are equal (spread 0); with n = 2 a middle column that is always at an end
 is put at the nearer end, and two such columns that are always at opposite ends (first and last) are put at
 opposite ends; a middle column that always lies in [1/n, 1 - 1/n] (a mean: the minimum and the maximum are among
-the n values) is clipped there (at n = 2, 1/2).
+the n values) is clipped there (at n = 2, 1/2). Where such a pair (a, b) and a mean m together always behave as the
+first value, the last value and the mean of n values (``summary``): the n values are a, b and n - 2 others in
+[0, 1] whose positions add up to n m - a - b, and the minimum (0) and maximum (1) are among them. So with n = 3 one
+of a and b is at an end (the nearer one is put there when neither is), and m is clipped to the range those others
+allow: [(a + b + (0 if b or a is 1 else 1)) / n, (a + b + n - 2 - (0 if a or b is 0 else 1)) / n].
 
 Only chains of two or three levels whose first and last levels are one column each are built, and only where every
 training row keeps the order and lo and hi are missing together (a middle value only where lo is present); other
@@ -56,6 +60,7 @@ class Chain:
     ends: list = field(default_factory=list)       # n = 2: at position 0 or 1
     opposite: list = field(default_factory=list)   # n = 2: pairs [a, b] with position b = 1 - position a
     means: list = field(default_factory=list)      # n >= 2: position in [1/n, 1 - 1/n]
+    summary: list = field(default_factory=list)    # [a, b, m]: first, last and mean of the n values (or [])
 
     @property
     def columns(self) -> list[str]:
@@ -92,9 +97,10 @@ class Chain:
 
     def restore(self, frame: pd.DataFrame) -> None:
         """Decoded spread and positions (columns ``high`` and ``middle`` of ``frame``) back to values, in place,
-        with the count facts applied first."""
+        with the count facts applied: on positions (equal values, ends), then on the mean's value."""
         low, spread = _numbers(frame, self.low), _numbers(frame, self.high)
         positions = {name: np.clip(_numbers(frame, name), 0.0, 1.0) for name in self.middle}
+        n = None
         if self.count:
             n = np.fmax(np.nan_to_num(_numbers(frame, self.count), nan=1.0), 1.0)   # present but counted 0: 1
             if self.one_equal:
@@ -104,13 +110,48 @@ class Chain:
                 positions[name] = np.where(two, np.round(positions[name]), positions[name])
             for a, b in self.opposite:
                 positions[b] = np.where(two, 1.0 - positions[a], positions[b])
-            for name in self.means:
-                several = n >= 2
-                positions[name] = np.where(several, np.clip(positions[name], 1 / n, 1 - 1 / n), positions[name])
-        frame[self.high] = low + spread
+            if self.summary:        # three values: first or last is an end (the nearer one when neither is)
+                a, b = positions[self.summary[0]], positions[self.summary[1]]
+                three = (n == 3) & ~_at_end(a) & ~_at_end(b)
+                nearer_a = np.minimum(a, 1 - a) <= np.minimum(b, 1 - b)
+                a[three & nearer_a] = np.round(a[three & nearer_a])
+                b[three & ~nearer_a] = np.round(b[three & ~nearer_a])
+        high = low + spread
+        values = {}
         for name, whole in zip(self.middle, self.integer):
             x = low + positions[name] * spread
-            frame[name] = np.clip(np.round(x), low, low + spread) if whole else x   # lo, hi may not be whole
+            if whole:       # an end stays the end (lo and hi need not be whole); inside, rounded and kept inside
+                x = np.where(_at_end(positions[name]), x, np.clip(np.round(x), low, high))
+            values[name] = x
+        if n is not None:
+            several = n >= 2
+            for name in self.means:
+                values[name] = np.where(several, np.clip(values[name], low + spread / n, high - spread / n),
+                                        values[name])
+            if self.summary:
+                first, last, mean = self.summary
+                floor, ceiling = _mean_range(values[first], values[last], low, high, n)
+                kept = np.clip(np.clip(values[mean], np.fmin(floor, ceiling), ceiling), low, high)   # float sums
+                values[mean] = np.where(several, kept, values[mean])
+        frame[self.high] = high
+        for name in self.middle:
+            frame[name] = values[name]
+
+
+def _at_end(p: np.ndarray) -> np.ndarray:
+    return (p == 0) | (p == 1)
+
+
+def _mean_range(a: np.ndarray, b: np.ndarray, low: np.ndarray, high: np.ndarray,
+                n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The values the mean of n values in [low, high] can take given the first a and the last b: the other n - 2
+    lie in [low, high] and supply the minimum and the maximum where a and b do not."""
+    spread = high - low
+    others = np.maximum(n - 2, 0)
+    with np.errstate(invalid="ignore"):
+        has_low, has_high = (a == low) | (b == low), (a == high) | (b == high)
+        return ((a + b + others * low + np.where(has_high, 0, spread)) / n,
+                (a + b + others * high - np.where(has_low, 0, spread)) / n)
 
 
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -183,6 +224,18 @@ def _count_facts(chain: Chain, count: str, n: np.ndarray, derived: dict[str, np.
         chain.means = [c for c in chain.middle if c not in chain.ends
                        and np.all(derived[c][several] >= inverse - MEAN_TOLERANCE)
                        and np.all(derived[c][several] <= 1 - inverse + MEAN_TOLERANCE)]
+        for (a, b), m in ((pair, m) for pair in chain.opposite for m in chain.means):
+            if _summarises(derived[a][several], derived[b][several], derived[m][several], n[several]):
+                chain.summary = [a, b, m]
+                break
+
+
+def _summarises(a: np.ndarray, b: np.ndarray, m: np.ndarray, n: np.ndarray) -> bool:
+    """Every row: a and b supply the ends n - 2 other values cannot, and m lies in the range the others allow."""
+    missing = (~((a == 0) | (b == 0))).astype(int) + (~((a == 1) | (b == 1))).astype(int)
+    low, high = _mean_range(a, b, np.zeros_like(a), np.ones_like(a), n)
+    return bool(np.all(missing <= n - 2) and np.all(m >= low - MEAN_TOLERANCE)
+                and np.all(m <= high + MEAN_TOLERANCE))
 
 
 def chains_from_dicts(items, names: dict[str, str]) -> list[Chain]:
@@ -207,7 +260,7 @@ def chains_from_dicts(items, names: dict[str, str]) -> list[Chain]:
 
 
 def _fits(chain: Chain, names: dict[str, str], used: set[str]) -> bool:
-    lists = (chain.middle, chain.integer, chain.ends, chain.means, chain.opposite)
+    lists = (chain.middle, chain.integer, chain.ends, chain.means, chain.opposite, chain.summary)
     if not (all(isinstance(v, list) for v in lists) and len(chain.integer) == len(chain.middle)
             and all(isinstance(v, bool) for v in (*chain.integer, chain.one_equal))
             and isinstance(chain.count, str)):
@@ -216,6 +269,8 @@ def _fits(chain: Chain, names: dict[str, str], used: set[str]) -> bool:
     return (all(isinstance(c, str) and names.get(c) == "continuous" for c in columns)
             and not used & set(columns) and len(set(columns)) == len(columns)
             and set(chain.ends) | set(chain.means) <= set(chain.middle)
+            and (not chain.summary or (len(chain.summary) == 3 and chain.summary[:2] in chain.opposite
+                                       and chain.summary[2] in chain.means))
             and all(isinstance(p, list) and len(p) == 2 and set(p) <= set(chain.ends) for p in chain.opposite))
 
 
