@@ -328,6 +328,9 @@ def markdown(threads: int) -> str:
         lines += table(DEFAULT_DATASET, DEFAULT_VARIANTS, DEFAULT_METRICS) + ["", DEFAULT_READING, ""]
         lines += probe_section(default) + [""]
     if not records("cinc2012") and not records("ptb"):
+        lines += ["## The ablation at 3,000 steps, and PTB", "",
+                  "As this script's earlier version measured and wrote them (its runs are not kept here: "
+                  "benchmarks/cinc_icu_earlier.md):", ""]
         return "\n".join(lines) + "\n" + (ROOT / "cinc_icu_earlier.md").read_text().split("\n", 2)[2]
     lines += ["## The ablation at 3,000 steps", "",
               f"CinC 2012 set-a, the patient split (3,200 training stays, 800 test): preset `default`, "

@@ -178,3 +178,21 @@ def test_the_default_model_samples_rows_that_keep_the_orders_before_any_projecti
     loaded = EHRDiff.load(tmp_path / "run")
     assert [c.to_dict() for c in loaded.encoder_.chains_] == [c.to_dict() for c in model.encoder_.chains_]
     pd.testing.assert_frame_equal(loaded.sample_table(100, seed=2).frame, model.sample_table(100, seed=2).frame)
+
+
+def test_the_setting_is_checked_and_its_old_value_leaves_recorded_runs_as_they_were():
+    from ehrdiff.errors import EhrdiffError
+    from ehrdiff.models.ehrdiff import make_config
+    from ehrdiff.models.ehrdiff.config import without_inert
+
+    assert make_config("default").order_encoding == "chains" and make_config("paper-mimic").order_encoding == "values"
+    with pytest.raises(EhrdiffError, match="order_encoding"):
+        make_config("default", order_encoding="sorted")
+    assert "order_encoding" not in make_config("default", order_encoding="values").identity()
+
+
+def test_a_conditional_model_keeps_the_chains_of_its_features():
+    from ehrdiff.models.ehrdiff.conditioning import split_condition
+
+    features, _, _ = split_condition(stays(), "label")
+    assert len(features.rules) == len(stays().rules) and len(chained(features).chains_) == 2
