@@ -20,7 +20,8 @@ the n values) is clipped there (at n = 2, 1/2). Where such a pair (a, b) and a m
 first value, the last value and the mean of n values (``summary``): the n values are a, b and n - 2 others in
 [0, 1] whose positions add up to n m - a - b, and the minimum (0) and maximum (1) are among them. So with n = 3 one
 of a and b is at an end (the nearer one is put there when neither is), and m is clipped to the range those others
-allow: [(a + b + (0 if b or a is 1 else 1)) / n, (a + b + n - 2 - (0 if a or b is 0 else 1)) / n].
+allow, [(a + b + e1) / n, (a + b + n - 2 - e0) / n], where e1 is 1 when neither a nor b is the maximum (another value
+must be) and 0 otherwise, e0 the same for the minimum (applied to the decoded values, after rounding).
 
 Only chains of two or three levels whose first and last levels are one column each are built, and only where every
 training row keeps the order and lo and hi are missing together (a middle value only where lo is present); other
