@@ -19,6 +19,9 @@ date         as continuous, on the day count since 1970-01-01 (min-max scaled: t
              kept to the minute, ...) and localised to its time zone if it had one
 id           not encoded, nothing about it is kept; decoding numbers the synthetic rows 1, 2, 3, ... (text ids:
              "synthetic-1", ...), the same whatever the real ids were, so they tell nothing about them
+
+With ``order_chains``, the table's order rules lo <= x <= hi are kept by construction: hi is encoded as its spread
+above lo and each x as its position between them (data/chains.py), each then scaled as a continuous column.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
+from ehrdiff.data.chains import chains_from_dicts, derive, find_chains, restore
 from ehrdiff.data.table import Table, _is_binary, as_dates, date_resolution, days_to_dates, wall_clock_days
 from ehrdiff.errors import DataError
 
@@ -144,23 +148,32 @@ class ColumnCoding:
 
 class TableEncoder:
     """Fit on training data; ``transform`` to the model space, ``inverse_transform`` back to a Table.
-    ``continuous``: how continuous columns are scaled, "minmax", "quantile" or "normal" (module docstring)."""
+    ``continuous``: how continuous columns are scaled, "minmax", "quantile" or "normal" (module docstring).
+    ``order_chains``: the table's order rules encoded as chains (spread and positions, data/chains.py)."""
 
-    def __init__(self, continuous: str = "minmax", share_missing: bool = False) -> None:
+    def __init__(self, continuous: str = "minmax", share_missing: bool = False, order_chains: bool = False) -> None:
         if continuous not in CONTINUOUS_SCALINGS:
             raise ValueError(f"continuous scaling must be one of {CONTINUOUS_SCALINGS}, got {continuous!r}")
         self.continuous = continuous
         self.share_missing = share_missing
+        self.order_chains = order_chains
         self.codings_: list[ColumnCoding] = []
+        self.chains_: list = []
 
     # ---- fitting -------------------------------------------------------------------------------------------
     def fit(self, table: Table) -> "TableEncoder":
-        self.codings_ = [self._fit_column(name, table.kinds[name], table.frame[name]) for name in table.columns]
+        self.chains_ = find_chains(table.frame, table.kinds, table.rules, _whole_numbers) if self.order_chains \
+            else []
+        frame = derive(table.frame, self.chains_, "training data")
+        self.codings_ = [self._fit_column(name, table.kinds[name], frame[name]) for name in table.columns]
+        for c in self.codings_:
+            if c.name in self._derived():          # a spread or a position: the value's dtype, cast after decoding
+                c.dtype = str(table.frame[c.name].dtype)
         if self.share_missing:
-            self._share_indicators(table)
+            self._share_indicators(frame)
         return self
 
-    def _share_indicators(self, table: Table) -> None:
+    def _share_indicators(self, frame: pd.DataFrame) -> None:
         """Continuous columns missing in exactly the same training rows (a CinC variable's first, last, min, max and
         mean) share one indicator, the first one's: a value is then missing with its siblings by construction, not
         by the model drawing several indicators alike."""
@@ -168,11 +181,15 @@ class TableEncoder:
         for c in self.codings_:
             if c.kind != "continuous" or not c.own_indicator:
                 continue
-            pattern = np.packbits(table.frame[c.name].isna().to_numpy()).tobytes()
+            pattern = np.packbits(frame[c.name].isna().to_numpy()).tobytes()
             if pattern in leaders:
                 c.missing_with, c.width = leaders[pattern], 1
             else:
                 leaders[pattern] = c.name
+
+    def _derived(self) -> set[str]:
+        """The columns encoded as a chain's spread or positions."""
+        return {name for chain in self.chains_ for name in (chain.high, *chain.middle)}
 
     @property
     def has_continuous(self) -> bool:
@@ -197,8 +214,7 @@ class TableEncoder:
             low, high = float(observed.min()), float(observed.max())
             span = high - low if high > low else 1.0
             has_missing = bool(values.isna().any())
-            integer = (bool(np.all(np.mod(observed, 1) == 0))
-                       and pd.api.types.is_integer_dtype(values.dropna().convert_dtypes()))
+            integer = _whole_numbers(values)
             coding = ColumnCoding(name, kind, "continuous", width=2 if has_missing else 1, low=low, high=low + span,
                                   integer=integer, has_missing=has_missing, dtype=dtype)
             if self.continuous in ("quantile", "normal") and high > low:
@@ -276,12 +292,13 @@ class TableEncoder:
         missing = [c.name for c in self.codings_ if c.name not in table.frame.columns and c.coding != "id"]
         if missing:
             raise DataError(f"columns missing from the data that the model was fitted on: {', '.join(missing[:5])}")
+        frame = derive(table.frame, self.chains_)
         out = np.empty((table.n_rows, self.width), dtype=dtype)
         j = 0
         for c in self.codings_:
             if c.coding == "id":
                 continue
-            values = table.frame[c.name]
+            values = frame[c.name]
             if c.coding == "binary":
                 out[:, j] = values.to_numpy(dtype=float)
             elif c.coding == "continuous":
@@ -291,7 +308,7 @@ class TableEncoder:
                 if c.own_indicator:
                     out[:, j + 1] = isna
                 elif c.missing_with:
-                    _check_shared_missing(c, isna, table.frame[c.missing_with].isna().to_numpy())
+                    _check_shared_missing(c, isna, frame[c.missing_with].isna().to_numpy())
                 elif isna.any():
                     raise DataError(f"column '{c.name}' row {int(np.argmax(isna))} is missing, but the training data "
                                     "had no missing values there; fill it or refit with missing values")
@@ -313,6 +330,7 @@ class TableEncoder:
         columns: dict[str, object] = {}
         starts = np.cumsum([0] + [c.width for c in self.codings_])
         missing = {c.name: encoded[:, s + 1] >= 0.5 for c, s in zip(self.codings_, starts) if c.own_indicator}
+        derived = self._derived()
         j = 0
         for c in self.codings_:
             block = encoded[:, j:j + c.width]
@@ -331,17 +349,23 @@ class TableEncoder:
                 series = pd.Series(values)
                 if c.has_missing:
                     series[missing[c.missing_with or c.name]] = np.nan
-                columns[c.name] = series if c.has_missing else _cast(values, c.dtype)
+                columns[c.name] = series if c.has_missing or c.name in derived else _cast(values, c.dtype)
             else:
                 picked = [c.categories[k] for k in block.argmax(axis=1)]
                 columns[c.name] = pd.Series([None if v == MISSING_CATEGORY else v for v in picked])
             j += c.width
         frame = pd.DataFrame(columns)
+        if self.chains_:
+            restore(frame, self.chains_)
+            for c in self.codings_:
+                if c.name in derived and not c.has_missing:
+                    frame[c.name] = _cast(frame[c.name].to_numpy(), c.dtype)
         return Table(frame, {c.name: c.kind for c in self.codings_})
 
     # ---- persistence ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"continuous": self.continuous, "columns": [vars(c) for c in self.codings_]}
+        chains = {"chains": [chain.to_dict() for chain in self.chains_]} if self.chains_ else {}
+        return {"continuous": self.continuous, "columns": [vars(c) for c in self.codings_], **chains}
 
     @classmethod
     def from_dict(cls, data: dict) -> "TableEncoder":
@@ -360,6 +384,8 @@ class TableEncoder:
                 raise ValueError(f"column {c.name!r}: 'missing_with' {c.missing_with!r} is not a continuous column "
                                  "with an indicator of its own")
         encoder.share_missing = any(c.missing_with for c in encoder.codings_)
+        encoder.chains_ = chains_from_dicts(data.get("chains", []), {c.name: c.coding for c in encoder.codings_})
+        encoder.order_chains = bool(encoder.chains_)
         return encoder
 
     def _check_fitted(self) -> None:
@@ -426,6 +452,12 @@ def _coding_problem(c: ColumnCoding) -> str | None:
                 and all(a < b for a, b in zip(c.knots, c.knots[1:]))):
             return "quantile knots must be increasing numbers, with as many shares below and at or below them"
     return None
+
+
+def _whole_numbers(values: pd.Series) -> bool:
+    """A continuous column of whole numbers in an integer-like column (decoded values are rounded)."""
+    observed = values.dropna().to_numpy(dtype=float)
+    return bool(np.all(np.mod(observed, 1) == 0)) and pd.api.types.is_integer_dtype(values.dropna().convert_dtypes())
 
 
 def _is_scalar(value) -> bool:

@@ -106,7 +106,8 @@ def split_condition(table: Table, column: str) -> tuple[Table, np.ndarray, Condi
     rest = [c for c in table.columns if c != column]
     if not [c for c in rest if table.kinds[c] != "id"]:
         raise DataError(f"the data has no columns besides the condition column '{column}' to model")
-    features = Table(table.frame[rest].reset_index(drop=True), {c: table.kinds[c] for c in rest})
+    kept = tuple(r for r in table.rules if column not in r.columns)     # the features' rules (chains, data/chains.py)
+    features = Table(table.frame[rest].reset_index(drop=True), {c: table.kinds[c] for c in rest}, kept)
     spec = ConditionSpec(column, kind, str(values.dtype), table.columns.index(column), classes,
                          np.bincount(labels, minlength=len(classes)).tolist())
     return features, labels, spec

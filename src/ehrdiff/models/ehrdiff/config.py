@@ -22,7 +22,7 @@ RUNTIME_SETTINGS = ("checkpoint_every", "device", "sample_batch_size")
 # Settings added after runs were recorded, with the value that does what runs made before they existed did.
 ADDED_LATER = {"continuous_scaling": "minmax", "dp_bounds": None, "missing_values": "fill",
                "categorical_head": "independent", "normal_sigma_data": None, "missing_indicators": "per_column",
-               "dp_marginals_share": 0.05}
+               "dp_marginals_share": 0.05, "order_encoding": "values"}
 DP_ACCOUNTANTS = ("rdp", "prv")
 
 
@@ -64,6 +64,8 @@ class DiffusionSettings:
                                            # "softmax": one categorical variable (Bernoulli head only)
     normal_sigma_data: float | None = None  # sigma_data of columns scaled to a normal (None: sigma_data;
                                             # Bernoulli head only)
+    order_encoding: str = "values"      # "values": a declared order's columns as they are (the sampler keeps it);
+                                        # "chains": lo <= x <= hi as lo, spread hi - lo, positions (data/chains.py)
 
     def validate(self) -> None:
         _positive(self, "sigma_data", "P_std")
@@ -73,6 +75,7 @@ class DiffusionSettings:
         _one_of(self, "missing_values", ("fill", "noise"))
         _one_of(self, "missing_indicators", ("per_column", "shared"))
         _one_of(self, "categorical_head", ("independent", "softmax"))
+        _one_of(self, "order_encoding", ("values", "chains"))
         if self.normal_sigma_data is not None:
             _positive(self, "normal_sigma_data")
             _finite(self, "normal_sigma_data")

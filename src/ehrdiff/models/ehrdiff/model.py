@@ -205,7 +205,8 @@ class EHRDiff(Generator):
         """The fitted encoder and the encoded float32 matrix of a run without DP (a private run's encoder comes from
         private_release); DataError for nothing to model or non-finite values."""
         cfg = self.config
-        encoder = TableEncoder(cfg.continuous_scaling, share_missing=cfg.missing_indicators == "shared").fit(table)
+        encoder = TableEncoder(cfg.continuous_scaling, share_missing=cfg.missing_indicators == "shared",
+                               order_chains=cfg.order_encoding == "chains").fit(table)
         matrix = encoder.transform(table, dtype=np.float32)
         _check_encoded(encoder, matrix)
         return encoder, matrix
