@@ -146,7 +146,7 @@ def argn_progress(workspace: Path) -> dict:
         return {}
     progress = pd.read_csv(found[0])
     last = progress.iloc[-1]
-    return {key: float(last[key]) for key in ("epoch", "steps", "samples", "val_loss") if key in progress.columns
+    return {key: float(last[key]) for key in ("epoch", "steps", "samples", "val_loss", "total_time") if key in progress.columns
             and pd.notna(last[key])}
 
 
@@ -320,6 +320,7 @@ def markdown(work: Path, argn_minutes: float) -> str:
     for record in records.values():
         versions |= record["versions"]
     argn = records.get("tabularargn", {}).get("settings", {})
+    capped = argn.get("total_time", 0) > 60 * argn_minutes     # the engine stops at the first step past it
     sdtypes = records.get("gaussiancopula", {}).get("settings", {}).get("detected_sdtypes")
     head = ["# The peers on CinC 2012: SDV and MOSTLY AI under ehrdiff's evaluation", "",
             "Command: `nice -n 15 .venv/bin/python benchmarks/peers_cinc.py` (the peers in their own environment, "
@@ -339,10 +340,34 @@ def markdown(work: Path, argn_minutes: float) -> str:
             + (f" SDV's detected column types: {', '.join(f'{v} {k}' for k, v in sdtypes.items())}." if sdtypes
                else "")
             + (f" TabularARGN ran with `max_training_time={argn_minutes:g}` minutes (its default is 10 days) and "
-               f"its other defaults; it stopped after {argn.get('epoch', '?')} epochs." if argn else "")
+               f"its other defaults; it stopped after {argn.get('epoch', '?')} epochs"
+               + (", at its time cap." if capped else ", before its time cap (early stopping or 100 epochs).")
+               if argn else "")
             + (f" The label classifier trained on the real training rows (TRTR) scores {trtr:.3f}." if trtr
                else ""), ""]
-    return "\n".join(head + lines) + "\n"
+    return "\n".join(head + lines + [""] + verdicts(datasets, evaluated["generators"])) + "\n"
+
+
+def verdicts(datasets: dict, generators: list[str]) -> list[str]:
+    """Issue 20 asks ehrdiff to be ahead of every peer on both discriminators (closer to 0.5) and on TSTR."""
+    peers = [g for g in generators if g != "ehrdiff"]
+    if "ehrdiff" not in generators or not peers:
+        return []
+    out = []
+    for key, title, better in (("discriminator_auroc_lr", "logistic discriminator", "half"),
+                               ("discriminator_auroc", "trees discriminator", "half"), ("tstr_auroc", "TSTR", "high")):
+        ours = datasets["ehrdiff"].get(key)
+        behind = []
+        for p in peers:
+            theirs = datasets[p].get(key)
+            if ours is None:
+                behind.append(TITLES[p])
+            elif theirs is not None and (abs(theirs - 0.5) <= abs(ours - 0.5) if better == "half" else theirs >= ours):
+                behind.append(TITLES[p])
+        out.append(f"- {title}: ehrdiff " + ("ahead of every peer measured here" if not behind else
+                                             "not ahead of " + ", ".join(behind)))
+    return ["Issue 20 asks ehrdiff to be ahead of every peer on both discriminators (closer to 0.5) and on TSTR "
+            f"(peers measured: {', '.join(TITLES[p] for p in peers)}):", *out]
 
 
 def main() -> None:
@@ -354,6 +379,7 @@ def main() -> None:
                         help="drop this generator's cached output first (repeatable)")
     parser.add_argument("--argn-minutes", type=float, default=20.0, help="TabularARGN's max_training_time")
     parser.add_argument("--table", action="store_true", help="only write the table from the work folder")
+    parser.add_argument("--no-evaluate", action="store_true", help="train and sample only (evaluate later)")
     parser.add_argument("--quick", action="store_true", help="400 rows, 2 epochs: checks the plumbing")
     parser.add_argument("--peer", choices=PEERS, help=argparse.SUPPRESS)   # internal: one peer, peers' environment
     args = parser.parse_args()
@@ -380,6 +406,8 @@ def main() -> None:
                 if done.returncode:
                     sys.exit(f"failed (exit {done.returncode}): {shlex.join(command)}; see {log}")
                 print((work / f"{g}.log").read_text().splitlines()[-1], flush=True)
+        if args.no_evaluate:
+            return
         evaluate(work)
     text = markdown(work, args.argn_minutes)
     target = work / "peers_cinc.md" if args.quick else ROOT / "results" / "peers_cinc.md"
