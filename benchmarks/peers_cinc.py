@@ -146,8 +146,8 @@ def argn_progress(workspace: Path) -> dict:
         return {}
     progress = pd.read_csv(found[0])
     last = progress.iloc[-1]
-    return {key: float(last[key]) for key in ("epoch", "steps", "samples", "val_loss", "total_time") if key in progress.columns
-            and pd.notna(last[key])}
+    keys = ("epoch", "steps", "samples", "val_loss", "total_time")
+    return {key: float(last[key]) for key in keys if key in progress.columns and pd.notna(last[key])}
 
 
 def conform(synthetic, frame, schema):
