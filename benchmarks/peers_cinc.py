@@ -26,6 +26,11 @@ The peers are never dependencies of ehrdiff: they run in a separate environment 
     python3.11 -m venv /tmp/peerenv
     /tmp/peerenv/bin/pip install torch==2.13.0          # the CPU build first (a bare torch pulls a CUDA build)
     /tmp/peerenv/bin/pip install sdv mostlyai-engine    # measured with sdv 2.0.0, mostlyai-engine 2.7.3
+    /tmp/peerenv/bin/pip uninstall -y torchvision torchaudio
+
+mostlyai-engine pulls in torchvision and torchaudio, whose PyPI builds do not load with the CPU torch 2.13
+("operator torchvision::nms does not exist", raised when the engine imports transformers); its tabular model uses
+neither, and transformers skips them when they are absent.
 
 This script imports only the standard library at the top, so that it runs in both environments: the ehrdiff
 environment drives it (prepare, ehrdiff, evaluate, table) and starts ``--peer NAME`` in the peers' environment,
