@@ -8,9 +8,9 @@ Both models are fitted for one step on the table (encoder, code histogram, netwo
 model is instead a trained one (`ehrdiff train DATA/train.parquet -o RUN`), with --checkpoint it takes the EMA weights
 of a default-budget training run's checkpoint: its own histogram of codes per row decides how many rows count
 matching starts, and its predicted counts how many of them it finishes, so it must be a trained model's. The paper
-model's sampling cost does not depend on its weights. Each round samples --rows rows with each model, alternating; rows per second
-is the median over rounds. Count matching is checked: the kept rows' codes per row should be the training histogram
-apportioned to --rows, or the number of rows off it is reported. Writes benchmarks/results/sampling.md.
+model's sampling cost does not depend on its weights. Each round samples --rows rows with each model, alternating;
+rows per second is the median over rounds. Count matching is checked: the kept rows' codes per row should be the
+training histogram apportioned to --rows, or the number of rows off it is reported. Writes benchmarks/results/sampling.md.
 """
 
 from __future__ import annotations

@@ -127,16 +127,16 @@ does not keep the relations every real stay keeps (a variable's first and last v
 maximum, its count zero exactly when it is missing; cinc_consistency.md), which the rule machinery of issue 20's
 other half enforces on the samples; these rows are the sampler's output without it. The peers (SDV, MOSTLY AI) were
 not rerun here."""
-DEFAULT_READING = """How to read it. Each column is the default with one setting changed: `orders as values` is the default
-before declared orders were encoded as chains (the sampler's projection keeps them), `orders as chains (default)` the
-default (data/chains.py: min, spread and positions, with the count facts). The targets are the issue's. "Model rows
-breaking a declared rule" is the share of the model's own rows that break one before the sampler keeps the rules: with
-chains no row can break an order, so what is left there is the count rules (a count of 0 drawn with the summaries
-present), which the sampler repairs; "rows breaking a declared rule" is the share after it. The per-variable probe
-(benchmarks/cinc_probe.py, seed 0) names the variables whose six summaries alone tell synthetic stays from training
-stays best (trees, 5-fold AUROC; 0.5 is chance), and its mean over the 37 variables; below the table, the logistic
-discriminator's strongest columns and how often a stay's first value equals its minimum or maximum, real against
-synthetic, for a few variables measured a few times a stay."""
+DEFAULT_READING = """How to read it. Each column is the default with one setting changed: `orders as values` is the
+default before declared orders were encoded as chains (the sampler's projection keeps them), `orders as chains
+(default)` the default (data/chains.py: min, spread and positions, with the count facts). The targets are the
+issue's. "Model rows breaking a declared rule" is the share of the model's own rows that break one before the
+sampler keeps the rules: with chains no row can break an order, so what is left there is the count rules (a count of
+0 drawn with the summaries present), which the sampler repairs; "rows breaking a declared rule" is the share after
+it. The per-variable probe (benchmarks/cinc_probe.py, seed 0) names the variables whose six summaries alone tell
+synthetic stays from training stays best (trees, 5-fold AUROC; 0.5 is chance), and its mean over the 37 variables;
+below the table, the logistic discriminator's strongest columns and how often a stay's first value equals its
+minimum or maximum, real against synthetic, for a few variables measured a few times a stay."""
 PTB_READING = """PTB: 40 test beats (the split is by beat; the files have no patient id), so each number moves by
 several hundredths from seed to seed. The default takes KS from 0.199 to 0.069 and both discriminators to or below
 chance (0.426 / 0.424: below chance most likely because its beats sit close to training beats, see the membership

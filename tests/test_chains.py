@@ -86,7 +86,8 @@ def test_any_model_output_decodes_to_rows_that_keep_the_orders_and_the_count_fac
         lo, hi = frame[f"{v}_min"], frame[f"{v}_max"]
         for s in ("first", "last", "mean"):
             present = frame[f"{v}_{s}"].notna()
-            assert (lo[present] <= frame[f"{v}_{s}"][present]).all() and (frame[f"{v}_{s}"][present] <= hi[present]).all()
+            value = frame[f"{v}_{s}"][present]
+            assert (lo[present] <= value).all() and (value <= hi[present]).all()
         n = frame[f"{v}_count"]
         one, two = (n <= 1) & lo.notna(), (n == 2) & lo.notna()
         assert one.any() and two.any()
@@ -183,7 +184,6 @@ def test_the_default_model_samples_rows_that_keep_the_orders_before_any_projecti
 def test_the_setting_is_checked_and_its_old_value_leaves_recorded_runs_as_they_were():
     from ehrdiff.errors import EhrdiffError
     from ehrdiff.models.ehrdiff import make_config
-    from ehrdiff.models.ehrdiff.config import without_inert
 
     assert make_config("default").order_encoding == "chains" and make_config("paper-mimic").order_encoding == "values"
     with pytest.raises(EhrdiffError, match="order_encoding"):
