@@ -10,7 +10,8 @@ of a default-budget training run's checkpoint: its own histogram of codes per ro
 matching starts, and its predicted counts how many of them it finishes, so it must be a trained model's. The paper
 model's sampling cost does not depend on its weights. Each round samples --rows rows with each model, alternating;
 rows per second is the median over rounds. Count matching is checked: the kept rows' codes per row should be the
-training histogram apportioned to --rows, or the number of rows off it is reported. Writes benchmarks/results/sampling.md.
+training histogram apportioned to --rows, or the number of rows off it is reported.
+Writes benchmarks/results/sampling.md.
 """
 
 from __future__ import annotations
