@@ -1,7 +1,5 @@
 """Samplers: each one function ``sampler(denoise, x, sigmas, generator)`` that integrates from ``x`` (already scaled
 to noise level ``sigmas[0]``) through the levels ``sigmas`` (ending in 0), registered by name with ``@sampler``.
-A schedule that stops short of 0 returns the state at its last level, step for step what the whole schedule
-computes there, so a trajectory can run in two parts (count matching's screening stops candidates part-way).
 
 heun       the deterministic Heun sampler of the paper (Karras et al. 2022, Algorithm 1 with S_churn = 0): the
            probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma integrated with Heun's second-order method,

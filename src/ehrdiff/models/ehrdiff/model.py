@@ -27,8 +27,7 @@ from ehrdiff.data.table import Table
 from ehrdiff.diffusion import SAMPLERS, Denoiser, EDMLoss, MLPDenoiserNet, NoiseEmbedding, karras_sigmas
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss, draw_discrete, redraw_short_rows
 from ehrdiff.diffusion.refresh import RowRefresh
-from ehrdiff.diffusion.count_matching import (Candidates, apportion, count_chances, screening_level,
-                                              select_code_counts, split_counts)
+from ehrdiff.diffusion.count_matching import apportion, select_code_counts, split_counts
 from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
 from ehrdiff.data.writers import concat_tables
 from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, declared_rules, register
@@ -291,9 +290,8 @@ class EHRDiff(Generator):
         if int(want.sum()) != n:
             raise ValueError(f"code_counts add up to {int(want.sum())} rows, not n = {n}")
         return select_code_counts(
-            lambda rows, r: self._sample_candidates(rows, seed if r == 0 else _round_seed(seed, r), label, guidance,
-                                                    len(want) - 1, progress,
-                                                    "sampling" if r == 0 else f"count matching, round {r}"),
+            lambda rows, r: self._sample_rows(rows, seed if r == 0 else _round_seed(seed, r), label, guidance,
+                                              progress, "sampling" if r == 0 else f"count matching, round {r}"),
             want, self.encoder_.code_columns())
 
     def _code_histogram(self, label: int | None) -> np.ndarray | None:
@@ -306,21 +304,32 @@ class EHRDiff(Generator):
 
     def _sample_rows(self, n: int, seed: int, label: int | None, guidance: float, progress: bool = False,
                      desc: str = "sampling") -> np.ndarray:
-        run = _Trajectory(self, seed, label, guidance)
-        return run.finish(run.start(n, progress, desc, to_level=None))
+        from tqdm.auto import tqdm
 
-    def _sample_candidates(self, n: int, seed: int, label: int | None, guidance: float, top: int,
-                           progress: bool = False, desc: str = "sampling") -> "Candidates | np.ndarray":
-        """``n`` rows for count matching (counts 0..``top`` wanted): stopped at the screening level
-        (count_matching.SCREEN_SIGMA) with their chances of ending with each count, to be finished only where
-        wanted; finished rows when the schedule has no such level."""
-        run = _Trajectory(self, seed, label, guidance)
-        split = screening_level(run.levels)
-        if split is None:
-            return run.finish(run.start(n, progress, desc, to_level=None))
-        states = run.start(n, progress, desc, to_level=split)
-        return Candidates(run.code_chances(states, split, self.encoder_.code_columns(), top),
-                          lambda rows: run.finish(states[torch.as_tensor(rows, device=states.device)], split))
+        cfg = self.config.sampling
+        device = resolve_device(self.config.device)
+        denoiser = self.denoiser_.to(device)
+        denoise = denoiser if label is None else guided_denoiser(denoiser, label, guidance)
+        sigmas = karras_sigmas(cfg.num_noise_levels, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=device)
+        sampler = SAMPLERS[cfg.sampler]
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+        out = []
+        batch = self.config.sample_batch_size
+        bar = tqdm(total=n, unit="row", desc=desc, disable=not progress, dynamic_ncols=True)
+        with torch.inference_mode(), bar:
+            for start in range(0, n, batch):
+                rows = min(batch, n - start)
+                latents = torch.randn((rows, self.n_features_), generator=generator, device=device)
+                x = sampler(denoise, latents.to(torch.float64) * sigmas[0], sigmas, generator)
+                out.append(x.to("cpu", torch.float32).numpy())
+                bar.update(rows)
+        matrix = np.concatenate(out)
+        if cfg.final_draw == "sample":      # its own stream: the same seed gives the same latents either way
+            draws = np.random.default_rng(np.random.SeedSequence([int(seed), 0x0D5A]))
+            probs, matrix = matrix, draw_discrete(matrix, self.encoder_.discrete_groups(), draws)
+            if cfg.min_codes == "data" and getattr(self, "min_codes_", 0) > 0:
+                redraw_short_rows(matrix, probs, self.encoder_.code_columns(), self.min_codes_, draws)
+        return matrix
 
     def sample_table(self, n: int, seed: int = 0, condition: Any = None, guidance: float | None = None,
                balance: dict | None = None, progress: bool = False) -> Table:
@@ -528,72 +537,6 @@ def _is_histogram(counts: Any, n_codes: int) -> bool:
 def min_codes(histograms: dict[str, Any] | None) -> int:
     """The fewest codes of a training row, read off the histogram (0 without one)."""
     return int(np.flatnonzero(histograms["all"])[0]) if histograms else 0
-
-
-class _Trajectory:
-    """One seed's sampling run of ``model``: ``start`` draws the latents and integrates them (in batches of
-    ``sample_batch_size``) down to a level of the schedule, ``finish`` integrates such states the rest of the way and
-    makes the final draw. A run split at a level computes exactly what the whole schedule does (the samplers step
-    level by level), up to the order of the random draws that follow the split."""
-
-    def __init__(self, model: "EHRDiff", seed: int, label: int | None, guidance: float) -> None:
-        cfg = model.config.sampling
-        self.model, self.seed, self.cfg = model, int(seed), cfg
-        self.device = resolve_device(model.config.device)
-        denoiser = model.denoiser_.to(self.device)
-        self.denoise = denoiser if label is None else guided_denoiser(denoiser, label, guidance)
-        self.sigmas = karras_sigmas(cfg.num_noise_levels, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=self.device)
-        self.levels = self.sigmas.tolist()
-        self.sampler = SAMPLERS[cfg.sampler]
-        self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        self.batch = model.config.sample_batch_size
-        self.draws = 0                      # final draws made: each finish() after the first has its own stream
-
-    def start(self, n: int, progress: bool, desc: str, to_level: int | None) -> torch.Tensor:
-        """``n`` latents integrated to level ``to_level`` (None: to the end), float64 on the device."""
-        from tqdm.auto import tqdm
-
-        sigmas = self.sigmas if to_level is None else self.sigmas[:to_level + 1]
-        out = []
-        bar = tqdm(total=n, unit="row", desc=desc, disable=not progress, dynamic_ncols=True)
-        with torch.inference_mode(), bar:
-            for start in range(0, n, self.batch):
-                rows = min(self.batch, n - start)
-                latents = torch.randn((rows, self.model.n_features_), generator=self.generator, device=self.device)
-                out.append(self.sampler(self.denoise, latents.to(torch.float64) * sigmas[0], sigmas, self.generator))
-                bar.update(rows)
-        return torch.cat(out)
-
-    def code_chances(self, states: torch.Tensor, level: int, code_columns: np.ndarray, top: int) -> np.ndarray:
-        """Chances of 0..``top`` codes for each state at ``level``: of independent draws from its denoised code
-        probabilities there (count_matching.count_chances)."""
-        codes = torch.as_tensor(code_columns, device=states.device)
-        parts = [np.zeros((0, top + 1))]
-        with torch.inference_mode():
-            for i in range(0, states.shape[0], self.batch):
-                p = self.denoise(states[i:i + self.batch], self.sigmas[level])[:, codes]
-                parts.append(count_chances(p.to("cpu", torch.float64).numpy(), top))
-        return np.concatenate(parts)
-
-    def finish(self, states: torch.Tensor, from_level: int | None = None) -> np.ndarray:
-        """Final rows of ``states`` (already at the end when ``from_level`` is None): the rest of the schedule,
-        then the final draw of the 0/1 columns."""
-        out = []
-        with torch.inference_mode():
-            for start in range(0, states.shape[0], self.batch):
-                x = states[start:start + self.batch]
-                if from_level is not None:
-                    x = self.sampler(self.denoise, x, self.sigmas[from_level:], self.generator)
-                out.append(x.to("cpu", torch.float32).numpy())
-        matrix = np.concatenate(out) if out else np.zeros((0, self.model.n_features_), dtype=np.float32)
-        if self.cfg.final_draw == "sample":      # its own stream: the same seed gives the same latents either way
-            key = [self.seed, 0x0D5A] + ([self.draws] if self.draws else [])
-            self.draws += 1
-            draws = np.random.default_rng(np.random.SeedSequence(key))
-            probs, matrix = matrix, draw_discrete(matrix, self.model.encoder_.discrete_groups(), draws)
-            if self.cfg.min_codes == "data" and getattr(self.model, "min_codes_", 0) > 0:
-                redraw_short_rows(matrix, probs, self.model.encoder_.code_columns(), self.model.min_codes_, draws)
-        return matrix
 
 
 def chunk_sizes(n: int, chunk_rows: int) -> list[int]:

@@ -21,8 +21,7 @@ set of columns missing together, categorical columns are softmax variables, and 
 encoded as lo, the spread hi - lo and x's position between them, so that it holds by construction (issue 20,
 benchmarks/results/cinc_icu.md; EDM's sigma_data of 1 for the normal-scaled columns, ``normal_sigma_data``, cost TSTR
 there and is not the default). ``default`` samples 16 noise
-levels down to 0.1 (31 network calls instead of 63) at batch 1,024, count matching's surplus candidates stopping at
-sigma 0.7 once their count is full (screening, count_matching.py); ``cpu-fast`` is the same model at batch 256
+levels down to 0.1 (31 network calls instead of 63) at batch 1,024; ``cpu-fast`` is the same model at batch 256
 for a short run, for demos and quick checks on a laptop CPU.
 
 A preset without ``steps`` (all but ``cpu-fast``) trains for the budget derived from the data, with the held-out
