@@ -214,8 +214,9 @@ class PrivacySettings:
 
     def validate(self) -> None:
         if not self.dp:
-            changed = [f.name for f in dataclasses.fields(self)
-                       if f.name != "dp" and getattr(self, f.name) != f.default]
+            # a value an old run records for a setting added later (ADDED_LATER) is no request for DP either
+            changed = [f.name for f in dataclasses.fields(self) if f.name != "dp"
+                       and getattr(self, f.name) not in (f.default, ADDED_LATER.get(f.name, f.default))]
             if changed:
                 raise EhrdiffError(f"setting '{changed[0]}' needs DP training: add --dp (or dp=True)")
             return
