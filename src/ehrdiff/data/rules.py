@@ -17,9 +17,9 @@ How a sample is made to keep them (:func:`project`, then the rows still breaking
 models.base): ranges are clipped (and rounded); an order's outer levels are put in order and the levels between
 clipped into the range they leave; a count and its group follow the group's missing indicators (fewer than half
 present: count 0 and the group missing; otherwise a count of at least 1 and the group complete, its gaps filled with
-the mean of its present values). Combinations are kept by resampling the row. EHRDiff's default encodes an
-order's columns so that its rows keep the order by construction (data/chains.py); projection then finds nothing
-to repair there.
+the mean of its present values). Combinations are kept by resampling the row. EHRDiff can instead encode an
+order's columns so that its rows keep the order by construction (``order_encoding="chains"``, data/chains.py);
+projection then finds nothing to repair there.
 """
 
 from __future__ import annotations
