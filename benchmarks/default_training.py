@@ -50,7 +50,8 @@ METRICS = [("prevalence_spearman", "prevalence Spearman"), ("codes_per_patient_m
            ("dimwise_prediction_auroc_gap", "dim-wise prediction AUROC gap"),
            ("continuous_ks_mean", "continuous KS (mean)"), ("categorical_tvd_mean", "categorical TVD (mean)"),
            ("tstr_auroc", "TSTR AUROC"), ("mia_auroc", "membership-inference AUROC"),
-           ("nnaa_privacy_loss", "NNAA privacy loss"), ("exact_copy_rate", "identical to a training row")]
+           ("nnaa_privacy_loss", "NNAA privacy loss"), ("exact_copy_rate", "identical to a training row"),
+           ("rule_break_rate", "rows breaking a declared rule")]
 
 
 THREADS = 1     # torch threads of every command (--threads)
@@ -79,19 +80,24 @@ def code_version() -> str:
     return head.stdout.strip() + ("+" if dirty.stdout.strip() else "") if head.returncode == 0 else "?"
 
 
-def run_one(work: Path, name: str, seed: int, until: str = "evaluate") -> None:
+def variant(name: str, settings: list[str]) -> str:
+    """The work folder's name for ``name`` trained with ``--set`` ``settings`` (the dataset's own name: none)."""
+    return name + "".join(f"+{setting}" for setting in settings)
+
+
+def run_one(work: Path, name: str, seed: int, until: str = "evaluate", settings: list[str] | None = None) -> None:
     data = work / name / "data"
     data.parent.mkdir(parents=True, exist_ok=True)
     if not (data / "train.parquet").exists():
         run(["prepare", *DATASETS[name][0], "-o", str(data)], work / name / "prepare.log")
-    folder = work / name / f"seed{seed}"
+    folder = work / variant(name, settings or []) / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     times_file = folder / "seconds.json"
     times = json.loads(times_file.read_text()) if times_file.exists() else {}
     rows = json.loads((data / "summary.json").read_text())["rows"]["train"]
     # --resume: an interrupted training continues from its checkpoint (a new one starts from step 0)
     steps = [("train", ["train", str(data / "train.parquet"), "-o", str(folder / "run"), "--seed", str(seed),
-                        "--resume"],
+                        "--resume", *(f"--set={setting}" for setting in settings or [])],
               folder / "run" / "model.json"),
              ("sample", ["sample", str(folder / "run"), "-n", str(rows), "--seed", str(seed), "-o",
                          str(folder / "synthetic.parquet")], folder / "synthetic.parquet"),
@@ -174,7 +180,7 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def unfinished(work: Path, name: str) -> list[str]:
+def unfinished(work: Path, name: str) -> list[str]:         # name: a work folder (dataset or variant)
     """Seeds still training (or stopped mid-way) when the table was written: their checkpoint's step and the
     stopping rule's scores so far ([steps, held-out loss, training rows' loss]), and the elapsed time the progress
     bar last showed."""
@@ -197,16 +203,20 @@ def unfinished(work: Path, name: str) -> list[str]:
     return lines
 
 
-def section(work: Path, name: str) -> list[str]:
-    seeds = sorted(p for p in (work / name).glob("seed*") if (p / "report" / "metrics.json").exists())
-    running = unfinished(work, name)
+def section(work: Path, folder: str) -> list[str]:
+    """The table of a work folder: a dataset's runs with the defaults, or a variant's (``DATASET+KEY=VALUE``)."""
+    name, settings = folder.split("+")[0], folder.split("+")[1:]
+    seeds = sorted(p for p in (work / folder).glob("seed*") if (p / "report" / "metrics.json").exists())
+    running = unfinished(work, folder)
     if not seeds:
-        return [f"## {name}", "", f"Target (issue 22): {DATASETS[name][1]}.", "", *running, ""] if running else []
+        return [f"## {folder}", "", f"Target (issue 22): {DATASETS[name][1]}.", "", *running, ""] if running else []
     reports = [json.loads((p / "report" / "metrics.json").read_text())["datasets"] for p in seeds]
     models = [json.loads((p / "run" / "model.json").read_text()) for p in seeds]
     times = [json.loads((p / "seconds.json").read_text()) for p in seeds]
-    lines = [f"## {name}", "", f"Target (issue 22): {DATASETS[name][1]}.", "",
-             f"Seeds: {', '.join(p.name[4:] for p in seeds)}. Commands (seed s): see `{name}/seed*/*.log` of the "
+    lines = [f"## {folder}", "", f"Target (issue 22): {DATASETS[name][1]}" + (
+                 f"; this table: the defaults but {', '.join(settings)} (`--set`), for comparison" if settings else "")
+             + ".", "",
+             f"Seeds: {', '.join(p.name[4:] for p in seeds)}. Commands (seed s): see `{folder}/seed*/*.log` of the "
              f"work folder; in short `ehrdiff prepare {shlex.join(DATASETS[name][0])} -o data`, `ehrdiff train "
              "data/train.parquet -o run --seed s`, `ehrdiff sample run -n TRAIN_ROWS --seed s`, `ehrdiff evaluate "
              "--threads 1 --no-figures` against data/train.parquet and data/test.parquet.", ""]
@@ -271,6 +281,8 @@ def write_report(work: Path, started: str) -> Path:
              "columns (seed 0's report).", "", reading(), ""]
     for name in DATASETS:
         lines += section(work, name)
+        for other in sorted(p.name for p in work.glob(f"{name}+*")):
+            lines += section(work, other)
     out = ROOT / "results" / "default_training.md"
     out.write_text("\n".join(lines))
     return out
@@ -285,6 +297,8 @@ def main() -> None:
     parser.add_argument("--until", choices=["train", "sample", "evaluate"], default="evaluate",
                         help="stop each run after this step (the rest: a later invocation)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each command (default 1)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="train with this setting changed (runs in DATASET+KEY=VALUE/ of the work folder)")
     args = parser.parse_args()
     global THREADS
     THREADS = args.threads
@@ -294,7 +308,7 @@ def main() -> None:
             if name not in DATASETS:
                 sys.exit(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
             for seed in (int(s) for s in args.seeds.split(",")):
-                run_one(args.work, name, seed, args.until)
+                run_one(args.work, name, seed, args.until, args.set)
     print(f"wrote {write_report(args.work, started)}")
 
 
