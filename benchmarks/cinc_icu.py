@@ -185,14 +185,8 @@ def one_run(dataset: str, train, test, name: str, settings: dict, seed: int, thr
               "tails": tail_shares(train, synthetic), "load_average": os.getloadavg()[0]}
     print(f"{dataset} {name} seed {seed}: trained in {record['train_seconds']:.0f} s; " + ", ".join(
         f"{k} {record['metrics'].get(k)}" for k, *_ in METRICS), flush=True)
-    if quick:
-        return record
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, default=float) + "\n")
-    if first:
-        references = {k: v for k, v in report.metrics.items() if k.startswith("reference:")}
-        references["tails"] = {"reference:real-test": tail_shares(train, test)}
-        (OUT / dataset / "references.json").write_text(json.dumps(references, indent=1, default=float) + "\n")
+    if not quick:
+        save_record(dataset, path, record, report, train, test, first)
     return record
 
 
@@ -227,15 +221,19 @@ def default_run(train, test, name: str, settings: dict, seed: int, threads: int,
     record["probe"] = probe(train, synthetic, seed=0)
     print(f"{DEFAULT_DATASET} {name} seed {seed}: {record['steps']} steps in {record['train_seconds']:.0f} s; "
           + ", ".join(f"{k} {record['metrics'].get(k)}" for k, *_ in DEFAULT_METRICS), flush=True)
-    if quick:
-        return record
+    if not quick:
+        save_record(DEFAULT_DATASET, path, record, report, train, test, first)
+    return record
+
+
+def save_record(dataset: str, path: Path, record: dict, report, train, test, first: bool) -> None:
+    """Cache a run's record, and the dataset's reference rows' metrics with the first run of the dataset."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1, default=float) + "\n")
     if first:
         references = {k: v for k, v in report.metrics.items() if k.startswith("reference:")}
         references["tails"] = {"reference:real-test": tail_shares(train, test)}
-        (OUT / DEFAULT_DATASET / "references.json").write_text(json.dumps(references, indent=1, default=float) + "\n")
-    return record
+        (OUT / dataset / "references.json").write_text(json.dumps(references, indent=1, default=float) + "\n")
 
 
 def records(dataset: str) -> dict[str, list[dict]]:

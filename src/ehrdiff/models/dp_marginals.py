@@ -8,7 +8,6 @@ columns is kept. The private counterpart of the ``marginals`` reference (models/
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -16,10 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ehrdiff.data.table import Table
-from ehrdiff.errors import EhrdiffError, ModelFileError
-from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, register
-from ehrdiff.models.gan_common import make_config
-from ehrdiff.models.persistence import load_model_dir, save_model_dir
+from ehrdiff.errors import EhrdiffError
+from ehrdiff.models.base import as_table, check_sample_size, register
+from ehrdiff.models.noisy_release import NoisyRelease
 from ehrdiff.privacy.accounting import Ledger
 from ehrdiff.privacy.declared import read_declarations
 from ehrdiff.privacy.release import BINS, ColumnMarginal, private_encoder
@@ -46,18 +44,10 @@ class DPMarginalsConfig:
 
 
 @register("dp-marginals")
-class DPMarginals(Generator):
+class DPMarginals(NoisyRelease):
     """Independent columns from noisy one-way counts, an (epsilon, delta)-DP release (see the module docstring)."""
 
-    experiment = ExperimentRole(trains=False, default=False)
-
-    def __init__(self, **settings) -> None:
-        self.config = make_config(DPMarginalsConfig, self.name, settings)
-        self.config.validate()
-
-    @property
-    def settings(self) -> dict:
-        return dataclasses.asdict(self.config)
+    config_class = DPMarginalsConfig
 
     def fit(self, data, *, checkpoint_dir=None, resume=False, progress=True) -> "DPMarginals":
         cfg = self.config
@@ -97,20 +87,11 @@ class DPMarginals(Generator):
     def save(self, path: str | os.PathLike) -> None:
         self.check_fitted()
         marginals = {name: {"cells": m.cells, "counts": m.counts.tolist()} for name, m in self.marginals_.items()}
-        save_model_dir(path, {"model": self.name, "config": self.get_params(), "encoder": self.encoder_.to_dict(),
-                              "marginals": marginals, "n_rows": self.n_rows_, "dp_release": self.release_,
-                              "dp_epsilon": self.release_["epsilon"], "dp_delta": self.release_["delta"]}, {})
+        self.save_release(path, {"marginals": marginals})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DPMarginals":
-        metadata, _ = load_model_dir(path)
-        if metadata["model"] != cls.name:
-            raise ModelFileError(f"{path}: holds a '{metadata['model']}' model, not '{cls.name}'")
-        try:
-            model = cls(**metadata.typed("config", dict, "an object of settings"))
-        except EhrdiffError as exc:
-            raise ModelFileError(f"{path}: invalid model settings ({exc})") from None
-        model.encoder_ = metadata.encoder()
+        model, metadata = cls.load_release(path)
         stored = metadata.typed("marginals", dict, "an object of noisy histograms")
         model.marginals_ = {}
         for c in model.encoder_.codings_:
@@ -123,9 +104,6 @@ class DPMarginals(Generator):
                     == expected and all(isinstance(v, (int, float)) and v >= 0 for v in entry["counts"])):
                 raise metadata.invalid("marginals", f"{expected} noisy counts for column '{c.name}'", entry)
             model.marginals_[c.name] = ColumnMarginal(entry["cells"], np.asarray(entry["counts"], dtype=float))
-        model.n_rows_ = metadata.typed("n_rows", int, "a whole number")
-        model.release_ = metadata.typed("dp_release", dict, "an object")
-        metadata.privacy()
         return model
 
 

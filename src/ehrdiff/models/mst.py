@@ -25,7 +25,6 @@ parent); so loading and sampling do not need mbi.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -34,10 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ehrdiff.data.table import Table
-from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
-from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sample_size, register
-from ehrdiff.models.gan_common import make_config
-from ehrdiff.models.persistence import load_model_dir, save_model_dir
+from ehrdiff.errors import DataError, EhrdiffError
+from ehrdiff.models.base import as_table, check_sample_size, register
+from ehrdiff.models.noisy_release import NoisyRelease
 from ehrdiff.privacy.accounting import Ledger, composed_epsilon, smallest_noise
 from ehrdiff.privacy.declared import read_declarations
 from ehrdiff.privacy.release import BINS, private_encoder
@@ -78,18 +76,10 @@ class MSTConfig:
 
 
 @register("mst")
-class MST(Generator):
+class MST(NoisyRelease):
     """MST's private tree-structured graphical model (see the module docstring)."""
 
-    experiment = ExperimentRole(trains=False, default=False)
-
-    def __init__(self, **settings) -> None:
-        self.config = make_config(MSTConfig, self.name, settings)
-        self.config.validate()
-
-    @property
-    def settings(self) -> dict:
-        return dataclasses.asdict(self.config)
+    config_class = MSTConfig
 
     def fit(self, data, *, checkpoint_dir=None, resume=False, progress=True) -> "MST":
         require_mbi()
@@ -137,29 +127,16 @@ class MST(Generator):
         return self.encoder_.inverse_transform(decode_cells(columns, cells, rng))
 
     def save(self, path: str | os.PathLike) -> None:
-        self.check_fitted()
-        save_model_dir(path, {"model": self.name, "config": self.get_params(), "encoder": self.encoder_.to_dict(),
-                              "tree": self.tree_, "n_rows": self.n_rows_, "dp_release": self.release_,
-                              "dp_epsilon": self.release_["epsilon"], "dp_delta": self.release_["delta"]}, {})
+        self.save_release(path, {"tree": self.tree_})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "MST":
-        metadata, _ = load_model_dir(path)
-        if metadata["model"] != cls.name:
-            raise ModelFileError(f"{path}: holds a '{metadata['model']}' model, not '{cls.name}'")
-        try:
-            model = cls(**metadata.typed("config", dict, "an object of settings"))
-        except EhrdiffError as exc:
-            raise ModelFileError(f"{path}: invalid model settings ({exc})") from None
-        model.encoder_ = metadata.encoder()
+        model, metadata = cls.load_release(path)
         columns = [c for c in model.encoder_.codings_ if c.coding != "id"]
         tree = metadata.typed("tree", dict, "an object (the fitted tree)")
         if not _valid_tree(tree, [domain_size(c) for c in columns]):
             raise metadata.invalid("tree", f"a root and parent tables over the {len(columns)} columns", tree)
         model.tree_ = tree
-        model.n_rows_ = metadata.typed("n_rows", int, "a whole number")
-        model.release_ = metadata.typed("dp_release", dict, "an object")
-        metadata.privacy()
         return model
 
 

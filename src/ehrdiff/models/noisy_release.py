@@ -1,0 +1,51 @@
+"""The shell shared by the private models that release noisy statistics instead of trained weights (dp-marginals,
+mst): settings from a config dataclass, and a model folder holding the encoder, the model's noisy statistics, the
+row count and the privacy ledger (``dp_release``, with the composed epsilon and delta beside it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, ClassVar
+
+from ehrdiff.errors import EhrdiffError, ModelFileError
+from ehrdiff.models.base import ExperimentRole, Generator
+from ehrdiff.models.gan_common import make_config
+from ehrdiff.models.persistence import load_model_dir, save_model_dir
+
+
+class NoisyRelease(Generator):
+    config_class: ClassVar[type]
+    experiment = ExperimentRole(trains=False, default=False)
+
+    def __init__(self, **settings) -> None:
+        self.config = make_config(self.config_class, self.name, settings)
+        self.config.validate()
+
+    @property
+    def settings(self) -> dict:
+        return dataclasses.asdict(self.config)
+
+    def save_release(self, path: str | os.PathLike, statistics: dict[str, Any]) -> None:
+        """Write the model folder: the encoder, ``statistics`` (the model's own noisy quantities) and the ledger."""
+        self.check_fitted()
+        save_model_dir(path, {"model": self.name, "config": self.get_params(), "encoder": self.encoder_.to_dict(),
+                              **statistics, "n_rows": self.n_rows_, "dp_release": self.release_,
+                              "dp_epsilon": self.release_["epsilon"], "dp_delta": self.release_["delta"]}, {})
+
+    @classmethod
+    def load_release(cls, path: str | os.PathLike):
+        """The model of a folder written by :meth:`save_release`, with its encoder, row count and ledger, and the
+        folder's metadata (for the model's own statistics, which the caller checks)."""
+        metadata, _ = load_model_dir(path)
+        if metadata["model"] != cls.name:
+            raise ModelFileError(f"{path}: holds a '{metadata['model']}' model, not '{cls.name}'")
+        try:
+            model = cls(**metadata.typed("config", dict, "an object of settings"))
+        except EhrdiffError as exc:
+            raise ModelFileError(f"{path}: invalid model settings ({exc})") from None
+        model.encoder_ = metadata.encoder()
+        model.n_rows_ = metadata.typed("n_rows", int, "a whole number")
+        model.release_ = metadata.typed("dp_release", dict, "an object")
+        metadata.privacy()
+        return model, metadata
