@@ -21,6 +21,9 @@ clipping C = 1):
   conditional          as full, ``condition="label"``, sampled with the noisy class balance
   share-0.05           as conditional, the marginals' share 0.05 (before calibration: the head's bias only)
   low-lr               as full, learning rate 3e-4 (Adam moves every weight about lr per step, noise or not)
+  steps-1000           as full, 1,000 steps (100 warm-up): more noise per step (epsilon 10: noise multiplier 0.83
+                       at 100 steps, about 1.8 at 1,000) for ten times the updates
+  steps-3000           as full, 3,000 steps (300 warm-up; about 18 minutes on one core)
   dp-marginals         the private baseline: independent columns from noisy one-way counts
   mst                  MST (McKenna et al. 2021, ``--model mst``; needs mbi: run this variant with a Python that
                        has the ``mst`` extra)
@@ -59,6 +62,8 @@ VARIANTS = {
     "large-network": dict(hidden_dims=(512, 256, 256, 512), embedding_width=128),
     "conditional": dict(condition="label"),
     "low-lr": dict(lr=3e-4),
+    "steps-1000": dict(steps=1000, warmup_steps=100),
+    "steps-3000": dict(steps=3000, warmup_steps=300),
     "share-0.05": dict(condition="label", dp_marginals_share=0.05),
     "dp-marginals": None,
     "mst": None,

@@ -98,8 +98,9 @@ def main() -> None:
              f"after. Table: {args.train} ({table.n_rows:,} rows, {models['default'].n_features_} encoded columns); "
              f"the default model has {ckpt}. {args.rows:,} rows per sample, {args.rounds} rounds alternating the "
              "models. Rows of the default's sample whose number of codes is not where the training histogram "
-             f"apportioned to {args.rows:,} rows puts it (0: exact; count matching stops at 4 times the rows and "
-             f"takes rows of the nearest count for a group still short): {', '.join(map(str, off))} (each round).",
+             f"apportioned to {args.rows:,} rows puts it (0: exact; count matching leaves "
+             f"the model's rarest counts, at most 0.25% of the rows, to rows of the nearest count, and stops at 4 "
+             f"times the rows): {', '.join(map(str, off))} (each round).",
              "",
              "| model | network calls per generated row | rows generated per row kept | seconds per sample (each "
              "round) | rows per second (median) |", "|---|---|---|---|---|"]

@@ -75,3 +75,25 @@ def test_conditional_model_matches_each_class_histogram():
                     condition="outcome").fit(data, progress=False)
     many = model.sample(300, seed=1, condition="many")
     assert (many.drop(columns="outcome").to_numpy(float).sum(axis=1) >= 3).all()
+
+
+def test_a_rare_tail_takes_the_nearest_count_instead_of_the_whole_budget():
+    # 0.2% of the rows want 10 codes, which Poisson(3) rows almost never have: with the tail left to the nearest
+    # count the common counts still come out exact, from far fewer rows than the 4x budget
+    histogram = np.array([0, 10, 20, 40, 20, 9.8] + [0] * 4 + [0.2])
+    generated = []
+
+    def generate(rows, round_number):
+        generated.append(rows)
+        return poisson_rows(3.0, width=12)(rows, round_number)
+
+    rows = match_code_counts(generate, 5000, histogram, np.arange(12))
+    want = apportion(histogram, 5000)
+    got = np.bincount(rows.sum(axis=1).astype(int), minlength=11)[:11]
+    assert got[:6].tolist() == want[:6].tolist()
+    assert got[10] < want[10] and abs(got - want).sum() <= 2 * int(0.0025 * 5000)
+    assert sum(generated) < 2.5 * 5000
+    # without the tail allowance the same call hunts the 10-code rows up to the budget
+    generated.clear()
+    exact = match_code_counts(generate, 5000, histogram, np.arange(12), tail_share=0.0)
+    assert sum(generated) == 4 * 5000 and len(exact) == 5000
