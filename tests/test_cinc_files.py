@@ -135,3 +135,22 @@ def test_prepared_files_declare_the_summary_relations_and_keep_them(tmp_path, ca
     for rule in train.rules:     # every column a rule names is one the source made
         assert set(rule.columns) <= set(train.columns)
     assert np.all(train.frame.filter(like="_count").to_numpy() >= 0)
+
+
+def test_prepare_writes_public_ranges_that_a_private_run_spends_no_budget_on(tmp_path, capsys):
+    assert prepare(tmp_path, "out", "--records", str(F / "set-a")) == 0
+    out = tmp_path / "out"
+    train = read_table(out / "train.parquet")
+    bounds = json.loads((out / "bounds.json").read_text())
+    modelled = [c for c in train.columns if train.kinds[c] != "id"]
+    assert sorted(bounds) == sorted(modelled)          # every modelled column declared, none the rows dropped
+    assert bounds["pH_max"] == {"low": 6.5, "high": 8.0} and bounds["HR_count"] == {"low": 0, "high": 200}
+    assert bounds["ICUType"] == {"categories": [1, 2, 3, 4]}
+    assert json.loads((out / "summary.json").read_text())["public_bounds"]["columns"] == len(modelled)
+    run = tmp_path / "run"
+    assert main(["-q", "train", str(out / "train.parquet"), "-o", str(run), "--preset", "cpu-fast", "--steps", "2",
+                 "--batch-size", "8", "--dp", "--epsilon", "10", "--bounds", str(out / "bounds.json")]) == 0
+    release = json.loads((run / "model.json").read_text())["dp_release"]
+    names = [m["name"] for m in release["mechanisms"]]
+    assert "continuous bounds" not in names and "DP-SGD" in names
+    assert release["declared"]["bounds"] == sorted(c for c in modelled if train.kinds[c] == "continuous")

@@ -48,7 +48,7 @@ def add_details(parser: argparse.ArgumentParser) -> None:
                             help="replace train.parquet, test.parquet and summary.json already in DIR (never an input)")
 
 
-PREPARED_FILES = ("train.parquet", "test.parquet", "summary.json")      # what prepare writes into DIR
+PREPARED_FILES = ("train.parquet", "test.parquet", "summary.json", "bounds.json")   # what prepare may write
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,6 +22,12 @@ The table declares the relations every stay keeps (``summary_rules``): VAR_min <
 VAR_max, and VAR_count a whole number >= 0 that is 0 exactly when VAR's summaries are missing. A malformed line
 (``10:45,,1.9``: no parameter name) is skipped and counted (``Malformed``), or refused under ``strict``. A second set
 (``test_records``/``test_outcomes``) is the test side, instead of a random share of the first.
+
+For private training the source declares public ranges (``PLAUSIBLE``, written as bounds.json by ``ehrdiff
+prepare``): wide physiological limits in the challenge's units, set from clinical knowledge and not from the rows,
+so they cost no privacy budget (a private range estimate cannot be made for the rarely measured variables: too few
+values for its noise). Recorded values beyond them (set-a has a pH of 735 and a temperature of -17.8) are clipped to
+them in a private run only.
 """
 
 from __future__ import annotations
@@ -50,6 +56,20 @@ from ehrdiff.errors import DataError
 DESCRIPTORS = ("RecordID", "Age", "Gender", "Height", "ICUType", "Weight")
 SUMMARIES = ("first", "last", "min", "max", "mean", "count")
 LABEL_COLUMN = "In-hospital_death"
+# public ranges per variable (challenge units: mg/dL, mmol/L, IU/L, mmHg, %, degrees C, mL, cells/nL)
+PLAUSIBLE = {
+    "ALP": (0, 3000), "ALT": (0, 12000), "AST": (0, 20000), "Albumin": (0.5, 7), "BUN": (0, 250),
+    "Bilirubin": (0, 60), "Cholesterol": (0, 500), "Creatinine": (0, 25), "DiasABP": (0, 300), "FiO2": (0.21, 1),
+    "GCS": (3, 15), "Glucose": (0, 1500), "HCO3": (0, 60), "HCT": (0, 70), "HR": (0, 300), "K": (1, 12),
+    "Lactate": (0, 30), "MAP": (0, 300), "MechVent": (0, 1), "Mg": (0, 10), "NIDiasABP": (0, 300),
+    "NIMAP": (0, 300), "NISysABP": (0, 300), "Na": (90, 200), "PaCO2": (0, 150), "PaO2": (0, 700),
+    "Platelets": (0, 1500), "RespRate": (0, 100), "SaO2": (0, 100), "SysABP": (0, 300), "Temp": (20, 45),
+    "TroponinI": (0, 60), "TroponinT": (0, 30), "Urine": (0, 12000), "WBC": (0, 200), "Weight": (20, 300),
+    "pH": (6.5, 8.0),
+    # descriptors: the challenge's stays are adults, ages above 89 recorded as 90
+    "Age": (15, 90), "Gender": (0, 1), "Height": (100, 250),
+}
+MAX_COUNT = 200           # measurements of one variable in 48 h: about one every 15 minutes at most
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +271,26 @@ def prepare_cinc2012(records: str | os.PathLike, outcomes: str | os.PathLike, *,
     kinds |= {"record_id": "id", "ICUType": "categorical", "label": "label"}
     variables = sorted({c[:-len("_count")] for c in frame.columns if c.endswith("_count")}, key=str.lower)
     return Prepared(table=Table(frame, kinds, summary_rules(variables)), source="cinc2012",
-                    subject_column="record_id", details=details, inputs=inputs, test_rows=test_rows)
+                    subject_column="record_id", details=details, inputs=inputs, test_rows=test_rows,
+                    public_bounds=public_bounds(frame.columns))
+
+
+def public_bounds(columns) -> dict:
+    """``--bounds`` declarations for the prepared columns: PLAUSIBLE ranges for descriptors and summaries, 0 to
+    MAX_COUNT for counts, the documented ICU types and the 0/1 label."""
+    out: dict = {"ICUType": {"categories": [1, 2, 3, 4]}, "label": {"categories": [0, 1]}}
+    for column in columns:
+        variable, _, summary = column.rpartition("_")
+        if column in PLAUSIBLE:
+            low, high = PLAUSIBLE[column]
+        elif summary == "count":
+            low, high = 0, MAX_COUNT
+        elif summary in SUMMARIES and variable in PLAUSIBLE:
+            low, high = PLAUSIBLE[variable]
+        else:
+            continue
+        out[column] = {"low": low, "high": high}
+    return out
 
 
 def summary_rules(variables: list[str]) -> tuple[Rule, ...]:

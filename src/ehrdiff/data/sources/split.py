@@ -37,6 +37,8 @@ class Prepared:
     details: dict = field(default_factory=dict)  # source-specific summary entries (options, dropped codes, notes)
     inputs: dict = field(default_factory=dict)   # the input paths, for the summary
     test_rows: np.ndarray | None = None          # the source's own test side (a second set); None: a seeded split
+    public_bounds: dict | None = None            # column -> {"low", "high"} / {"categories"}: public facts (not read
+                                                 # off the rows) written as DIR/bounds.json for ``--dp --bounds``
 
     @property
     def origin(self) -> str:
@@ -187,7 +189,8 @@ def _jsonable(value):
 
 def write_prepared(prepared: Prepared, out_dir: str | os.PathLike, *, test_fraction: float = 0.2,
                    seed: int = 0) -> dict:
-    """Split by subject and write DIR/train.parquet, DIR/test.parquet and DIR/summary.json; return the summary.
+    """Split by subject and write DIR/train.parquet, DIR/test.parquet and DIR/summary.json (and DIR/bounds.json
+    for a source that declares public ranges); return the summary.
 
     Everything is computed first and written into a temporary folder beside DIR that is then moved into place, so
     a failure leaves no half-written output. Other files already in DIR are left alone.
@@ -200,6 +203,11 @@ def write_prepared(prepared: Prepared, out_dir: str | os.PathLike, *, test_fract
         write_table(train, tmp / "train.parquet")
         write_table(test, tmp / "test.parquet")
         summary["files"] = {name: {"sha256": sha256_file(tmp / name)} for name in ("train.parquet", "test.parquet")}
+        if prepared.public_bounds:
+            declared = {c: v for c, v in prepared.public_bounds.items() if c in train.kinds}   # dropped columns out
+            (tmp / "bounds.json").write_text(json.dumps(declared, indent=1) + "\n", encoding="utf-8")
+            summary["public_bounds"] = {"file": "bounds.json", "columns": len(declared),
+                                        "use": "ehrdiff train ... --dp --bounds DIR/bounds.json"}
         text = json.dumps(_jsonable(summary), indent=2, ensure_ascii=False) + "\n"
         (tmp / "summary.json").write_text(text, encoding="utf-8")
     log.debug("wrote %s: train %d x %d, test %d x %d", out_dir, *summary["shapes"]["train"], *summary["shapes"]["test"])
