@@ -1,11 +1,12 @@
-"""The whole private release on UCI diabetes (patient level): private EHRDiff, with each way of spending the budget
-ablated, against the dp-marginals baseline, at each epsilon (delta 1e-5; every number in the release composed by
-Opacus's RDP accountant: docs/conditional-and-dp.md).
+"""The whole private release on UCI diabetes (patient level) or CinC 2012 (``--dataset cinc``): private EHRDiff,
+with each way of spending the budget ablated, against the private baselines (dp-marginals, MST), at each epsilon
+(delta 1e-5; every number in the release composed by Opacus's RDP accountant: docs/conditional-and-dp.md).
 
     .venv/bin/python benchmarks/bench_private_release.py                        # seed 0, epsilon 10 and 1
     .venv/bin/python benchmarks/bench_private_release.py --seeds 0 1 2 --variants conditional,dp-marginals
     .venv/bin/python benchmarks/bench_private_release.py --variants full,dp-marginals --epsilons 1
     .venv/bin/python benchmarks/bench_private_release.py --quick                # a smoke run (numbers meaningless)
+    .venv/bin/python benchmarks/bench_private_release.py --dataset cinc --data DIR  # CinC 2012, DIR/bounds.json
 
 Variants (EHRDiff ``cpu-fast``: Bernoulli head, codes per row matched, every run DP-SGD with Poisson sampling,
 clipping C = 1):
@@ -32,9 +33,13 @@ same trained model and sampling pass, ``code_prevalence="model"``: the calibrati
 (uncalibrated)".
 Each synthetic set has ``--rows`` rows (default 10,000); ``ehrdiff.evaluation.evaluate`` compares them with the
 real rows (one evaluation for all). Torch and the evaluation run on ``--threads`` threads (default 1). Runs can be
-split over processes: ``--no-evaluate`` keeps each run's rows and facts in benchmarks/out/private_release/, and
-``--evaluate-only`` evaluates every run kept there at once. Writes benchmarks/out/private_release_uci.json and
-benchmarks/results/private_release_uci.md.
+split over processes: ``--no-evaluate`` keeps each run's rows and facts in benchmarks/out/private_release_DATASET/,
+and ``--evaluate-only`` evaluates every run kept there at once. Writes benchmarks/out/private_release_DATASET.json
+and benchmarks/results/private_release_DATASET.md.
+
+CinC 2012 (``ehrdiff prepare cinc2012 ... -o DIR``): every run declares the source's public ranges, DIR/bounds.json
+(``--bounds``), so no budget goes to range estimates; the table is scored on its continuous columns (KS), both
+discriminators, TSTR and the declared rules instead of code prevalences.
 """
 
 from __future__ import annotations
@@ -68,14 +73,25 @@ VARIANTS = {
     "dp-marginals": None,
     "mst": None,
 }
-HEADLINE = ["prevalence_spearman", "prevalence_pearson", "dimwise_prediction_auroc_gap", "tstr_auroc",
-            "discriminator_auroc", "mia_auroc", "dcr_ratio"]
+FULL_FOR = {"cinc": dict(batch_size=1024)}     # CinC's 3,200 training rows: a Poisson batch needs fewer than them
+DATASETS = {   # title, headline metrics, issue 21's targets
+    "uci": ("UCI diabetes (patient level)",
+            ["prevalence_spearman", "prevalence_pearson", "dimwise_prediction_auroc_gap", "tstr_auroc",
+             "discriminator_auroc", "mia_auroc", "dcr_ratio"],
+            "epsilon 10: tstr_auroc >= 0.72, dimwise_prediction_auroc_gap <= 0.15, prevalence_spearman >= 0.90; "
+            "epsilon 1: tstr_auroc >= 0.65, prevalence_spearman >= 0.80; ahead of dp-marginals and MST"),
+    "cinc": ("CinC 2012",
+             ["continuous_ks_mean", "categorical_tvd_mean", "discriminator_auroc_lr", "discriminator_auroc",
+              "tstr_auroc", "rule_break_rate", "mia_auroc", "exact_copy_rate"],
+             "ahead of dp-marginals and MST on TSTR, KS and both discriminators at each epsilon"),
+}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=DATASETS, default="uci", help="which table (names the outputs)")
     parser.add_argument("--data", type=Path, help="a folder with train.parquet and test.parquet from `ehrdiff "
-                        "prepare uci-diabetes` (default: prepared into benchmarks/out/data/)")
+                        "prepare` (default for uci: prepared into benchmarks/out/data/; cinc needs it)")
     parser.add_argument("--epsilons", type=float, nargs="+", default=[10.0, 1.0])
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated (default: all)")
     parser.add_argument("--delta", type=float, default=1e-5)
@@ -95,9 +111,11 @@ def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, 
     from ehrdiff.models import build_model
     from ehrdiff.models.ehrdiff import EHRDiff
 
+    declared = {"dp_bounds": str(args.bounds)} if args.bounds else {}
     if VARIANTS[name] is None:
-        return build_model(name, {"dp_epsilon": epsilon, "dp_delta": args.delta, "seed": seed}).fit(train)
-    settings = {**FULL, **VARIANTS[name], "dp": True, "dp_epsilon": epsilon, "dp_delta": args.delta, "seed": seed}
+        return build_model(name, {"dp_epsilon": epsilon, "dp_delta": args.delta, "seed": seed, **declared}).fit(train)
+    settings = {**FULL, **FULL_FOR.get(args.dataset, {}), **VARIANTS[name], "dp": True, "dp_epsilon": epsilon,
+                "dp_delta": args.delta, "seed": seed, **declared}
     if args.quick:
         settings.update(steps=3, batch_size=64)
     original = BernoulliDenoiser.init_output
@@ -175,8 +193,11 @@ def main() -> None:
 
     load_before, started = os.getloadavg(), time.perf_counter()
     if args.data is None:
+        if args.dataset != "uci":
+            raise SystemExit("--dataset cinc needs --data DIR (ehrdiff prepare cinc2012 ... -o DIR)")
         from bench_private import prepare
         args.data = prepare("uci-diabetes")
+    args.bounds = args.data / "bounds.json" if (args.data / "bounds.json").exists() else None
     train, test = read_table(args.data / "train.parquet"), read_table(args.data / "test.parquet")
     if args.quick:
         train, test = train.subset(range(2000)), test.subset(range(500))
@@ -184,7 +205,7 @@ def main() -> None:
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variants {unknown} (known: {', '.join(VARIANTS)})")
-    kept = ROOT / "out" / ("private_release_quick" if args.quick else "private_release")
+    kept = ROOT / "out" / f"private_release_{args.dataset}{'_quick' if args.quick else ''}"
     kept.mkdir(parents=True, exist_ok=True)
     if not args.evaluate_only:
         for seed in args.seeds:
@@ -208,9 +229,9 @@ def main() -> None:
               "full": FULL, "variants": VARIANTS, "quick": args.quick, "command": " ".join(sys.argv[1:])}
     out = ROOT / "out"
     out.mkdir(exist_ok=True)
-    (out / "private_release_uci.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out / f"private_release_{args.dataset}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     if not args.quick:
-        (ROOT / "results" / "private_release_uci.md").write_text(markdown(result, args))
+        (ROOT / "results" / f"private_release_{args.dataset}.md").write_text(markdown(result, args))
     print(f"done in {result['total_s'] / 60:.1f} min")
 
 
@@ -221,9 +242,10 @@ def fmt(value) -> str:
 def markdown(result: dict, args: argparse.Namespace) -> str:
     runs = result["runs"]
     seeds = sorted({r.get("seed", 0) for r in runs.values()})
-    lines = ["# The whole private release: UCI diabetes (patient level)", "",
+    title, headline, targets = DATASETS[args.dataset]
+    lines = [f"# The whole private release: {title}", "",
              f"Command: `.venv/bin/python benchmarks/bench_private_release.py {result['command']}` (writes this file "
-             "and benchmarks/out/private_release_uci.json)", "",
+             f"and benchmarks/out/private_release_{args.dataset}.json)", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
              f"({args.threads} thread(s)), Python {platform.python_version()}. Load average (1 min) before / after: "
              f"{result['load_average'][0]:.2f} / {result['load_average'][1]:.2f} (other jobs shared the cores when "
@@ -232,19 +254,20 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
              f"Seeds {', '.join(map(str, seeds))} (training noise and sampling), delta {args.delta:g}, "
              f"{result['train_rows']:,} training rows, {result['rows']:,} synthetic rows per run. Runs trained by: "
              + "; ".join(sorted({f"`{r['command']}`" for r in runs.values()}))
-             + f". `full`: EHRDiff cpu-fast with {json.dumps(result['full'])}; the other variants change one thing "
+             + f". `full`: EHRDiff cpu-fast with {json.dumps({**result['full'], **FULL_FOR.get(args.dataset, {})})}; "
+             "the other variants change one thing "
              "(the script's docstring); \"(uncalibrated)\": the same trained model sampled with "
              "code_prevalence=\"model\". `dp_epsilon`: the composed total of every mechanism of the release, from "
              "model.json (RDP accountant).", "",
              "## Mean over seeds (standard deviation in brackets when there are several)", "",
-             "| run | seeds | " + " | ".join(HEADLINE) + " |", "|---|---|" + "---|" * len(HEADLINE)]
+             "| run | seeds | " + " | ".join(headline) + " |", "|---|---|" + "---|" * len(headline)]
     groups: dict[str, list[str]] = {}
     for key, run in runs.items():
         groups.setdefault(f"{run['variant']} eps={run['epsilon']:g}", []).append(key)
     for group in sorted(groups):
         keys = groups[group]
         cells = []
-        for m in HEADLINE:
+        for m in headline:
             values = [result["metrics"].get(k, {}).get(m) for k in keys]
             values = [v for v in values if isinstance(v, (int, float))]
             if not values:
@@ -258,20 +281,20 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
         lines.append(f"| {group} | {len(keys)} | " + " | ".join(cells) + " |")
     for ref in ("reference:real-test", "reference:independent"):
         metrics = result["metrics"].get(ref, {})
-        lines.append(f"| {ref} | - | " + " | ".join(fmt(metrics.get(m)) for m in HEADLINE) + " |")
+        lines.append(f"| {ref} | - | " + " | ".join(fmt(metrics.get(m)) for m in headline) + " |")
     lines += ["", "## Every run", "",
-              "| run | dp_epsilon | train s | sample s | load after | " + " | ".join(HEADLINE) + " |",
-              "|---|---|---|---|---|" + "---|" * len(HEADLINE)]
+              "| run | dp_epsilon | train s | sample s | load after | " + " | ".join(headline) + " |",
+              "|---|---|---|---|---|" + "---|" * len(headline)]
     for key in sorted(runs):
         run, metrics = runs[key], result["metrics"].get(key, {})
         lines.append(f"| {key} | {run['privacy']['dp_epsilon']:.3f} | {run['train_s']:.0f} | {run['sample_s']:.0f} | "
-                     f"{run['load_average']:.1f} | " + " | ".join(fmt(metrics.get(m)) for m in HEADLINE) + " |")
+                     f"{run['load_average']:.1f} | " + " | ".join(fmt(metrics.get(m)) for m in headline) + " |")
     lines += ["", "`load after`: the 1-minute load average when the run had sampled (the runs shared the 2 cores with "
               "other jobs and with each other: their seconds are not comparable with an idle machine's). An "
               "uncalibrated row repeats its run's training seconds (one training, two samples)."]
-    lines += ["", "Targets of issue 21 (UCI): epsilon 10: tstr_auroc >= 0.72, dimwise_prediction_auroc_gap <= 0.15, "
-              "prevalence_spearman >= 0.90; epsilon 1: tstr_auroc >= 0.65, prevalence_spearman >= 0.80; ahead of "
-              "dp-marginals and MST.", ""]
+    if args.bounds:
+        lines += ["", f"Every run declared the public ranges of {args.bounds} (--bounds): no budget spent on ranges."]
+    lines += ["", f"Targets of issue 21 ({title}): {targets}.", ""]
     return "\n".join(lines)
 
 

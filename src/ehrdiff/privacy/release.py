@@ -248,7 +248,9 @@ def _coding(table: Table, name: str, marginal: ColumnMarginal | None, bounds: tu
         low, high = bounds
         counts = marginal.counts
         present = counts[:-1]
-        has_missing = bool(counts[-1] > MISSING_INDICATOR_SHARE * max(counts.sum(), 1.0))
+        # a plain numpy integer column cannot hold a missing value (public schema): no indicator, whatever the noise
+        can_miss = not (isinstance(values.dtype, np.dtype) and values.dtype.kind in "iu")
+        has_missing = can_miss and bool(counts[-1] > MISSING_INDICATOR_SHARE * max(counts.sum(), 1.0))
         median_bin = int(np.searchsorted(np.cumsum(present), present.sum() / 2)) if present.sum() > 0 else BINS // 2
         coding = ColumnCoding(name, kind, "continuous", width=2 if has_missing else 1, low=low, high=high,
                               fill=(min(median_bin, BINS - 1) + 0.5) / BINS, has_missing=has_missing, dtype=dtype,
