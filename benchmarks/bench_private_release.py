@@ -129,6 +129,8 @@ def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, 
 
 def train_and_sample(name: str, epsilon: float, seed: int, args: argparse.Namespace, train, kept: Path) -> None:
     """Fit one variant at ``epsilon``, sample ``args.rows`` rows, keep both the rows and the run's facts."""
+    from ehrdiff.models.base import keep_rules
+
     t0 = time.perf_counter()
     model = fit_variant(name, epsilon, seed, args, train)
     train_s = time.perf_counter() - t0
@@ -138,6 +140,8 @@ def train_and_sample(name: str, epsilon: float, seed: int, args: argparse.Namesp
     t0 = time.perf_counter()
     table, raw = sample_both(model, args.rows, seed) if uncalibrated else (model.sample_table(args.rows, seed=seed),
                                                                          None)
+    table = keep_rules(model, table, seed)[0]        # the table's declared rules, as `ehrdiff sample` keeps them
+    raw = None if raw is None else keep_rules(model, raw, seed)[0]
     sample_s = time.perf_counter() - t0
     keep_sample(table, name, epsilon, seed, train_s, sample_s, privacy, kept)
     if raw is not None:

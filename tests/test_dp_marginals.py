@@ -125,3 +125,21 @@ def test_a_row_adds_at_most_the_stated_sensitivity_to_the_marginals():
     marginals = model.release_["mechanisms"][-1]
     # c1, c2: two codes; age, lab, race, label: one count each; one row count
     assert marginals["sensitivity"] == pytest.approx(np.sqrt(2 + 4 + 1))
+
+
+def test_declared_rules_are_kept_by_the_sampler_and_saved(tmp_path):
+    """Rules are public metadata the data source declares: independent columns break lo <= hi in about half the
+    rows, and the sampler keeps it (as for every other generator), also after save and load."""
+    from ehrdiff.data.rules import Order, broken_rows
+
+    rng = np.random.default_rng(1)
+    lo = rng.normal(5, 1, 3000)
+    frame = pd.DataFrame({"lo": lo, "hi": lo + rng.exponential(0.5, 3000)})
+    rules = (Order((("lo",), ("hi",))),)
+    table = Table(frame, {"lo": "continuous", "hi": "continuous"}, rules)
+    model = build_model("dp-marginals", {"dp_epsilon": 10.0}).fit(table)
+    assert broken_rows(model.sample_table(2000, seed=0).frame, rules).mean() > 0.2     # what the model draws
+    assert not broken_rows(model.sample(2000, seed=0), rules).any()
+    model.save(tmp_path / "run")
+    loaded = load_model(tmp_path / "run")
+    assert loaded.rules_ == rules and not broken_rows(loaded.sample(500, seed=2), rules).any()

@@ -55,8 +55,8 @@ class DPMarginals(NoisyRelease):
         declarations = read_declarations(cfg.dp_bounds, table)
         ledger = Ledger(cfg.dp_epsilon, cfg.dp_delta, cfg.dp_accountant)
         release = private_encoder(table, ledger, declarations, cfg.bounds_share, None, cfg.seed)
-        self.encoder_, self.marginals_, self.n_rows_ = release.encoder, release.marginals, release.n_rows
-        self.release_ = release.to_dict()
+        self.keep_release(release, table)
+        self.marginals_ = release.marginals
         log.info("dp-marginals: epsilon %.4g, delta %.3g spent (target %g, %g)", self.release_["epsilon"],
                  self.release_["delta"], cfg.dp_epsilon, cfg.dp_delta)
         return self

@@ -112,7 +112,7 @@ class MST(NoisyRelease):
         sd = two_way.noise_multiplier * two_way.sensitivity
         pairs = [(a, b, _pair_counts(cells[:, a], cells[:, b], sizes[a], sizes[b]) + rng.normal(0, sd, (sizes[a],
                   sizes[b]))) for a, b in edges]
-        self.encoder_, self.n_rows_, self.release_ = release.encoder, release.n_rows, release.to_dict()
+        self.keep_release(release, table)
         self.tree_ = fit_tree(sizes, measured, pairs, sd, release.n_rows, cfg.iters)
         log.info("mst: epsilon %.4g, delta %.3g spent (target %g, %g)", self.release_["epsilon"],
                  self.release_["delta"], cfg.dp_epsilon, cfg.dp_delta)

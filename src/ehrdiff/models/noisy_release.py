@@ -1,6 +1,7 @@
 """The shell shared by the private models that release noisy statistics instead of trained weights (dp-marginals,
 mst): settings from a config dataclass, and a model folder holding the encoder, the model's noisy statistics, the
-row count and the privacy ledger (``dp_release``, with the composed epsilon and delta beside it)."""
+row count, the privacy ledger (``dp_release``, with the composed epsilon and delta beside it) and the table's
+declared rules (public metadata, kept by the sampler: models/base.py keep_rules)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dataclasses
 import os
 from typing import Any, ClassVar
 
+from ehrdiff.data.rules import rules_to_json
 from ehrdiff.errors import EhrdiffError, ModelFileError
 from ehrdiff.models.base import ExperimentRole, Generator
 from ehrdiff.models.gan_common import make_config
@@ -26,11 +28,18 @@ class NoisyRelease(Generator):
     def settings(self) -> dict:
         return dataclasses.asdict(self.config)
 
+    def keep_release(self, release, table) -> None:
+        """What every such model keeps of its fit: the private encoder, the noisy row count, the ledger, and the
+        table's declared rules."""
+        self.encoder_, self.n_rows_, self.release_ = release.encoder, release.n_rows, release.to_dict()
+        self.rules_ = table.rules
+
     def save_release(self, path: str | os.PathLike, statistics: dict[str, Any]) -> None:
         """Write the model folder: the encoder, ``statistics`` (the model's own noisy quantities) and the ledger."""
         self.check_fitted()
         save_model_dir(path, {"model": self.name, "config": self.get_params(), "encoder": self.encoder_.to_dict(),
-                              **statistics, "n_rows": self.n_rows_, "dp_release": self.release_,
+                              **statistics, "n_rows": self.n_rows_, "rules": rules_to_json(self.rules_),
+                              "dp_release": self.release_,
                               "dp_epsilon": self.release_["epsilon"], "dp_delta": self.release_["delta"]}, {})
 
     @classmethod
@@ -47,5 +56,6 @@ class NoisyRelease(Generator):
         model.encoder_ = metadata.encoder()
         model.n_rows_ = metadata.typed("n_rows", int, "a whole number")
         model.release_ = metadata.typed("dp_release", dict, "an object")
+        model.rules_ = metadata.rules()
         metadata.privacy()
         return model, metadata
