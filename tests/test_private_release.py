@@ -149,23 +149,25 @@ def test_private_samples_meet_the_noisy_code_prevalences(private_run):
     assert (calibrated != raw).any()
 
 
-def test_an_integer_column_never_gets_a_missing_indicator_from_noise():
-    """A plain integer column (a count) cannot hold a missing value: its schema says so, so the private encoder
-    gives it no missing indicator even when the noise puts mass in its missing cell above the indicator's
-    threshold, while a float column with missing values keeps one."""
+def test_missing_indicators_come_from_the_data_not_from_the_noise():
+    """A plain integer column (a count) cannot hold a missing value: its schema says so, so it gets no missing
+    indicator even where the noise puts mass in its missing cell; a float column without missing values gets none
+    unless its noisy missing count clears 3 noise deviations; one with 30% missing keeps its indicator."""
     from ehrdiff.privacy.accounting import Ledger
     from ehrdiff.privacy.declared import Declarations
     from ehrdiff.privacy.release import MISSING_INDICATOR_SHARE, private_encoder
 
     rng = np.random.default_rng(3)
-    frame = pd.DataFrame({"count": rng.integers(0, 5, 2000), "lab": np.where(rng.random(2000) < 0.3, np.nan, 1.0)})
+    frame = pd.DataFrame({"count": rng.integers(0, 5, 2000), "full": rng.normal(0, 1, 2000),
+                          "lab": np.where(rng.random(2000) < 0.3, np.nan, 1.0)})
     table = Table.from_frame(frame)
-    declared = Declarations(bounds={"count": (0.0, 10.0), "lab": (0.0, 2.0)})
+    declared = Declarations(bounds={"count": (0.0, 10.0), "full": (-5.0, 5.0), "lab": (0.0, 2.0)})
     reached = 0
     for seed in range(6):
         release = private_encoder(table, Ledger(1.0, 1e-5), declared, 0.1, None, seed)
         codings = {c.name: c for c in release.encoder.codings_}
-        assert not codings["count"].has_missing and codings["lab"].has_missing
-        counts = release.marginals["count"].counts
-        reached += counts[-1] > MISSING_INDICATOR_SHARE * counts.sum()
-    assert reached          # the noise did put the count's missing cell above the threshold at least once
+        assert not codings["count"].has_missing and not codings["full"].has_missing and codings["lab"].has_missing
+        for name in ("count", "full"):
+            counts = release.marginals[name].counts
+            reached += counts[-1] > MISSING_INDICATOR_SHARE * counts.sum()
+    assert reached          # the noise alone did clear the share threshold: the schema and the deviations decided

@@ -42,6 +42,7 @@ BOUND_THRESHOLD = 4.0      # grid bins below this many noise deviations count as
 BOUND_QUANTILE = 0.002     # the private range leaves out this share of the noisy mass at each end
 BINS = 32                  # equal bins of a continuous column's range in the one-way marginals
 MISSING_INDICATOR_SHARE = 0.001    # a continuous column keeps a missing indicator above this noisy share
+MISSING_INDICATOR_SD = 3.0         # ... and above this many noise deviations (noise alone clears it with p 0.13%)
 CODE_CONTRIBUTION = 16     # codes per row counted in full in the marginals; a row with more is weighted down
 
 
@@ -51,6 +52,7 @@ class ColumnMarginal:
 
     cells: list
     counts: np.ndarray        # noisy counts (clipped at 0)
+    noise_sd: float = 0.0     # the Gaussian noise's standard deviation per count
 
 
 @dataclass
@@ -180,7 +182,7 @@ def _one_way_marginals(table: Table, names: list[str], numbers: dict[str, np.nda
         ones = _bounded_code_counts(table.frame[codes].to_numpy(dtype=np.float64), limit) + \
             rng.normal(0, sd, len(codes))
         for name, count in zip(codes, np.clip(ones, 0, n_rows)):
-            out[name] = ColumnMarginal([0, 1], np.array([n_rows - count, count]))
+            out[name] = ColumnMarginal([0, 1], np.array([n_rows - count, count]), sd)
     selected = [c for c in names if table.kinds[c] in ("categorical", "label") and c not in declarations.categories]
     if selected:     # a value held by one row alone clears the threshold with probability at most delta / columns
         per_column = ledger.selection_budget / len(selected)
@@ -212,7 +214,7 @@ def _one_way_marginals(table: Table, names: list[str], numbers: dict[str, np.nda
                 raise DataError(f"column '{name}': no value is frequent enough to release privately; declare its "
                                 "categories in --bounds FILE or drop the column")
             cells, noisy = [c for c, k in zip(cells, keep) if k], noisy[keep]
-        out[name] = ColumnMarginal(cells, np.clip(noisy, 0, None))
+        out[name] = ColumnMarginal(cells, np.clip(noisy, 0, None), sd)
     return {name: out[name] for name in names}, int(round(n_rows))
 
 
@@ -250,7 +252,8 @@ def _coding(table: Table, name: str, marginal: ColumnMarginal | None, bounds: tu
         present = counts[:-1]
         # a plain numpy integer column cannot hold a missing value (public schema): no indicator, whatever the noise
         can_miss = not (isinstance(values.dtype, np.dtype) and values.dtype.kind in "iu")
-        has_missing = can_miss and bool(counts[-1] > MISSING_INDICATOR_SHARE * max(counts.sum(), 1.0))
+        has_missing = can_miss and bool(counts[-1] > max(MISSING_INDICATOR_SHARE * max(counts.sum(), 1.0),
+                                                         MISSING_INDICATOR_SD * marginal.noise_sd))
         median_bin = int(np.searchsorted(np.cumsum(present), present.sum() / 2)) if present.sum() > 0 else BINS // 2
         coding = ColumnCoding(name, kind, "continuous", width=2 if has_missing else 1, low=low, high=high,
                               fill=(min(median_bin, BINS - 1) + 0.5) / BINS, has_missing=has_missing, dtype=dtype,
