@@ -143,3 +143,18 @@ def test_declared_rules_are_kept_by_the_sampler_and_saved(tmp_path):
     model.save(tmp_path / "run")
     loaded = load_model(tmp_path / "run")
     assert loaded.rules_ == rules and not broken_rows(loaded.sample(500, seed=2), rules).any()
+
+
+def test_a_skewed_value_in_a_wide_public_range_keeps_its_shape(tmp_path):
+    """A lab value (log-normal, median 150) in a wide clinical range (0 to 10,000): the bins are equal in
+    log10(1 + x), so the noisy histogram resolves where the values are (32 equal bins would put nearly all of
+    them in the first, 0-312: KS 0.14 before this grid), and sampled values follow the real ones."""
+    from scipy.stats import ks_2samp
+
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"urine": np.exp(rng.normal(5, 1, 4000))})
+    bounds = tmp_path / "b.json"
+    bounds.write_text(json.dumps({"urine": {"low": 0, "high": 10000}}))
+    model = build_model("dp-marginals", {"dp_epsilon": 10.0, "dp_bounds": str(bounds)}).fit(Table.from_frame(frame))
+    sample = model.sample(4000, seed=0)["urine"].to_numpy()
+    assert ks_2samp(sample, frame["urine"].clip(0, 10000)).statistic < 0.05

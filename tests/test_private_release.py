@@ -14,7 +14,7 @@ import torch
 from ehrdiff.data.table import Table
 from ehrdiff.models import load_model
 from ehrdiff.models.ehrdiff import EHRDiff
-from ehrdiff.privacy.release import BINS, _grid_edges
+from ehrdiff.privacy.release import BINS, _grid_edges, bin_edges
 
 pytest.importorskip("opacus")
 pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: 2 shared cores
@@ -95,7 +95,10 @@ def test_the_model_folder_holds_nothing_traceable_to_the_planted_patient(private
     for name in ("age", "lab"):      # ranges on the public grid, far from the planted values
         assert codings[name]["low"] in edges and codings[name]["high"] in edges
         assert -1000 < codings[name]["low"] < codings[name]["high"] < 1000
-        assert codings[name]["fill"] in {(k + 0.5) / BINS for k in range(BINS)}     # a noisy median's bin
+        # scaled by levels of the noisy histogram: public bin edges of the public range, fill at level 0.5
+        assert codings[name]["scaling"] == "quantile" and codings[name]["fill"] == 0.5
+        assert codings[name]["knots"] == bin_edges(codings[name]["low"], codings[name]["high"], "continuous").tolist()
+        assert len(codings[name]["knot_low"]) == BINS + 1
     assert PLANTED_WARD not in codings["ward"]["categories"]
     # counts are noisy: none of them is the exact training count
     exact_rows = table.n_rows

@@ -20,7 +20,7 @@ from ehrdiff.models.base import as_table, check_sample_size, register
 from ehrdiff.models.noisy_release import NoisyRelease
 from ehrdiff.privacy.accounting import Ledger
 from ehrdiff.privacy.declared import read_declarations
-from ehrdiff.privacy.release import BINS, ColumnMarginal, private_encoder
+from ehrdiff.privacy.release import BINS, ColumnMarginal, point_in_bin, private_encoder
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class DPMarginals(NoisyRelease):
                 counts = m.counts if c.has_missing else m.counts[:-1]
                 picked = rng.choice(len(counts), size=n, p=_shares(counts))
                 missing = picked == BINS
-                value = np.where(missing, c.fill, (np.minimum(picked, BINS - 1) + rng.random(n)) / BINS)
+                value = np.where(missing, c.fill, point_in_bin(c, np.minimum(picked, BINS - 1), rng.random(n)))
                 columns.append(np.column_stack([value, missing.astype(float)]) if c.has_missing else value[:, None])
         return self.encoder_.inverse_transform(np.hstack(columns))
 

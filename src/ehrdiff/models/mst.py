@@ -38,7 +38,7 @@ from ehrdiff.models.base import as_table, check_sample_size, register
 from ehrdiff.models.noisy_release import NoisyRelease
 from ehrdiff.privacy.accounting import Ledger, composed_epsilon, smallest_noise
 from ehrdiff.privacy.declared import read_declarations
-from ehrdiff.privacy.release import BINS, private_encoder
+from ehrdiff.privacy.release import BINS, bin_of, point_in_bin, private_encoder
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def cell_matrix(release, columns) -> np.ndarray:
         elif c.coding == "onehot":
             out.append(block.argmax(axis=1))
         else:
-            binned = np.minimum((block[:, 0] * BINS).astype(np.int64), BINS - 1)
+            binned = bin_of(c, block[:, 0])
             out.append(np.where(block[:, 1] > 0.5, BINS, binned) if c.has_missing else binned)
     return np.column_stack(out).astype(np.int64)
 
@@ -190,7 +190,7 @@ def one_way_measurements(release, columns) -> list[tuple[np.ndarray, np.ndarray,
             out.append((np.arange(BINS + 1), np.asarray(m.counts, dtype=float), sd))
         else:
             counts = np.asarray(m.counts[:BINS], dtype=float).copy()
-            counts[min(int(c.fill * BINS), BINS - 1)] += m.counts[BINS]
+            counts[int(bin_of(c, c.fill))] += m.counts[BINS]
             out.append((np.arange(BINS), counts, sd))
     return out
 
@@ -332,7 +332,7 @@ def decode_cells(columns, cells: np.ndarray, rng: np.random.Generator) -> np.nda
             out.append(np.eye(c.width)[x])
         else:
             missing = x == BINS
-            value = np.where(missing, c.fill, (np.minimum(x, BINS - 1) + rng.random(len(x))) / BINS)
+            value = np.where(missing, c.fill, point_in_bin(c, np.minimum(x, BINS - 1), rng.random(len(x))))
             out.append(np.column_stack([value, missing.astype(float)]) if c.has_missing else value[:, None])
     return np.hstack(out)
 

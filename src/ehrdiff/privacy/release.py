@@ -12,10 +12,13 @@ Gaussian mechanisms recorded in the ledger (``accounting.py``):
 2. ``one-way marginals``: the number of rows and a noisy histogram of every modelled column at once (binary
    codes: their counts of ones, each row's codes weighted so that it adds at most sqrt(``CODE_CONTRIBUTION``) in
    L2 norm; categorical and label: their declared categories, or the values seen, kept only above a noisy
-   threshold (an integer label always has 0 and 1); continuous: ``BINS`` equal bins over the range, plus
-   missing). The L2 sensitivity is sqrt(``CODE_CONTRIBUTION`` + other columns + 1). From it, post-processing
-   only: the kept categories, each continuous column's median (the fill of missing values) and whether it keeps a
-   missing indicator, each encoded column's share (the Bernoulli head's starting bias, dp-marginals' sampling) and
+   threshold (an integer label always has 0 and 1); continuous: ``BINS`` bins over the range, equal in
+   sign(x) log10(1 + |x|) (public edges, fine where lab values crowd the low end of a wide clinical range; a
+   date's equal in time), plus missing). The L2 sensitivity is sqrt(``CODE_CONTRIBUTION`` + other columns + 1).
+   From it, post-processing only: the kept categories, each continuous column's scaling (the noisy histogram's CDF
+   at the bin edges as the knots of a "quantile" coding: the model sees evenly spread levels, as without DP), its
+   median (the fill of missing values) and whether it keeps a missing indicator, each encoded column's share (the
+   Bernoulli head's starting bias, dp-marginals' sampling) and
    class counts.
 
 What is treated as public schema: column names, kinds, pandas dtypes (integer or not) and a date column's
@@ -154,6 +157,35 @@ def _private_bounds(columns: dict[str, np.ndarray], ledger: Ledger, share: float
 
 
 # ---- 2. one-way marginals --------------------------------------------------------------------------------------
+def bin_edges(low: float, high: float, kind: str) -> np.ndarray:
+    """The BINS + 1 public edges of a range: equal steps of sign(x) log10(1 + |x|) for a continuous column, equal
+    steps for a date."""
+    if kind != "continuous":
+        return np.linspace(low, high, BINS + 1)
+    t = np.linspace(*(np.sign(v) * np.log10(1 + abs(v)) for v in (low, high)), BINS + 1)
+    edges = np.sign(t) * (10.0 ** np.abs(t) - 1)
+    edges[0], edges[-1] = low, high
+    return edges
+
+
+def bin_of(coding: ColumnCoding, encoded: np.ndarray) -> np.ndarray:
+    """The marginal's bin (0 .. BINS - 1) of a continuous coding's encoded values: by the levels at the bin edges
+    (a value in a bin the noise emptied goes to the bin below), or equal steps of [0, 1] (a min-max range)."""
+    encoded = np.asarray(encoded, dtype=np.float64)
+    if coding.uses_knots:
+        return np.clip(np.searchsorted(np.asarray(coding.knot_low), encoded, side="left") - 1, 0, BINS - 1)
+    return np.clip((encoded * BINS).astype(np.int64), 0, BINS - 1)
+
+
+def point_in_bin(coding: ColumnCoding, bins: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """An encoded value at relative position ``u`` (uniform draws) inside each of ``bins``: decoded, a point of
+    the bin's range drawn uniformly."""
+    if coding.uses_knots:
+        levels = np.asarray(coding.knot_low)
+        return levels[bins] + u * (levels[bins + 1] - levels[bins])
+    return (bins + u) / BINS
+
+
 def _key(value):
     """A category key as the encoder stores it (missing values: MISSING_CATEGORY, numpy scalars as Python's)."""
     if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
@@ -196,7 +228,7 @@ def _one_way_marginals(table: Table, names: list[str], numbers: dict[str, np.nda
             low, high = bounds[name]
             raw = numbers[name]
             present = raw[~np.isnan(raw)]
-            binned = np.histogram(np.clip(present, low, high), bins=BINS, range=(low, high))[0]
+            binned = np.histogram(np.clip(present, low, high), bins=bin_edges(low, high, kind))[0]
             cells, counts = list(range(BINS)) + [MISSING_CATEGORY], np.append(binned, np.isnan(raw).sum())
         else:
             keys = _keys(table.frame[name])
@@ -258,6 +290,11 @@ def _coding(table: Table, name: str, marginal: ColumnMarginal | None, bounds: tu
         coding = ColumnCoding(name, kind, "continuous", width=2 if has_missing else 1, low=low, high=high,
                               fill=(min(median_bin, BINS - 1) + 0.5) / BINS, has_missing=has_missing, dtype=dtype,
                               integer=kind == "continuous" and pd.api.types.is_integer_dtype(values.dtype))
+        if kind == "continuous":    # levels of the noisy CDF (post-processing); the median is level 0.5
+            cdf = np.cumsum(present) / present.sum() if present.sum() > 0 else np.arange(1, BINS + 1) / BINS
+            levels = np.concatenate([[0.0], cdf]).tolist()
+            coding.scaling, coding.fill = "quantile", 0.5
+            coding.knots, coding.knot_low, coding.knot_high = bin_edges(low, high, kind).tolist(), levels, list(levels)
         if kind == "date":
             dates = as_dates(values, name)
             coding.date_unit, coding.date_tz = date_resolution(dates), str(getattr(dates.dtype, "tz", None) or "")
@@ -292,4 +329,4 @@ def _encode(table: Table, encoder: TableEncoder, marginals: dict[str, ColumnMarg
     return np.ascontiguousarray(wide[:, keep])
 
 
-__all__ = ["BINS", "ColumnMarginal", "PrivateRelease", "private_encoder"]
+__all__ = ["BINS", "ColumnMarginal", "PrivateRelease", "bin_edges", "bin_of", "point_in_bin", "private_encoder"]
