@@ -95,8 +95,9 @@ def test_the_model_folder_holds_nothing_traceable_to_the_planted_patient(private
     for name in ("age", "lab"):      # ranges on the public grid, far from the planted values
         assert codings[name]["low"] in edges and codings[name]["high"] in edges
         assert -1000 < codings[name]["low"] < codings[name]["high"] < 1000
-        # scaled by levels of the noisy histogram: public bin edges of the public range, fill at level 0.5
-        assert codings[name]["scaling"] == "quantile" and codings[name]["fill"] == 0.5
+        # scaled by levels of the noisy histogram (as normal quantiles: the preset's scaling): public bin edges of
+        # the public range, fill at the median (level 0.5, z = 0)
+        assert codings[name]["scaling"] == "normal" and codings[name]["fill"] == 0.0
         assert codings[name]["knots"] == bin_edges(codings[name]["low"], codings[name]["high"], "continuous").tolist()
         assert len(codings[name]["knot_low"]) == BINS + 1
     assert PLANTED_WARD not in codings["ward"]["categories"]

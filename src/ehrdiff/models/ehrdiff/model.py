@@ -165,7 +165,7 @@ class EHRDiff(Generator):
         table, labels, condition, private = as_table(data), None, None, None
         if cfg.dp:      # the whole release under the budget: encoder, counts and histograms noised (private_release)
             from ehrdiff.models.ehrdiff.private_release import private_inputs
-            private = private_inputs(table, cfg.privacy, cfg.conditioning.condition, cfg.seed)
+            private = private_inputs(table, cfg.privacy, cfg.conditioning.condition, cfg.seed, cfg.continuous_scaling)
             encoder, matrix, labels, condition = private.encoder, private.matrix, private.labels, private.condition
             if cfg.continuous_scaling != "minmax" and any(c.coding == "continuous" for c in encoder.codings_):
                 log.info("continuous columns are min-max scaled under DP: quantile knots are not released")

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtri
 
-from ehrdiff.data.encoding import TableEncoder
+from ehrdiff.data.encoding import NORMAL_TAIL, TableEncoder
 from ehrdiff.data.table import Table
 from ehrdiff.errors import DataError
 from ehrdiff.models.ehrdiff.conditioning import ConditionSpec, split_condition
@@ -70,16 +71,35 @@ class PrivateInputs:
         return self.release.ledger.remaining("DP-SGD", max_grad_norm, rate, steps)
 
 
-def private_inputs(table: Table, privacy, condition: str | None, seed: int) -> PrivateInputs:
-    """The private release of ``table`` for EHRDiff with ``privacy`` settings (config.PrivacySettings)."""
+def private_inputs(table: Table, privacy, condition: str | None, seed: int, scaling: str = "quantile"
+                   ) -> PrivateInputs:
+    """The private release of ``table`` for EHRDiff with ``privacy`` settings (config.PrivacySettings);
+    ``scaling`` "normal": continuous columns as the standard normal quantiles of their noisy levels."""
     ledger = Ledger(privacy.dp_epsilon, privacy.dp_delta, privacy.dp_accountant)
     declarations = read_declarations(privacy.dp_bounds, table)
     release = private_encoder(table, ledger, declarations, BOUNDS_SHARE, privacy.dp_marginals_share, seed)
+    if scaling == "normal":
+        release = as_normal(release)
     encoder, matrix, labels, spec = release.encoder, release.matrix, None, None
     if condition is not None:
         encoder, matrix, labels, spec = _split(release, table, condition)
     histograms = _code_histograms(encoder, matrix, labels, spec, ledger, seed)
     return PrivateInputs(encoder, matrix, labels, spec, release.encoded_shares(encoder), histograms, release)
+
+
+def as_normal(release: PrivateRelease) -> PrivateRelease:
+    """``release`` with its level-scaled continuous columns through Phi^-1 ("normal" codings with the same knots,
+    the median at 0): the default preset's representation, whose marginal an untrained denoiser's prior is near."""
+    codings, matrix, j = [], release.matrix.copy(), 0
+    for c in release.encoder.codings_:
+        if c.coding == "continuous" and c.scaling == "quantile":
+            matrix[:, j] = ndtri(np.clip(matrix[:, j], NORMAL_TAIL, 1 - NORMAL_TAIL))
+            c = replace(c, scaling="normal", fill=0.0)
+        codings.append(c)
+        j += c.width
+    encoder = TableEncoder("normal")
+    encoder.codings_ = codings
+    return replace(release, encoder=encoder, matrix=matrix)
 
 
 def _split(release: PrivateRelease, table: Table, column: str):
