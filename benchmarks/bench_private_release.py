@@ -25,8 +25,8 @@ clipping C = 1):
   steps-1000           as full, 1,000 steps (100 warm-up): more noise per step (epsilon 10: noise multiplier 0.83
                        at 100 steps, about 1.8 at 1,000) for ten times the updates
   steps-3000           as full, 3,000 steps (300 warm-up; about 18 minutes on one core)
-  sigma-data-1         as full, EDM's sigma_data 1 for the normal-scaled continuous columns (their spread): the
-                       little-trained private denoiser's prior is then near their marginal
+  sigma-data-0.14      as full, the preset's sigma_data 0.14 for the normal-scaled continuous columns too (a
+                       private model's default is 1: the little-trained denoiser's prior is then near their marginal)
   dp-marginals         the private baseline: independent columns from noisy one-way counts
   mst                  MST (McKenna et al. 2021, ``--model mst``; needs mbi: run this variant with a Python that
                        has the ``mst`` extra)
@@ -70,7 +70,7 @@ VARIANTS = {
     "conditional": dict(condition="label"),
     "low-lr": dict(lr=3e-4),
     "steps-1000": dict(steps=1000, warmup_steps=100),
-    "sigma-data-1": dict(normal_sigma_data=1.0),
+    "sigma-data-0.14": dict(normal_sigma_data=0.14),
     "steps-3000": dict(steps=3000, warmup_steps=300),
     "share-0.05": dict(condition="label", dp_marginals_share=0.05),
     "dp-marginals": None,

@@ -175,3 +175,13 @@ def test_missing_indicators_come_from_the_data_not_from_the_noise():
             counts = release.marginals[name].counts
             reached += counts[-1] > MISSING_INDICATOR_SHARE * counts.sum()
     assert reached          # the noise alone did clear the share threshold: the schema and the deviations decided
+
+
+def test_a_private_model_gives_its_normal_scaled_columns_sigma_data_1():
+    model = EHRDiff("cpu-fast", dp=True, dp_epsilon=4.0, **TINY).fit(patients(planted=False), progress=False)
+    codings = [c for c in model.encoder_.codings_ if c.coding != "id"]
+    starts = np.cumsum([0] + [c.width for c in codings])
+    normal = [int(starts[i]) for i, c in enumerate(codings) if c.coding == "continuous"]
+    assert [codings[i].scaling for i, c in enumerate(codings) if c.coding == "continuous"] == ["normal", "normal"]
+    sd = model.denoiser_.column_sd.numpy()
+    assert (sd[normal] == 1.0).all() and (np.delete(sd, normal) == model.config.sigma_data).all()
