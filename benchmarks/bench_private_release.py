@@ -10,7 +10,7 @@ with each way of spending the budget ablated, against the private baselines (dp-
 
 Variants (EHRDiff ``cpu-fast``: Bernoulli head, codes per row matched, every run DP-SGD with Poisson sampling,
 clipping C = 1):
-  full                 noisy one-way marginals (half the budget by epsilon alone, ``dp_marginals_share`` 0.5) start
+  full                 noisy one-way marginals (0.85 of the budget by epsilon alone, ``dp_marginals_share``) start
                        the Bernoulli head's output bias and calibrate the sampled codes' prevalences (swaps inside
                        rows, ``code_prevalence``), the noisy histogram of codes per row drives count matching, large
                        Poisson batches (FULL's batch) and few steps, a small network (FULL's hidden layers), one noise
@@ -21,7 +21,7 @@ clipping C = 1):
   large-network        as full, hidden layers (512, 256, 256, 512) (the cpu-fast network)
   conditional          as full, ``condition="label"``, sampled with the noisy class balance
   share-0.05           as conditional, the marginals' share 0.05 (before calibration: the head's bias only)
-  share-0.85           as conditional, the marginals' share 0.85 (the prevalences that calibration matches)
+  share-0.5            as conditional, the marginals' share 0.5 (the default before 0.85)
   low-lr               as full, learning rate 3e-4 (Adam moves every weight about lr per step, noise or not)
   steps-1000           as full, 1,000 steps (100 warm-up): more noise per step (epsilon 10: noise multiplier 0.83
                        at 100 steps, about 1.8 at 1,000) for ten times the updates
@@ -74,7 +74,7 @@ VARIANTS = {
     "sigma-data-0.14": dict(normal_sigma_data=0.14),
     "steps-3000": dict(steps=3000, warmup_steps=300),
     "share-0.05": dict(condition="label", dp_marginals_share=0.05),
-    "share-0.85": dict(condition="label", dp_marginals_share=0.85),
+    "share-0.5": dict(condition="label", dp_marginals_share=0.5),
     "dp-marginals": None,
     "mst": None,
 }

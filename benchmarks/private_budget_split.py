@@ -14,7 +14,7 @@ from pathlib import Path
 from ehrdiff.privacy.accounting import Ledger
 
 ROWS, BATCH, STEPS, SENSITIVITY = 57_214, 4096, 100, math.sqrt(18)
-SHARES = (0.05, 0.2, 0.3, 0.5, 0.7)
+SHARES = (0.05, 0.2, 0.3, 0.5, 0.7, 0.85)
 
 
 def main() -> None:

@@ -210,7 +210,7 @@ class PrivacySettings:
     dp_noise_draws: int = 4               # K: (sigma, noise) draws averaged per example before clipping
     dp_accountant: str = "rdp"            # an Opacus accountant: "rdp" or "prv"
     dp_bounds: str | None = None          # public column ranges and categories (JSON; ehrdiff.privacy.declared)
-    dp_marginals_share: float = 0.5       # share of epsilon (alone) for the noisy one-way marginals (private_release)
+    dp_marginals_share: float = 0.85      # share of epsilon (alone) for the noisy one-way marginals (private_release)
 
     def validate(self) -> None:
         if not self.dp:

@@ -4,7 +4,7 @@ Before DP-SGD runs, the statistics the model needs besides its weights are relea
 (ehrdiff.privacy), each with a fixed share of the target epsilon:
 
   continuous bounds     BOUNDS_SHARE (only for columns without a declared range, ``dp_bounds``)
-  one-way marginals     ``dp_marginals_share`` (default 0.5): the encoder's categories, medians and missing
+  one-way marginals     ``dp_marginals_share`` (default 0.85): the encoder's categories, medians and missing
                         indicators, the number of rows (which sets DP-SGD's sampling rate and an epoch's steps),
                         the Bernoulli head's starting bias, a condition's class counts and the code prevalences
                         that sampling calibrates to (``code_prevalence``, ehrdiff.diffusion.calibration)
