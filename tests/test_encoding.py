@@ -129,8 +129,12 @@ def test_the_setting_chooses_the_scaling_and_survives_save_and_load(tmp_path):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_private_training_keeps_min_max(caplog, tmp_path):
+def test_private_training_scales_by_the_noisy_histograms_levels(caplog, tmp_path):
+    """Under DP the training quantiles are not released: the knots are public bin edges of the declared range and
+    the levels the noisy histogram's cumulative shares, whatever quantile scaling is asked for."""
     pytest.importorskip("opacus")
+    from ehrdiff.privacy.release import bin_edges
+
     frame = skewed_table(200).frame.assign(dx=lambda f: (f["count"] > 2).astype(int))
     caplog.set_level("INFO")
     bounds = tmp_path / "bounds.json"     # 200 rows are too few for private ranges: declared (public) ones
@@ -138,5 +142,8 @@ def test_private_training_keeps_min_max(caplog, tmp_path):
                       '"high": 8}}')
     model = EHRDiff("cpu-fast", continuous_scaling="quantile", dp=True, dp_epsilon=5.0, dp_delta=1e-3,
                     dp_bounds=str(bounds), **TINY).fit(frame, progress=False)
-    assert [c.scaling for c in model.encoder_.codings_[:3]] == ["minmax"] * 3
-    assert any("min-max scaled under DP" in r.getMessage() for r in caplog.records)
+    lab = model.encoder_.codings_[0]
+    assert [c.scaling for c in model.encoder_.codings_[:3]] == ["quantile"] * 3
+    assert lab.knots == bin_edges(0.0, 1000.0, "continuous").tolist() and lab.knot_low[0] == 0.0
+    assert lab.knot_low[-1] == pytest.approx(1.0) and lab.knot_low == sorted(lab.knot_low)
+    assert any("levels of their noisy histograms" in r.getMessage() for r in caplog.records)

@@ -176,8 +176,9 @@ class EHRDiff(Generator):
             from ehrdiff.models.ehrdiff.private_release import private_inputs
             private = private_inputs(table, cfg.privacy, cfg.conditioning.condition, cfg.seed, cfg.continuous_scaling)
             encoder, matrix, labels, condition = private.encoder, private.matrix, private.labels, private.condition
-            if cfg.continuous_scaling != "minmax" and any(c.coding == "continuous" for c in encoder.codings_):
-                log.info("continuous columns are min-max scaled under DP: quantile knots are not released")
+            if any(c.coding == "continuous" for c in encoder.codings_):
+                log.info("continuous columns are scaled under DP by the levels of their noisy histograms (public "
+                         "bin edges), not by training quantiles")
             _check_encoded(encoder, matrix)
         else:
             if cfg.conditioning.condition is not None:   # the condition column becomes a class index, not a feature
