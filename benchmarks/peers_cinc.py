@@ -325,14 +325,19 @@ def markdown(work: Path, argn_minutes: float) -> str:
     for record in records.values():
         versions |= record["versions"]
     argn = records.get("tabularargn", {}).get("settings", {})
-    capped = argn.get("total_time", 0) > 60 * argn_minutes     # the engine stops at the first step past it
+    # the engine logs its progress every few minutes, so its last total_time can fall short of the cap it stopped at:
+    # the whole training call's seconds tell
+    spent = max(argn.get("total_time", 0), records.get("tabularargn", {}).get("train_seconds", 0))
+    capped = spent >= 60 * argn_minutes
+    missing = [TITLES[g] for g in PEERS if g not in records]
     sdtypes = records.get("gaussiancopula", {}).get("settings", {}).get("detected_sdtypes")
     head = ["# The peers on CinC 2012: SDV and MOSTLY AI under ehrdiff's evaluation", "",
-            "Command: `nice -n 15 .venv/bin/python benchmarks/peers_cinc.py` (the peers in their own environment, "
-            "`--peer-python /tmp/peerenv/bin/python`, made as the script's docstring says; everything cached in "
-            "benchmarks/out/peers_cinc/; `--rerun ehrdiff` retrains ehrdiff's row alone and re-evaluates)", "",
+            f"Command: `.venv/bin/python benchmarks/peers_cinc.py --work {work} --argn-minutes {argn_minutes:g}` "
+            "(the peers in their own environment, `--peer-python /tmp/peerenv/bin/python`, made as the script's "
+            "docstring says; everything cached in the work folder; `--rerun ehrdiff` retrains ehrdiff's row alone "
+            "and re-evaluates)", "",
             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs (the load of each "
-            f"training below), one thread per process, run one at a time under `nice -n 15`; Python "
+            f"training below), one thread per process; Python "
             f"{platform.python_version()}. Packages: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
             + ". Evaluated " + evaluated["finished"] + f" by one `ehrdiff evaluate` call ({evaluated['seconds']:.0f} s,"
             f" load {evaluated['load_mean']:.1f}).", "",
@@ -349,7 +354,9 @@ def markdown(work: Path, argn_minutes: float) -> str:
                + (", at its time cap." if capped else ", before its time cap (early stopping or 100 epochs).")
                if argn else "")
             + (f" The label classifier trained on the real training rows (TRTR) scores {trtr:.3f}." if trtr
-               else ""), ""]
+               else "")
+            + (f" Not measured (no sample in the work folder: not run, or stopped before it finished): "
+               f"{', '.join(missing)}." if missing else ""), ""]
     return "\n".join(head + lines + [""] + verdicts(datasets, evaluated["generators"])) + "\n"
 
 
