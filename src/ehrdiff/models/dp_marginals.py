@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ehrdiff.data.table import Table
-from ehrdiff.errors import EhrdiffError
 from ehrdiff.models.base import as_table, check_sample_size, register
-from ehrdiff.models.noisy_release import NoisyRelease
+from ehrdiff.models.noisy_release import NoisyRelease, check_release_settings
 from ehrdiff.privacy.accounting import Ledger
 from ehrdiff.privacy.declared import read_declarations
 from ehrdiff.privacy.release import BINS, ColumnMarginal, point_in_bin, private_encoder
@@ -36,11 +35,7 @@ class DPMarginalsConfig:
     seed: int = 0                    # the noise of the release
 
     def validate(self) -> None:
-        if not self.dp:
-            raise EhrdiffError("dp-marginals is a private model: it cannot be trained with dp=False")
-        if not 0 < self.bounds_share < 1:
-            raise EhrdiffError(f"bounds_share must be between 0 and 1, got {self.bounds_share!r}")
-        Ledger(self.dp_epsilon, self.dp_delta, self.dp_accountant)      # checks the budget
+        check_release_settings(self, "dp-marginals", 1.0)
 
 
 @register("dp-marginals")

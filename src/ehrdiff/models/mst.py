@@ -35,7 +35,7 @@ import numpy as np
 from ehrdiff.data.table import Table
 from ehrdiff.errors import DataError, EhrdiffError
 from ehrdiff.models.base import as_table, check_sample_size, register
-from ehrdiff.models.noisy_release import NoisyRelease
+from ehrdiff.models.noisy_release import NoisyRelease, check_release_settings
 from ehrdiff.privacy.accounting import Ledger, composed_epsilon, smallest_noise
 from ehrdiff.privacy.declared import read_declarations
 from ehrdiff.privacy.release import BINS, bin_of, point_in_bin, private_encoder
@@ -64,15 +64,11 @@ class MSTConfig:
     seed: int = 0                    # the noise of the release and the selection
 
     def validate(self) -> None:
-        if not self.dp:
-            raise EhrdiffError("mst is a private model: it cannot be trained with dp=False")
+        check_release_settings(self, "mst", 0.5)
         if self.dp_accountant != "rdp":
             raise EhrdiffError("mst composes its exponential mechanisms by Renyi DP: use the rdp accountant")
-        if not 0 < self.bounds_share < 0.5:
-            raise EhrdiffError(f"bounds_share must be between 0 and 0.5, got {self.bounds_share!r}")
         if self.iters < 1:
             raise EhrdiffError(f"iters must be at least 1, got {self.iters!r}")
-        Ledger(self.dp_epsilon, self.dp_delta, self.dp_accountant)      # checks the budget
 
 
 @register("mst")

@@ -14,6 +14,17 @@ from ehrdiff.errors import EhrdiffError, ModelFileError
 from ehrdiff.models.base import ExperimentRole, Generator
 from ehrdiff.models.gan_common import make_config
 from ehrdiff.models.persistence import load_model_dir, save_model_dir
+from ehrdiff.privacy.accounting import Ledger
+
+
+def check_release_settings(config, name: str, max_bounds_share: float) -> None:
+    """The checks every such model's settings share: private only, ``bounds_share`` in (0, ``max_bounds_share``),
+    a budget the ledger accepts."""
+    if not config.dp:
+        raise EhrdiffError(f"{name} is a private model: it cannot be trained with dp=False")
+    if not 0 < config.bounds_share < max_bounds_share:
+        raise EhrdiffError(f"bounds_share must be between 0 and {max_bounds_share:g}, got {config.bounds_share!r}")
+    Ledger(config.dp_epsilon, config.dp_delta, config.dp_accountant)      # checks the budget
 
 
 class NoisyRelease(Generator):
