@@ -52,27 +52,44 @@ def test_swaps_stop_where_rows_cannot_move(bad):
     assert out.sum(axis=1).tolist() == [2, 2, 2]        # a row holds each code once: no duplicate, no row sum change
 
 
-def test_a_model_without_dp_calibrates_only_when_asked(tmp_path):
+def _fitted_codes_model(tmp_path, n):
     import pandas as pd
 
     from ehrdiff.data.table import Table
-    from ehrdiff.errors import EhrdiffError
     from ehrdiff.models import load_model
     from ehrdiff.models.ehrdiff import EHRDiff
 
     rng = np.random.default_rng(0)
-    n = 600
     frame = pd.DataFrame({f"c{j}": (rng.random(n) < p).astype(int) for j, p in enumerate([0.5, 0.3, 0.1, 0.02])})
-    table = Table.from_frame(frame)
     model = EHRDiff("cpu-fast", steps=5, batch_size=64, hidden_dims=(16,), embedding_features=8, embedding_width=8,
-                    num_noise_levels=4).fit(table, progress=False)
+                    num_noise_levels=4).fit(Table.from_frame(frame), progress=False)
     model.save(tmp_path / "run")
-    model = load_model(tmp_path / "run")
+    return load_model(tmp_path / "run"), frame
+
+
+def test_a_model_without_dp_calibrates_only_when_asked(tmp_path):
+    from ehrdiff.errors import EhrdiffError
+    from ehrdiff.models.ehrdiff.calibrate import SMALL_TABLE_ROWS
+
+    model, frame = _fitted_codes_model(tmp_path, SMALL_TABLE_ROWS + 200)
     assert model.code_prevalence_ == pytest.approx(frame.mean().tolist())       # the training shares, kept
-    raw = model.sample(2000, seed=0)                                            # "auto" without DP: as sampled
+    raw = model.sample(2000, seed=0)                                            # "auto", no DP, enough rows: as drawn
     calibrated = model.set_sampling(code_prevalence="data").sample(2000, seed=0)
+    targets = code_targets(frame.mean().to_numpy(), int(raw.to_numpy().sum())).tolist()
     assert calibrated.sum(axis=1).tolist() == raw.sum(axis=1).tolist()
-    assert calibrated.sum().tolist() == code_targets(frame.mean().to_numpy(), int(raw.to_numpy().sum())).tolist()
+    assert calibrated.sum().tolist() == targets
+    assert raw.sum().tolist() != targets
     model.code_prevalence_ = None                                               # a file from before calibration
     with pytest.raises(EhrdiffError, match="code_prevalence='data'"):
         model.sample(10, seed=0)
+
+
+def test_a_model_of_a_small_table_calibrates_by_default(tmp_path):
+    from ehrdiff.models.ehrdiff.calibrate import SMALL_TABLE_ROWS
+
+    model, frame = _fitted_codes_model(tmp_path, SMALL_TABLE_ROWS - 700)
+    auto = model.sample(2000, seed=0)
+    raw = model.set_sampling(code_prevalence="model").sample(2000, seed=0)
+    assert auto.sum(axis=1).tolist() == raw.sum(axis=1).tolist()                # each row keeps its number of codes
+    assert auto.sum().tolist() == code_targets(frame.mean().to_numpy(), int(raw.to_numpy().sum())).tolist()
+    assert raw.sum().tolist() != auto.sum().tolist()

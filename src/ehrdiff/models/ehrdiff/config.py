@@ -157,7 +157,8 @@ class SamplingSettings:
                                           # the training histogram (ehrdiff.diffusion.count_matching)
     code_prevalence: str = "auto"         # "data": codes swapped inside rows until each code's synthetic prevalence
                                           # is the one the model keeps (noisy under DP; ehrdiff.diffusion.calibration);
-                                          # "model": as sampled; "auto": "data" for a private model, else "model"
+                                          # "model": as sampled; "auto": "data" for a private model or one
+                                          # trained on under 1,000 rows (calibrate.py), else "model"
 
     def validate(self) -> None:
         _positive(self, "sigma_min", "sigma_max", "rho")
