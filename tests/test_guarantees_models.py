@@ -68,6 +68,22 @@ def saved(tmp_path_factory):
     return root
 
 
+def test_a_run_without_dp_that_recorded_an_old_dp_default_still_loads(tmp_path, saved):
+    """A model file keeps every setting; a DP-only setting an earlier version recorded at its default then is no
+    request for DP, so the model loads and samples (a request of such a value is still refused)."""
+    from ehrdiff.errors import EhrdiffError
+    from ehrdiff.models.ehrdiff.config import PAST_DP_DEFAULTS
+
+    old = tmp_path / "old"
+    shutil.copytree(saved / "ehrdiff", old)
+    edit_model_json(old, lambda m: m["config"].update({k: v[0] for k, v in PAST_DP_DEFAULTS.items()}))
+    model = load_model(old)
+    assert model.config.privacy.dp_marginals_share == PAST_DP_DEFAULTS["dp_marginals_share"][0]
+    assert len(model.sample(5, seed=0)) == 5
+    with pytest.raises(EhrdiffError, match="'dp_marginals_share' needs DP training"):
+        EHRDiff(dp_marginals_share=0.3)
+
+
 # ---- 1. synthetic ids ------------------------------------------------------------------------------------------
 def test_synthetic_ids_carry_nothing_of_the_real_ids(tmp_path, saved):
     """The ids of synthetic rows are 1, 2, 3, ... whatever the real ids were, for every model, and nothing in the

@@ -23,6 +23,9 @@ RUNTIME_SETTINGS = ("checkpoint_every", "device", "sample_batch_size")
 ADDED_LATER = {"continuous_scaling": "minmax", "dp_bounds": None, "missing_values": "fill",
                "categorical_head": "independent", "normal_sigma_data": None, "missing_indicators": "per_column",
                "dp_marginals_share": 0.05, "order_encoding": "values"}
+# values earlier versions recorded for a DP-only setting as its default (kept in every run's model.json): in a run
+# without DP they are no request for DP, so its model still loads
+PAST_DP_DEFAULTS = {"dp_marginals_share": (0.5,)}
 DP_ACCOUNTANTS = ("rdp", "prv")
 
 
@@ -215,9 +218,10 @@ class PrivacySettings:
 
     def validate(self) -> None:
         if not self.dp:
-            # a value an old run records for a setting added later (ADDED_LATER) is no request for DP either
-            changed = [f.name for f in dataclasses.fields(self) if f.name != "dp"
-                       and getattr(self, f.name) not in (f.default, ADDED_LATER.get(f.name, f.default))]
+            # a value an old run records for a setting added later (ADDED_LATER), or an old default, is no request
+            # for DP either
+            changed = [f.name for f in dataclasses.fields(self) if f.name != "dp" and getattr(self, f.name) not in
+                       (f.default, ADDED_LATER.get(f.name, f.default), *PAST_DP_DEFAULTS.get(f.name, ()))]
             if changed:
                 raise EhrdiffError(f"setting '{changed[0]}' needs DP training: add --dp (or dp=True)")
             return
