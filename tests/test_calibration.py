@@ -93,3 +93,87 @@ def test_a_model_of_a_small_table_calibrates_by_default(tmp_path):
     assert auto.sum(axis=1).tolist() == raw.sum(axis=1).tolist()                # each row keeps its number of codes
     assert auto.sum().tolist() == code_targets(frame.mean().to_numpy(), int(raw.to_numpy().sum())).tolist()
     assert raw.sum().tolist() != auto.sum().tolist()
+
+
+def test_continuous_values_are_put_on_the_kept_distribution_in_their_own_order():
+    """calibrate_values: among the rows where a column is present, its values keep their order and take evenly
+    spread levels of the encoder's distribution, so that decoded they are the training quantiles at (k + 1/2) / n;
+    missing rows, indicators and other columns are left as they are."""
+    import pandas as pd
+    from scipy.special import ndtri
+    from scipy.stats import ks_2samp
+
+    from ehrdiff.data.encoding import TableEncoder
+    from ehrdiff.data.table import Table
+    from ehrdiff.models.ehrdiff.calibrate import calibrate_values
+
+    rng = np.random.default_rng(1)
+    n = 4000
+    frame = pd.DataFrame({"lab": np.where(rng.random(n) < 0.3, np.nan, rng.lognormal(1, 0.8, n)),
+                          "code": (rng.random(n) < 0.2).astype(int)})
+    encoder = TableEncoder("normal").fit(Table.from_frame(frame))
+    sampled = np.column_stack([rng.normal(0.7, 2.0, 500), rng.random(500) < 0.25, rng.random(500) < 0.5])
+    out = calibrate_values(encoder, sampled)
+    present = sampled[:, 1] < 0.5
+    assert np.array_equal(out[~present], sampled[~present]) and np.array_equal(out[:, 1:], sampled[:, 1:])
+    values = out[present, 0]
+    assert np.array_equal(np.argsort(values), np.argsort(sampled[present, 0]))     # the model's order, kept
+    grid = ndtri((np.arange(present.sum()) + 0.5) / present.sum())
+    assert np.allclose(np.sort(values), grid)
+    decoded = encoder.inverse_transform(out).frame["lab"].dropna().to_numpy()
+    on_grid = encoder.inverse_transform(np.column_stack([grid, np.zeros((len(grid), 2))])).frame["lab"]
+    assert np.allclose(np.sort(decoded), np.sort(on_grid))
+    assert ks_2samp(decoded, frame["lab"].dropna()).statistic < 0.03
+
+
+def test_continuous_calibration_is_a_sampling_setting():
+    """By default ("auto") an EHRDiff model whose continuous columns are quantile-scaled (the default preset)
+    calibrates them at sampling, "model" leaves them as sampled; a model whose columns are all min-max scaled
+    samples them as they are, and refuses "data" with one line."""
+    import pandas as pd
+    from scipy.stats import ks_2samp
+
+    from ehrdiff.data.table import Table
+    from ehrdiff.errors import EhrdiffError
+    from ehrdiff.models.ehrdiff import EHRDiff
+
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"lab": rng.lognormal(1, 0.8, 800), "code": (rng.random(800) < 0.3).astype(int)})
+    tiny = dict(steps=5, batch_size=64, hidden_dims=(16,), embedding_features=8, embedding_width=8,
+                num_noise_levels=4)
+    model = EHRDiff("cpu-fast", **tiny).fit(Table.from_frame(frame), progress=False)
+    assert model.config.sampling.continuous_marginals == "auto"
+    calibrated = model.sample(800, seed=0)["lab"].to_numpy()
+    raw = model.set_sampling(continuous_marginals="model").sample(800, seed=0)["lab"].to_numpy()
+    assert ks_2samp(calibrated, frame["lab"]).statistic < 0.03 < ks_2samp(raw, frame["lab"]).statistic
+    minmax = EHRDiff("paper-mimic", **tiny).fit(Table.from_frame(frame), progress=False)
+    assert minmax.sample(5, seed=0).equals(minmax.set_sampling(continuous_marginals="model").sample(5, seed=0))
+    with pytest.raises(EhrdiffError, match="continuous_marginals='data' needs"):
+        minmax.set_sampling(continuous_marginals="data").sample(5, seed=0)
+
+
+def test_a_sample_of_one_class_is_not_calibrated_to_the_whole_population():
+    """The kept prevalences and distributions are the whole training population's: a sample of the training
+    balance is calibrated to them, one of a class, of another balance or with guidance is left as drawn."""
+    import pandas as pd
+
+    from ehrdiff.data.table import Table
+    from ehrdiff.models.ehrdiff import EHRDiff
+
+    rng = np.random.default_rng(4)
+    n = 300
+    label = (rng.random(n) < 0.4).astype(int)
+    frame = pd.DataFrame({"c0": (rng.random(n) < 0.2 + 0.5 * label).astype(int),
+                          "c1": (rng.random(n) < 0.3).astype(int), "lab": rng.normal(5 + 3 * label, 1),
+                          "label": label})
+    model = EHRDiff("cpu-fast", steps=5, batch_size=64, hidden_dims=(16,), embedding_features=8, embedding_width=8,
+                    num_noise_levels=4, condition="label").fit(Table.from_frame(frame, {"label": "label"}),
+                                                                 progress=False)
+    raw = model.set_sampling(code_prevalence="model", continuous_marginals="model")       # the same model
+    asked = [dict(condition=1), dict(balance={0: 0.5, 1: 0.5}), dict(guidance=1.0)]
+    drawn = [raw.sample(200, seed=0, **options) for options in asked]
+    whole_raw = raw.sample(200, seed=0)
+    model.set_sampling(code_prevalence="auto", continuous_marginals="auto")
+    for options, expected in zip(asked, drawn):
+        assert model.sample(200, seed=0, **options).equals(expected), options
+    assert not model.sample(200, seed=0).equals(whole_raw)          # the training balance: calibrated

@@ -60,4 +60,7 @@ def test_demo_defaults_stop_before_copying_patients(tmp_path):
     assert comparison["chosen_step"] == saved["stopping"]["chosen_step"] <= comparison["steps"]
     assert comparison["steps"] < saved["budget"]["steps"]          # stopped before the budget's end
     assert comparison["identical_to_a_real_patient"] <= 0.05
-    assert "identical to a real one" in (tmp_path / "demo" / "comparison.md").read_text()
+    text = (tmp_path / "demo" / "comparison.md").read_text()
+    assert "identical to a real one" in text
+    # 76 patients: the codes are calibrated to the training prevalences, and the page says so
+    assert comparison["calibrated"] and "agree by construction" in text

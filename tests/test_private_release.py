@@ -185,3 +185,36 @@ def test_a_private_model_gives_its_normal_scaled_columns_sigma_data_1():
     assert [codings[i].scaling for i, c in enumerate(codings) if c.coding == "continuous"] == ["normal", "normal"]
     sd = model.denoiser_.column_sd.numpy()
     assert (sd[normal] == 1.0).all() and (np.delete(sd, normal) == model.config.sigma_data).all()
+
+
+def test_a_declared_count_rule_is_kept_by_the_private_encoding(tmp_path):
+    """A count's group shares one missing indicator and the count is encoded only where the group is present:
+    the private model's decoded rows keep the rule before the sampler repairs anything (with an indicator per
+    column the group's missingness comes from separate draws, and rows break it), the count stays an integer
+    column, and the coding survives saving."""
+    from ehrdiff.data.rules import Count
+
+    rng = np.random.default_rng(5)
+    n = 1500
+    missing = rng.random(n) < 0.4
+    first = np.where(missing, np.nan, rng.normal(80, 10, n))
+    frame = pd.DataFrame({"hr_first": first, "hr_last": first + rng.normal(0, 5, n),
+                          "hr_count": np.where(missing, 0, rng.integers(1, 12, n)),
+                          "label": (rng.random(n) < 0.3).astype(int)})
+    rule = Count("hr_count", ("hr_first", "hr_last"))
+    bounds = tmp_path / "bounds.json"
+    bounds.write_text(json.dumps({"hr_first": {"low": 0, "high": 300}, "hr_last": {"low": 0, "high": 300},
+                                  "hr_count": {"low": 0, "high": 200}}))
+    settings = dict(TINY, dp=True, dp_epsilon=8.0, steps=20, dp_bounds=str(bounds))
+    table = Table.from_frame(frame, {"label": "label"})
+    model = EHRDiff("cpu-fast", **settings).fit(table.with_rules([rule]), progress=False)
+    codings = {c.name: c for c in model.encoder_.codings_}
+    assert codings["hr_last"].missing_with == codings["hr_count"].missing_with == "hr_first"
+    assert codings["hr_count"].zero_when_missing and codings["hr_count"].width == 1
+    model.save(tmp_path / "run")
+    sampled = load_model(tmp_path / "run").sample_table(2000, seed=0).frame     # decoded, nothing repaired
+    assert not rule.broken(sampled).any()
+    assert sampled["hr_count"].dtype == np.int64 and 0.25 < (sampled["hr_count"] == 0).mean() < 0.55
+    plain = EHRDiff("cpu-fast", **settings).fit(table, progress=False)          # no rule declared
+    assert not any(c.missing_with for c in plain.encoder_.codings_)
+    assert rule.broken(plain.sample_table(2000, seed=0).frame).any()

@@ -65,6 +65,7 @@ def run_demo(out_dir: str | Path, *, preset: str = DEMO_PRESET, steps: int | Non
     """Train, sample as many patients as the demo has, write synthetic.parquet/.csv and comparison.json/.md.
     ``steps``: None (or 0) for the preset's own, which for ``default`` is the budget derived from the data."""
     from ehrdiff.models.ehrdiff import EHRDiff
+    from ehrdiff.models.ehrdiff.calibrate import calibrates
 
     out = Path(out_dir)
     real = demo_table()
@@ -79,7 +80,8 @@ def run_demo(out_dir: str | Path, *, preset: str = DEMO_PRESET, steps: int | Non
     comparison = prevalence_comparison(real, synthetic)
     stopping = getattr(model, "stopping_", None) or {}
     comparison |= {"patients": real.n_rows, "preset": preset, "steps": model.train_steps_, "seed": seed,
-                   "chosen_step": stopping.get("chosen_step"), "held_out": (model.budget_ or {}).get("held_out", 0)}
+                   "chosen_step": stopping.get("chosen_step"), "held_out": (model.budget_ or {}).get("held_out", 0),
+                   "calibrated": calibrates(model)}
     write_text_atomic(out / "comparison.json", json.dumps(comparison, indent=2))
     write_text_atomic(out / "comparison.md", _markdown(comparison))
     for name in ("LICENSE-ODbL.txt", "SOURCE.md"):
@@ -88,6 +90,8 @@ def run_demo(out_dir: str | Path, *, preset: str = DEMO_PRESET, steps: int | Non
 
 
 def _markdown(c: dict) -> str:
+    from ehrdiff.models.ehrdiff.calibrate import SMALL_TABLE_ROWS
+
     return "\n".join([
         "# ehrdiff demo: code prevalence, synthetic vs real",
         "",
@@ -106,6 +110,9 @@ def _markdown(c: dict) -> str:
         f"{c['codes_per_patient_synthetic']:.2f} |",
         f"| synthetic patients identical to a real one | {c['identical_to_a_real_patient']:.0%} |",
         "",
+        *([f"On a table this small (under {SMALL_TABLE_ROWS:,} patients) the sampler sets each code's count to its "
+           "training prevalence (`code_prevalence`), so the prevalences agree by construction; the model decides "
+           "which patients get which codes.", ""] if c.get("calibrated") else []),
         "A synthetic patient identical to a real one is most likely a memorised patient (the real patients rarely "
         "share all their codes): check the privacy metrics of `ehrdiff evaluate` (with a held-out set) before "
         "sharing synthetic data.",

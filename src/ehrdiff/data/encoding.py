@@ -67,6 +67,7 @@ class ColumnCoding:
     integer: bool = False
     has_missing: bool = False
     missing_with: str = ""        # continuous: the column whose missing indicator this one shares ("": its own)
+    zero_when_missing: bool = False   # with missing_with: a count, 0 exactly where that indicator says missing
     categories: list = field(default_factory=list)
     dtype: str = "float64"
     scaling: str = "minmax"       # continuous: "minmax", or "quantile" / "normal" through the knots below
@@ -303,7 +304,7 @@ class TableEncoder:
                 out[:, j] = values.to_numpy(dtype=float)
             elif c.coding == "continuous":
                 raw = c.numbers(values)
-                isna = np.isnan(raw)
+                isna = np.isnan(raw) | ((raw == 0) if c.zero_when_missing else False)
                 out[:, j] = np.where(isna, c.fill, c.scale(raw))
                 if c.own_indicator:
                     out[:, j + 1] = isna
@@ -346,10 +347,13 @@ class TableEncoder:
                 values = c.unscale(block[:, 0])
                 if c.integer:
                     values = np.round(values)
-                series = pd.Series(values)
-                if c.has_missing:
-                    series[missing[c.missing_with or c.name]] = np.nan
-                columns[c.name] = series if c.has_missing or c.name in derived else _cast(values, c.dtype)
+                if c.zero_when_missing:     # a count: 0 where its group is missing, at least 1 elsewhere
+                    columns[c.name] = _cast(np.where(missing[c.missing_with], 0.0, np.maximum(values, 1.0)), c.dtype)
+                else:
+                    series = pd.Series(values)
+                    if c.has_missing:
+                        series[missing[c.missing_with or c.name]] = np.nan
+                    columns[c.name] = series if c.has_missing or c.name in derived else _cast(values, c.dtype)
             else:
                 picked = [c.categories[k] for k in block.argmax(axis=1)]
                 columns[c.name] = pd.Series([None if v == MISSING_CATEGORY else v for v in picked])
@@ -439,6 +443,8 @@ def _coding_problem(c: ColumnCoding) -> str | None:
         return "'categories' must be a non-empty list of values"
     if c.width != len(c.encoded_names()):
         return f"'width' {c.width} does not fit its coding ({len(c.encoded_names())} encoded columns)"
+    if c.zero_when_missing and not (c.coding == "continuous" and c.missing_with):
+        return "'zero_when_missing' needs a continuous column that shares an indicator ('missing_with')"
     if c.coding != "continuous":
         return None
     if c.scaling not in CONTINUOUS_SCALINGS:

@@ -84,7 +84,7 @@ class PrivateRelease:
                 out.extend(shares)
             else:
                 out.append(c.fill)
-                if c.has_missing:
+                if c.own_indicator:
                     out.append(shares[-1])
         return np.asarray(out, dtype=np.float64)
 
@@ -99,10 +99,10 @@ class PrivateRelease:
 
 
 def private_encoder(table: Table, ledger: Ledger, declarations: Declarations, bounds_share: float,
-                    marginals_share: float | None, seed: int) -> PrivateRelease:
+                    marginals_share: float | None, seed: int, count_rules: tuple = ()) -> PrivateRelease:
     """The private encoder of ``table``: mechanisms 1 and 2 of the module docstring, added to ``ledger`` with
     their shares of its epsilon (``marginals_share`` None: the marginals spend what is left); noise drawn from
-    ``seed``."""
+    ``seed``. ``count_rules``: declared count rules whose groups share one missing indicator (``share_count_group``)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xD9]))
     names = [c for c in table.columns if table.kinds[c] != "id"]
     if not names:
@@ -115,6 +115,8 @@ def private_encoder(table: Table, ledger: Ledger, declarations: Declarations, bo
     marginals, n_rows = _one_way_marginals(table, names, numbers, bounds, declarations, ledger, marginals_share,
                                            rng)
     codings = [_coding(table, c, marginals.get(c), bounds.get(c)) for c in table.columns]
+    for rule in count_rules:
+        share_count_group(codings, rule, marginals[rule.column])
     encoder = TableEncoder("minmax")
     encoder.codings_ = codings
     matrix = _encode(table, encoder, marginals)
@@ -303,6 +305,30 @@ def _coding(table: Table, name: str, marginal: ColumnMarginal | None, bounds: tu
     return ColumnCoding(name, kind, "onehot", width=len(categories), categories=categories, dtype=dtype)
 
 
+def share_count_group(codings: list[ColumnCoding], rule, count: ColumnMarginal) -> None:
+    """A declared count rule (``rule.column`` is 0 exactly when its group is missing; public, like every declared
+    rule) built into the codings: the group's columns share the first one's missing indicator, and the count is
+    encoded only where the group is present (``zero_when_missing``, its levels those of its noisy histogram less
+    the bin of 0), so a row's values, missingness and count agree by construction instead of by a vote of separate
+    indicators at sampling. Left as it is where the rule does not fit the codings (a column not continuous, the
+    group never missing by the noise's reading, a count range without 0)."""
+    by_name = {c.name: c for c in codings}
+    group = [by_name.get(name) for name in rule.group]
+    counter = by_name.get(rule.column)
+    if counter is None or any(c is None or c.coding != "continuous" or c.kind != "continuous"
+                              for c in (*group, counter)) or not group[0].has_missing or counter.low != 0:
+        return
+    leader = group[0]
+    for c in (*group[1:], counter):
+        c.has_missing, c.missing_with, c.width = True, leader.name, 1
+    present = np.array(count.counts[:-1], dtype=float)
+    present[0] = 0.0                  # bin 0 of a range from 0 holds the zeros (its edges: bin_edges)
+    if present.sum() > 0:
+        levels = np.concatenate([[0.0], np.cumsum(present) / present.sum()]).tolist()
+        counter.knot_low, counter.knot_high = levels, list(levels)
+    counter.zero_when_missing = True
+
+
 def _encode(table: Table, encoder: TableEncoder, marginals: dict[str, ColumnMarginal]) -> np.ndarray:
     """The rows in the private encoder's space: values outside a kept category list become its most frequent
     category (by the noisy counts), continuous values are clipped to the range, and a missing value of a column
@@ -316,7 +342,8 @@ def _encode(table: Table, encoder: TableEncoder, marginals: dict[str, ColumnMarg
             if not known.all():
                 keys[~known] = c.categories[int(np.argmax(marginals[c.name].counts))]
             frame[c.name] = pd.Series([None if k == MISSING_CATEGORY else k for k in keys], dtype=object)
-        twins.append(replace(c, has_missing=True, width=2) if c.coding == "continuous" and not c.has_missing else c)
+        twins.append(replace(c, has_missing=True, missing_with="", width=2) if c.coding == "continuous"
+                     and not c.own_indicator else c)
     twin = TableEncoder("minmax")
     twin.codings_ = twins
     wide = twin.transform(Table(frame, table.kinds), dtype=np.float32)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import ndtri
 
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser
 from ehrdiff.diffusion.calibration import code_targets, swap_to_targets
@@ -43,6 +44,42 @@ def calibrates(model) -> bool:
         raise EhrdiffError("code_prevalence='data' needs a model with the Bernoulli head (binary_head='bernoulli') "
                            "that keeps its code prevalences (trained by this version); use 'model'")
     return able and (setting == "data" or bool(model.config.privacy.dp) or model.n_rows_ < SMALL_TABLE_ROWS)
+
+
+def calibrates_values(model) -> bool:
+    """Whether ``model``'s continuous columns are calibrated (``calibrate_values``): unless ``continuous_marginals``
+    is "model", when they are scaled by their quantiles (the default preset's "normal", every private model), so
+    that the model keeps their distributions; EhrdiffError when "data" is asked of a model whose continuous
+    columns are all min-max scaled (a column of one value is min-max scaled in any model and left as it is)."""
+    setting = model.config.sampling.continuous_marginals
+    if setting == "model":
+        return False
+    columns = [c for c in model.encoder_.codings_ if c.coding == "continuous" and c.kind == "continuous"]
+    kept = any(c.uses_knots for c in columns)
+    if setting == "data" and columns and not kept:
+        raise EhrdiffError("continuous_marginals='data' needs continuous columns scaled by their quantiles "
+                           "(continuous_scaling 'quantile' or 'normal'); use 'model'")
+    return kept
+
+
+def calibrate_values(encoder, matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` (sampled rows, encoded) with each quantile-scaled continuous column's values, among the rows where
+    it is present, replaced in their own order by evenly spread levels, (rank + 1/2) / n (through Phi^-1 for
+    "normal" scaling): decoded, the column follows the distribution the model keeps (the training quantiles, the
+    noisy histogram under DP: post-processing), while the order of the rows, which carries what the model learned
+    between columns, is unchanged."""
+    out = np.array(matrix, dtype=np.float64, copy=True)
+    starts = np.cumsum([0] + [c.width for c in encoder.codings_])
+    indicator = {c.name: s + 1 for c, s in zip(encoder.codings_, starts) if c.own_indicator}
+    for c, s in zip(encoder.codings_, starts):
+        if c.coding != "continuous" or c.kind != "continuous" or not c.uses_knots:
+            continue
+        present = out[:, indicator[c.missing_with or c.name]] < 0.5 if c.has_missing else np.ones(len(out), bool)
+        values = out[present, s]
+        if values.size:
+            levels = (np.argsort(np.argsort(values, kind="stable"), kind="stable") + 0.5) / values.size
+            out[present, s] = ndtri(levels) if c.scaling == "normal" else levels
+    return out.astype(matrix.dtype, copy=False)
 
 
 def chunk_targets(prevalence: np.ndarray, code_plans: list) -> list[np.ndarray | None]:
@@ -110,5 +147,5 @@ def checked_prevalence(metadata: ModelMetadata, n_codes: int) -> list[float] | N
     return [float(v) for v in value]
 
 
-__all__ = ["SMALL_TABLE_ROWS", "calibrate", "calibrates", "checked_prevalence", "chunk_targets", "code_prevalence",
-           "code_scores"]
+__all__ = ["SMALL_TABLE_ROWS", "calibrate", "calibrate_values", "calibrates", "calibrates_values",
+           "checked_prevalence", "chunk_targets", "code_prevalence", "code_scores"]

@@ -22,7 +22,7 @@ RUNTIME_SETTINGS = ("checkpoint_every", "device", "sample_batch_size")
 # Settings added after runs were recorded, with the value that does what runs made before they existed did.
 ADDED_LATER = {"continuous_scaling": "minmax", "dp_bounds": None, "missing_values": "fill",
                "categorical_head": "independent", "normal_sigma_data": None, "missing_indicators": "per_column",
-               "dp_marginals_share": 0.05, "order_encoding": "values"}
+               "dp_marginals_share": 0.05, "order_encoding": "values", "continuous_marginals": "model"}
 # values earlier versions recorded for a DP-only setting as its default (kept in every run's model.json): in a run
 # without DP they are no request for DP, so its model still loads
 PAST_DP_DEFAULTS = {"dp_marginals_share": (0.5,)}
@@ -162,6 +162,11 @@ class SamplingSettings:
                                           # is the one the model keeps (noisy under DP; ehrdiff.diffusion.calibration);
                                           # "model": as sampled; "auto": "data" for a private model or one
                                           # trained on under 1,000 rows (calibrate.py), else "model"
+    continuous_marginals: str = "auto"    # "data": each continuous column's sampled values put, in their own order,
+                                          # on evenly spread levels of the distribution the model keeps (training
+                                          # quantiles; the noisy histogram's under DP: calibrate.py); "model": as
+                                          # sampled; "auto": "data" where the columns are quantile-scaled (the
+                                          # default preset, any private model), else "model"
 
     def validate(self) -> None:
         _positive(self, "sigma_min", "sigma_max", "rho")
@@ -175,6 +180,7 @@ class SamplingSettings:
         _one_of(self, "min_codes", ("none", "data"))
         _one_of(self, "codes_per_row", ("model", "data"))
         _one_of(self, "code_prevalence", ("auto", "model", "data"))
+        _one_of(self, "continuous_marginals", ("auto", "model", "data"))
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from typing import Any, Iterator
 
 import numpy as np
@@ -34,8 +35,8 @@ from ehrdiff.models.base import ExperimentRole, Generator, as_table, check_sampl
 from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_request, class_counts,
                                                  conditional_row_loss, guided_denoiser, sample_conditional,
                                                  split_condition)
-from ehrdiff.models.ehrdiff.calibrate import (calibrate, calibrates, checked_prevalence, chunk_targets,
-                                              code_prevalence)
+from ehrdiff.models.ehrdiff.calibrate import (calibrate, calibrate_values, calibrates, calibrates_values,
+                                              checked_prevalence, chunk_targets, code_prevalence)
 from ehrdiff.models.ehrdiff.budget import (TrainingBudget, held_out_score, plan_budget, split_holdout,
                                            stopping_schedule)
 from ehrdiff.models.ehrdiff.config import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict
@@ -174,7 +175,10 @@ class EHRDiff(Generator):
         table, labels, condition, private = as_table(data), None, None, None
         if cfg.dp:      # the whole release under the budget: encoder, counts and histograms noised (private_release)
             from ehrdiff.models.ehrdiff.private_release import private_inputs
-            private = private_inputs(table, cfg.privacy, cfg.conditioning.condition, cfg.seed, cfg.continuous_scaling)
+            counts = tuple(r for r in declared_rules(data) if r.kind == "count") \
+                if cfg.missing_indicators == "shared" else ()      # a count's group: missing together, declared
+            private = private_inputs(table, cfg.privacy, cfg.conditioning.condition, cfg.seed, cfg.continuous_scaling,
+                                     counts)
             encoder, matrix, labels, condition = private.encoder, private.matrix, private.labels, private.condition
             if any(c.coding == "continuous" for c in encoder.codings_):
                 log.info("continuous columns are scaled under DP by the levels of their noisy histograms (public "
@@ -370,8 +374,12 @@ class EHRDiff(Generator):
         w = check_sampling_request(spec, condition, guidance, balance)
         sizes = chunk_sizes(n, chunk_rows or self.sample_chunk_rows())
         plans = self._chunk_plans(n, sizes, spec, condition, balance)
-        calibrated = calibrates(self)       # codes swapped to the kept prevalences (calibrate.py)
+        # the kept prevalences and distributions are the training population's: a sample of it (no class, balance
+        # or guidance asked for) is calibrated to them (calibrate.py), its codes swapped and its values re-spread
+        population = condition is None and balance is None and w == 0.0
+        calibrated = calibrates(self) and population
         targets = chunk_targets(self.code_prevalence_, [codes for _, codes in plans]) if calibrated else None
+        values = calibrates_values(self) and population
         several = len(sizes) > 1        # one bar of rows over the chunks instead of one bar per chunk and round
         bar = tqdm(total=n, unit="row", desc="sampling", disable=not (progress and several), dynamic_ncols=True)
         inner = progress and not several
@@ -379,8 +387,8 @@ class EHRDiff(Generator):
         with bar:
             for j, (size, (classes, codes)) in enumerate(zip(sizes, plans)):
                 chunk_seed = seed if j == 0 else _chunk_seed(seed, j)
-                finish = (lambda m, labels, t=targets[j] if calibrated else None, s=chunk_seed:
-                          calibrate(self, m, labels, t, s)) if calibrated else None
+                finish = partial(self._finish_chunk, targets=targets[j] if calibrated else None, seed=chunk_seed,
+                                 codes=calibrated, values=values) if calibrated or values else None
                 if spec is None:
                     matrix = self.sample_matrix(size, chunk_seed, progress=inner, code_counts=codes)
                     matrix = finish(matrix, None) if finish else matrix
@@ -391,6 +399,13 @@ class EHRDiff(Generator):
                 offset += size
                 bar.update(size)
                 yield table
+
+    def _finish_chunk(self, matrix: np.ndarray, labels: np.ndarray | None, *, targets, seed: int, codes: bool,
+                      values: bool) -> np.ndarray:
+        """A sampled chunk (encoded) calibrated: its codes to the kept prevalences, its continuous values to the
+        kept distributions (calibrate.py)."""
+        matrix = calibrate(self, matrix, labels, targets, seed) if codes else matrix
+        return calibrate_values(self.encoder_, matrix) if values else matrix
 
     def _chunk_plans(self, n: int, sizes: list[int], spec: ConditionSpec | None, condition: Any,
                      balance: dict | None) -> list[tuple[np.ndarray | None, Any]]:

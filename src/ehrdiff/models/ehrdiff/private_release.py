@@ -71,13 +71,15 @@ class PrivateInputs:
         return self.release.ledger.remaining("DP-SGD", max_grad_norm, rate, steps)
 
 
-def private_inputs(table: Table, privacy, condition: str | None, seed: int, scaling: str = "quantile"
-                   ) -> PrivateInputs:
+def private_inputs(table: Table, privacy, condition: str | None, seed: int, scaling: str = "quantile",
+                   count_rules: tuple = ()) -> PrivateInputs:
     """The private release of ``table`` for EHRDiff with ``privacy`` settings (config.PrivacySettings);
-    ``scaling`` "normal": continuous columns as the standard normal quantiles of their noisy levels."""
+    ``scaling`` "normal": continuous columns as the standard normal quantiles of their noisy levels;
+    ``count_rules``: declared count rules built into the encoding (release.share_count_group)."""
     ledger = Ledger(privacy.dp_epsilon, privacy.dp_delta, privacy.dp_accountant)
     declarations = read_declarations(privacy.dp_bounds, table)
-    release = private_encoder(table, ledger, declarations, BOUNDS_SHARE, privacy.dp_marginals_share, seed)
+    release = private_encoder(table, ledger, declarations, BOUNDS_SHARE, privacy.dp_marginals_share, seed,
+                              count_rules)
     if scaling == "normal":
         release = as_normal(release)
     encoder, matrix, labels, spec = release.encoder, release.matrix, None, None
