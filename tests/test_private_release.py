@@ -218,3 +218,36 @@ def test_a_declared_count_rule_is_kept_by_the_private_encoding(tmp_path):
     plain = EHRDiff("cpu-fast", **settings).fit(table, progress=False)          # no rule declared
     assert not any(c.missing_with for c in plain.encoder_.codings_)
     assert rule.broken(plain.sample_table(2000, seed=0).frame).any()
+
+
+def test_a_private_conditional_model_calibrates_each_class_to_its_own_noisy_histogram(tmp_path):
+    """With a condition whose classes are public (a 0/1 label), each continuous column gets one noisy histogram
+    per class (each row is in one class: the same sensitivity), kept in model.json; each class's sampled rows
+    follow their class's missing share and values, which a barely trained private network alone does not."""
+    from ehrdiff.errors import ModelFileError
+
+    from test_guarantees_models import edit_model_json
+
+    rng = np.random.default_rng(8)
+    n = 3000
+    label = (rng.random(n) < 0.3).astype(int)
+    lab = np.where(rng.random(n) < np.where(label == 1, 0.6, 0.1), np.nan, rng.normal(2 + 4 * label, 1))
+    table = Table.from_frame(pd.DataFrame({"lab": lab, "code": (rng.random(n) < 0.2).astype(int), "label": label}),
+                             {"label": "label"})
+    bounds = tmp_path / "bounds.json"
+    bounds.write_text(json.dumps({"lab": {"low": -5, "high": 15}}))
+    model = EHRDiff("cpu-fast", dp=True, dp_epsilon=8.0, dp_bounds=str(bounds), condition="label",
+                    **dict(TINY, steps=10)).fit(table, progress=False)
+    assert np.array(model.class_marginals_["lab"]).shape == (2, BINS + 1)
+    model.save(tmp_path / "run")
+    loaded = load_model(tmp_path / "run")
+    sampled = loaded.sample(4000, seed=0)
+    assert sampled.equals(model.sample(4000, seed=0))
+    by_class = {k: sampled.loc[sampled["label"] == k, "lab"] for k in (0, 1)}
+    assert by_class[1].isna().mean() - by_class[0].isna().mean() > 0.4          # real: 0.6 against 0.1
+    assert by_class[1].mean() - by_class[0].mean() > 3                          # real: 6 against 2
+    raw = loaded.set_sampling(continuous_marginals="model").sample(4000, seed=0)
+    assert abs(raw.loc[raw["label"] == 1, "lab"].mean() - raw.loc[raw["label"] == 0, "lab"].mean()) < 3
+    edit_model_json(tmp_path / "run", lambda m: m["class_marginals"]["lab"].pop())        # one class short
+    with pytest.raises(ModelFileError, match="class_marginals"):
+        load_model(tmp_path / "run")

@@ -56,6 +56,7 @@ class ColumnMarginal:
     cells: list
     counts: np.ndarray        # noisy counts (clipped at 0)
     noise_sd: float = 0.0     # the Gaussian noise's standard deviation per count
+    by_class: np.ndarray | None = None   # a continuous column's noisy counts per class of the condition (counts: sum)
 
 
 @dataclass
@@ -99,10 +100,13 @@ class PrivateRelease:
 
 
 def private_encoder(table: Table, ledger: Ledger, declarations: Declarations, bounds_share: float,
-                    marginals_share: float | None, seed: int, count_rules: tuple = ()) -> PrivateRelease:
+                    marginals_share: float | None, seed: int, count_rules: tuple = (),
+                    condition: str | None = None) -> PrivateRelease:
     """The private encoder of ``table``: mechanisms 1 and 2 of the module docstring, added to ``ledger`` with
     their shares of its epsilon (``marginals_share`` None: the marginals spend what is left); noise drawn from
-    ``seed``. ``count_rules``: declared count rules whose groups share one missing indicator (``share_count_group``)."""
+    ``seed``. ``count_rules``: declared count rules whose groups share one missing indicator (``share_count_group``);
+    ``condition``: a column whose classes are public (declared, or a 0/1 label), by which continuous columns get one
+    histogram per class (``ColumnMarginal.by_class``: each row is in one class, so at no cost in sensitivity)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xD9]))
     names = [c for c in table.columns if table.kinds[c] != "id"]
     if not names:
@@ -113,7 +117,7 @@ def private_encoder(table: Table, ledger: Ledger, declarations: Declarations, bo
     if estimate:
         bounds.update(_private_bounds({c: numbers[c] for c in estimate}, ledger, bounds_share, rng))
     marginals, n_rows = _one_way_marginals(table, names, numbers, bounds, declarations, ledger, marginals_share,
-                                           rng)
+                                           rng, _class_index(table, condition, declarations))
     codings = [_coding(table, c, marginals.get(c), bounds.get(c)) for c in table.columns]
     for rule in count_rules:
         share_count_group(codings, rule, marginals[rule.column])
@@ -199,10 +203,24 @@ def _keys(values: pd.Series) -> np.ndarray:
     return np.array([_key(v) for v in values.to_numpy(dtype=object)], dtype=object)
 
 
+def _class_index(table: Table, condition: str | None, declarations: Declarations) -> tuple[np.ndarray, int] | None:
+    """Each row's class of ``condition`` (-1: none) and the number of classes, when the classes are public (declared
+    categories, or 0 and 1 of an integer label); None otherwise."""
+    if condition is None or condition not in table.kinds:
+        return None
+    declared = declarations.categories.get(condition)
+    public = [_key(c) for c in declared] if declared is not None else _public_classes(table, condition)
+    if len(public) < 2:
+        return None
+    return pd.Index(public, dtype=object).get_indexer(_keys(table.frame[condition])), len(public)
+
+
 def _one_way_marginals(table: Table, names: list[str], numbers: dict[str, np.ndarray],
                        bounds: dict[str, tuple[float, float]], declarations: Declarations, ledger: Ledger,
-                       share: float | None, rng: np.random.Generator) -> tuple[dict[str, ColumnMarginal], int]:
-    """The noisy histograms of every column, and the noisy number of rows."""
+                       share: float | None, rng: np.random.Generator,
+                       classes: tuple[np.ndarray, int] | None = None) -> tuple[dict[str, ColumnMarginal], int]:
+    """The noisy histograms of every column (continuous ones per class of ``classes``: _class_index), and the
+    noisy number of rows."""
     codes = [c for c in names if table.kinds[c] == "binary"]
     limit = min(CODE_CONTRIBUTION, len(codes))
     # a row adds at most sqrt(limit) (L2) to the codes' counts, one count to every other column, and one row
@@ -229,9 +247,14 @@ def _one_way_marginals(table: Table, names: list[str], numbers: dict[str, np.nda
         if kind in ("continuous", "date"):
             low, high = bounds[name]
             raw = numbers[name]
-            present = raw[~np.isnan(raw)]
-            binned = np.histogram(np.clip(present, low, high), bins=bin_edges(low, high, kind))[0]
-            cells, counts = list(range(BINS)) + [MISSING_CATEGORY], np.append(binned, np.isnan(raw).sum())
+            cells = list(range(BINS)) + [MISSING_CATEGORY]
+            if classes is not None and kind == "continuous":
+                index, n_classes = classes
+                per_class = np.stack([_histogram(raw[index == k], low, high, kind) for k in range(n_classes)])
+                by_class = np.stack([_norm_sub(h) for h in per_class + rng.normal(0, sd, per_class.shape)])
+                out[name] = ColumnMarginal(cells, by_class.sum(axis=0), sd * math.sqrt(n_classes), by_class)
+                continue
+            counts = _histogram(raw, low, high, kind)
         else:
             keys = _keys(table.frame[name])
             declared = declarations.categories.get(name)
@@ -250,6 +273,27 @@ def _one_way_marginals(table: Table, names: list[str], numbers: dict[str, np.nda
             cells, noisy = [c for c, k in zip(cells, keep) if k], noisy[keep]
         out[name] = ColumnMarginal(cells, np.clip(noisy, 0, None), sd)
     return {name: out[name] for name in names}, int(round(n_rows))
+
+
+def _norm_sub(noisy: np.ndarray) -> np.ndarray:
+    """Noisy counts made non-negative with their total kept: every count lowered by the one amount tau that leaves
+    max(count - tau, 0) adding up to the noisy total ("norm-sub", the Euclidean projection onto the histograms of
+    that total). Clipping at 0 instead adds the positive half of the noise to every empty cell, a tail of spurious
+    rows that grows with the noise (post-processing either way)."""
+    total = float(noisy.sum())
+    if total <= 0:
+        return np.zeros_like(noisy)
+    ordered = np.sort(noisy)[::-1]
+    cumulative = np.cumsum(ordered) - total
+    k = np.flatnonzero(ordered - cumulative / np.arange(1, len(ordered) + 1) > 0)[-1]
+    return np.maximum(noisy - cumulative[k] / (k + 1), 0.0)
+
+
+def _histogram(raw: np.ndarray, low: float, high: float, kind: str) -> np.ndarray:
+    """Counts per public bin of the range, then the missing values' count."""
+    present = raw[~np.isnan(raw)]
+    binned = np.histogram(np.clip(present, low, high), bins=bin_edges(low, high, kind))[0]
+    return np.append(binned, np.isnan(raw).sum()).astype(float)
 
 
 def _bounded_code_counts(codes: np.ndarray, limit: int) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from scipy.special import ndtri
 
+from ehrdiff.data.encoding import NORMAL_TAIL
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser
 from ehrdiff.diffusion.calibration import code_targets, swap_to_targets
 from ehrdiff.diffusion.count_matching import split_counts
@@ -62,24 +63,90 @@ def calibrates_values(model) -> bool:
     return kept
 
 
-def calibrate_values(encoder, matrix: np.ndarray) -> np.ndarray:
+def calibrate_values(encoder, matrix: np.ndarray, labels: np.ndarray | None = None,
+                     class_marginals: dict[str, list] | None = None, seed: int = 0) -> np.ndarray:
     """``matrix`` (sampled rows, encoded) with each quantile-scaled continuous column's values, among the rows where
     it is present, replaced in their own order by evenly spread levels, (rank + 1/2) / n (through Phi^-1 for
     "normal" scaling): decoded, the column follows the distribution the model keeps (the training quantiles, the
     noisy histogram under DP: post-processing), while the order of the rows, which carries what the model learned
-    between columns, is unchanged."""
+    between columns, is unchanged. With ``class_marginals`` (a private conditional model's noisy histograms per
+    class) and the rows' class indices ``labels``, each class's rows are calibrated to its own histogram, missing
+    share first (indicators set or cleared at random rows of the class), then values."""
     out = np.array(matrix, dtype=np.float64, copy=True)
     starts = np.cumsum([0] + [c.width for c in encoder.codings_])
     indicator = {c.name: s + 1 for c, s in zip(encoder.codings_, starts) if c.own_indicator}
-    for c, s in zip(encoder.codings_, starts):
-        if c.coding != "continuous" or c.kind != "continuous" or not c.uses_knots:
-            continue
+    columns = [(c, int(s)) for c, s in zip(encoder.codings_, starts)
+               if c.coding == "continuous" and c.kind == "continuous" and c.uses_knots]
+    per_class = class_marginals if class_marginals and labels is not None else {}
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xCA1C]))
+    for c, _ in columns:               # the missing shares first: a shared indicator decides its followers' rows
+        if c.own_indicator and c.name in per_class:
+            for k, counts in enumerate(per_class[c.name]):
+                _set_missing_share(out[:, indicator[c.name]], labels == k, _share(counts, -1), rng)
+    for c, s in columns:
         present = out[:, indicator[c.missing_with or c.name]] < 0.5 if c.has_missing else np.ones(len(out), bool)
-        values = out[present, s]
-        if values.size:
+        groups = [(labels == k, counts) for k, counts in enumerate(per_class[c.name])] if c.name in per_class \
+            else [(np.ones(len(out), bool), None)]
+        for rows, counts in groups:
+            values = out[rows & present, s]
+            if not values.size:
+                continue
             levels = (np.argsort(np.argsort(values, kind="stable"), kind="stable") + 0.5) / values.size
-            out[present, s] = ndtri(levels) if c.scaling == "normal" else levels
+            if counts is not None:
+                levels = _class_levels(c, np.asarray(counts, dtype=np.float64), levels)
+            out[rows & present, s] = ndtri(np.clip(levels, NORMAL_TAIL, 1 - NORMAL_TAIL)) \
+                if c.scaling == "normal" else levels
     return out.astype(matrix.dtype, copy=False)
+
+
+def _share(counts, cell: int) -> float:
+    counts = np.asarray(counts, dtype=np.float64)
+    return float(counts[cell] / counts.sum()) if counts.sum() > 0 else 0.0
+
+
+def _set_missing_share(flags: np.ndarray, rows: np.ndarray, share: float, rng: np.random.Generator) -> None:
+    """Indicators (in place) of ``rows`` set or cleared at random rows until round(share x rows) are missing."""
+    where = np.flatnonzero(rows)
+    missing = flags[where] >= 0.5
+    change = int(round(share * len(where))) - int(missing.sum())
+    pool = where[~missing] if change > 0 else where[missing]
+    flags[rng.choice(pool, size=min(abs(change), len(pool)), replace=False)] = 1.0 if change > 0 else 0.0
+
+
+def _class_levels(c, counts: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Levels u of a class's noisy histogram (its bins, then missing) as levels of the column's coding: the bin and
+    the position inside it that u falls on, then the coding's levels at that bin's edges (its knot_low)."""
+    present = counts[:-1].copy()
+    if c.zero_when_missing:
+        present[0] = 0.0                # a count's bin of 0 is its group missing (release.share_count_group)
+    if not present.sum() > 0:
+        return u
+    cdf = np.concatenate([[0.0], np.cumsum(present) / present.sum()])
+    b = np.clip(np.searchsorted(cdf, u, side="right") - 1, 0, len(present) - 1)
+    t = np.clip((u - cdf[b]) / np.maximum(cdf[b + 1] - cdf[b], 1e-12), 0.0, 1.0)
+    edges = np.asarray(c.knot_low, dtype=np.float64)
+    return edges[b] + t * (edges[b + 1] - edges[b])
+
+
+def checked_class_marginals(metadata: ModelMetadata, encoder, condition) -> dict[str, list] | None:
+    """model.json's ``class_marginals`` (absent: None), refused unless each names a quantile-scaled continuous
+    column and holds, per class of the condition, one count per knot interval and one for missing values."""
+    value: Any = metadata.typed("class_marginals", dict, "an object of per-class histograms", optional=True)
+    if value is None:
+        return None
+    codings = {c.name: c for c in encoder.codings_}
+    n_classes = len(condition.classes) if condition is not None else 0
+    for name, per_class in value.items():
+        c = codings.get(name)
+        cells = len(c.knot_low) if c is not None else 0
+        if not (c is not None and c.coding == "continuous" and c.uses_knots and isinstance(per_class, list)
+                and len(per_class) == n_classes and all(
+                    isinstance(h, list) and len(h) == cells and all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in h)
+                    for h in per_class)):
+            raise metadata.invalid("class_marginals", f"for column '{name}', {n_classes} lists of {cells} counts "
+                                   ">= 0 (a quantile-scaled continuous column of a conditional model)", per_class)
+    return value
 
 
 def chunk_targets(prevalence: np.ndarray, code_plans: list) -> list[np.ndarray | None]:
@@ -148,4 +215,4 @@ def checked_prevalence(metadata: ModelMetadata, n_codes: int) -> list[float] | N
 
 
 __all__ = ["SMALL_TABLE_ROWS", "calibrate", "calibrate_values", "calibrates", "calibrates_values",
-           "checked_prevalence", "chunk_targets", "code_prevalence", "code_scores"]
+           "checked_class_marginals", "checked_prevalence", "chunk_targets", "code_prevalence", "code_scores"]

@@ -36,7 +36,8 @@ from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_r
                                                  conditional_row_loss, guided_denoiser, sample_conditional,
                                                  split_condition)
 from ehrdiff.models.ehrdiff.calibrate import (calibrate, calibrate_values, calibrates, calibrates_values,
-                                              checked_prevalence, chunk_targets, code_prevalence)
+                                              checked_class_marginals, checked_prevalence, chunk_targets,
+                                              code_prevalence)
 from ehrdiff.models.ehrdiff.budget import (TrainingBudget, held_out_score, plan_budget, split_holdout,
                                            stopping_schedule)
 from ehrdiff.models.ehrdiff.config import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict
@@ -174,7 +175,7 @@ class EHRDiff(Generator):
         cfg = self.config
         table, labels, condition, private = as_table(data), None, None, None
         if cfg.dp:      # the whole release under the budget: encoder, counts and histograms noised (private_release)
-            from ehrdiff.models.ehrdiff.private_release import private_inputs
+            from ehrdiff.models.ehrdiff.private_release import class_marginals, private_inputs
             counts = tuple(r for r in declared_rules(data) if r.kind == "count") \
                 if cfg.missing_indicators == "shared" else ()      # a count's group: missing together, declared
             private = private_inputs(table, cfg.privacy, cfg.conditioning.condition, cfg.seed, cfg.continuous_scaling,
@@ -212,6 +213,7 @@ class EHRDiff(Generator):
         self.min_codes_ = min_codes(self.code_histograms_)     # the fewest codes of a training row
         self.code_prevalence_ = code_prevalence(private.shares if private else matrix.mean(axis=0), codes)
         self.rules_ = declared_rules(data)     # kept by the sampler (models/base.py keep_rules), saved in model.json
+        self.class_marginals_ = class_marginals(private) if private else None    # noisy, per class (calibrate.py)
         return self
 
     def _encode(self, table: Table) -> tuple[TableEncoder, np.ndarray]:
@@ -379,7 +381,9 @@ class EHRDiff(Generator):
         population = condition is None and balance is None and w == 0.0
         calibrated = calibrates(self) and population
         targets = chunk_targets(self.code_prevalence_, [codes for _, codes in plans]) if calibrated else None
-        values = calibrates_values(self) and population
+        # a private conditional model keeps each class's histograms: any mix of classes is calibrated to them
+        by_class = getattr(self, "class_marginals_", None) is not None and w == 0.0
+        values = calibrates_values(self) and (population or by_class)
         several = len(sizes) > 1        # one bar of rows over the chunks instead of one bar per chunk and round
         bar = tqdm(total=n, unit="row", desc="sampling", disable=not (progress and several), dynamic_ncols=True)
         inner = progress and not several
@@ -405,7 +409,8 @@ class EHRDiff(Generator):
         """A sampled chunk (encoded) calibrated: its codes to the kept prevalences, its continuous values to the
         kept distributions (calibrate.py)."""
         matrix = calibrate(self, matrix, labels, targets, seed) if codes else matrix
-        return calibrate_values(self.encoder_, matrix) if values else matrix
+        return calibrate_values(self.encoder_, matrix, labels, getattr(self, "class_marginals_", None), seed) \
+            if values else matrix
 
     def _chunk_plans(self, n: int, sizes: list[int], spec: ConditionSpec | None, condition: Any,
                      balance: dict | None) -> list[tuple[np.ndarray | None, Any]]:
@@ -451,6 +456,7 @@ class EHRDiff(Generator):
                 "train_steps": self.train_steps_, "final_loss": self.final_loss_, "min_codes": self.min_codes_,
                 "codes_per_row_histograms": getattr(self, "code_histograms_", None),
                 "code_prevalence": getattr(self, "code_prevalence_", None),
+                **({"class_marginals": self.class_marginals_} if getattr(self, "class_marginals_", None) else {}),
                 "condition": self.condition_.to_dict() if getattr(self, "condition_", None) else None,
                 "budget": getattr(self, "budget_", None), "stopping": getattr(self, "stopping_", None),
                 "rules": rules_to_json(getattr(self, "rules_", ())),
@@ -506,6 +512,7 @@ class EHRDiff(Generator):
         model.condition_ = ConditionSpec.from_dict(spec) if spec else None
         model.code_histograms_ = checked_histograms(metadata, model)     # older files: none, no count matching
         model.code_prevalence_ = checked_prevalence(metadata, len(model.encoder_.code_columns()))  # older: none
+        model.class_marginals_ = checked_class_marginals(metadata, model.encoder_, model.condition_)
         model.budget_ = metadata.typed("budget", dict, "an object", optional=True)        # older files: none
         model.stopping_ = metadata.typed("stopping", dict, "an object", optional=True)
         model.rules_ = metadata.rules()

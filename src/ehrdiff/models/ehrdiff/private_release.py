@@ -79,7 +79,7 @@ def private_inputs(table: Table, privacy, condition: str | None, seed: int, scal
     ledger = Ledger(privacy.dp_epsilon, privacy.dp_delta, privacy.dp_accountant)
     declarations = read_declarations(privacy.dp_bounds, table)
     release = private_encoder(table, ledger, declarations, BOUNDS_SHARE, privacy.dp_marginals_share, seed,
-                              count_rules)
+                              count_rules, condition)
     if scaling == "normal":
         release = as_normal(release)
     encoder, matrix, labels, spec = release.encoder, release.matrix, None, None
@@ -87,6 +87,16 @@ def private_inputs(table: Table, privacy, condition: str | None, seed: int, scal
         encoder, matrix, labels, spec = _split(release, table, condition)
     histograms = _code_histograms(encoder, matrix, labels, spec, ledger, seed)
     return PrivateInputs(encoder, matrix, labels, spec, release.encoded_shares(encoder), histograms, release)
+
+
+def class_marginals(inputs: PrivateInputs) -> dict[str, list] | None:
+    """What model.json keeps of the per-class histograms (continuous columns of a conditional model, noisy):
+    column -> one list of counts per class (the bins, then missing), which sampling calibrates each class to."""
+    if inputs.condition is None:
+        return None
+    kept = {c.name: inputs.release.marginals[c.name].by_class.tolist() for c in inputs.encoder.codings_
+            if c.name in inputs.release.marginals and inputs.release.marginals[c.name].by_class is not None}
+    return kept or None
 
 
 def as_normal(release: PrivateRelease) -> PrivateRelease:
