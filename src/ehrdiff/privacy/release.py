@@ -14,12 +14,13 @@ Gaussian mechanisms recorded in the ledger (``accounting.py``):
    L2 norm; categorical and label: their declared categories, or the values seen, kept only above a noisy
    threshold (an integer label always has 0 and 1); continuous: ``BINS`` bins over the range, equal in
    sign(x) log10(1 + |x|) (public edges, fine where lab values crowd the low end of a wide clinical range; a
-   date's equal in time), plus missing). The L2 sensitivity is sqrt(``CODE_CONTRIBUTION`` + other columns + 1).
+   date's equal in time), plus missing; with a condition whose classes are public, one such histogram per class,
+   each row in one of them). The L2 sensitivity is sqrt(``CODE_CONTRIBUTION`` + other columns + 1).
    From it, post-processing only: the kept categories, each continuous column's scaling (the noisy histogram's CDF
    at the bin edges as the knots of a "quantile" coding: the model sees evenly spread levels, as without DP), its
    median (the fill of missing values) and whether it keeps a missing indicator, each encoded column's share (the
    Bernoulli head's starting bias, dp-marginals' sampling) and
-   class counts.
+   class counts; a declared count rule's group sharing one missing indicator (``share_count_group``).
 
 What is treated as public schema: column names, kinds, pandas dtypes (integer or not) and a date column's
 resolution and time zone.

@@ -176,10 +176,10 @@ class EHRDiff(Generator):
         table, labels, condition, private = as_table(data), None, None, None
         if cfg.dp:      # the whole release under the budget: encoder, counts and histograms noised (private_release)
             from ehrdiff.models.ehrdiff.private_release import class_marginals, private_inputs
-            counts = tuple(r for r in declared_rules(data) if r.kind == "count") \
+            count_rules = tuple(r for r in declared_rules(data) if r.kind == "count") \
                 if cfg.missing_indicators == "shared" else ()      # a count's group: missing together, declared
             private = private_inputs(table, cfg.privacy, cfg.conditioning.condition, cfg.seed, cfg.continuous_scaling,
-                                     counts)
+                                     count_rules)
             encoder, matrix, labels, condition = private.encoder, private.matrix, private.labels, private.condition
             if any(c.coding == "continuous" for c in encoder.codings_):
                 log.info("continuous columns are scaled under DP by the levels of their noisy histograms (public "
