@@ -204,13 +204,18 @@ def _keys(values: pd.Series) -> np.ndarray:
     return np.array([_key(v) for v in values.to_numpy(dtype=object)], dtype=object)
 
 
+def _public_cells(table: Table, name: str, declarations: Declarations) -> list:
+    """The categories a column has whatever its rows: declared ones, or 0 and 1 of an integer label."""
+    declared = declarations.categories.get(name)
+    return [_key(c) for c in declared] if declared is not None else _public_classes(table, name)
+
+
 def _class_index(table: Table, condition: str | None, declarations: Declarations) -> tuple[np.ndarray, int] | None:
     """Each row's class of ``condition`` (-1: none) and the number of classes, when the classes are public (declared
     categories, or 0 and 1 of an integer label); None otherwise."""
     if condition is None or condition not in table.kinds:
         return None
-    declared = declarations.categories.get(condition)
-    public = [_key(c) for c in declared] if declared is not None else _public_classes(table, condition)
+    public = _public_cells(table, condition, declarations)
     if len(public) < 2:
         return None
     return pd.Index(public, dtype=object).get_indexer(_keys(table.frame[condition])), len(public)
@@ -259,7 +264,7 @@ def _one_way_marginals(table: Table, names: list[str], numbers: dict[str, np.nda
         else:
             keys = _keys(table.frame[name])
             declared = declarations.categories.get(name)
-            public = [_key(c) for c in declared] if declared is not None else _public_classes(table, name)
+            public = _public_cells(table, name, declarations)
             seen = [] if declared is not None else \
                 sorted(set(keys.tolist()) - set(public), key=lambda c: (isinstance(c, str), c))
             cells = public + seen
@@ -338,8 +343,8 @@ def _coding(table: Table, name: str, marginal: ColumnMarginal | None, bounds: tu
                               fill=(min(median_bin, BINS - 1) + 0.5) / BINS, has_missing=has_missing, dtype=dtype,
                               integer=kind == "continuous" and pd.api.types.is_integer_dtype(values.dtype))
         if kind == "continuous":    # levels of the noisy CDF (post-processing); the median is level 0.5
-            cdf = np.cumsum(present) / present.sum() if present.sum() > 0 else np.arange(1, BINS + 1) / BINS
-            levels = np.concatenate([[0.0], cdf]).tolist()
+            levels = edge_levels(present)
+            levels = (levels if levels is not None else np.linspace(0.0, 1.0, BINS + 1)).tolist()
             coding.scaling, coding.fill = "quantile", 0.5
             coding.knots, coding.knot_low, coding.knot_high = bin_edges(low, high, kind).tolist(), levels, list(levels)
         if kind == "date":
@@ -366,12 +371,26 @@ def share_count_group(codings: list[ColumnCoding], rule, count: ColumnMarginal) 
     leader = group[0]
     for c in (*group[1:], counter):
         c.has_missing, c.missing_with, c.width = True, leader.name, 1
-    present = np.array(count.counts[:-1], dtype=float)
-    present[0] = 0.0                  # bin 0 of a range from 0 holds the zeros (its edges: bin_edges)
-    if present.sum() > 0:
-        levels = np.concatenate([[0.0], np.cumsum(present) / present.sum()]).tolist()
-        counter.knot_low, counter.knot_high = levels, list(levels)
     counter.zero_when_missing = True
+    levels = edge_levels(present_counts(counter, count.counts))
+    if levels is not None:
+        counter.knot_low, counter.knot_high = levels.tolist(), levels.tolist()
+
+
+def present_counts(coding: ColumnCoding, counts) -> np.ndarray:
+    """A continuous column's noisy counts of its present values: its bins, less the bin of 0 for a count encoded
+    only where its group is present (bin 0 of a range from 0 holds the zeros: bin_edges)."""
+    present = np.array(counts[:-1], dtype=np.float64)
+    if coding.zero_when_missing:
+        present[0] = 0.0
+    return present
+
+
+def edge_levels(present: np.ndarray) -> np.ndarray | None:
+    """The noisy CDF at the BINS + 1 bin edges (0 first, 1 last); None for a histogram the noise left empty."""
+    if not present.sum() > 0:
+        return None
+    return np.concatenate([[0.0], np.cumsum(present) / present.sum()])
 
 
 def _encode(table: Table, encoder: TableEncoder, marginals: dict[str, ColumnMarginal]) -> np.ndarray:
@@ -401,4 +420,5 @@ def _encode(table: Table, encoder: TableEncoder, marginals: dict[str, ColumnMarg
     return np.ascontiguousarray(wide[:, keep])
 
 
-__all__ = ["BINS", "ColumnMarginal", "PrivateRelease", "bin_edges", "bin_of", "point_in_bin", "private_encoder"]
+__all__ = ["BINS", "ColumnMarginal", "PrivateRelease", "bin_edges", "bin_of", "edge_levels", "point_in_bin",
+           "present_counts", "private_encoder"]

@@ -22,14 +22,15 @@ from ehrdiff.diffusion.calibration import code_targets, swap_to_targets
 from ehrdiff.diffusion.count_matching import split_counts
 from ehrdiff.errors import EhrdiffError
 from ehrdiff.models.persistence import ModelMetadata
+from ehrdiff.privacy.release import edge_levels, present_counts
 from ehrdiff.training import resolve_device
 
 
 # Below this many training rows "auto" calibrates: on such tables the model holds little beyond the prevalences it
 # starts from (on the 80-patient MIMIC demos the held-out stopping rule keeps its first weights), so its rows are
 # close to independent draws, whose own noise blurs each prevalence (sd sqrt(p(1 - p) / n)); calibrating removes it
-# (MIMIC-IV demo, 3 seeds: prevalence Spearman 0.954 instead of 0.798, no copied rows, membership inference
-# 0.501; benchmarks/results/default_training.md).
+# (MIMIC-IV demo, 3 seeds: prevalence Spearman 1.000 instead of 0.798, no copied rows, membership inference
+# 0.495; benchmarks/results/default_training.md).
 SMALL_TABLE_ROWS = 1000
 
 
@@ -78,30 +79,27 @@ def calibrate_values(encoder, matrix: np.ndarray, labels: np.ndarray | None = No
     columns = [(c, int(s)) for c, s in zip(encoder.codings_, starts)
                if c.coding == "continuous" and c.kind == "continuous" and c.uses_knots]
     per_class = class_marginals if class_marginals and labels is not None else {}
+    n_classes = max((len(h) for h in per_class.values()), default=0)
+    class_rows = [labels == k for k in range(n_classes)]
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xCA1C]))
     for c, _ in columns:               # the missing shares first: a shared indicator decides its followers' rows
         if c.own_indicator and c.name in per_class:
-            for k, counts in enumerate(per_class[c.name]):
-                _set_missing_share(out[:, indicator[c.name]], labels == k, _share(counts, -1), rng)
+            for rows, counts in zip(class_rows, per_class[c.name]):
+                total = float(np.sum(counts))
+                _set_missing_share(out[:, indicator[c.name]], rows, counts[-1] / total if total > 0 else 0.0, rng)
+    everyone = [(np.ones(len(out), bool), None)]
     for c, s in columns:
         present = out[:, indicator[c.missing_with or c.name]] < 0.5 if c.has_missing else np.ones(len(out), bool)
-        groups = [(labels == k, counts) for k, counts in enumerate(per_class[c.name])] if c.name in per_class \
-            else [(np.ones(len(out), bool), None)]
-        for rows, counts in groups:
-            values = out[rows & present, s]
+        for rows, counts in zip(class_rows, per_class[c.name]) if c.name in per_class else everyone:
+            where = rows & present
+            values = out[where, s]
             if not values.size:
                 continue
             levels = (np.argsort(np.argsort(values, kind="stable"), kind="stable") + 0.5) / values.size
             if counts is not None:
-                levels = _class_levels(c, np.asarray(counts, dtype=np.float64), levels)
-            out[rows & present, s] = ndtri(np.clip(levels, NORMAL_TAIL, 1 - NORMAL_TAIL)) \
-                if c.scaling == "normal" else levels
+                levels = _class_levels(c, counts, levels)
+            out[where, s] = ndtri(np.clip(levels, NORMAL_TAIL, 1 - NORMAL_TAIL)) if c.scaling == "normal" else levels
     return out.astype(matrix.dtype, copy=False)
-
-
-def _share(counts, cell: int) -> float:
-    counts = np.asarray(counts, dtype=np.float64)
-    return float(counts[cell] / counts.sum()) if counts.sum() > 0 else 0.0
 
 
 def _set_missing_share(flags: np.ndarray, rows: np.ndarray, share: float, rng: np.random.Generator) -> None:
@@ -113,16 +111,13 @@ def _set_missing_share(flags: np.ndarray, rows: np.ndarray, share: float, rng: n
     flags[rng.choice(pool, size=min(abs(change), len(pool)), replace=False)] = 1.0 if change > 0 else 0.0
 
 
-def _class_levels(c, counts: np.ndarray, u: np.ndarray) -> np.ndarray:
+def _class_levels(c, counts, u: np.ndarray) -> np.ndarray:
     """Levels u of a class's noisy histogram (its bins, then missing) as levels of the column's coding: the bin and
     the position inside it that u falls on, then the coding's levels at that bin's edges (its knot_low)."""
-    present = counts[:-1].copy()
-    if c.zero_when_missing:
-        present[0] = 0.0                # a count's bin of 0 is its group missing (release.share_count_group)
-    if not present.sum() > 0:
+    cdf = edge_levels(present_counts(c, counts))
+    if cdf is None:
         return u
-    cdf = np.concatenate([[0.0], np.cumsum(present) / present.sum()])
-    b = np.clip(np.searchsorted(cdf, u, side="right") - 1, 0, len(present) - 1)
+    b = np.clip(np.searchsorted(cdf, u, side="right") - 1, 0, len(cdf) - 2)
     t = np.clip((u - cdf[b]) / np.maximum(cdf[b + 1] - cdf[b], 1e-12), 0.0, 1.0)
     edges = np.asarray(c.knot_low, dtype=np.float64)
     return edges[b] + t * (edges[b + 1] - edges[b])
