@@ -177,3 +177,34 @@ def test_a_sample_of_one_class_is_not_calibrated_to_the_whole_population():
     for options, expected in zip(asked, drawn):
         assert model.sample(200, seed=0, **options).equals(expected), options
     assert not model.sample(200, seed=0).equals(whole_raw)          # the training balance: calibrated
+
+
+def test_settling_keeps_the_rules_and_the_distributions_together():
+    """settle_values: repairing an order rule (min <= first <= max) moves the calibrated distributions (minima
+    swapped below maxima, first values clipped into the range); calibrating again in turn with the repair leaves
+    the final repair far less to move, and the rows still keep the rule once repaired."""
+    import pandas as pd
+    from scipy.stats import ks_2samp
+
+    from ehrdiff.data.encoding import TableEncoder
+    from ehrdiff.data.rules import Order, project
+    from ehrdiff.data.table import Table
+    from ehrdiff.models.ehrdiff.calibrate import calibrate_values, settle_values
+
+    rng = np.random.default_rng(2)
+    n = 3000
+    values = np.sort(rng.lognormal(1, 0.5, (n, 3)), axis=1)
+    frame = pd.DataFrame({"low": values[:, 0], "first": values[:, 1], "high": values[:, 2]})
+    rules = (Order((("low",), ("first",), ("high",))),)
+    encoder = TableEncoder("normal").fit(Table.from_frame(frame))
+    independent = encoder.transform(Table.from_frame(frame.apply(lambda c: rng.permutation(c.to_numpy()))))
+    calibrated = calibrate_values(encoder, independent)
+
+    def repaired_ks(matrix):
+        repaired, _ = project(encoder.inverse_transform(matrix).frame, rules)
+        assert not rules[0].broken(repaired).any()
+        return max(ks_2samp(repaired[c], frame[c]).statistic for c in frame)
+
+    once, settled = repaired_ks(calibrated), repaired_ks(settle_values(encoder, calibrated, rules))
+    assert once > 0.05 and settled < once / 5, (once, settled)      # 0.070 and 0.005 here
+    assert settle_values(encoder, calibrated, ()) is calibrated          # no rules: nothing to settle

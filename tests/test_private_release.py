@@ -251,3 +251,36 @@ def test_a_private_conditional_model_calibrates_each_class_to_its_own_noisy_hist
     edit_model_json(tmp_path / "run", lambda m: m["class_marginals"]["lab"].pop())        # one class short
     with pytest.raises(ModelFileError, match="class_marginals"):
         load_model(tmp_path / "run")
+
+
+def test_a_column_declared_integer_is_sampled_in_whole_numbers(tmp_path):
+    """``"integer": true`` in the bounds file: a continuous column recorded in whole numbers (a score) comes out in
+    whole numbers, as a column stored as integers does; without it a private model spreads each value over its
+    histogram bin. The declaration is listed with the release's, and a value that is not true or false, or one
+    on a date column, is refused naming the file and the column."""
+    from ehrdiff.errors import DataError
+
+    rng = np.random.default_rng(4)
+    n = 1500
+    gcs = np.where(rng.random(n) < 0.2, np.nan, rng.integers(3, 16, n).astype(float))
+    table = Table.from_frame(pd.DataFrame({"gcs": gcs, "code": (rng.random(n) < 0.3).astype(int)}))
+
+    def sampled_gcs(entry: dict):
+        bounds = tmp_path / "bounds.json"
+        bounds.write_text(json.dumps({"gcs": entry}))
+        model = EHRDiff("cpu-fast", dp=True, dp_epsilon=8.0, dp_bounds=str(bounds), **TINY).fit(table, progress=False)
+        return model, model.sample(2000, seed=0)["gcs"].dropna()
+
+    model, declared = sampled_gcs({"low": 3, "high": 15, "integer": True})
+    assert (declared == declared.round()).all() and declared.between(3, 15).all() and declared.nunique() > 5
+    assert model.privacy_["dp_release"]["declared"]["integers"] == ["gcs"]
+    _, plain = sampled_gcs({"low": 3, "high": 15})
+    assert (plain != plain.round()).mean() > 0.5
+    with pytest.raises(DataError, match="'gcs'.*'integer' must be true or false"):
+        sampled_gcs({"low": 3, "high": 15, "integer": "yes"})
+    dated = Table.from_frame(pd.DataFrame({"seen": pd.date_range("2020-01-01", periods=50, freq="D")}))
+    (tmp_path / "dates.json").write_text(json.dumps({"seen": {"low": "2019-01-01", "high": "2021-01-01",
+                                                              "integer": True}}))
+    with pytest.raises(DataError, match="'seen' is date"):
+        EHRDiff("cpu-fast", dp=True, dp_epsilon=8.0, dp_bounds=str(tmp_path / "dates.json"),
+                **TINY).fit(dated, progress=False)

@@ -24,7 +24,8 @@ VAR_max, and VAR_count a whole number >= 0 that is 0 exactly when VAR's summarie
 (``test_records``/``test_outcomes``) is the test side, instead of a random share of the first.
 
 For private training the source declares public ranges (``PLAUSIBLE``, written as bounds.json by ``ehrdiff
-prepare``): wide physiological limits in the challenge's units, set from clinical knowledge and not from the rows,
+prepare``, with the variables recorded in whole numbers, ``WHOLE_NUMBERS``, declared integer): wide physiological
+limits in the challenge's units, set from clinical knowledge and not from the rows,
 so they cost no privacy budget (a private range estimate cannot be made for the rarely measured variables: too few
 values for its noise). Recorded values beyond them (set-a has a pH of 735 and a temperature of -17.8) are clipped to
 them in a private run only.
@@ -69,6 +70,12 @@ PLAUSIBLE = {
     # descriptors: the challenge's stays are adults, ages above 89 recorded as 90
     "Age": (15, 90), "Gender": (0, 1), "Height": (100, 250),
 }
+# variables recorded in whole numbers by their units' convention (mmHg, beats or breaths per minute, %, mL, IU/L,
+# mEq/L, mg/dL for BUN and glucose, the GCS score; MechVent is a 0/1 flag): their first, last, minimum and maximum
+# are declared integer (the mean is not), and so is Age (whole years)
+WHOLE_NUMBERS = {"ALP", "ALT", "AST", "BUN", "Cholesterol", "DiasABP", "GCS", "Glucose", "HCO3", "HR", "MAP",
+                 "MechVent", "NIDiasABP", "NISysABP", "Na", "PaCO2", "PaO2", "Platelets", "RespRate", "SaO2", "SysABP",
+                 "Urine", "Age"}
 MAX_COUNT = 200           # measurements of one variable in 48 h: about one every 15 minutes at most
 
 log = logging.getLogger(__name__)
@@ -277,7 +284,8 @@ def prepare_cinc2012(records: str | os.PathLike, outcomes: str | os.PathLike, *,
 
 def public_bounds(columns) -> dict:
     """``--bounds`` declarations for the prepared columns: PLAUSIBLE ranges for descriptors and summaries, 0 to
-    MAX_COUNT for counts, the documented ICU types and the 0/1 label."""
+    MAX_COUNT for counts, the documented ICU types and the 0/1 label; whole numbers (WHOLE_NUMBERS) declared
+    integer."""
     out: dict = {"ICUType": {"categories": [1, 2, 3, 4]}, "label": {"categories": [0, 1]}}
     for column in columns:
         variable, _, summary = column.rpartition("_")
@@ -290,6 +298,8 @@ def public_bounds(columns) -> dict:
         else:
             continue
         out[column] = {"low": low, "high": high}
+        if (variable if summary in SUMMARIES else column) in WHOLE_NUMBERS and summary not in ("mean", "count"):
+            out[column]["integer"] = True
     return out
 
 

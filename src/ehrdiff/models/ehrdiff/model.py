@@ -37,7 +37,7 @@ from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_r
                                                  split_condition)
 from ehrdiff.models.ehrdiff.calibrate import (calibrate, calibrate_values, calibrates, calibrates_values,
                                               checked_class_marginals, checked_prevalence, chunk_targets,
-                                              code_prevalence)
+                                              code_prevalence, settle_values)
 from ehrdiff.models.ehrdiff.budget import (TrainingBudget, held_out_score, plan_budget, split_holdout,
                                            stopping_schedule)
 from ehrdiff.models.ehrdiff.config import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict
@@ -408,10 +408,13 @@ class EHRDiff(Generator):
     def _finish_chunk(self, matrix: np.ndarray, labels: np.ndarray | None, *, targets, seed: int, codes: bool,
                       values: bool) -> np.ndarray:
         """A sampled chunk (encoded) calibrated: its codes to the kept prevalences, its continuous values to the
-        kept distributions (calibrate.py)."""
+        kept distributions, in turn with the repair of the declared rules (calibrate.py)."""
         matrix = calibrate(self, matrix, labels, targets, seed) if codes else matrix
-        return calibrate_values(self.encoder_, matrix, labels, getattr(self, "class_marginals_", None), seed) \
-            if values else matrix
+        if not values:
+            return matrix
+        marginals = getattr(self, "class_marginals_", None)
+        matrix = calibrate_values(self.encoder_, matrix, labels, marginals, seed)
+        return settle_values(self.encoder_, matrix, self.rules_, labels, marginals, seed)
 
     def _chunk_plans(self, n: int, sizes: list[int], spec: ConditionSpec | None, condition: Any,
                      balance: dict | None) -> list[tuple[np.ndarray | None, Any]]:
