@@ -144,7 +144,8 @@ def test_prepare_writes_public_ranges_that_a_private_run_spends_no_budget_on(tmp
     bounds = json.loads((out / "bounds.json").read_text())
     modelled = [c for c in train.columns if train.kinds[c] != "id"]
     assert sorted(bounds) == sorted(modelled)          # every modelled column declared, none the rows dropped
-    assert bounds["pH_max"] == {"low": 6.5, "high": 8.0} and bounds["HR_count"] == {"low": 0, "high": 200}
+    assert bounds["pH_max"] == {"low": 6.5, "high": 8.0, "step": 0.01} and bounds["HR_count"] == {"low": 0, "high": 200}
+    assert bounds["HR_first"]["step"] == 1 and "step" not in bounds["HR_mean"]     # a mean is not on the grid
     assert bounds["ICUType"] == {"categories": [1, 2, 3, 4]}
     assert json.loads((out / "summary.json").read_text())["public_bounds"]["columns"] == len(modelled)
     run = tmp_path / "run"

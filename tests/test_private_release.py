@@ -253,34 +253,39 @@ def test_a_private_conditional_model_calibrates_each_class_to_its_own_noisy_hist
         load_model(tmp_path / "run")
 
 
-def test_a_column_declared_integer_is_sampled_in_whole_numbers(tmp_path):
-    """``"integer": true`` in the bounds file: a continuous column recorded in whole numbers (a score) comes out in
-    whole numbers, as a column stored as integers does; without it a private model spreads each value over its
-    histogram bin. The declaration is listed with the release's, and a value that is not true or false, or one
-    on a date column, is refused naming the file and the column."""
+def test_a_declared_step_puts_sampled_values_on_the_recording_grid(tmp_path):
+    """``"step": S`` in the bounds file: a continuous column recorded at a resolution (a whole-number score, tenths
+    of mmol/L) comes out on that grid, inside the range, as the recorded values are; without it a private model
+    spreads each value over its histogram bin. The steps are listed with the release's declarations; a step that
+    is not a positive number no wider than the range, or one on a date column, is refused naming the file and the
+    column."""
     from ehrdiff.errors import DataError
 
     rng = np.random.default_rng(4)
     n = 1500
     gcs = np.where(rng.random(n) < 0.2, np.nan, rng.integers(3, 16, n).astype(float))
-    table = Table.from_frame(pd.DataFrame({"gcs": gcs, "code": (rng.random(n) < 0.3).astype(int)}))
+    potassium = np.round(rng.normal(4.2, 0.5, n), 1)
+    table = Table.from_frame(pd.DataFrame({"gcs": gcs, "k": potassium, "code": (rng.random(n) < 0.3).astype(int)}))
 
-    def sampled_gcs(entry: dict):
+    def sampled(gcs_entry: dict, k_entry: dict):
         bounds = tmp_path / "bounds.json"
-        bounds.write_text(json.dumps({"gcs": entry}))
+        bounds.write_text(json.dumps({"gcs": gcs_entry, "k": k_entry}))
         model = EHRDiff("cpu-fast", dp=True, dp_epsilon=8.0, dp_bounds=str(bounds), **TINY).fit(table, progress=False)
-        return model, model.sample(2000, seed=0)["gcs"].dropna()
+        return model, model.sample(2000, seed=0)
 
-    model, declared = sampled_gcs({"low": 3, "high": 15, "integer": True})
-    assert (declared == declared.round()).all() and declared.between(3, 15).all() and declared.nunique() > 5
-    assert model.privacy_["dp_release"]["declared"]["integers"] == ["gcs"]
-    _, plain = sampled_gcs({"low": 3, "high": 15})
-    assert (plain != plain.round()).mean() > 0.5
-    with pytest.raises(DataError, match="'gcs'.*'integer' must be true or false"):
-        sampled_gcs({"low": 3, "high": 15, "integer": "yes"})
+    model, declared = sampled({"low": 3, "high": 15, "step": 1}, {"low": 1, "high": 12, "step": 0.1})
+    gcs_out, k_out = declared["gcs"].dropna(), declared["k"]
+    assert (gcs_out == gcs_out.round()).all() and gcs_out.between(3, 15).all() and gcs_out.nunique() > 5
+    assert set(k_out) <= {round(0.1 * i, 1) for i in range(10, 121)} and k_out.nunique() > 5   # 4.2, not 4.2000001
+    assert model.privacy_["dp_release"]["declared"]["steps"] == {"gcs": 1.0, "k": 0.1}
+    _, plain = sampled({"low": 3, "high": 15}, {"low": 1, "high": 12})
+    assert (plain["gcs"].dropna() != plain["gcs"].dropna().round()).mean() > 0.5
+    for step in ("1", 0, 20):
+        with pytest.raises(DataError, match="'gcs'.*step"):
+            sampled({"low": 3, "high": 15, "step": step}, {"low": 1, "high": 12})
     dated = Table.from_frame(pd.DataFrame({"seen": pd.date_range("2020-01-01", periods=50, freq="D")}))
     (tmp_path / "dates.json").write_text(json.dumps({"seen": {"low": "2019-01-01", "high": "2021-01-01",
-                                                              "integer": True}}))
+                                                              "step": 1}}))
     with pytest.raises(DataError, match="'seen' is date"):
         EHRDiff("cpu-fast", dp=True, dp_epsilon=8.0, dp_bounds=str(tmp_path / "dates.json"),
                 **TINY).fit(dated, progress=False)

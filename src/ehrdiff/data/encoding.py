@@ -65,6 +65,8 @@ class ColumnCoding:
     high: float = 1.0
     fill: float = 0.5             # encoded value used for missing continuous entries
     integer: bool = False
+    step: float = 0.0             # a declared recording resolution (privacy/declared.py): decoded values are rounded
+                                  # to its multiples inside the range (0: none)
     has_missing: bool = False
     missing_with: str = ""        # continuous: the column whose missing indicator this one shares ("": its own)
     zero_when_missing: bool = False   # with missing_with: a count, 0 exactly where that indicator says missing
@@ -347,6 +349,8 @@ class TableEncoder:
                 values = c.unscale(block[:, 0])
                 if c.integer:
                     values = np.round(values)
+                elif c.step:
+                    values = on_grid(values, c.step, c.low, c.high)
                 if c.zero_when_missing:     # a count: 0 where its group is missing, at least 1 elsewhere
                     columns[c.name] = _cast(np.where(missing[c.missing_with], 0.0, np.maximum(values, 1.0)), c.dtype)
                 else:
@@ -458,6 +462,14 @@ def _coding_problem(c: ColumnCoding) -> str | None:
                 and all(a < b for a, b in zip(c.knots, c.knots[1:]))):
             return "quantile knots must be increasing numbers, with as many shares below and at or below them"
     return None
+
+
+def on_grid(values: np.ndarray, step: float, low: float, high: float) -> np.ndarray:
+    """``values`` rounded to the nearest multiple of ``step`` within [low, high], written with the step's decimals
+    (1.7, not 17 x 0.1 = 1.7000000000000002: a value typed as 1.7 in a file compares equal)."""
+    first, last = math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9)
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + 3
+    return np.round(np.clip(np.round(values / step), first, last) * step, decimals)
 
 
 def _whole_numbers(values: pd.Series) -> bool:

@@ -9,11 +9,11 @@ The file is JSON, one entry per column (columns not named are estimated privatel
      "race":      {"categories": ["Caucasian", "AfricanAmerican", "Asian", "Hispanic", "Other", null]}}
 
 Continuous (and date) columns take ``low`` < ``high`` (dates as text), categorical and label columns
-``categories`` (null is the missing value). A continuous column may add ``"integer": true`` when its values are
-whole numbers by how they are recorded (a score, a heart rate in beats per minute): sampled values are then rounded,
-as they are for a column stored as integers (without it, a private model spreads each value over its histogram bin,
-and a variable recorded in whole numbers comes out with decimals). Values outside a declared range are clipped to it; values outside the
-declared categories become the most frequent one (by the noisy counts).
+``categories`` (null is the missing value). A continuous column may add ``"step"``, the resolution its values are
+recorded at (1 for a score or beats per minute, 0.1 for potassium in mmol/L): sampled values are rounded to its
+multiples (without it, a private model spreads each value over its histogram bin, and a variable recorded in whole
+numbers comes out with decimals). Values outside a declared range are clipped to it; values outside the declared
+categories become the most frequent one (by the noisy counts).
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ class Declarations:
 
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
     categories: dict[str, list] = field(default_factory=dict)
-    integers: set[str] = field(default_factory=set)     # continuous columns declared whole numbers
+    steps: dict[str, float] = field(default_factory=dict)    # continuous columns' declared recording resolution
     source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.source, "bounds": sorted(self.bounds), "categories": sorted(self.categories),
-                "integers": sorted(self.integers)}
+                "steps": dict(sorted(self.steps.items()))}
 
 
 def read_declarations(path: str | Path | None, table: Table) -> Declarations:
@@ -72,8 +72,8 @@ def read_declarations(path: str | Path | None, table: Table) -> Declarations:
             raise DataError(f"{where}: expected an object with low/high or categories")
         if kind in RANGE_KINDS:
             out.bounds[name] = _declared_range(entry, kind, where)
-            if _declared_integer(entry, kind, where):
-                out.integers.add(name)
+            if "step" in entry:
+                out.steps[name] = _declared_step(entry["step"], out.bounds[name], where)
         elif kind in CATEGORY_KINDS:
             categories = entry.get("categories")
             if set(entry) != {"categories"} or not isinstance(categories, list) or not categories \
@@ -87,9 +87,9 @@ def read_declarations(path: str | Path | None, table: Table) -> Declarations:
 
 
 def _declared_range(entry: dict, kind: str, where: str) -> tuple[float, float]:
-    allowed = {"low", "high", "integer"} if kind == "continuous" else {"low", "high"}
+    allowed = {"low", "high", "step"} if kind == "continuous" else {"low", "high"}
     if not {"low", "high"} <= set(entry) <= allowed:
-        extra = ' (and optionally "integer": true)' if kind == "continuous" else " and nothing else"
+        extra = ' (and optionally "step": S)' if kind == "continuous" else " and nothing else"
         raise DataError(f"{where} is {kind}: give {{\"low\": L, \"high\": H}}{extra}")
     low, high = (_number(entry[k], kind, where) for k in ("low", "high"))
     if not high > low:
@@ -97,11 +97,11 @@ def _declared_range(entry: dict, kind: str, where: str) -> tuple[float, float]:
     return low, high
 
 
-def _declared_integer(entry: dict, kind: str, where: str) -> bool:
-    value = entry.get("integer", False)
-    if not isinstance(value, bool):
-        raise DataError(f"{where}: 'integer' must be true or false, got {value!r}")
-    return value
+def _declared_step(value: Any, bounds: tuple[float, float], where: str) -> float:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not (number and 0 < value <= bounds[1] - bounds[0]):
+        raise DataError(f"{where}: 'step' ({value!r}) must be a number above 0 and at most the range's width")
+    return float(value)
 
 
 def _number(value: Any, kind: str, where: str) -> float:

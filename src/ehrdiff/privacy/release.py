@@ -23,8 +23,8 @@ Gaussian mechanisms recorded in the ledger (``accounting.py``):
    class counts; a declared count rule's group sharing one missing indicator (``share_count_group``).
 
 What is treated as public schema: column names, kinds, pandas dtypes (integer or not: an integer column's sampled
-values are rounded, as are those of a column declared ``"integer": true``) and a date column's resolution and time
-zone.
+values are rounded, as are those of a column with a declared ``step`` to its multiples) and a date column's
+resolution and time zone.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def private_encoder(table: Table, ledger: Ledger, declarations: Declarations, bo
         bounds.update(_private_bounds({c: numbers[c] for c in estimate}, ledger, bounds_share, rng))
     marginals, n_rows = _one_way_marginals(table, names, numbers, bounds, declarations, ledger, marginals_share,
                                            rng, _class_index(table, condition, declarations))
-    codings = [_coding(table, c, marginals.get(c), bounds.get(c), declarations.integers) for c in table.columns]
+    codings = [_coding(table, c, marginals.get(c), bounds.get(c), declarations.steps) for c in table.columns]
     for rule in count_rules:
         share_count_group(codings, rule, marginals[rule.column])
     encoder = TableEncoder("minmax")
@@ -323,7 +323,7 @@ def _public_classes(table: Table, name: str) -> list:
 
 # ---- the encoder -----------------------------------------------------------------------------------------------
 def _coding(table: Table, name: str, marginal: ColumnMarginal | None, bounds: tuple[float, float] | None,
-            integers: set[str]) -> ColumnCoding:
+            steps: dict[str, float]) -> ColumnCoding:
     kind, values = table.kinds[name], table.frame[name]
     dtype = str(values.dtype)
     if kind == "id":
@@ -342,8 +342,8 @@ def _coding(table: Table, name: str, marginal: ColumnMarginal | None, bounds: tu
         median_bin = int(np.searchsorted(np.cumsum(present), present.sum() / 2)) if present.sum() > 0 else BINS // 2
         coding = ColumnCoding(name, kind, "continuous", width=2 if has_missing else 1, low=low, high=high,
                               fill=(min(median_bin, BINS - 1) + 0.5) / BINS, has_missing=has_missing, dtype=dtype,
-                              integer=kind == "continuous" and (pd.api.types.is_integer_dtype(values.dtype)
-                                                                or name in integers))
+                              integer=kind == "continuous" and pd.api.types.is_integer_dtype(values.dtype),
+                              step=steps.get(name, 0.0))
         if kind == "continuous":    # levels of the noisy CDF (post-processing); the median is level 0.5
             levels = edge_levels(present)
             levels = (levels if levels is not None else np.linspace(0.0, 1.0, BINS + 1)).tolist()

@@ -24,7 +24,7 @@ VAR_max, and VAR_count a whole number >= 0 that is 0 exactly when VAR's summarie
 (``test_records``/``test_outcomes``) is the test side, instead of a random share of the first.
 
 For private training the source declares public ranges (``PLAUSIBLE``, written as bounds.json by ``ehrdiff
-prepare``, with the variables recorded in whole numbers, ``WHOLE_NUMBERS``, declared integer): wide physiological
+prepare``, with each variable's recording resolution, ``RESOLUTION``, as its ``step``): wide physiological
 limits in the challenge's units, set from clinical knowledge and not from the rows,
 so they cost no privacy budget (a private range estimate cannot be made for the rarely measured variables: too few
 values for its noise). Recorded values beyond them (set-a has a pH of 735 and a temperature of -17.8) are clipped to
@@ -70,12 +70,18 @@ PLAUSIBLE = {
     # descriptors: the challenge's stays are adults, ages above 89 recorded as 90
     "Age": (15, 90), "Gender": (0, 1), "Height": (100, 250),
 }
-# variables recorded in whole numbers by their units' convention (mmHg, beats or breaths per minute, %, mL, IU/L,
-# mEq/L, mg/dL for BUN and glucose, the GCS score; MechVent is a 0/1 flag): their first, last, minimum and maximum
-# are declared integer (the mean is not), and so is Age (whole years)
-WHOLE_NUMBERS = {"ALP", "ALT", "AST", "BUN", "Cholesterol", "DiasABP", "GCS", "Glucose", "HCO3", "HR", "MAP",
-                 "MechVent", "NIDiasABP", "NISysABP", "Na", "PaCO2", "PaO2", "Platelets", "RespRate", "SaO2", "SysABP",
-                 "Urine", "Age"}
+# the resolution each variable is recorded at, by its unit's convention (whole mmHg, beats or breaths per minute, %,
+# mL, mEq/L, IU/L, mg/dL for BUN and glucose; tenths for the other lab values, degrees C, kg and cm; hundredths for
+# FiO2, pH, troponin T and the computed NIMAP; GCS a score, MechVent and Gender 0/1): declared as each summary's
+# ``step`` but the mean's, which is not on the grid
+RESOLUTION = {
+    **dict.fromkeys(("ALP", "ALT", "AST", "BUN", "Cholesterol", "DiasABP", "GCS", "Glucose", "HCO3", "HR", "MAP",
+                     "MechVent", "NIDiasABP", "NISysABP", "Na", "PaCO2", "PaO2", "Platelets", "RespRate", "SaO2",
+                     "SysABP", "Urine", "Age", "Gender"), 1),
+    **dict.fromkeys(("Albumin", "Bilirubin", "Creatinine", "HCT", "K", "Lactate", "Mg", "Temp", "TroponinI", "WBC",
+                     "Weight", "Height"), 0.1),
+    **dict.fromkeys(("FiO2", "pH", "TroponinT", "NIMAP"), 0.01),
+}
 MAX_COUNT = 200           # measurements of one variable in 48 h: about one every 15 minutes at most
 
 log = logging.getLogger(__name__)
@@ -284,8 +290,8 @@ def prepare_cinc2012(records: str | os.PathLike, outcomes: str | os.PathLike, *,
 
 def public_bounds(columns) -> dict:
     """``--bounds`` declarations for the prepared columns: PLAUSIBLE ranges for descriptors and summaries, 0 to
-    MAX_COUNT for counts, the documented ICU types and the 0/1 label; whole numbers (WHOLE_NUMBERS) declared
-    integer."""
+    MAX_COUNT for counts, the documented ICU types and the 0/1 label; each variable's recording resolution
+    (RESOLUTION) as its summaries' step, the mean's excepted."""
     out: dict = {"ICUType": {"categories": [1, 2, 3, 4]}, "label": {"categories": [0, 1]}}
     for column in columns:
         variable, _, summary = column.rpartition("_")
@@ -298,8 +304,9 @@ def public_bounds(columns) -> dict:
         else:
             continue
         out[column] = {"low": low, "high": high}
-        if (variable if summary in SUMMARIES else column) in WHOLE_NUMBERS and summary not in ("mean", "count"):
-            out[column]["integer"] = True
+        step = RESOLUTION.get(variable if summary in SUMMARIES else column)
+        if step is not None and summary not in ("mean", "count"):
+            out[column]["step"] = step
     return out
 
 
