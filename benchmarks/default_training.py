@@ -263,9 +263,10 @@ same trained models sampled without it. With the synthetic prevalences equal to 
 pooled out-of-fold AUROC falls far below 0.5: a fold's held-out part holds more of a code in one class exactly when
 the rest holds more of it in the other, so the classifier learns every imbalance backwards (the negative bias of
 cross-validation on 2 x 80 rows, not a way to tell the rows apart). Continuous columns are calibrated to their
-training quantiles at sampling (`continuous_marginals` "auto", the same file): the "+continuous_marginals=model"
-section holds the same trained CinC runs sampled before that existed (as drawn), the difference is the calibration
-alone. "code (train / sample)" is the commit each step ran at ("+": with uncommitted changes)."""
+training quantiles at sampling (`continuous_marginals` "auto", the same file), in turn with the repair of the declared
+rules (`settle_values`: repair, calibrate again, 4 rounds, so that the final repair moves little): the
+"+continuous_marginals=model" section holds the same trained CinC runs sampled as drawn, the difference is the
+calibration alone. "code (train / sample)" is the commit each step ran at ("+": with uncommitted changes)."""
 
 
 def reading() -> str:
