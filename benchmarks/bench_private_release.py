@@ -302,7 +302,8 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
               "other jobs and with each other: their seconds are not comparable with an idle machine's). An "
               "uncalibrated row repeats its run's training seconds (one training, two samples)."]
     if args.bounds:
-        lines += ["", f"Every run declared the public ranges of {args.bounds} (--bounds): no budget spent on ranges."]
+        lines += ["", f"Every run declared the public ranges (and recording steps, where given) of {args.bounds} "
+                      "(--bounds): no budget spent on ranges."]
     lines += ["", f"Targets of issue 21 ({title}): {targets}.", ""]
     return "\n".join(lines)
 
