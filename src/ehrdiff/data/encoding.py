@@ -455,6 +455,8 @@ def _coding_problem(c: ColumnCoding) -> str | None:
         return f"unknown scaling {c.scaling!r}"
     if not c.high > c.low:
         return "'high' must be above 'low'"
+    if not 0 <= c.step <= c.high - c.low:
+        return "'step' must be 0 (none) or a positive number at most the range's width"
     if c.uses_knots:
         knots = (c.knots, c.knot_low, c.knot_high)
         if not (len(c.knots) >= 2 and all(len(k) == len(c.knots) for k in knots)
