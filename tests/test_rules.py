@@ -318,3 +318,76 @@ def test_evaluate_rules_file_naming_an_unknown_column_is_one_line(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith("ehrdiff: error: ") and "names column 'weight', which the table does not have" in err
     assert "\n" not in err and not (tmp_path / "report" / "metrics.json").exists()
+
+
+def summary_rows(n: int, seed: int = 0) -> pd.DataFrame:
+    """A variable measured 0-5 times: its count and the first, last, minimum, maximum and mean of its values."""
+    rng = np.random.default_rng(seed)
+    count = rng.integers(0, 6, n)
+    out = {k: np.full(n, np.nan) for k in ("first", "last", "low", "high", "mean")}
+    for i, c in enumerate(count):
+        if c:
+            values = np.round(rng.normal(100, 15, c))
+            for key, value in zip(out, (values[0], values[-1], values.min(), values.max(), values.mean())):
+                out[key][i] = value
+    return pd.DataFrame({"n": count.astype(float), **out})
+
+
+SUMMARY = {"kind": "summary", "count": "n", "first": "first", "last": "last", "min": "low", "max": "high",
+           "mean": "mean"}
+
+
+def test_a_summary_rule_says_what_summaries_of_n_values_are():
+    """Real summaries keep it; each arithmetic fact breaks it when it fails (one value with two different
+    summaries, two values whose minimum is neither end, three values with neither end an extreme, a mean no n
+    values within the range allow); the projection repairs each case and keeps the order min <= others <= max."""
+    rules = parse_rules([SUMMARY, {"kind": "order", "columns": ["low", ["first", "last", "mean"], "high"]}])
+    assert not broken_rows(summary_rows(2000), rules).any()
+    frame = pd.DataFrame({"n": [1.0, 2.0, 3.0, 4.0, 4.0, 0.0],
+                          "first": [5.0, 5.0, 5.0, 5.0, 5.0, np.nan], "last": [6.0, 8.0, 7.0, 6.0, 6.0, np.nan],
+                          "low": [5.0, 4.0, 2.0, 2.0, 2.0, np.nan], "high": [6.0, 8.0, 9.0, 9.0, 9.0, np.nan],
+                          "mean": [5.5, 6.5, 5.0, 8.5, 5.5, np.nan]})
+    # row 3: 5, 6 and two others in [2, 9], one 2 and one 9: the mean is 22 / 4 = 5.5 (row 4), not 8.5
+    assert rules[0].broken(frame).tolist() == [True, True, True, True, False, False]
+    fixed, changed = project(frame, rules)
+    assert changed[:4].all() and not changed[4:].any() and not broken_rows(fixed, rules).any()
+    assert fixed.loc[0, ["first", "last", "low", "high", "mean"]].tolist() == [5.0] * 5
+    assert fixed.loc[1, ["low", "high", "mean"]].tolist() == [5.0, 8.0, 6.5]
+    assert fixed.loc[2, ["first", "last"]].tolist() == [5.0, 9.0]        # 7 is nearest an extreme (9)
+    assert fixed.loc[2, "mean"] == (5.0 + 9.0 + 2.0) / 3                    # the third value must be the minimum
+    assert fixed.loc[3, "mean"] == 5.5 and fixed.loc[4].equals(frame.loc[4])
+    assert parse_rules([rules[0].to_dict()]) == rules[:1]
+    with pytest.raises(DataError, match="'mean'"):
+        parse_rules([{k: v for k, v in SUMMARY.items() if k != "mean"}])
+
+
+def test_a_generator_whose_summaries_break_the_rule_gets_rows_that_keep_it():
+    """The sampler (keep_rules) repairs rows of a generator that draws each summary independently."""
+
+    class Independent(Generator):
+        def fit(self, data, **kwargs):
+            self.rules_ = data.rules
+            return self
+
+        def sample_table(self, n: int, seed: int = 0, **kwargs) -> Table:
+            rng = np.random.default_rng(seed)
+            frame = summary_rows(n, seed)
+            present = frame["n"] > 0
+            for column in ("first", "last", "low", "high", "mean"):
+                frame.loc[present, column] = rng.permutation(frame.loc[present, column].to_numpy())
+            return Table.from_frame(frame, rules=[])
+
+        def save(self, path):
+            raise NotImplementedError
+
+        @classmethod
+        def load(cls, path):
+            raise NotImplementedError
+
+    rules = parse_rules([SUMMARY, {"kind": "order", "columns": ["low", ["first", "last", "mean"], "high"]}])
+    model = Independent().fit(Table.from_frame(summary_rows(300), rules=rules))
+    assert broken_rows(model.sample_table(500, seed=3).frame, rules).mean() > 0.5
+    kept = sample_rows(model, 500, seed=3, progress=False).frame
+    assert not broken_rows(kept, rules).any()
+    once = kept[kept["n"] == 1]
+    assert len(once) > 50 and (once[["last", "low", "high", "mean"]].to_numpy() == once[["first"]].to_numpy()).all()

@@ -1,6 +1,6 @@
 """Relations between columns that every real row keeps, declared once and kept by every generator's sampler.
 
-Four kinds, each a JSON object (a rules file is a JSON array of them; docs/data.md):
+Five kinds, each a JSON object (a rules file is a JSON array of them; docs/data.md):
 
   {"kind": "order", "columns": ["HR_min", ["HR_first", "HR_last", "HR_mean"], "HR_max"]}
       a chain of levels, each a column or a list of columns: every value of a level is <= every value of the
@@ -12,12 +12,17 @@ Four kinds, each a JSON object (a rules file is a JSON array of them; docs/data.
       present values lie in [low, high] (either end may be null: open) and are whole numbers if ``integer``
   {"kind": "combinations", "columns": ["ICUType", "Gender"], "allowed": [[1, 0], [1, 1], [2, 0]]}
       the row's values of ``columns`` are one of the ``allowed`` tuples (null stands for a missing value)
+  {"kind": "summary", "count": "HR_count", "first": "HR_first", "last": "HR_last", "min": "HR_min",
+   "max": "HR_max", "mean": "HR_mean"}
+      the five are the first, last, minimum, maximum and mean of ``count`` values: what that implies by arithmetic
+      (:class:`Summary`: one value, two values, three values, the mean's range)
 
 How a sample is made to keep them (:func:`project`, then the rows still breaking one are drawn again by
 models.base): ranges are clipped (and rounded); an order's outer levels are put in order and the levels between
 clipped into the range they leave; a count and its group follow the group's missing indicators (fewer than half
 present: count 0 and the group missing; otherwise a count of at least 1 and the group complete, its gaps filled with
-the mean of its present values). Combinations are kept by resampling the row. EHRDiff can instead encode an
+the mean of its present values); a summary is put on what its count implies (:meth:`Summary.project`).
+Combinations are kept by resampling the row. EHRDiff can instead encode an
 order's columns so that its rows keep the order by construction (``order_encoding="chains"``, data/chains.py);
 projection then finds nothing to repair there.
 """
@@ -29,6 +34,7 @@ import math
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -251,6 +257,88 @@ def _plain(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class Summary(Rule):
+    """What summaries of ``count`` observations are by arithmetic (the first, last, minimum, maximum and mean of n
+    values): with n = 1 all five are the one value; with n = 2 the minimum and maximum are the first and last and
+    the mean is their average; with n = 3 the first or the last is the minimum or the maximum (the one other value
+    cannot be both); with n >= 3 the mean lies where n values allow: n - 2 values besides the first and last, within
+    [minimum, maximum], one of them at the maximum when neither end is, one at the minimum likewise. Rows where the
+    count is not above 0 or a summary is missing take no part (the count rule covers them)."""
+
+    count: str
+    first: str
+    last: str
+    low: str
+    high: str
+    mean: str
+    kind: ClassVar[str] = "summary"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (self.count, self.first, self.last, self.low, self.high, self.mean)
+
+    def _values(self, frame: pd.DataFrame):
+        n, f, last, low, high, mean = (_numbers(frame, c) for c in self.columns)
+        with np.errstate(invalid="ignore"):
+            rows = (n >= 1) & ~np.isnan(np.column_stack([f, last, low, high, mean])).any(axis=1)
+        return n, f, last, low, high, mean, rows
+
+    @staticmethod
+    def _mean_range(n, f, last, low, high):
+        """The least and the greatest mean of n values with these first, last, minimum and maximum."""
+        no_high = ~(np.isclose(f, high) | np.isclose(last, high))      # another value must be the maximum
+        no_low = ~(np.isclose(f, low) | np.isclose(last, low))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            least = (f + last + no_high * high + (n - 2 - no_high) * low) / n
+            most = (f + last + no_low * low + (n - 2 - no_low) * high) / n
+        return least, most
+
+    def broken(self, frame: pd.DataFrame) -> np.ndarray:
+        n, f, last, low, high, mean, rows = self._values(frame)
+        close = partial(np.isclose, rtol=1e-9, atol=1e-9)
+        with np.errstate(invalid="ignore"):
+            one = close(f, last) & close(f, low) & close(f, high) & close(f, mean)
+            two = close(low, np.fmin(f, last)) & close(high, np.fmax(f, last)) & close(mean, (f + last) / 2)
+            ends = close(f, low) | close(f, high) | close(last, low) | close(last, high)
+            least, most = self._mean_range(n, f, last, low, high)
+            within = (mean >= least - 1e-9 * np.abs(least) - 1e-9) & (mean <= most + 1e-9 * np.abs(most) + 1e-9)
+            ok = np.where(n == 1, one, np.where(n == 2, two, within & ((n != 3) | ends)))
+        return rows & ~ok
+
+    def project(self, frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        """n = 1: every summary takes the first value; n = 2: the minimum, maximum and mean follow from the first
+        and last; n = 3 with neither end at an extreme: the end nearest an extreme is put on it; n >= 3: the mean is
+        clipped into the range n values allow (an order rule has put the ends within [minimum, maximum])."""
+        n, f, last, low, high, mean, usable = self._values(frame)
+        rows = rows & usable
+        one, two, more = rows & (n == 1), rows & (n == 2), rows & (n >= 3)
+        low, high, mean = np.where(one, f, low), np.where(one, f, high), np.where(one, f, mean)
+        last = np.where(one, f, last)
+        low, high = np.where(two, np.fmin(f, last), low), np.where(two, np.fmax(f, last), high)
+        mean = np.where(two, (f + last) / 2, mean)
+        neither = more & (n == 3) & ~(np.isclose(f, low) | np.isclose(f, high) | np.isclose(last, low)
+                                       | np.isclose(last, high))
+        gaps = np.column_stack([f - low, high - f, last - low, high - last])
+        nearest = np.argmin(np.where(np.isnan(gaps), np.inf, gaps), axis=1)
+        f = np.where(neither & (nearest == 0), low, np.where(neither & (nearest == 1), high, f))
+        last = np.where(neither & (nearest == 2), low, np.where(neither & (nearest == 3), high, last))
+        least, most = self._mean_range(n, f, last, low, high)
+        mean = np.where(more, np.clip(mean, least, most), mean)
+        where = frame.index[rows]
+        for column, values in zip(self.columns[1:], (f, last, low, high, mean)):
+            frame.loc[where, column] = values[rows]
+        return rows.copy()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "count": self.count, "first": self.first, "last": self.last, "min": self.low,
+                "max": self.high, "mean": self.mean}
+
+    def describe(self) -> str:
+        return (f"{self.first}, {self.last}, {self.low}, {self.high}, {self.mean} are the first, last, minimum, "
+                f"maximum and mean of {self.count} values")
+
+
+@dataclass(frozen=True)
 class Combinations(Rule):
     names: tuple[str, ...]
     allowed: tuple[tuple[Any, ...], ...]
@@ -275,11 +363,12 @@ class Combinations(Rule):
         return f"({', '.join(self.names)}) one of {len(self.allowed)} combinations"
 
 
-KINDS = {cls.kind: cls for cls in (Order, Count, Range, Combinations)}
+KINDS = {cls.kind: cls for cls in (Order, Count, Range, Summary, Combinations)}
 SHAPES = {
     "order": '{"kind": "order", "columns": ["a", ["b", "c"], "d"]}',
     "count": '{"kind": "count", "column": "n", "group": ["a", "b"]}',
     "range": '{"kind": "range", "column": "a", "low": 0, "high": 10, "integer": false}',
+    "summary": '{"kind": "summary", "count": "n", "first": "a", "last": "b", "min": "c", "max": "d", "mean": "e"}',
     "combinations": '{"kind": "combinations", "columns": ["a", "b"], "allowed": [["x", 1], ["y", 2]]}',
 }
 
@@ -313,6 +402,7 @@ def _parse_rule(item: Any, where: str) -> Rule:
 def _build(kind: str, item: dict) -> Rule:
     keys = {"order": {"kind", "columns"}, "count": {"kind", "column", "group"},
             "range": {"kind", "column", "low", "high", "integer"},
+            "summary": {"kind", "count", "first", "last", "min", "max", "mean"},
             "combinations": {"kind", "columns", "allowed"}}[kind]
     extra = sorted(set(item) - keys)
     if extra:
@@ -325,6 +415,8 @@ def _build(kind: str, item: dict) -> Rule:
         return Order(levels)
     if kind == "count":
         return Count(_name(item["column"], "'column'"), _names(item["group"], "'group'"))
+    if kind == "summary":
+        return Summary(*(_name(item[key], f"'{key}'") for key in ("count", "first", "last", "min", "max", "mean")))
     if kind == "range":
         low, high = (_number(item.get(end), f"'{end}'") for end in ("low", "high"))
         integer = item.get("integer", False)
@@ -427,7 +519,7 @@ def project(frame: pd.DataFrame, rules: tuple[Rule, ...]) -> tuple[pd.DataFrame,
     compared with 0), and the rows it changed. What one rule's repair breaks again is repaired in the next pass."""
     frame = frame.copy()
     changed = np.zeros(len(frame), dtype=bool)
-    ordered = sorted(rules, key=lambda r: ("range", "count", "order", "combinations").index(r.kind))
+    ordered = sorted(rules, key=lambda r: ("range", "count", "order", "summary", "combinations").index(r.kind))
     for _ in range(PROJECTION_PASSES):
         changed_now = np.zeros(len(frame), dtype=bool)
         for rule in ordered:

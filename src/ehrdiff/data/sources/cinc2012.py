@@ -19,7 +19,8 @@ Time-series values are used as recorded (no outlier removal). Records with descr
 SOFA, length of stay, survival) describe the outcome and are not used.
 
 The table declares the relations every stay keeps (``summary_rules``): VAR_min <= VAR_first, VAR_last, VAR_mean <=
-VAR_max, and VAR_count a whole number >= 0 that is 0 exactly when VAR's summaries are missing. A malformed line
+VAR_max, VAR_count a whole number >= 0 that is 0 exactly when VAR's summaries are missing, and the summaries are
+what the first, last, minimum, maximum and mean of VAR_count values are (one value: all equal; ...). A malformed line
 (``10:45,,1.9``: no parameter name) is skipped and counted (``Malformed``), or refused under ``strict``. A second set
 (``test_records``/``test_outcomes``) is the test side, instead of a random share of the first.
 
@@ -47,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from ehrdiff.data.io import existing_file, first_line
-from ehrdiff.data.rules import Count, Order, Range, Rule
+from ehrdiff.data.rules import Count, Order, Range, Rule, Summary
 from ehrdiff.data.sources._files import find_column, read_csv
 from ehrdiff.data.sources.registry import data_source
 from ehrdiff.data.sources.split import Prepared
@@ -312,12 +313,14 @@ def public_bounds(columns) -> dict:
 
 def summary_rules(variables: list[str]) -> tuple[Rule, ...]:
     """What every real stay keeps, per time-series variable: its first, last and mean value lie between its
-    minimum and maximum, its count is a whole number >= 0, and 0 exactly when its summaries are missing."""
+    minimum and maximum, its count is a whole number >= 0, and 0 exactly when its summaries are missing, and the
+    summaries are what summaries of that many values are (a variable measured once has all five equal, ...)."""
     rules: list[Rule] = []
     for v in variables:
         rules += [Order(((f"{v}_min",), (f"{v}_first", f"{v}_last", f"{v}_mean"), (f"{v}_max",))),
                   Count(f"{v}_count", tuple(f"{v}_{s}" for s in SUMMARIES if s != "count")),
-                  Range(f"{v}_count", low=0.0, integer=True)]
+                  Range(f"{v}_count", low=0.0, integer=True),
+                  Summary(*(f"{v}_{s}" for s in ("count", "first", "last", "min", "max", "mean")))]
     return tuple(rules)
 
 
