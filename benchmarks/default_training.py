@@ -264,9 +264,11 @@ pooled out-of-fold AUROC falls far below 0.5: a fold's held-out part holds more 
 the rest holds more of it in the other, so the classifier learns every imbalance backwards (the negative bias of
 cross-validation on 2 x 80 rows, not a way to tell the rows apart). Continuous columns are calibrated to their
 training quantiles at sampling (`continuous_marginals` "auto", the same file), in turn with the repair of the declared
-rules (`settle_values`: repair, calibrate again, 4 rounds, so that the final repair moves little): the
-"+continuous_marginals=model" section holds the same trained CinC runs sampled as drawn, the difference is the
-calibration alone. "code (train / sample)" is the commit each step ran at ("+": with uncommitted changes)."""
+rules (`settle_values`: repair, calibrate again, 4 rounds, so that the final repair moves little). The CinC runs
+were prepared with the summary rules (a variable's five summaries are what summaries of its count's values are);
+the runs before them, with the same runs sampled as drawn ("+continuous_marginals=model") and with
+order_encoding=chains, are in this file at commit 830de3b. "code (train / sample)" is the commit each step ran at
+("+": with uncommitted changes)."""
 
 
 def reading() -> str:

@@ -105,8 +105,8 @@ def calibrate_values(encoder, matrix: np.ndarray, labels: np.ndarray | None = No
 
 
 # rounds of "repair the declared rules, then calibrate again" (settle_values): each round leaves the next repair
-# less to move; by the fourth the CinC 2012 default model's continuous KS after the final repair is 0.006
-# (benchmarks/results/default_training.md), a single repair leaving 0.013
+# less to move; with four the CinC 2012 default model's continuous KS after the final repair was 0.006, a single
+# repair leaving 0.013 (benchmarks/results/default_training.md at commits 830de3b and d1e6089, six seeds)
 SETTLE_ROUNDS = 4
 
 
