@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ehrdiff.data.rules import Count, Order
+from ehrdiff.data.rules import Count, Order, mean_range
 from ehrdiff.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Chain:
                                         values[name])
             if self.summary:
                 first, last, mean = self.summary
-                floor, ceiling = _mean_range(values[first], values[last], low, high, n)
+                floor, ceiling = mean_range(values[first], values[last], low, high, n)
                 kept = np.clip(np.clip(values[mean], np.fmin(floor, ceiling), ceiling), low, high)   # float sums
                 values[mean] = np.where(several, kept, values[mean])
         frame[self.high] = high
@@ -141,18 +141,6 @@ class Chain:
 
 def _at_end(p: np.ndarray) -> np.ndarray:
     return (p == 0) | (p == 1)
-
-
-def _mean_range(a: np.ndarray, b: np.ndarray, low: np.ndarray, high: np.ndarray,
-                n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The values the mean of n values in [low, high] can take given the first a and the last b: the other n - 2
-    lie in [low, high] and supply the minimum and the maximum where a and b do not."""
-    spread = high - low
-    others = np.maximum(n - 2, 0)
-    with np.errstate(invalid="ignore"):
-        has_low, has_high = (a == low) | (b == low), (a == high) | (b == high)
-        return ((a + b + others * low + np.where(has_high, 0, spread)) / n,
-                (a + b + others * high - np.where(has_low, 0, spread)) / n)
 
 
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -234,7 +222,7 @@ def _count_facts(chain: Chain, count: str, n: np.ndarray, derived: dict[str, np.
 def _summarises(a: np.ndarray, b: np.ndarray, m: np.ndarray, n: np.ndarray) -> bool:
     """Every row: a and b supply the ends n - 2 other values cannot, and m lies in the range the others allow."""
     missing = (~((a == 0) | (b == 0))).astype(int) + (~((a == 1) | (b == 1))).astype(int)
-    low, high = _mean_range(a, b, np.zeros_like(a), np.ones_like(a), n)
+    low, high = mean_range(a, b, np.zeros_like(a), np.ones_like(a), n)
     return bool(np.all(missing <= n - 2) and np.all(m >= low - MEAN_TOLERANCE)
                 and np.all(m <= high + MEAN_TOLERANCE))
 

@@ -85,6 +85,10 @@ def _top(level: np.ndarray) -> np.ndarray:
     return np.max(np.where(np.isnan(level), -np.inf, level), axis=1)
 
 
+def _at_extreme(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    return (x == low) | (x == high)
+
+
 def _bottom(level: np.ndarray) -> np.ndarray:
     """Per row, the smallest present value of a level (inf when none is present)."""
     return np.min(np.where(np.isnan(level), np.inf, level), axis=1)
@@ -256,6 +260,23 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def mean_range(first: np.ndarray, last: np.ndarray, low: np.ndarray, high: np.ndarray,
+               n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The least and the greatest mean of n values in [low, high] whose first is ``first`` and last ``last``: the
+    other n - 2 lie in [low, high] and supply the minimum and the maximum where the first and last do not."""
+    spread = high - low
+    others = np.maximum(n - 2, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        has_low, has_high = (first == low) | (last == low), (first == high) | (last == high)
+        return ((first + last + others * low + np.where(has_high, 0, spread)) / n,
+                (first + last + others * high - np.where(has_low, 0, spread)) / n)
+
+
+# a mean is a sum of floats divided: compared with what it should be up to rounding (the other summaries are
+# recorded values, compared exactly)
+_same_mean = partial(np.isclose, rtol=1e-9, atol=1e-9)
+
+
 @dataclass(frozen=True)
 class Summary(Rule):
     """What summaries of ``count`` observations are by arithmetic (the first, last, minimum, maximum and mean of n
@@ -283,25 +304,14 @@ class Summary(Rule):
             rows = (n >= 1) & ~np.isnan(np.column_stack([f, last, low, high, mean])).any(axis=1)
         return n, f, last, low, high, mean, rows
 
-    @staticmethod
-    def _mean_range(n, f, last, low, high):
-        """The least and the greatest mean of n values with these first, last, minimum and maximum."""
-        no_high = ~(np.isclose(f, high) | np.isclose(last, high))      # another value must be the maximum
-        no_low = ~(np.isclose(f, low) | np.isclose(last, low))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            least = (f + last + no_high * high + (n - 2 - no_high) * low) / n
-            most = (f + last + no_low * low + (n - 2 - no_low) * high) / n
-        return least, most
-
     def broken(self, frame: pd.DataFrame) -> np.ndarray:
         n, f, last, low, high, mean, rows = self._values(frame)
-        close = partial(np.isclose, rtol=1e-9, atol=1e-9)
         with np.errstate(invalid="ignore"):
-            one = close(f, last) & close(f, low) & close(f, high) & close(f, mean)
-            two = close(low, np.fmin(f, last)) & close(high, np.fmax(f, last)) & close(mean, (f + last) / 2)
-            ends = close(f, low) | close(f, high) | close(last, low) | close(last, high)
-            least, most = self._mean_range(n, f, last, low, high)
-            within = (mean >= least - 1e-9 * np.abs(least) - 1e-9) & (mean <= most + 1e-9 * np.abs(most) + 1e-9)
+            one = (f == last) & (f == low) & (f == high) & _same_mean(mean, f)
+            two = (low == np.fmin(f, last)) & (high == np.fmax(f, last)) & _same_mean(mean, (f + last) / 2)
+            ends = _at_extreme(f, low, high) | _at_extreme(last, low, high)
+            least, most = mean_range(f, last, low, high, n)
+            within = ((mean >= least) | _same_mean(mean, least)) & ((mean <= most) | _same_mean(mean, most))
             ok = np.where(n == 1, one, np.where(n == 2, two, within & ((n != 3) | ends)))
         return rows & ~ok
 
@@ -316,13 +326,12 @@ class Summary(Rule):
         last = np.where(one, f, last)
         low, high = np.where(two, np.fmin(f, last), low), np.where(two, np.fmax(f, last), high)
         mean = np.where(two, (f + last) / 2, mean)
-        neither = more & (n == 3) & ~(np.isclose(f, low) | np.isclose(f, high) | np.isclose(last, low)
-                                       | np.isclose(last, high))
+        neither = more & (n == 3) & ~(_at_extreme(f, low, high) | _at_extreme(last, low, high))
         gaps = np.column_stack([f - low, high - f, last - low, high - last])
         nearest = np.argmin(np.where(np.isnan(gaps), np.inf, gaps), axis=1)
         f = np.where(neither & (nearest == 0), low, np.where(neither & (nearest == 1), high, f))
         last = np.where(neither & (nearest == 2), low, np.where(neither & (nearest == 3), high, last))
-        least, most = self._mean_range(n, f, last, low, high)
+        least, most = mean_range(f, last, low, high, n)
         mean = np.where(more, np.clip(mean, least, most), mean)
         where = frame.index[rows]
         for column, values in zip(self.columns[1:], (f, last, low, high, mean)):

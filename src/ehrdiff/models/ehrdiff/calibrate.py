@@ -239,4 +239,5 @@ def checked_prevalence(metadata: ModelMetadata, n_codes: int) -> list[float] | N
 
 
 __all__ = ["SMALL_TABLE_ROWS", "calibrate", "calibrate_values", "calibrates", "calibrates_values",
-           "checked_class_marginals", "checked_prevalence", "chunk_targets", "code_prevalence", "code_scores"]
+           "checked_class_marginals", "checked_prevalence", "chunk_targets", "code_prevalence", "code_scores",
+           "settle_values"]

@@ -62,7 +62,7 @@ _QUICK_NETWORK = {"hidden_dims": [128, 128], "embedding_features": 32, "embeddin
 # Under DP, sigma_data of the normal-scaled columns (unless normal_sigma_data is set): a private denoiser learns
 # little, and with EDM's sigma_data 1 its prior is near the columns' standard normal marginals (CinC 2012 at
 # epsilon 10, before sampling calibrated continuous values: continuous KS 0.18, against 0.42 with the preset's 0.14;
-# with the calibration both give 0.152; bench_private_release.py, sigma-data-0.14).
+# with the calibration 0.066 and 0.067; bench_private_release.py, variants full and sigma-data-0.14).
 PRIVATE_NORMAL_SIGMA_DATA = 1.0
 
 
