@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from ehrdiff.models.ehrdiff import EHRDiff
-from ehrdiff.models.ehrdiff.budget import (MAX_STEPS, PASSES, data_budget, holdout_size, plan_budget,
+from ehrdiff.models.ehrdiff.budget import (MAX_STEPS, MIN_STEPS, PASSES, data_budget, holdout_size, plan_budget,
                                            split_holdout)
+from ehrdiff.models.ehrdiff.calibrate import SMALL_TABLE_ROWS
 from ehrdiff.models.ehrdiff.config import OptimisationSettings
 from ehrdiff.training import CHECKPOINT_FILE, StepLog, read_checkpoint, run_steps
 from ehrdiff.training.stopping import TOLERANCE, HeldOutStopping
@@ -43,8 +44,20 @@ def test_small_table_gets_few_passes_in_small_batches():
 def test_large_table_is_capped_and_a_given_batch_is_kept():
     assert data_budget(2_000_000, 900, None).steps == MAX_STEPS
     assert holdout_size(2_000_000) == 1024
-    kept = data_budget(3_200, 230, 256)
-    assert kept.batch_size == 256 and kept.steps == int(np.ceil(PASSES * (3_200 - 160) / 256))
+    kept = data_budget(80_000, 230, 2048)
+    assert kept.batch_size == 2048 and kept.steps == int(np.ceil(PASSES * (80_000 - 1024) / 2048))
+
+
+def test_mid_sized_table_gets_the_floor_of_steps_only_where_the_stopping_rule_watches():
+    mid = data_budget(3_200, 268, None)                            # CinC 2012's training half
+    assert mid.steps == MIN_STEPS and mid.batch_size == 380 and mid.held_out == 160
+    assert "raised to the 7,200 steps" in mid.reason
+    assert MIN_STEPS * mid.batch_size / (3_200 - 160) < 1000        # below the memorisation warning's passes
+    below = data_budget(SMALL_TABLE_ROWS - 1, 268, None)           # small tables keep their 270 passes
+    below_rows = SMALL_TABLE_ROWS - 1 - below.held_out
+    assert below.steps == int(np.ceil(PASSES * below_rows / below.batch_size)) and "raised" not in below.reason
+    private = data_budget(3_200, 268, 380, hold_out=False)         # DP: no stopping rule, no floor
+    assert private.steps == int(np.ceil(PASSES * 3_200 / 380)) < MIN_STEPS
 
 
 def test_given_steps_or_epochs_win_and_dp_holds_nothing_out():

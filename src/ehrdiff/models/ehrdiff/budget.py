@@ -5,7 +5,13 @@ The measured anchor is UCI diabetes (57,214 rows, 882 encoded columns): the defa
 quality in 15,000 steps of batch 1,024 (benchmarks/results/uci_comparison.md), about ``PASSES`` passes over the
 rows. A table gets that many passes, at most ``MAX_STEPS`` steps: a larger table needs no more steps than UCI did,
 and a small one gets far fewer passes than a fixed number of steps gives it (2,000 steps of 1,024 rows, 25,600
-passes, memorised the 80-patient MIMIC demos: benchmarks/results/default_vs_paper.md). The batch is at most a
+passes, memorised the 80-patient MIMIC demos: benchmarks/results/default_vs_paper.md). Passes are not what a model
+needs to learn, though; steps are: a mid-sized table (CinC 2012, 3,040 rows) stays undertrained at 270 passes (2,160
+steps: its held-out loss still falls at the end, and a classifier tells its rows from real ones by how the first and
+last values sit between the minimum and the maximum). So a table of at least SMALL_TABLE_ROWS rows trained with the
+stopping rule watching gets at least ``MIN_STEPS`` steps (at the derived batch, an eighth of a small table, at most
+MIN_STEPS / 8 passes, below where fit() warns of memorisation); smaller tables keep their 270 passes, and under DP
+the step count is the accountant's business. The batch is at most a
 ``BATCHES_PER_PASS``-th of the rows, and at least
 ``MIN_BATCH`` (never more than the rows): a batch of 1,024 over 80 rows would pass over them 13 times per step, and
 small tables learn more per row in more, smaller steps (benchmarks/results/gpu_sweep.md: batch 256 over 1,024 at
@@ -22,8 +28,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ehrdiff.models.ehrdiff.calibrate import SMALL_TABLE_ROWS
+
 PASSES = 270                # UCI diabetes: 15,000 steps x 1,024 rows / 57,214 rows = 268 passes
 MAX_STEPS = 15_000          # UCI diabetes's measured budget; larger tables are not given more
+MIN_STEPS = 7_200           # the floor of a table of SMALL_TABLE_ROWS or more (900 passes at an eighth per batch)
 BATCHES_PER_PASS = 8        # a pass over a small table is at least this many optimiser steps ...
 MIN_BATCH = 64              # ... of batches no smaller than this (or all the rows)
 # The held-out slice: this share of the rows, at least HOLDOUT_MIN rows (a table under HOLDOUT_FROM rows has none:
@@ -66,8 +75,11 @@ def data_budget(n_rows: int, width: int, batch_size: int | None, hold_out: bool 
     batch = batch_size or min(1024, max(MIN_BATCH, math.ceil(train_rows / BATCHES_PER_PASS)))
     batch = min(batch, train_rows)
     wanted = math.ceil(PASSES * train_rows / batch)
-    steps = min(MAX_STEPS, wanted)
-    capped = f", capped at {MAX_STEPS:,} steps" if wanted > MAX_STEPS else ""
+    floor = MIN_STEPS if held_out and n_rows >= SMALL_TABLE_ROWS else 0     # only where the stopping rule watches
+    steps = min(MAX_STEPS, max(wanted, floor))
+    capped = (f", capped at {MAX_STEPS:,} steps" if wanted > MAX_STEPS else
+              f", raised to the {MIN_STEPS:,} steps a table of {SMALL_TABLE_ROWS:,} rows or more gets" if floor > wanted
+              else "")
     watched = (f"; {held_out:,} of the {n_rows:,} rows are held out and training stops where their denoising loss "
                "turns up" if held_out else "; no rows held out" + (
                    f" (fewer than {HOLDOUT_FROM})" if hold_out else " (private training)"))
@@ -137,5 +149,5 @@ def held_out_score(denoiser: torch.nn.Module, row_loss: Callable, held_out: torc
     return score
 
 
-__all__ = ["MAX_STEPS", "PASSES", "TrainingBudget", "data_budget", "given_budget", "held_out_score", "holdout_size",
-           "plan_budget", "split_holdout", "stopping_schedule"]
+__all__ = ["MAX_STEPS", "MIN_STEPS", "PASSES", "TrainingBudget", "data_budget", "given_budget", "held_out_score",
+           "holdout_size", "plan_budget", "split_holdout", "stopping_schedule"]
