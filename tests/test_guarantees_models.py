@@ -206,6 +206,8 @@ CRAFTED = {
         f, lambda m: m["encoder"]["columns"][-1].update(low="x")), "'low' has the wrong type"),
     "encoder step below 0": ("ehrdiff", lambda f: edit_model_json(f, lambda m: next(
         c for c in m["encoder"]["columns"] if c["coding"] == "continuous").update(step=-1.0)), "'step' must be"),
+    "tie shares of no summary rule": ("ehrdiff", lambda f: edit_model_json(
+        f, lambda m: m.update(tie_shares={"age": [0.5] * 5})), "'tie_shares' must be"),
     "histogram of text": ("ehrdiff", lambda f: edit_model_json(
         f, lambda m: m.update(codes_per_row_histograms={"all": "abc", "by_class": None})), "codes_per_row"),
     "histogram of negative counts": ("ehrdiff", lambda f: edit_model_json(

@@ -361,6 +361,59 @@ def test_a_summary_rule_says_what_summaries_of_n_values_are():
         parse_rules([{k: v for k, v in SUMMARY.items() if k != "mean"}])
 
 
+def test_ties_of_summaries_are_made_in_the_training_shares_at_the_nearest_rows():
+    """Summary.tie_shares / snap_ties: summaries of rows whose ties were pulled apart (as a generator drawing each
+    column as a continuous value leaves them) get back the real shares of all-equal rows and of first and last
+    values at an extreme, at the rows nearest to each, by moving values onto the row's own extremes; projection
+    then leaves every row keeping the rule."""
+    rule = parse_rules([SUMMARY])[0]
+    real = summary_rows(3000, seed=4)
+    flat = (real["n"] >= 3) & (np.arange(len(real)) % 4 == 0)             # a quarter of them recorded once, copied
+    real.loc[flat, ["first", "last", "low", "high", "mean"]] = real.loc[flat, ["first"]].to_numpy()
+    shares = rule.tie_shares(real)
+    assert shares is not None and shares[0] > 0.2 and min(shares[1:]) > 0.3
+    rng = np.random.default_rng(5)
+    drawn = real.copy()
+    drawn["low"] -= rng.uniform(0.1, 3, len(real))                          # no tie survives
+    drawn["high"] += rng.uniform(0.1, 3, len(real))
+    assert rule.tie_shares(drawn) == [0.0] * 5
+    near = drawn.index[(real["first"] == real["low"]) & (real["n"] >= 3) & (real["low"] != real["high"])]
+    drawn.loc[near, "first"] = drawn.loc[near, "low"] + 0.01               # these are nearest to the tie
+    snapped = drawn.copy()
+    changed = rule.snap_ties(snapped, shares)
+    assert changed.any() and not changed[drawn["n"] < 3].any()
+    rows = len(real[real["n"] >= 3])
+    assert np.allclose(rule.tie_shares(snapped), shares, atol=2 / rows)
+    assert (snapped.loc[near, "first"] == snapped.loc[near, "low"]).mean() > 0.9
+    own = drawn[["first", "last", "low", "high"]].to_numpy()               # every value is one the row had
+    assert all(np.isin(snapped.loc[i, ["first", "last", "low", "high"]], own[i]).all() for i in np.flatnonzero(changed))
+    fixed, _ = project(snapped, (rule,))
+    assert not rule.broken(fixed).any()
+    assert rule.tie_shares(summary_rows(10)) is None                       # too few rows of 3 values to say
+
+
+def test_ehrdiff_keeps_the_tie_shares_of_its_training_rows_and_samples_them(tmp_path):
+    """fit() keeps each summary rule's tie shares in model.json (none under DP: private_release's tests), and the
+    calibrated sample has them; sampled as drawn (continuous_marginals="model") it has hardly any ties."""
+    from ehrdiff.models.ehrdiff import EHRDiff
+
+    rules = parse_rules([SUMMARY, {"kind": "order", "columns": ["low", ["first", "last", "mean"], "high"]}])
+    real = summary_rows(800, seed=6)
+    flat = (real["n"] >= 3) & (np.arange(len(real)) % 3 == 0)
+    real.loc[flat, ["first", "last", "low", "high", "mean"]] = real.loc[flat, ["first"]].to_numpy()
+    model = EHRDiff("cpu-fast", steps=5, batch_size=64, hidden_dims=(16,), embedding_features=8, embedding_width=8,
+                    num_noise_levels=4).fit(Table.from_frame(real, rules=rules), progress=False)
+    assert model.tie_shares_ == {"n": rules[0].tie_shares(real)}
+    model.save(tmp_path / "run")
+    loaded = load_model(tmp_path / "run")
+    assert loaded.tie_shares_ == model.tie_shares_
+    sample = loaded.sample(600, seed=1)
+    assert not broken_rows(sample, rules).any()
+    assert np.allclose(rules[0].tie_shares(sample), model.tie_shares_["n"], atol=0.06), rules[0].tie_shares(sample)
+    drawn = loaded.set_sampling(continuous_marginals="model").sample(600, seed=1)
+    assert rules[0].tie_shares(drawn)[0] < model.tie_shares_["n"][0] / 2
+
+
 def test_a_generator_whose_summaries_break_the_rule_gets_rows_that_keep_it():
     """The sampler (keep_rules) repairs rows of a generator that draws each summary independently."""
 

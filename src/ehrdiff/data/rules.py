@@ -275,6 +275,8 @@ def mean_range(first: np.ndarray, last: np.ndarray, low: np.ndarray, high: np.nd
 # a mean is a sum of floats divided: compared with what it should be up to rounding (the other summaries are
 # recorded values, compared exactly)
 _same_mean = partial(np.isclose, rtol=1e-9, atol=1e-9)
+# rows of at least 3 values a table needs before a summary's tie shares are kept (Summary.tie_shares)
+MIN_TIE_ROWS = 20
 
 
 @dataclass(frozen=True)
@@ -337,6 +339,59 @@ class Summary(Rule):
         for column, values in zip(self.columns[1:], (f, last, low, high, mean)):
             frame.loc[where, column] = values[rows]
         return rows.copy()
+
+    # ---- ties: recorded values often repeat (a weight entered once and copied, a first value that stays the
+    # highest), so among n >= 3 values the summaries are often exactly equal, which a generator drawing each column
+    # as a continuous value almost never makes (benchmarks/results/default_training.md, CinC 2012)
+    TIES: ClassVar[tuple[tuple[str, str], ...]] = (("low", "high"), ("first", "low"), ("first", "high"),
+                                                    ("last", "low"), ("last", "high"))
+
+    def tie_shares(self, frame: pd.DataFrame) -> list[float] | None:
+        """Among rows of at least 3 values, the share where all are equal (minimum = maximum), then where the first
+        is the minimum, the first the maximum, the last the minimum, the last the maximum (TIES); None below
+        MIN_TIE_ROWS such rows."""
+        n, *_, rows = self._values(frame)
+        rows = rows & (n >= 3)
+        if rows.sum() < MIN_TIE_ROWS:
+            return None
+        return [float(np.mean(_numbers(frame, getattr(self, a))[rows] == _numbers(frame, getattr(self, b))[rows]))
+                for a, b in self.TIES]
+
+    def snap_ties(self, frame: pd.DataFrame, shares: list[float]) -> np.ndarray:
+        """Rows of at least 3 values made tied, in place, until each tie of TIES holds in its ``shares`` of them:
+        the rows nearest to it first (the smallest spread relative to the values; the end nearest the extreme,
+        relative to the spread); all equal takes the first value. Values only move onto other recorded values of
+        the row, so rounding and the order rules still hold; the mean is left to projection. The rows changed."""
+        n, f, last, low, high, mean, rows = self._values(frame)
+        rows = np.flatnonzero(rows & (n >= 3))
+        changed = np.zeros(len(frame), dtype=bool)
+        values = {k: v.copy() for k, v in (("first", f), ("last", last), ("low", low), ("high", high), ("mean", mean))}
+        for (a, b), share in zip(self.TIES, shares):
+            x, y = values[a][rows], values[b][rows]
+            spread = values["high"][rows] - values["low"][rows]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if a == "low":      # all equal: the narrowest rows relative to their values
+                    distance = spread / np.maximum(np.abs(values["high"][rows]) + np.abs(x), 1e-12)
+                else:               # an end at an extreme (not one already at the other extreme: all equal)
+                    other = values["high" if b == "low" else "low"][rows]
+                    distance = np.where(x == other, np.inf, np.abs(x - y) / spread)
+            tied = x == y
+            wanted = int(round(share * len(rows))) - int(tied.sum())
+            if wanted <= 0:
+                continue
+            distance[tied] = np.inf
+            picked = rows[np.argsort(distance, kind="stable")[:wanted]]
+            picked = picked[np.isfinite(distance[np.searchsorted(rows, picked)])]
+            if a == "low":
+                for key in values:
+                    values[key][picked] = values["first"][picked]
+            else:
+                values[a][picked] = values[b][picked]
+            changed[picked] = True
+        where = frame.index[changed]
+        for column, key in zip(self.columns[1:], ("first", "last", "low", "high", "mean")):
+            frame.loc[where, column] = values[key][changed]
+        return changed
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "count": self.count, "first": self.first, "last": self.last, "min": self.low,

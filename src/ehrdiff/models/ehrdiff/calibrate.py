@@ -17,7 +17,7 @@ import torch
 from scipy.special import ndtri
 
 from ehrdiff.data.encoding import NORMAL_TAIL
-from ehrdiff.data.rules import project
+from ehrdiff.data.rules import Summary, project
 from ehrdiff.data.table import Table
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser
 from ehrdiff.diffusion.calibration import code_targets, swap_to_targets
@@ -111,24 +111,63 @@ SETTLE_ROUNDS = 4
 
 
 def settle_values(encoder, matrix: np.ndarray, rules: tuple, labels: np.ndarray | None = None,
-                  class_marginals: dict[str, list] | None = None, seed: int = 0) -> np.ndarray:
+                  class_marginals: dict[str, list] | None = None, seed: int = 0,
+                  ties: dict[str, list[float]] | None = None) -> np.ndarray:
     """A calibrated ``matrix`` whose rows are made to keep the declared ``rules`` and calibrated again, for
     SETTLE_ROUNDS rounds or until no row breaks a rule. The sampler's repair of the rules (models/base.py
     keep_rules) moves values that are out of place, and with them the distributions calibration had put right
     (clipping first values into [min, max] crowds them towards the middle; swapping a minimum above its maximum
     lowers the minima); calibrating again moves each column's values back in their own order, which breaks fewer
-    rows, so the repair after the last round moves far less. Both steps are post-processing of the model's rows."""
+    rows, so the repair after the last round moves far less. Both steps are post-processing of the model's rows.
+    ``ties`` (``tie_shares``): then the summaries of each summary rule's rows of 3 values or more are made exactly
+    equal where real ones are, in the training shares, at the rows nearest to it (``Summary.snap_ties``), and
+    repaired once more."""
     for _ in range(SETTLE_ROUNDS if rules else 0):
         table = encoder.inverse_transform(matrix)
         frame, changed = project(table.frame, rules)
         if not changed.any():
             break
-        for c in encoder.codings_:       # a repair that empties a column the model never leaves empty: kept as
-            if c.coding == "continuous" and not c.has_missing:     # drawn here (keep_rules decides in the end)
-                frame[c.name] = frame[c.name].fillna(table.frame[c.name])
-        matrix = encoder.transform(Table(frame, table.kinds), dtype=matrix.dtype)
-        matrix = calibrate_values(encoder, matrix, labels, class_marginals, seed)
+        matrix = calibrate_values(encoder, _encoded(encoder, frame, table, matrix.dtype), labels, class_marginals,
+                                  seed)
+    if ties:        # last: calibrating moves tied columns apart, each by its own quantiles
+        table = encoder.inverse_transform(matrix)
+        frame = project(table.frame, rules)[0]     # repaired first: the repair makes ties of its own (n = 3)
+        for rule in rules:
+            if rule.kind == "summary" and rule.count in ties:
+                rule.snap_ties(frame, ties[rule.count])
+        matrix = _encoded(encoder, project(frame, rules)[0], table, matrix.dtype)
     return matrix
+
+
+def _encoded(encoder, frame, drawn: Table, dtype) -> np.ndarray:
+    """``frame`` (``drawn`` repaired) encoded again; a repair that empties a column the model never leaves empty
+    keeps the drawn value there (keep_rules decides in the end)."""
+    for c in encoder.codings_:
+        if c.coding == "continuous" and not c.has_missing:
+            frame[c.name] = frame[c.name].fillna(drawn.frame[c.name])
+    return encoder.transform(Table(frame, drawn.kinds), dtype=dtype)
+
+
+def tie_shares(frame, rules: tuple) -> dict[str, list[float]] | None:
+    """What model.json keeps for settle_values' ties (models without DP): each summary rule's tie shares in the
+    training rows (``Summary.tie_shares``), by its count column; None when no rule has enough rows."""
+    shares = {r.count: s for r in rules if r.kind == "summary" and (s := r.tie_shares(frame)) is not None}
+    return shares or None
+
+
+def checked_tie_shares(metadata: ModelMetadata, rules: tuple) -> dict[str, list[float]] | None:
+    """model.json's ``tie_shares`` (absent: None), refused unless each names the count column of a summary rule
+    and holds one share in [0, 1] per tie (``Summary.TIES``)."""
+    value: Any = metadata.typed("tie_shares", dict, "an object of shares per summary rule", optional=True)
+    if value is None:
+        return None
+    counts = {r.count: len(r.TIES) for r in rules if r.kind == "summary"}
+    for name, shares in value.items():
+        if not (name in counts and isinstance(shares, list) and len(shares) == counts[name] and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in shares)):
+            raise metadata.invalid("tie_shares", "for the count column of a summary rule, one share between 0 and "
+                                   f"1 per tie ({len(Summary.TIES)})", {name: shares})
+    return value
 
 
 def _set_missing_share(flags: np.ndarray, rows: np.ndarray, share: float, rng: np.random.Generator) -> None:
@@ -239,5 +278,5 @@ def checked_prevalence(metadata: ModelMetadata, n_codes: int) -> list[float] | N
 
 
 __all__ = ["SMALL_TABLE_ROWS", "calibrate", "calibrate_values", "calibrates", "calibrates_values",
-           "checked_class_marginals", "checked_prevalence", "chunk_targets", "code_prevalence", "code_scores",
-           "settle_values"]
+           "checked_class_marginals", "checked_prevalence", "checked_tie_shares", "chunk_targets", "code_prevalence",
+           "code_scores", "settle_values", "tie_shares"]

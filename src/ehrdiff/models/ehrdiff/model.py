@@ -36,8 +36,8 @@ from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_r
                                                  conditional_row_loss, guided_denoiser, sample_conditional,
                                                  split_condition)
 from ehrdiff.models.ehrdiff.calibrate import (calibrate, calibrate_values, calibrates, calibrates_values,
-                                              checked_class_marginals, checked_prevalence, chunk_targets,
-                                              code_prevalence, settle_values)
+                                              checked_class_marginals, checked_prevalence, checked_tie_shares,
+                                              chunk_targets, code_prevalence, settle_values, tie_shares)
 from ehrdiff.models.ehrdiff.budget import (TrainingBudget, held_out_score, plan_budget, split_holdout,
                                            stopping_schedule)
 from ehrdiff.models.ehrdiff.config import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict
@@ -215,6 +215,7 @@ class EHRDiff(Generator):
         self.code_prevalence_ = code_prevalence(private.shares if private else matrix.mean(axis=0), codes)
         self.rules_ = declared_rules(data)     # kept by the sampler (models/base.py keep_rules), saved in model.json
         self.class_marginals_ = class_marginals(private) if private else None    # noisy, per class (calibrate.py)
+        self.tie_shares_ = None if private else tie_shares(table.frame, self.rules_)   # settle_values' ties
         return self
 
     def _encode(self, table: Table) -> tuple[TableEncoder, np.ndarray]:
@@ -414,7 +415,8 @@ class EHRDiff(Generator):
             return matrix
         marginals = getattr(self, "class_marginals_", None)
         matrix = calibrate_values(self.encoder_, matrix, labels, marginals, seed)
-        return settle_values(self.encoder_, matrix, self.rules_, labels, marginals, seed)
+        return settle_values(self.encoder_, matrix, self.rules_, labels, marginals, seed,
+                             getattr(self, "tie_shares_", None))
 
     def _chunk_plans(self, n: int, sizes: list[int], spec: ConditionSpec | None, condition: Any,
                      balance: dict | None) -> list[tuple[np.ndarray | None, Any]]:
@@ -461,6 +463,7 @@ class EHRDiff(Generator):
                 "codes_per_row_histograms": getattr(self, "code_histograms_", None),
                 "code_prevalence": getattr(self, "code_prevalence_", None),
                 **({"class_marginals": self.class_marginals_} if getattr(self, "class_marginals_", None) else {}),
+                **({"tie_shares": self.tie_shares_} if getattr(self, "tie_shares_", None) else {}),
                 "condition": self.condition_.to_dict() if getattr(self, "condition_", None) else None,
                 "budget": getattr(self, "budget_", None), "stopping": getattr(self, "stopping_", None),
                 "rules": rules_to_json(getattr(self, "rules_", ())),
@@ -520,6 +523,7 @@ class EHRDiff(Generator):
         model.budget_ = metadata.typed("budget", dict, "an object", optional=True)        # older files: none
         model.stopping_ = metadata.typed("stopping", dict, "an object", optional=True)
         model.rules_ = metadata.rules()
+        model.tie_shares_ = checked_tie_shares(metadata, model.rules_)
         metadata.privacy()          # a stated guarantee must be positive numbers
         model.privacy_ = {k: v for k, v in metadata.items() if k.startswith("dp_")} or None
         return model
