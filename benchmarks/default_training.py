@@ -256,7 +256,7 @@ READING = """\
 How the length is chosen (src/ehrdiff/models/ehrdiff/budget.py, src/ehrdiff/training/stopping.py). Without
 --steps a run gets {passes} passes over its rows (UCI diabetes's reported 15,000 steps of 1,024 rows), at most
 {max_steps:,} steps, in batches of at most 1,024 and at most an eighth of the rows (at least 64); a table of
-{small:,} rows or more gets at least {min_steps:,} steps. A seeded slice of
+{small:,} rows or more gets at least {min_steps:,} steps (not under DP). A seeded slice of
 the rows ({share:.0%}, {low} to {high} rows, none under {least} rows) is held out of training; about {evaluations}
 times over the budget the EMA weights are scored by the denoising loss of those rows (fixed noise, the same at every
 score), and training stops once {patience} scores in a row are more than {tol:.1%} above the lowest (the loss turns
