@@ -346,32 +346,34 @@ class Summary(Rule):
     TIES: ClassVar[tuple[tuple[str, str], ...]] = (("low", "high"), ("first", "low"), ("first", "high"),
                                                     ("last", "low"), ("last", "high"))
 
+    def _ends(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The five summaries by the rule's field names (copies) and the indices of the rows of at least 3 values."""
+        n, *summaries, rows = self._values(frame)
+        named = {key: np.array(v) for key, v in zip(("first", "last", "low", "high", "mean"), summaries)}
+        return named, np.flatnonzero(rows & (n >= 3))
+
     def tie_shares(self, frame: pd.DataFrame) -> list[float] | None:
         """Among rows of at least 3 values, the share where all are equal (minimum = maximum), then where the first
         is the minimum, the first the maximum, the last the minimum, the last the maximum (TIES); None below
         MIN_TIE_ROWS such rows."""
-        n, *_, rows = self._values(frame)
-        rows = rows & (n >= 3)
-        if rows.sum() < MIN_TIE_ROWS:
+        values, rows = self._ends(frame)
+        if len(rows) < MIN_TIE_ROWS:
             return None
-        return [float(np.mean(_numbers(frame, getattr(self, a))[rows] == _numbers(frame, getattr(self, b))[rows]))
-                for a, b in self.TIES]
+        return [float(np.mean(values[a][rows] == values[b][rows])) for a, b in self.TIES]
 
     def snap_ties(self, frame: pd.DataFrame, shares: list[float]) -> np.ndarray:
         """Rows of at least 3 values made tied, in place, until each tie of TIES holds in its ``shares`` of them:
         the rows nearest to it first (the smallest spread relative to the values; the end nearest the extreme,
         relative to the spread); all equal takes the first value. Values only move onto other recorded values of
         the row, so rounding and the order rules still hold; the mean is left to projection. The rows changed."""
-        n, f, last, low, high, mean, rows = self._values(frame)
-        rows = np.flatnonzero(rows & (n >= 3))
+        values, rows = self._ends(frame)
         changed = np.zeros(len(frame), dtype=bool)
-        values = {k: v.copy() for k, v in (("first", f), ("last", last), ("low", low), ("high", high), ("mean", mean))}
         for (a, b), share in zip(self.TIES, shares):
             x, y = values[a][rows], values[b][rows]
             spread = values["high"][rows] - values["low"][rows]
             with np.errstate(invalid="ignore", divide="ignore"):
                 if a == "low":      # all equal: the narrowest rows relative to their values
-                    distance = spread / np.maximum(np.abs(values["high"][rows]) + np.abs(x), 1e-12)
+                    distance = spread / np.maximum(np.abs(y) + np.abs(x), 1e-12)
                 else:               # an end at an extreme (not one already at the other extreme: all equal)
                     other = values["high" if b == "low" else "low"][rows]
                     distance = np.where(x == other, np.inf, np.abs(x - y) / spread)
@@ -380,8 +382,8 @@ class Summary(Rule):
             if wanted <= 0:
                 continue
             distance[tied] = np.inf
-            picked = rows[np.argsort(distance, kind="stable")[:wanted]]
-            picked = picked[np.isfinite(distance[np.searchsorted(rows, picked)])]
+            nearest = np.argsort(distance, kind="stable")[:wanted]
+            picked = rows[nearest[np.isfinite(distance[nearest])]]
             if a == "low":
                 for key in values:
                     values[key][picked] = values["first"][picked]
@@ -389,8 +391,8 @@ class Summary(Rule):
                 values[a][picked] = values[b][picked]
             changed[picked] = True
         where = frame.index[changed]
-        for column, key in zip(self.columns[1:], ("first", "last", "low", "high", "mean")):
-            frame.loc[where, column] = values[key][changed]
+        for key, column in values.items():         # the keys are the rule's field names
+            frame.loc[where, getattr(self, key)] = column[changed]
         return changed
 
     def to_dict(self) -> dict[str, Any]:

@@ -77,15 +77,15 @@ def data_budget(n_rows: int, width: int, batch_size: int | None, hold_out: bool 
     wanted = math.ceil(PASSES * train_rows / batch)
     floor = MIN_STEPS if held_out and n_rows >= SMALL_TABLE_ROWS else 0     # only where the stopping rule watches
     steps = min(MAX_STEPS, max(wanted, floor))
-    capped = (f", capped at {MAX_STEPS:,} steps" if wanted > MAX_STEPS else
-              f", raised to the {MIN_STEPS:,} steps a table of {SMALL_TABLE_ROWS:,} rows or more gets" if floor > wanted
-              else "")
+    adjusted = (f", capped at {MAX_STEPS:,} steps" if wanted > MAX_STEPS else
+                f", raised to the {MIN_STEPS:,} steps a table of {SMALL_TABLE_ROWS:,} rows or more gets"
+                if floor > wanted else "")
     watched = (f"; {held_out:,} of the {n_rows:,} rows are held out and training stops where their denoising loss "
                "turns up" if held_out else "; no rows held out" + (
                    f" (fewer than {HOLDOUT_FROM})" if hold_out else " (private training)"))
     reason = (f"{steps:,} steps of batch {batch:,} over {train_rows:,} training rows x {width:,} columns: "
               f"{steps * batch / train_rows:,.0f} passes (the default budget: {PASSES} passes, the default model's "
-              f"reported UCI diabetes run{capped}){watched}")
+              f"reported UCI diabetes run{adjusted}){watched}")
     return TrainingBudget(steps, batch, held_out, "data", reason)
 
 

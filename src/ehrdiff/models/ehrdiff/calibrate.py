@@ -161,9 +161,9 @@ def checked_tie_shares(metadata: ModelMetadata, rules: tuple) -> dict[str, list[
     value: Any = metadata.typed("tie_shares", dict, "an object of shares per summary rule", optional=True)
     if value is None:
         return None
-    counts = {r.count: len(r.TIES) for r in rules if r.kind == "summary"}
+    counts = {r.count for r in rules if r.kind == "summary"}
     for name, shares in value.items():
-        if not (name in counts and isinstance(shares, list) and len(shares) == counts[name] and all(
+        if not (name in counts and isinstance(shares, list) and len(shares) == len(Summary.TIES) and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in shares)):
             raise metadata.invalid("tie_shares", "for the count column of a summary rule, one share between 0 and "
                                    f"1 per tie ({len(Summary.TIES)})", {name: shares})
