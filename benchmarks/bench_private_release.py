@@ -14,7 +14,8 @@ clipping C = 1):
                        the Bernoulli head's output bias and calibrate the sampled codes' prevalences (swaps inside
                        rows, ``code_prevalence``), the noisy histogram of codes per row drives count matching, large
                        Poisson batches (FULL's batch) and few steps, a small network (FULL's hidden layers), one noise
-                       draw per example
+                       draw per example, noisy pair counts of the commonest codes (0.3 of the budget alone,
+                       ``dp_pairs_share``) met by swapping codes between rows
   no-bias-init         as full, the output layer left at its random start (the head's ``init_output`` skipped)
   no-count-matching    as full, ``codes_per_row="model"`` and ``min_codes="none"``
   small-batch          as full, batch 512 and as many more steps as keep the rows seen per run equal
@@ -22,6 +23,7 @@ clipping C = 1):
   conditional          as full, ``condition="label"``, sampled with the noisy class balance
   share-0.05           as conditional, the marginals' share 0.05 (before calibration: the head's bias only)
   share-0.5            as conditional, the marginals' share 0.5 (the default before 0.85)
+  no-pairs             as conditional, no pair counts (``dp_pairs_share=0``, the default before 0.3)
   low-lr               as full, learning rate 3e-4 (Adam moves every weight about lr per step, noise or not)
   steps-1000           as full, 1,000 steps (100 warm-up): more noise per step (epsilon 10: noise multiplier 0.83
                        at 100 steps, about 1.8 at 1,000) for ten times the updates
@@ -38,7 +40,7 @@ Each synthetic set has ``--rows`` rows (default 10,000); ``ehrdiff.evaluation.ev
 real rows (one evaluation for all). Torch and the evaluation run on ``--threads`` threads (default 1). Runs can be
 split over processes: ``--no-evaluate`` keeps each run's rows and facts in benchmarks/out/private_release_DATASET/,
 and ``--evaluate-only`` evaluates every run kept there at once. Writes benchmarks/out/private_release_DATASET.json
-and benchmarks/results/private_release_DATASET.md.
+and benchmarks/results/private_release_DATASET.md (``--name NAME``: benchmarks/out/NAME/, NAME.json and NAME.md).
 
 CinC 2012 (``ehrdiff prepare cinc2012 ... -o DIR``): every run declares the source's public ranges, DIR/bounds.json
 (``--bounds``), so no budget goes to range estimates; the table is scored on its continuous columns (KS), both
@@ -75,6 +77,7 @@ VARIANTS = {
     "steps-3000": dict(steps=3000, warmup_steps=300),
     "share-0.05": dict(condition="label", dp_marginals_share=0.05),
     "share-0.5": dict(condition="label", dp_marginals_share=0.5),
+    "no-pairs": dict(condition="label", dp_pairs_share=0.0),
     "dp-marginals": None,
     "mst": None,
 }
@@ -108,7 +111,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-evaluate", action="store_true", help="train and sample only; keep the runs")
     parser.add_argument("--evaluate-only", action="store_true", help="evaluate the runs kept by --no-evaluate")
     parser.add_argument("--quick", action="store_true", help="a few steps and rows: checks that the script runs")
-    return parser.parse_args()
+    parser.add_argument("--name", help="names the kept runs' folder and the outputs (default private_release_DATASET)")
+    args = parser.parse_args()
+    args.name = args.name or f"private_release_{args.dataset}"
+    return args
 
 
 def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, train):
@@ -214,7 +220,7 @@ def main() -> None:
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variants {unknown} (known: {', '.join(VARIANTS)})")
-    kept = ROOT / "out" / f"private_release_{args.dataset}{'_quick' if args.quick else ''}"
+    kept = ROOT / "out" / f"{args.name}{'_quick' if args.quick else ''}"
     kept.mkdir(parents=True, exist_ok=True)
     if not args.evaluate_only:
         for seed in args.seeds:
@@ -238,9 +244,9 @@ def main() -> None:
               "full": FULL, "variants": VARIANTS, "quick": args.quick, "command": " ".join(sys.argv[1:])}
     out = ROOT / "out"
     out.mkdir(exist_ok=True)
-    (out / f"private_release_{args.dataset}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     if not args.quick:
-        (ROOT / "results" / f"private_release_{args.dataset}.md").write_text(markdown(result, args))
+        (ROOT / "results" / f"{args.name}.md").write_text(markdown(result, args))
     print(f"done in {result['total_s'] / 60:.1f} min")
 
 
@@ -254,7 +260,7 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
     title, headline, targets = DATASETS[args.dataset]
     lines = [f"# The whole private release: {title}", "",
              f"Command: `.venv/bin/python benchmarks/bench_private_release.py {result['command']}` (writes this file "
-             f"and benchmarks/out/private_release_{args.dataset}.json)", "",
+             f"and benchmarks/out/{args.name}.json)", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
              f"({args.threads} thread(s)), Python {platform.python_version()}. Load average (1 min) before / after: "
              f"{result['load_average'][0]:.2f} / {result['load_average'][1]:.2f} (other jobs shared the cores when "

@@ -208,6 +208,8 @@ CRAFTED = {
         c for c in m["encoder"]["columns"] if c["coding"] == "continuous").update(step=-1.0)), "'step' must be"),
     "tie shares of no summary rule": ("ehrdiff", lambda f: edit_model_json(
         f, lambda m: m.update(tie_shares={"age": [0.5] * 5})), "'tie_shares' must be"),
+    "pair counts of a code column not there": ("ehrdiff", lambda f: edit_model_json(
+        f, lambda m: m.update(code_pairs={"codes": [999], "counts": [[1.0]]})), "'code_pairs' must be"),
     "histogram of text": ("ehrdiff", lambda f: edit_model_json(
         f, lambda m: m.update(codes_per_row_histograms={"all": "abc", "by_class": None})), "codes_per_row"),
     "histogram of negative counts": ("ehrdiff", lambda f: edit_model_json(

@@ -60,7 +60,7 @@ def test_the_total_is_what_opacus_composes_from_the_saved_parameters(private_run
     saved = json.loads((run / "model.json").read_text())
     release = saved["dp_release"]
     names = [m["name"] for m in release["mechanisms"]]
-    assert names == ["continuous bounds", "one-way marginals", "codes per row", "DP-SGD"]
+    assert names == ["continuous bounds", "one-way marginals", "codes per row", "code pairs", "DP-SGD"]
     sgd = release["mechanisms"][-1]          # DP-SGD's entry is the saved DP-SGD parameters
     assert (sgd["noise_multiplier"], sgd["sample_rate"], sgd["steps"]) == \
         (saved["dp_noise_multiplier"], saved["dp_sample_rate"], saved["dp_steps"])
@@ -74,7 +74,9 @@ def test_the_total_is_what_opacus_composes_from_the_saved_parameters(private_run
     assert saved["dp_epsilon"] <= 4.0 and saved["dp_epsilon"] > 3.9
     selection = sum(m["selection_delta"] for m in release["mechanisms"])
     assert saved["dp_delta"] == pytest.approx(release["accountant_delta"] + selection) and saved["dp_delta"] <= 1e-5
-    assert sum(m["share"] for m in release["mechanisms"]) == pytest.approx(1.0)
+    for m in release["mechanisms"]:     # a share is what the mechanism spends alone, within the target
+        assert m["epsilon_alone"] <= m["share"] * release["target_epsilon"] * 1.01 + 1e-9
+        assert m["epsilon_alone"] <= release["target_epsilon"] * (1 + 1e-9)
     # the PRV accountant composes the same saved mechanisms; a run with --accountant prv states its total
     prv_model = EHRDiff("cpu-fast", dp=True, dp_epsilon=4.0, dp_accountant="prv",
                         **TINY).fit(patients(), progress=False)
@@ -109,6 +111,11 @@ def test_the_model_folder_holds_nothing_traceable_to_the_planted_patient(private
     codes = table.frame[["c1", "c2", "rare"]].sum(axis=1).to_numpy()
     exact_histogram = np.bincount(codes, minlength=4).tolist()
     assert saved["codes_per_row_histograms"]["all"][:4] != exact_histogram
+    code_frame = table.frame[["c1", "c2", "rare"]].to_numpy()
+    pairs = saved["code_pairs"]        # every code is among the commonest here; no count is the exact one (a 0:
+    noisy_pairs = np.asarray(pairs["counts"])          # noise clipped at 0, post-processing)
+    exact_pairs = code_frame[:, pairs["codes"]].T @ code_frame
+    assert pairs["codes"] == [0, 1, 2] and not np.isclose(noisy_pairs, exact_pairs)[noisy_pairs > 0].any()
     assert saved["dp_sample_rate"] == pytest.approx(100 / saved["n_rows"])
     # no planted value anywhere in the folder's files (model.json, weights, checkpoints)
     texts = [str(int(PLANTED_AGE)), "987654", "54321", PLANTED_WARD]
@@ -131,7 +138,7 @@ def test_declared_ranges_replace_the_bounds_mechanism(tmp_path):
     assert (codings["age"].low, codings["age"].high) == (0.0, 120.0)
     assert codings["ward"].categories == ["icu", "surgery", "medicine"]
     assert [m["name"] for m in model.privacy_["dp_release"]["mechanisms"]] == \
-        ["one-way marginals", "codes per row", "DP-SGD"]
+        ["one-way marginals", "codes per row", "code pairs", "DP-SGD"]
     assert model.privacy_["dp_release"]["declared"]["bounds"] == ["age", "lab"]
 
 

@@ -149,10 +149,10 @@ class Ledger:
         """Add the last mechanism (DP-SGD: ``steps`` at sampling rate ``rate``; a statistic: one step at rate 1)
         with the least noise that keeps the composed total within the target epsilon."""
         z = smallest_noise(self.epsilon, self.accountant_delta, self.history(), rate, steps, self.accountant, name)
-        share = round(1 - sum(m.share for m in self.mechanisms), 6)
-        mechanism = Mechanism(name, z, float(sensitivity), rate, steps, share=share,
-                              epsilon_alone=composed_epsilon([(z, rate, steps)], self.accountant_delta,
-                                                             self.accountant))
+        alone = composed_epsilon([(z, rate, steps)], self.accountant_delta, self.accountant)
+        # its share is what it spends alone, as for the others: under Renyi composition shares need not add up to 1
+        mechanism = Mechanism(name, z, float(sensitivity), rate, steps, share=round(alone / self.epsilon, 6),
+                              epsilon_alone=alone)
         self.mechanisms.append(mechanism)
         return mechanism
 

@@ -21,6 +21,7 @@ from ehrdiff.data.rules import Summary, project
 from ehrdiff.data.table import Table
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser
 from ehrdiff.diffusion.calibration import code_targets, swap_to_targets
+from ehrdiff.diffusion.cooccurrence import match_pairs
 from ehrdiff.diffusion.count_matching import split_counts
 from ehrdiff.errors import EhrdiffError
 from ehrdiff.models.persistence import ModelMetadata
@@ -277,6 +278,38 @@ def checked_prevalence(metadata: ModelMetadata, n_codes: int) -> list[float] | N
     return [float(v) for v in value]
 
 
+def meet_pairs(model, matrix: np.ndarray, labels: np.ndarray | None, seed: int) -> np.ndarray:
+    """``matrix`` (sampled rows, encoded, prevalences calibrated) with codes swapped between rows (of one class,
+    given ``labels``) towards the pair counts a private model keeps, scaled to these rows
+    (ehrdiff.diffusion.cooccurrence); as it is for a model that keeps none."""
+    pairs = getattr(model, "code_pairs_", None)
+    if not pairs or not len(matrix):
+        return matrix
+    codes = model.encoder_.code_columns()
+    wanted = np.asarray(pairs["counts"], dtype=np.float64) * (len(matrix) / max(model.n_rows_, 1))
+    out = matrix.copy()
+    out[:, codes] = match_pairs(matrix[:, codes], np.asarray(pairs["codes"]), wanted, labels, seed)
+    return out
+
+
+def checked_pairs(metadata: ModelMetadata, n_codes: int) -> dict[str, Any] | None:
+    """model.json's ``code_pairs`` (absent: None), refused unless it names distinct code columns and holds one
+    non-negative count per (named code, code column)."""
+    value: Any = metadata.typed("code_pairs", dict, "an object of codes and counts", optional=True)
+    if value is None:
+        return None
+    codes, counts = value.get("codes"), value.get("counts")
+    fits = isinstance(codes, list) and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < n_codes
+                                           for c in codes) and len(set(codes)) == len(codes) and \
+        isinstance(counts, list) and len(counts) == len(codes) and all(
+            isinstance(row, list) and len(row) == n_codes and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in row) for row in counts)
+    if not fits:
+        raise metadata.invalid("code_pairs", f"distinct code columns (0 .. {n_codes - 1}) and, for each, "
+                               f"{n_codes} non-negative counts", {"codes": codes})
+    return value
+
+
 __all__ = ["SMALL_TABLE_ROWS", "calibrate", "calibrate_values", "calibrates", "calibrates_values",
-           "checked_class_marginals", "checked_prevalence", "checked_tie_shares", "chunk_targets", "code_prevalence",
-           "code_scores", "settle_values", "tie_shares"]
+           "checked_class_marginals", "checked_pairs", "checked_prevalence", "checked_tie_shares", "chunk_targets",
+           "code_prevalence", "code_scores", "meet_pairs", "settle_values", "tie_shares"]

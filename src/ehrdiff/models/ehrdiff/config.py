@@ -22,7 +22,8 @@ RUNTIME_SETTINGS = ("checkpoint_every", "device", "sample_batch_size")
 # Settings added after runs were recorded, with the value that does what runs made before they existed did.
 ADDED_LATER = {"continuous_scaling": "minmax", "dp_bounds": None, "missing_values": "fill",
                "categorical_head": "independent", "normal_sigma_data": None, "missing_indicators": "per_column",
-               "dp_marginals_share": 0.05, "order_encoding": "values", "continuous_marginals": "model"}
+               "dp_marginals_share": 0.05, "order_encoding": "values", "continuous_marginals": "model",
+               "dp_pairs_share": 0.0}
 # values earlier versions recorded for a DP-only setting as its default (kept in every run's model.json): in a run
 # without DP they are no request for DP, so its model still loads
 PAST_DP_DEFAULTS = {"dp_marginals_share": (0.5,)}
@@ -221,6 +222,8 @@ class PrivacySettings:
     dp_accountant: str = "rdp"            # an Opacus accountant: "rdp" or "prv"
     dp_bounds: str | None = None          # public column ranges and categories (JSON; ehrdiff.privacy.declared)
     dp_marginals_share: float = 0.85      # share of epsilon (alone) for the noisy one-way marginals (private_release)
+    dp_pairs_share: float = 0.3           # share of epsilon (alone) for the noisy pair counts of the commonest codes
+                                          # (private_release; 0: none released, none met at sampling)
 
     def validate(self) -> None:
         if not self.dp:
@@ -246,6 +249,9 @@ class PrivacySettings:
         if not 0 < self.dp_marginals_share < 0.9:
             raise EhrdiffError(f"dp_marginals_share must be above 0 and below 0.9 (DP-SGD needs the rest), got "
                                f"{self.dp_marginals_share!r}")
+        if not 0 <= self.dp_pairs_share < 0.9:
+            raise EhrdiffError(f"dp_pairs_share must be at least 0 and below 0.9 (DP-SGD needs the rest), got "
+                               f"{self.dp_pairs_share!r}")
 
 
 SECTIONS = {"diffusion": DiffusionSettings, "network": NetworkSettings, "optimisation": OptimisationSettings,

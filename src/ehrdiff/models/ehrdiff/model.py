@@ -36,8 +36,9 @@ from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_r
                                                  conditional_row_loss, guided_denoiser, sample_conditional,
                                                  split_condition)
 from ehrdiff.models.ehrdiff.calibrate import (calibrate, calibrate_values, calibrates, calibrates_values,
-                                              checked_class_marginals, checked_prevalence, checked_tie_shares,
-                                              chunk_targets, code_prevalence, settle_values, tie_shares)
+                                              checked_class_marginals, checked_pairs, checked_prevalence,
+                                              checked_tie_shares, chunk_targets, code_prevalence, meet_pairs,
+                                              settle_values, tie_shares)
 from ehrdiff.models.ehrdiff.budget import (TrainingBudget, held_out_score, plan_budget, split_holdout,
                                            stopping_schedule)
 from ehrdiff.models.ehrdiff.config import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict
@@ -215,6 +216,7 @@ class EHRDiff(Generator):
         self.code_prevalence_ = code_prevalence(private.shares if private else matrix.mean(axis=0), codes)
         self.rules_ = declared_rules(data)     # kept by the sampler (models/base.py keep_rules), saved in model.json
         self.class_marginals_ = class_marginals(private) if private else None    # noisy, per class (calibrate.py)
+        self.code_pairs_ = private.code_pairs if private else None      # noisy, met at sampling (calibrate.py)
         self.tie_shares_ = None if private else tie_shares(table.frame, self.rules_)   # settle_values' ties
         return self
 
@@ -410,7 +412,9 @@ class EHRDiff(Generator):
                       values: bool) -> np.ndarray:
         """A sampled chunk (encoded) calibrated: its codes to the kept prevalences, its continuous values to the
         kept distributions, in turn with the repair of the declared rules (calibrate.py)."""
-        matrix = calibrate(self, matrix, labels, targets, seed) if codes else matrix
+        if codes:
+            matrix = calibrate(self, matrix, labels, targets, seed)
+            matrix = meet_pairs(self, matrix, labels, seed)
         if not values:
             return matrix
         marginals = getattr(self, "class_marginals_", None)
@@ -464,6 +468,7 @@ class EHRDiff(Generator):
                 "code_prevalence": getattr(self, "code_prevalence_", None),
                 **({"class_marginals": self.class_marginals_} if getattr(self, "class_marginals_", None) else {}),
                 **({"tie_shares": self.tie_shares_} if getattr(self, "tie_shares_", None) else {}),
+                **({"code_pairs": self.code_pairs_} if getattr(self, "code_pairs_", None) else {}),
                 "condition": self.condition_.to_dict() if getattr(self, "condition_", None) else None,
                 "budget": getattr(self, "budget_", None), "stopping": getattr(self, "stopping_", None),
                 "rules": rules_to_json(getattr(self, "rules_", ())),
@@ -524,6 +529,7 @@ class EHRDiff(Generator):
         model.stopping_ = metadata.typed("stopping", dict, "an object", optional=True)
         model.rules_ = metadata.rules()
         model.tie_shares_ = checked_tie_shares(metadata, model.rules_)
+        model.code_pairs_ = checked_pairs(metadata, len(model.encoder_.code_columns()))
         metadata.privacy()          # a stated guarantee must be positive numbers
         model.privacy_ = {k: v for k, v in metadata.items() if k.startswith("dp_")} or None
         return model

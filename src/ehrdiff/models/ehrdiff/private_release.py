@@ -10,6 +10,9 @@ Before DP-SGD runs, the statistics the model needs besides its weights are relea
                         that sampling calibrates to (``code_prevalence``, ehrdiff.diffusion.calibration)
   codes per row         HISTOGRAM_SHARE: the histogram of codes per row (per class of a condition) that count
                         matching follows and the floor on codes per row (``min_codes``) comes from
+  code pairs            ``dp_pairs_share`` (default 0.3; 0: not released): how many rows hold both of a pair of
+                        codes, for each of the PAIR_CODES commonest codes (by the noisy marginals) with every code,
+                        which sampling meets by swapping codes between rows (ehrdiff.diffusion.cooccurrence)
 
 DP-SGD then gets the least noise that keeps the composed total within the target (``Ledger.remaining``). A share
 is what the mechanism would spend alone; under Renyi composition the shares of epsilon do not add up (privacy loss
@@ -31,6 +34,7 @@ from scipy.special import ndtri
 
 from ehrdiff.data.encoding import NORMAL_TAIL, TableEncoder
 from ehrdiff.data.table import Table
+from ehrdiff.diffusion.cooccurrence import PAIR_CODES, pair_counts
 from ehrdiff.errors import DataError
 from ehrdiff.models.ehrdiff.conditioning import ConditionSpec, split_condition
 from ehrdiff.privacy.accounting import Ledger, Mechanism
@@ -39,6 +43,7 @@ from ehrdiff.privacy.release import PrivateRelease, private_encoder
 
 BOUNDS_SHARE, HISTOGRAM_SHARE = 0.05, 0.02
 HISTOGRAM_THRESHOLD = 2.0      # noisy rows per number of codes below this many noise deviations count as none
+PAIR_CONTRIBUTION = 16         # pair counts a row adds to in full; a row in more is weighted down (L2 <= 4)
 
 
 @dataclass
@@ -52,6 +57,7 @@ class PrivateInputs:
     shares: np.ndarray             # each encoded column's noisy mean (the Bernoulli head's starting bias)
     code_histograms: dict[str, Any] | None
     release: PrivateRelease
+    code_pairs: dict[str, Any] | None = None
 
     @property
     def n_rows(self) -> int:
@@ -59,8 +65,8 @@ class PrivateInputs:
 
     def fingerprint(self) -> str:
         """A hash of what was released (not of the rows): the checkpoints' identity of the data."""
-        text = json.dumps([self.encoder.to_dict(), self.release.to_dict(), self.code_histograms], sort_keys=True,
-                          default=str)
+        text = json.dumps([self.encoder.to_dict(), self.release.to_dict(), self.code_histograms, self.code_pairs],
+                          sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def sgd(self, batch_size: int, steps: int, max_grad_norm: float) -> Mechanism:
@@ -86,7 +92,10 @@ def private_inputs(table: Table, privacy, condition: str | None, seed: int, scal
     if condition is not None:
         encoder, matrix, labels, spec = _split(release, table, condition)
     histograms = _code_histograms(encoder, matrix, labels, spec, ledger, seed)
-    return PrivateInputs(encoder, matrix, labels, spec, release.encoded_shares(encoder), histograms, release)
+    shares = release.encoded_shares(encoder)
+    pairs = _code_pairs(encoder, matrix, shares, ledger, privacy.dp_pairs_share, seed) \
+        if privacy.dp_pairs_share > 0 else None
+    return PrivateInputs(encoder, matrix, labels, spec, shares, histograms, release, pairs)
 
 
 def class_marginals(inputs: PrivateInputs) -> dict[str, list] | None:
@@ -164,6 +173,27 @@ def _code_histograms(encoder: TableEncoder, matrix: np.ndarray, labels: np.ndarr
     last = int(np.flatnonzero(noisy.sum(axis=0))[-1]) + 1
     noisy = noisy[:, :last]
     return {"all": noisy.sum(axis=0).tolist(), "by_class": noisy.tolist() if spec is not None else None}
+
+
+def _code_pairs(encoder: TableEncoder, matrix: np.ndarray, shares: np.ndarray, ledger: Ledger, share: float,
+                seed: int) -> dict[str, Any] | None:
+    """Noisy pair counts: for each of the PAIR_CODES commonest code columns (by the noisy shares: post-processing),
+    the rows that hold it and each code column. A row holding a of those codes and c codes in all adds 1 to a * c
+    counts; above PAIR_CONTRIBUTION it is weighted by sqrt(PAIR_CONTRIBUTION / (a c)), so its L2 contribution is
+    at most sqrt(PAIR_CONTRIBUTION). None without code columns."""
+    codes = encoder.code_columns()
+    if not codes.size:
+        return None
+    targets = np.sort(np.argsort(-shares[codes], kind="stable")[:PAIR_CODES])
+    x = matrix[:, codes] >= 0.5
+    touched = x[:, targets].sum(axis=1) * x.sum(axis=1)
+    weights = np.where(touched > PAIR_CONTRIBUTION, np.sqrt(PAIR_CONTRIBUTION / np.maximum(touched, 1)), 1.0)
+    mechanism = ledger.gaussian("code pairs", np.sqrt(PAIR_CONTRIBUTION), share)
+    sd = mechanism.noise_multiplier * mechanism.sensitivity
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xC0DE]))
+    counts = pair_counts(x, targets, weights)
+    noisy = np.clip(counts + rng.normal(0, sd, counts.shape), 0, None)
+    return {"codes": targets.tolist(), "counts": np.round(noisy, 1).tolist()}
 
 
 __all__ = ["BOUNDS_SHARE", "HISTOGRAM_SHARE", "PrivateInputs", "private_inputs"]
