@@ -258,7 +258,10 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
     runs = result["runs"]
     seeds = sorted({r.get("seed", 0) for r in runs.values()})
     title, headline, targets = DATASETS[args.dataset]
-    lines = [f"# The whole private release: {title}", "",
+    heading = f"The whole private release: {title}"
+    if args.name != f"private_release_{args.dataset}":
+        heading = f"{args.name}: the whole private release, {title}"
+    lines = [f"# {heading}", "",
              f"Command: `.venv/bin/python benchmarks/bench_private_release.py {result['command']}` (writes this file "
              f"and benchmarks/out/{args.name}.json)", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "

@@ -242,6 +242,8 @@ def test_cli_private_training_and_evaluation_report(tmp_path, capsys):
            (["--dp"], "--dp needs a target budget: give --epsilon"),
            (["--dp", "--epsilon", "0.000001", "--steps", "100000", "--batch-size", "30"],
             "cannot be reached by one-way marginals: even noise multiplier 1000"),     # the first mechanism
+           (["--dp", "--epsilon", "1", "--batch-size", "30", "--set", "dp_pairs_share=0.8"],    # nothing left: DP-SGD
+            "give the statistics released before it smaller shares (e.g. dp_marginals_share, dp_pairs_share)"),
            (["--dp", "--epsilon", "-2"], "DP epsilon must be a positive number")]
     for extra, message in bad:
         args = ["-q", "train", str(train_csv), "-o", str(tmp_path / "bad"), "--preset", "cpu-fast",

@@ -67,7 +67,9 @@ def smallest_noise(epsilon: float, delta: float, fixed: list[tuple[float, float,
         how = f" in {steps} steps at sampling rate {rate:.4g}" if steps > 1 else ""
         raise EhrdiffError(f"epsilon={epsilon:g}, delta={delta:g} cannot be reached by {what}{how}: even noise "
                            f"multiplier {MAX_NOISE_MULTIPLIER:g} spends {at_max:.3g}; raise --epsilon or --delta"
-                           + (", or train fewer steps or with a smaller batch" if how else ""))
+                           + (", or train fewer steps or with a smaller batch" if how else "")
+                           + (", or give the statistics released before it smaller shares (e.g. dp_marginals_share, "
+                              "dp_pairs_share)" if fixed else ""))
     low, high = 0.05, MAX_NOISE_MULTIPLIER
     if spent(low) <= epsilon:
         return low

@@ -180,9 +180,9 @@ def _code_pairs(encoder: TableEncoder, matrix: np.ndarray, shares: np.ndarray, l
     """Noisy pair counts: for each of the PAIR_CODES commonest code columns (by the noisy shares: post-processing),
     the rows that hold it and each code column. A row holding a of those codes and c codes in all adds 1 to a * c
     counts; above PAIR_CONTRIBUTION it is weighted by sqrt(PAIR_CONTRIBUTION / (a c)), so its L2 contribution is
-    at most sqrt(PAIR_CONTRIBUTION). None without code columns."""
+    at most sqrt(PAIR_CONTRIBUTION). None with fewer than two code columns (no pair to count)."""
     codes = encoder.code_columns()
-    if not codes.size:
+    if codes.size < 2:
         return None
     targets = np.sort(np.argsort(-shares[codes], kind="stable")[:PAIR_CODES])
     x = matrix[:, codes] >= 0.5
