@@ -59,7 +59,7 @@ class _Pairs:
     by swap."""
 
     def __init__(self, x: np.ndarray, targets: np.ndarray, wanted: np.ndarray):
-        self.x, self.targets, self.wanted = x.copy(), targets, wanted
+        self.x, self.targets = x.copy(), targets
         self.values = self.x.astype(np.float32)          # for the rows' needs (a matrix-vector product)
         self.position = np.full(x.shape[1], -1)
         self.position[targets] = np.arange(len(targets))
