@@ -199,6 +199,7 @@ def test_evaluation_compares_date_columns_as_day_counts():
 # ---- id columns --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, values, kind", [
     ("person_id", [7, 7, 9], "id"),                               # a known name: an id even where it repeats
+    ("patient_nbr", [8222157, 55629189, 86047875], "id"),         # UCI diabetes' patient number (no _id suffix)
     ("visit_occurrence_id", [31, 12, 45], "id"),                  # *_id, distinct whole numbers
     ("Encounter_ID", ["e-1", "e-2", "e-3"], "id"),                # *_id, distinct text, any case
     ("care_site_id", [3, 3, 5], "categorical"),                   # shared by several rows: not an id

@@ -31,7 +31,8 @@ from ehrdiff.errors import DataError
 KINDS = ("binary", "continuous", "categorical", "label", "id", "date")
 # where a DataFrame made by Table.to_frame (and so Generator.sample) carries its column kinds
 KINDS_ATTR = "ehrdiff_kinds"
-ID_COLUMN_NAMES = ("subject_id", "patient_id", "person_id", "stay_id", "record_id", "hadm_id")
+# known patient and stay ids (patient_nbr: UCI diabetes' own name, kept by `prepare uci-diabetes`)
+ID_COLUMN_NAMES = ("subject_id", "patient_id", "person_id", "stay_id", "record_id", "hadm_id", "patient_nbr")
 ID_SUFFIX = "_id"
 # ISO 8601 dates and date-times: 2019-03-07, 2019-03-07 14:30, 2019-03-07T14:30:05.250, ...+01:00 or ...Z
 ISO_DATE = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}:?\d{2})?"
