@@ -303,13 +303,16 @@ def _histogram(raw: np.ndarray, low: float, high: float, kind: str) -> np.ndarra
     return np.append(binned, np.isnan(raw).sum()).astype(float)
 
 
+def contribution_weights(per_row: np.ndarray, limit: float) -> np.ndarray:
+    """Row weights for counts to which a row adds ``per_row`` ones: a row adding k > ``limit`` is weighted by
+    sqrt(limit / k), so that its contribution has L2 norm at most sqrt(limit) (contribution bounding: the noise then
+    grows with ``limit``, not with the number of counts)."""
+    return np.where(per_row > limit, np.sqrt(limit / np.maximum(per_row, 1)), 1.0)
+
+
 def _bounded_code_counts(codes: np.ndarray, limit: int) -> np.ndarray:
-    """Each code column's count of ones, a row with k > ``limit`` codes weighted by sqrt(limit / k) so that its
-    contribution has L2 norm at most sqrt(limit) (contribution bounding: the noise then grows with ``limit``, not
-    with the number of code columns)."""
-    per_row = codes.sum(axis=1)
-    weight = np.where(per_row > limit, np.sqrt(limit / np.maximum(per_row, 1)), 1.0)
-    return weight @ codes
+    """Each code column's count of ones, each row weighted by ``contribution_weights`` of its number of codes."""
+    return contribution_weights(codes.sum(axis=1), limit) @ codes
 
 
 def _public_classes(table: Table, name: str) -> list:
@@ -422,5 +425,5 @@ def _encode(table: Table, encoder: TableEncoder, marginals: dict[str, ColumnMarg
     return np.ascontiguousarray(wide[:, keep])
 
 
-__all__ = ["BINS", "ColumnMarginal", "PrivateRelease", "bin_edges", "bin_of", "edge_levels", "point_in_bin",
-           "present_counts", "private_encoder"]
+__all__ = ["BINS", "ColumnMarginal", "PrivateRelease", "bin_edges", "bin_of", "contribution_weights", "edge_levels",
+           "point_in_bin", "present_counts", "private_encoder"]

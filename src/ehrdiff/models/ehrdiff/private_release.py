@@ -39,7 +39,7 @@ from ehrdiff.errors import DataError
 from ehrdiff.models.ehrdiff.conditioning import ConditionSpec, split_condition
 from ehrdiff.privacy.accounting import Ledger, Mechanism
 from ehrdiff.privacy.declared import read_declarations
-from ehrdiff.privacy.release import PrivateRelease, private_encoder
+from ehrdiff.privacy.release import PrivateRelease, contribution_weights, private_encoder
 
 BOUNDS_SHARE, HISTOGRAM_SHARE = 0.05, 0.02
 HISTOGRAM_THRESHOLD = 2.0      # noisy rows per number of codes below this many noise deviations count as none
@@ -179,15 +179,14 @@ def _code_pairs(encoder: TableEncoder, matrix: np.ndarray, shares: np.ndarray, l
                 seed: int) -> dict[str, Any] | None:
     """Noisy pair counts: for each of the PAIR_CODES commonest code columns (by the noisy shares: post-processing),
     the rows that hold it and each code column. A row holding a of those codes and c codes in all adds 1 to a * c
-    counts; above PAIR_CONTRIBUTION it is weighted by sqrt(PAIR_CONTRIBUTION / (a c)), so its L2 contribution is
-    at most sqrt(PAIR_CONTRIBUTION). None with fewer than two code columns (no pair to count)."""
+    counts; above PAIR_CONTRIBUTION it is weighted down (``contribution_weights``), so its L2 contribution is at
+    most sqrt(PAIR_CONTRIBUTION). None with fewer than two code columns (no pair to count)."""
     codes = encoder.code_columns()
     if codes.size < 2:
         return None
     targets = np.sort(np.argsort(-shares[codes], kind="stable")[:PAIR_CODES])
     x = matrix[:, codes] >= 0.5
-    touched = x[:, targets].sum(axis=1) * x.sum(axis=1)
-    weights = np.where(touched > PAIR_CONTRIBUTION, np.sqrt(PAIR_CONTRIBUTION / np.maximum(touched, 1)), 1.0)
+    weights = contribution_weights(x[:, targets].sum(axis=1) * x.sum(axis=1), PAIR_CONTRIBUTION)
     mechanism = ledger.gaussian("code pairs", np.sqrt(PAIR_CONTRIBUTION), share)
     sd = mechanism.noise_multiplier * mechanism.sensitivity
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xC0DE]))
