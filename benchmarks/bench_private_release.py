@@ -59,6 +59,8 @@ from pathlib import Path
 
 import torch
 
+from provenance import code_version
+
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
@@ -194,7 +196,7 @@ def keep_sample(table, variant: str, epsilon: float, seed: int, train_s: float, 
     write_table(table, kept / f"{stem}.parquet")
     run = {"key": key, "variant": variant, "epsilon": epsilon, "seed": seed, "train_s": train_s,
            "sample_s": sample_s, "privacy": privacy, "load_average": os.getloadavg()[0],
-           "command": " ".join(sys.argv[1:])}
+           "command": " ".join(sys.argv[1:]), "code": code_version()}
     (kept / f"{stem}.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
     print(f"{key}: trained in {train_s:.0f} s, sampled in {sample_s:.0f} s, epsilon spent "
           f"{privacy['dp_epsilon']:.3f}", flush=True)
@@ -272,6 +274,8 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
              f"Seeds {', '.join(map(str, seeds))} (training noise and sampling), delta {args.delta:g}, "
              f"{result['train_rows']:,} training rows, {result['rows']:,} synthetic rows per run. Runs trained by: "
              + "; ".join(sorted({f"`{r['command']}`" for r in runs.values()}))
+             + ". Code (the ehrdiff commit each run trained at; '+': with uncommitted changes, '?': runs kept "
+             "before the commit was recorded): " + ", ".join(sorted({r.get("code", "?") for r in runs.values()}))
              + f". `full`: EHRDiff cpu-fast with {json.dumps({**result['full'], **FULL_FOR.get(args.dataset, {})})}; "
              "the other variants change one thing "
              "(the script's docstring); \"(uncalibrated)\": the same trained model sampled with "

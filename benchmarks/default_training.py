@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))           # default_vs_paper's metric titles
+sys.path.insert(0, str(ROOT))           # default_vs_paper's metric titles, provenance
+from provenance import code_version  # noqa: E402
+
 DATA = Path(os.environ.get("EHRDIFF_DATA", "/work/shared/data"))
 CLI = [sys.executable, "-c", "import sys; from ehrdiff.cli import main; sys.exit(main())"]
 
@@ -68,16 +70,6 @@ def run(cmd: list[str], log: Path) -> float:
     if done.returncode:
         sys.exit(f"failed (exit {done.returncode}): ehrdiff {shlex.join(cmd)}; see {log}")
     return time.perf_counter() - start
-
-
-def code_version() -> str:
-    """The commit of the ehrdiff code the commands import (PYTHONPATH's checkout, else this script's), '+' if edited."""
-    import ehrdiff
-    where = Path(ehrdiff.__file__).resolve().parent
-    head = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--", "."], capture_output=True,
-                           text=True)
-    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "") if head.returncode == 0 else "?"
 
 
 def variant(name: str, settings: list[str]) -> str:

@@ -33,6 +33,8 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
+from provenance import code_version
+
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 DIAGNOSES = REPO / "src/ehrdiff/demo_data/diagnoses_icd.csv.gz"
@@ -147,11 +149,6 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _commit() -> str:
-    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
-
-
 def _cell(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
@@ -171,7 +168,7 @@ def main() -> None:
     started = time.perf_counter()
     commands: list[str] = []
     folders = prepare_tables(args.split_seed, commands)
-    results: dict = {"commit": _commit(), "tables": table_shapes(folders), "spearman": {}, "icd9_spearman": {},
+    results: dict = {"commit": code_version(), "tables": table_shapes(folders), "spearman": {}, "icd9_spearman": {},
                      "reference_spearman": {}, "seconds": {}, "commands": commands}
     for choice in CHOICES:
         synthetic, seconds = {}, []

@@ -17,12 +17,13 @@ configs/{mimic,cinc,ecg}/train_edm.yaml, arXiv 2303.05656) and EDM (Karras et al
 64 sinusoidal features into width 128) at lr 1e-3: in the same compute it takes three times the optimiser steps,
 and the co-occurrence structure is learned by the number of steps (docs/results.md). Continuous columns go through
 their training quantiles to a standard normal, missing values are fresh noise out of the loss with one indicator per
-set of columns missing together, categorical columns are softmax variables, and a declared order lo <= x <= hi is
-encoded as lo, the spread hi - lo and x's position between them, so that it holds by construction (issue 20,
-benchmarks/results/cinc_icu.md; EDM's sigma_data of 1 for the normal-scaled columns, ``normal_sigma_data``, cost TSTR
-there and is not the default). ``default`` samples 16 noise
-levels down to 0.1 (31 network calls instead of 63) at batch 1,024; ``cpu-fast`` is the same model at batch 256
-for a short run, for demos and quick checks on a laptop CPU.
+set of columns missing together, categorical columns are softmax variables, and sampled values are calibrated to
+the training quantiles and made to keep the declared rules (calibrate.py; encoding an order lo <= x <= hi as lo, the
+spread and x's position, ``order_encoding="chains"``, is an option; issue 20, benchmarks/results/cinc_icu.md; EDM's
+sigma_data of 1 for the normal-scaled columns, ``normal_sigma_data``, cost TSTR there and is not the default).
+``default`` samples 16 noise levels down to 0.1 (31 network calls instead of 63) at batch 1,024 (the data's budget
+may choose a smaller one: budget.py); ``cpu-fast`` is the same model at batch 256 for a short run, for demos and
+quick checks on a laptop CPU.
 
 A preset without ``steps`` (all but ``cpu-fast``) trains for the budget derived from the data, with the held-out
 stopping rule (budget.py); ``epochs=5000`` asks for the official schedule instead.
