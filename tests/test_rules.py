@@ -385,6 +385,12 @@ def test_ties_of_summaries_are_made_in_the_training_shares_at_the_nearest_rows()
     rows = len(real[real["n"] >= 3])
     assert np.allclose(rule.tie_shares(snapped), shares, atol=2 / rows)
     assert (snapped.loc[near, "first"] == snapped.loc[near, "low"]).mean() > 0.9
+
+    def same_extreme(f):           # the first and the last both on one extreme of a row with a spread
+        ends = (f["first"] == f["low"]) | (f["first"] == f["high"])
+        return (f["first"] == f["last"]) & ends & (f["low"] != f["high"])
+
+    assert not (same_extreme(snapped) & ~same_extreme(drawn))[changed].any()  # one tie never lands on another
     own = drawn[["first", "last", "low", "high"]].to_numpy()               # every value is one the row had
     assert all(np.isin(snapped.loc[i, ["first", "last", "low", "high"]], own[i]).all() for i in np.flatnonzero(changed))
     fixed, _ = project(snapped, (rule,))
