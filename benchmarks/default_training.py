@@ -7,7 +7,9 @@
     .venv/bin/python benchmarks/default_training.py --work DIR --report-only                          # table only
 
 Each step is skipped when its output is already in DIR (so a run can be continued, and parts run side by side);
-the table uses every (dataset, seed) of DIR that has a report. Writes benchmarks/results/default_training.md.
+the table uses every (dataset, seed) of DIR that has a report. Writes benchmarks/results/default_training.md; a
+dataset (or variant) with no evaluated run in DIR keeps its section of the file as it was, marked as kept, so a
+rerun of one dataset does not drop the others' tables.
 Each command gets --threads torch threads (default 1, passed on as OMP_NUM_THREADS); `--until train` stops each run
 after training (sampling and evaluation: a later invocation).
 """
@@ -199,12 +201,15 @@ def unfinished(work: Path, name: str) -> list[str]:         # name: a work folde
     return lines
 
 
-def section(work: Path, folder: str) -> list[str]:
-    """The table of a work folder: a dataset's runs with the defaults, or a variant's (``DATASET+KEY=VALUE``)."""
+def section(work: Path, folder: str, earlier: list[str] | None = None) -> list[str]:
+    """The table of a work folder: a dataset's runs with the defaults, or a variant's (``DATASET+KEY=VALUE``); with
+    no evaluated run there, the ``earlier`` section of the results file (``kept``), if any."""
     name, settings = folder.split("+")[0], folder.split("+")[1:]
     seeds = sorted(p for p in (work / folder).glob("seed*") if (p / "report" / "metrics.json").exists())
     running = unfinished(work, folder)
     if not seeds:
+        if earlier:
+            return kept(earlier) + ([*running, ""] if running else [])
         return [f"## {folder}", "", f"Target (issue 22): {DATASETS[name][1]}.", "", *running, ""] if running else []
     reports = [json.loads((p / "report" / "metrics.json").read_text())["datasets"] for p in seeds]
     models = [json.loads((p / "run" / "model.json").read_text()) for p in seeds]
@@ -296,13 +301,46 @@ def write_report(work: Path, started: str) -> Path:
              f"start of this invocation, {load[0]:.1f} at the end. Cells: mean ± standard deviation over the seeds "
              "listed (one value: one seed). Reference columns: the evaluation's real test half and independent "
              "columns (seed 0's report).", "", reading(), ""]
-    for name in DATASETS:
-        lines += section(work, name)
-        for other in sorted(p.name for p in work.glob(f"{name}+*")):
-            lines += section(work, other)
     out = ROOT / "results" / "default_training.md"
+    earlier = earlier_sections(out)
+    for name in DATASETS:
+        variants = {p.name for p in work.glob(f"{name}+*")} | {h for h in earlier if h.startswith(name + "+")}
+        folders = [name, *sorted(variants)]
+        for folder in folders:
+            lines += section(work, folder, earlier.get(folder))
     out.write_text("\n".join(lines))
     return out
+
+
+def earlier_sections(path: Path) -> dict[str, list[str]]:
+    """The sections (``## FOLDER`` to the next heading) of the results file as it is, by folder name: a rerun of one
+    dataset keeps the tables of the others, whose runs need not be in its work folder."""
+    if not path.exists():
+        return {}
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = []
+        if current is not None:
+            sections[current].append(line)
+    return sections
+
+
+def kept(lines: list[str] | None) -> list[str]:
+    """An earlier section, marked as such (its runs are not in this invocation's work folder)."""
+    if not lines:
+        return []
+    note = "(Kept from this file's earlier version: the runs of this table are not in this invocation's work folder.)"
+    # without the mark and the lines on unfinished runs an earlier invocation added (they are redone each time)
+    body = [line for line in lines[1:]
+            if line != note and not (line.startswith("- seed ") and ": not finished;" in line)]
+    while body and not body[0]:
+        body.pop(0)
+    while body and not body[-1]:
+        body.pop()
+    return [lines[0], "", note, "", *body, ""]
 
 
 def main() -> None:
