@@ -273,7 +273,7 @@ a summary rule is declared, a variable's summaries are tied (all equal, the firs
 in the training shares (`tie_shares`; the first and last never both put on one extreme by it). The CinC runs were
 prepared with the summary rules (a variable's five summaries are what summaries of its count's values are) and
 trained with the floor of {min_steps:,} steps; six seeds of them sampled before the ties' one-extreme fix (trees
-0.824, TSTR 0.829; seeds 0-2 alone 0.822) are in this file at commit f72491d, the 2,160-step runs before them (six
+0.824, TSTR 0.829) are in this file at commit f72491d, the 2,160-step runs before them (six
 seeds, trees 0.966, TSTR 0.829) at commit af97315, and those with the same runs sampled as drawn
 ("+continuous_marginals=model") and with order_encoding=chains at commit 830de3b. "code (train / sample)" is the
 commit each step ran at ("+": with uncommitted changes)."""
