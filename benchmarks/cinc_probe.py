@@ -11,6 +11,10 @@ per_variable   out-of-fold AUROC (5 folds) of gradient-boosted trees on one vari
 logistic_top   the logistic regression the evaluation's discriminator uses (its features, its penalty) fitted on all
                rows: the columns with the largest |coefficient| x the column's standard deviation (its effect on the
                log-odds of "synthetic" per standard deviation), with the column's mean in real and synthetic rows
+per_summary    the same trees on one kind of summary of every variable together (all first values, ..., all counts),
+               and on every column but the label, with and without the counts: what the joint of a kind gives away
+count_pairs    pairs of counts equal in at least 90% of the real stays that measured both (a panel: blood pressures,
+               blood gases, liver tests), with the share of equal counts in real and synthetic stays
 structure      per variable, shares of stays with the variable measured: first value equal to the minimum or the
                maximum, one measurement with unequal summaries, two measurements with first and last not at the ends
 """
@@ -51,6 +55,44 @@ def per_variable(train: Table, synthetic: Table, seed: int = 0) -> dict[str, flo
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+def _trees_auroc(train: Table, synthetic: Table, columns: list[str], seed: int) -> float:
+    n = min(train.n_rows, synthetic.n_rows)
+    y = np.r_[np.zeros(n), np.ones(n)]
+    X = np.vstack([train.frame[columns].to_numpy(float)[:n], synthetic.frame[columns].to_numpy(float)[:n]])
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    trees = HistGradientBoostingClassifier(max_iter=100, random_state=seed)
+    return round(float(roc_auc_score(y, cross_val_predict(trees, X, y, cv=folds, method="predict_proba")[:, 1])), 3)
+
+
+def per_summary(train: Table, synthetic: Table, seed: int = 0) -> dict[str, float]:
+    """AUROC of trees on each kind of summary over all variables, and on all columns with and without the counts."""
+    names = variables(train)
+    out = {kind: _trees_auroc(train, synthetic, [f"{v}_{kind}" for v in names], seed) for kind in SUMMARIES}
+    every = [c for c in train.columns if train.kinds[c] not in ("id", "label")]
+    out["all"] = _trees_auroc(train, synthetic, every, seed)
+    out["all_but_counts"] = _trees_auroc(train, synthetic, [c for c in every if not c.endswith("_count")], seed)
+    return out
+
+
+def count_pairs(train: Table, synthetic: Table, least: float = 0.9) -> list[dict]:
+    """Pairs of counts equal in at least ``least`` of the real stays measuring both, with both sets' equal shares."""
+    names = variables(train)
+
+    def equal_share(frame, a: str, b: str) -> float:
+        x, y = frame[f"{a}_count"].to_numpy(), frame[f"{b}_count"].to_numpy()
+        both = (x > 0) & (y > 0)
+        return float((x == y)[both].mean()) if both.any() else float("nan")
+
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            real = equal_share(train.frame, a, b)
+            if real >= least:
+                out.append({"pair": f"{a}/{b}", "real": round(real, 3),
+                            "synthetic": round(equal_share(synthetic.frame, a, b), 3)})
+    return sorted(out, key=lambda d: -d["real"])
+
+
 def logistic_top(train: Table, synthetic: Table, top: int = 15) -> list[dict]:
     """The evaluation's logistic discriminator on all rows: its strongest columns (standardised coefficients)."""
     layout, codings = build_layout(train, "label")
@@ -84,7 +126,8 @@ def structure(table: Table, names: list[str]) -> dict[str, dict[str, float]]:
 
 def probe(train: Table, synthetic: Table, seed: int = 0) -> dict:
     shown = ["Glucose", "K", "HCT", "Na", "GCS", "HR", "Urine"]
-    return {"per_variable": per_variable(train, synthetic, seed), "logistic_top": logistic_top(train, synthetic),
+    return {"per_variable": per_variable(train, synthetic, seed), "per_summary": per_summary(train, synthetic, seed),
+            "count_pairs": count_pairs(train, synthetic), "logistic_top": logistic_top(train, synthetic),
             "structure": {"real": structure(train, shown), "synthetic": structure(synthetic, shown)}}
 
 

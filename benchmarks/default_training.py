@@ -276,7 +276,14 @@ trained with the floor of {min_steps:,} steps; six seeds of them sampled before 
 0.824, TSTR 0.829) are in this file at commit f72491d, the 2,160-step runs before them (six
 seeds, trees 0.966, TSTR 0.829) at commit af97315, and those with the same runs sampled as drawn
 ("+continuous_marginals=model") and with order_encoding=chains at commit 830de3b. "code (train / sample)" is the
-commit each step ran at ("+": with uncommitted changes)."""
+commit each step ran at ("+": with uncommitted changes).
+
+NNAA privacy loss is the mean of 5 independent draws of equal-size training, test and synthetic samples (the
+evaluation's `nnaa_draws`, added after commit ea76dd2) in the CinC sections not marked as kept; the kept sections
+and the 3,000-step target (default_vs_paper.md) used one draw, which on CinC's 800 test rows moves with the rows drawn
+about as much as the target's margin. The "+steps=3000+batch_size=256" section is today's default model with the
+3,000 steps of batch 256 that target was measured with (the `--budget steps:3000 --batch-size 256` of its command),
+trained and evaluated as the defaults are: the paired comparison for each CinC metric."""
 
 
 def reading() -> str:

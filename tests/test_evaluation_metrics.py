@@ -110,6 +110,23 @@ def test_nnaa_detects_copies():
     assert copied["nnaa_privacy_loss"] > 0.3
 
 
+def test_nnaa_averages_independent_draws():
+    rng = np.random.default_rng(0)
+    train = sp.csr_matrix((rng.random((900, 30)) < 0.2).astype(np.float32))
+    test = sp.csr_matrix((rng.random((200, 30)) < 0.2).astype(np.float32))
+    synthetic = sp.csr_matrix((rng.random((600, 30)) < 0.2).astype(np.float32))
+    space = Space.fit(train, np.zeros(30, bool))
+    draws = privacy.nnaa_rows(space, train, test, synthetic, np.random.default_rng(1), 5000, draws=4)
+    assert len(draws) == 4
+    # each draw takes the smallest set's size from every set; the larger sets are sampled afresh each time
+    assert all(len(d.train_rows) == len(d.synthetic_rows) == 200 for d in draws)
+    assert len({tuple(d.train_rows) for d in draws}) == 4 and len({tuple(d.synthetic_rows) for d in draws}) == 4
+    averaged = privacy.nnaa(space, train, test, synthetic, np.random.default_rng(1), 5000, draws=4)
+    losses = [d.values()["nnaa_privacy_loss"] for d in draws]
+    assert averaged["nnaa_privacy_loss"] == pytest.approx(np.mean(losses))
+    assert np.std(losses) > 0          # the draws differ, which is what averaging them is for
+
+
 def test_attribute_inference_by_hand():
     # columns: two known codes, then two unknown codes
     synthetic = csr([[1, 0, 1, 0], [0, 1, 0, 1]])

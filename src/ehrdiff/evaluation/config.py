@@ -25,6 +25,7 @@ class EvaluationConfig:
     # privacy
     mia_max_rows: int = 10_000            # members and non-members, each (balanced)
     nnaa_max_rows: int = 5_000            # rows per set (training, test, synthetic), equal sizes as in Yale et al.
+    nnaa_draws: int = 5                   # NNAA averaged over this many independent samples of those rows
     aia_max_rows: int = 5_000             # attacked training records and test records, each
     aia_known_codes: int = 256            # the attacker knows this many commonest codes (at most half the codes)
     aia_neighbours: int = 1               # k nearest synthetic records vote on each unknown code
@@ -55,7 +56,7 @@ class EvaluationConfig:
                             f"got {self.prevalence_buckets}")
         if self.utility_model not in ("logistic", "gbt"):
             raise DataError(f"utility_model must be 'logistic' or 'gbt', got {self.utility_model!r}")
-        for name in ("dimwise_codes", "mia_max_rows", "nnaa_max_rows", "aia_max_rows", "aia_known_codes",
+        for name in ("dimwise_codes", "mia_max_rows", "nnaa_max_rows", "nnaa_draws", "aia_max_rows", "aia_known_codes",
                      "aia_neighbours", "discriminator_max_rows", "discriminator_folds", "discriminator_iterations",
                      "dimwise_max_rows", "dimwise_iterations", "utility_max_rows", "correlation_max_columns",
                      "block_elements", "dense_columns"):

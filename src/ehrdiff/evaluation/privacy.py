@@ -101,7 +101,8 @@ def adversarial_accuracy(space: Space, real: sp.csr_matrix, synthetic: sp.csr_ma
 
 @dataclass
 class NnaaRows:
-    """The rows NNAA sampled (indices into the training, test and synthetic sets) and their per-row results."""
+    """The rows one NNAA draw sampled (indices into the training, test and synthetic sets) and their per-row
+    results."""
 
     train_rows: np.ndarray
     test_rows: np.ndarray
@@ -114,27 +115,39 @@ class NnaaRows:
         return {"nnaa_train": aa_train, "nnaa_test": aa_test, "nnaa_privacy_loss": aa_test - aa_train}
 
 
+def mean_values(draws: list[dict]) -> dict:
+    """The metrics of several NNAA draws averaged, key by key."""
+    return {key: sum(d[key] for d in draws) / len(draws) for key in draws[0]}
+
+
 def nnaa(space: Space, train: sp.csr_matrix, test: sp.csr_matrix, synthetic: sp.csr_matrix,
-         rng: np.random.Generator, max_rows: int) -> dict:
-    """AA_train, AA_test (equal-size samples of training, test and synthetic rows) and their difference."""
-    return nnaa_rows(space, train, test, synthetic, rng, max_rows).values()
+         rng: np.random.Generator, max_rows: int, draws: int = 1) -> dict:
+    """AA_train, AA_test (equal-size samples of training, test and synthetic rows) and their difference, averaged
+    over ``draws`` independent samples."""
+    return mean_values([d.values() for d in nnaa_rows(space, train, test, synthetic, rng, max_rows, draws)])
 
 
 def nnaa_rows(space: Space, train: sp.csr_matrix, test: sp.csr_matrix, synthetic: sp.csr_matrix,
-              rng: np.random.Generator, max_rows: int) -> NnaaRows:
-    """The samples and per-row results behind ``nnaa`` (same arguments)."""
+              rng: np.random.Generator, max_rows: int, draws: int = 1) -> list[NnaaRows]:
+    """The samples and per-row results behind ``nnaa`` (same arguments), one NnaaRows per draw. The sets are sampled
+    down to the smallest one's size (Yale et al. compare equal sizes, as a nearest neighbour's distance depends on
+    the set's size); when the training or synthetic set is larger, one draw sees a fraction of it, so several draws
+    average out which rows were drawn (the estimate's main noise on small test sets)."""
     n = min(train.shape[0], test.shape[0], synthetic.shape[0], max_rows)
     if n < 2:
         raise SkipMetric(f"needs at least 2 training, test and synthetic rows, got {n}")
     pick = lambda X: np.sort(rng.choice(X.shape[0], n, replace=False))  # noqa: E731
-    synthetic_rows = pick(synthetic)
-    sample = synthetic[synthetic_rows]
-    d_ss = nearest_distance(space, sample, sample, exclude_self=True)
-    train_rows = pick(train)
-    on_train = adversarial_rows(space, train[train_rows], sample, d_ss)
-    test_rows = pick(test)
-    on_test = adversarial_rows(space, test[test_rows], sample, d_ss)
-    return NnaaRows(train_rows, test_rows, synthetic_rows, on_train, on_test)
+    results = []
+    for _ in range(draws):
+        synthetic_rows = pick(synthetic)
+        sample = synthetic[synthetic_rows]
+        d_ss = nearest_distance(space, sample, sample, exclude_self=True)
+        train_rows = pick(train)
+        on_train = adversarial_rows(space, train[train_rows], sample, d_ss)
+        test_rows = pick(test)
+        on_test = adversarial_rows(space, test[test_rows], sample, d_ss)
+        results.append(NnaaRows(train_rows, test_rows, synthetic_rows, on_train, on_test))
+    return results
 
 
 # ---- attribute inference -----------------------------------------------------------------------------------------

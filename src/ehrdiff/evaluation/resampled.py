@@ -215,17 +215,19 @@ def copies(c: Comparison, draw: Draw) -> dict:
             "exact_copy_rate_holdout": weighted_means(on_holdout, draw.holdout)}
 
 
-@bootstrap_of("nnaa", resampled="its sampled training, held-out and synthetic rows; nearest-neighbour distances kept")
+@bootstrap_of("nnaa", resampled="each draw's sampled training, held-out and synthetic rows; nearest-neighbour "
+                          "distances kept")
 def nnaa(c: Comparison, draw: Draw) -> dict:
-    rows = c.kept["nnaa"]
-    on_synthetic = draw.synthetic[rows.synthetic_rows]
+    def accuracy(result: privacy.AdversarialRows, real_weights: np.ndarray, synthetic_weights) -> np.ndarray:
+        return 0.5 * (weighted_means(result.real, real_weights) + weighted_means(result.synthetic, synthetic_weights))
 
-    def accuracy(result: privacy.AdversarialRows, real_weights: np.ndarray) -> np.ndarray:
-        return 0.5 * (weighted_means(result.real, real_weights) + weighted_means(result.synthetic, on_synthetic))
-
-    aa_train = accuracy(rows.train, draw.train[rows.train_rows])
-    aa_test = accuracy(rows.test, draw.holdout[rows.test_rows])
-    return {"nnaa_train": aa_train, "nnaa_test": aa_test, "nnaa_privacy_loss": aa_test - aa_train}
+    per_draw = []
+    for rows in c.kept["nnaa"]:
+        on_synthetic = draw.synthetic[rows.synthetic_rows]
+        aa_train = accuracy(rows.train, draw.train[rows.train_rows], on_synthetic)
+        aa_test = accuracy(rows.test, draw.holdout[rows.test_rows], on_synthetic)
+        per_draw.append({"nnaa_train": aa_train, "nnaa_test": aa_test, "nnaa_privacy_loss": aa_test - aa_train})
+    return privacy.mean_values(per_draw)
 
 
 @bootstrap_of("aia", resampled="the attacked training and held-out records; the synthetic rows fixed")
