@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ehrdiff.data.rules import Count, Order, mean_range
+from ehrdiff.data.rules import Count, Order, mean_range, numbers
 from ehrdiff.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -78,13 +78,13 @@ class Chain:
     def derive(self, frame: pd.DataFrame, source: str = "data") -> dict[str, np.ndarray]:
         """The spread and the positions (NaN where missing); DataError naming the first row that breaks the
         order or the chain's missingness (the model was fitted on rows that keep them)."""
-        low, high = _numbers(frame, self.low), _numbers(frame, self.high)
+        low, high = numbers(frame, self.low), numbers(frame, self.high)
         with np.errstate(invalid="ignore"):
             spread = high - low
             bad = (np.isnan(low) != np.isnan(high)) | (spread < 0)
         out = {self.high: spread}
         for name in self.middle:
-            x = _numbers(frame, name)
+            x = numbers(frame, name)
             with np.errstate(invalid="ignore", divide="ignore"):
                 bad |= (~np.isnan(x) & np.isnan(low)) | (x < low) | (x > high)
                 out[name] = np.where(spread > 0, (x - low) / np.where(spread > 0, spread, 1.0), 0.0)
@@ -99,11 +99,11 @@ class Chain:
     def restore(self, frame: pd.DataFrame) -> None:
         """Decoded spread and positions (columns ``high`` and ``middle`` of ``frame``) back to values, in place,
         with the count facts applied: on positions (equal values, ends), then on the mean's value."""
-        low, spread = _numbers(frame, self.low), _numbers(frame, self.high)
-        positions = {name: np.clip(_numbers(frame, name), 0.0, 1.0) for name in self.middle}
+        low, spread = numbers(frame, self.low), numbers(frame, self.high)
+        positions = {name: np.clip(numbers(frame, name), 0.0, 1.0) for name in self.middle}
         n = None
         if self.count:
-            n = np.fmax(np.nan_to_num(_numbers(frame, self.count), nan=1.0), 1.0)   # present but counted 0: 1
+            n = np.fmax(np.nan_to_num(numbers(frame, self.count), nan=1.0), 1.0)   # present but counted 0: 1
             if self.one_equal:
                 spread = np.where(n <= 1, 0.0, spread)
             two = n == 2
@@ -141,10 +141,6 @@ class Chain:
 
 def _at_end(p: np.ndarray) -> np.ndarray:
     return (p == 0) | (p == 1)
-
-
-def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
-    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
 def derive(frame: pd.DataFrame, chains: list[Chain], source: str = "data") -> pd.DataFrame:
@@ -186,7 +182,7 @@ def find_chains(frame: pd.DataFrame, kinds: dict[str, str], rules, integer) -> l
             continue
         count = counts.get(frozenset(columns))
         if count is not None and kinds.get(count) == "continuous" and count not in used:
-            _count_facts(chain, count, _numbers(frame, count), derived)
+            _count_facts(chain, count, numbers(frame, count), derived)
             used.add(count)
         chains.append(chain)
         used |= set(columns)

@@ -76,7 +76,8 @@ class Rule(ABC):
     numeric_columns: ClassVar[bool] = True       # its columns must hold numbers
 
 
-def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
+def numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A column as floats, NaN where missing or not a number."""
     return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
@@ -112,7 +113,7 @@ class Order(Rule):
 
     def broken(self, frame: pd.DataFrame) -> np.ndarray:
         out = np.zeros(len(frame), dtype=bool)
-        values = {c: _numbers(frame, c) for c in self.columns}
+        values = {c: numbers(frame, c) for c in self.columns}
         for a, b in self._pairs():      # every pair, not just neighbours: a missing middle value breaks transitivity
             with np.errstate(invalid="ignore"):
                 out |= values[a] > values[b]
@@ -128,7 +129,7 @@ class Order(Rule):
         index = np.flatnonzero(rows)
         if not len(index):
             return rows.copy()
-        levels = [np.column_stack([_numbers(frame, c)[index] for c in level]) for level in self.levels]
+        levels = [np.column_stack([numbers(frame, c)[index] for c in level]) for level in self.levels]
         low, high = 0, len(levels) - 1
         while low < high:
             ends = np.concatenate([levels[low], levels[high]], axis=1)
@@ -165,7 +166,7 @@ class Count(Rule):
         return (self.column, *self.group)
 
     def _state(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        count = _numbers(frame, self.column)
+        count = numbers(frame, self.column)
         observed = np.column_stack([frame[c].notna().to_numpy() for c in self.group])
         return count, observed
 
@@ -192,7 +193,7 @@ class Count(Rule):
         if present.any():
             where = frame.index[present]
             frame.loc[where, self.column] = np.fmax(np.nan_to_num(count[present], nan=1.0), 1.0)
-            values = np.column_stack([_numbers(frame, c)[present] for c in self.group])
+            values = np.column_stack([numbers(frame, c)[present] for c in self.group])
             fill = np.nanmean(values, axis=1)           # at least half of them are present
             for j, column in enumerate(self.group):
                 gap = np.isnan(values[:, j])
@@ -220,7 +221,7 @@ class Range(Rule):
         return (self.column,)
 
     def broken(self, frame: pd.DataFrame) -> np.ndarray:
-        values = _numbers(frame, self.column)
+        values = numbers(frame, self.column)
         with np.errstate(invalid="ignore"):
             out = np.zeros(len(frame), dtype=bool)
             if self.low is not None:
@@ -233,7 +234,7 @@ class Range(Rule):
 
     def project(self, frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
         """Round (whole numbers) and clip to the range; the ends of a whole-number range are rounded inwards."""
-        values = _numbers(frame, self.column)[rows]
+        values = numbers(frame, self.column)[rows]
         low, high = self.low, self.high
         if self.integer:
             values = np.round(values)
@@ -301,7 +302,7 @@ class Summary(Rule):
         return (self.count, self.first, self.last, self.low, self.high, self.mean)
 
     def _values(self, frame: pd.DataFrame):
-        n, f, last, low, high, mean = (_numbers(frame, c) for c in self.columns)
+        n, f, last, low, high, mean = (numbers(frame, c) for c in self.columns)
         with np.errstate(invalid="ignore"):
             rows = (n >= 1) & ~np.isnan(np.column_stack([f, last, low, high, mean])).any(axis=1)
         return n, f, last, low, high, mean, rows
