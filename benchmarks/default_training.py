@@ -281,9 +281,11 @@ commit each step ran at ("+": with uncommitted changes).
 NNAA privacy loss is the mean of 5 independent draws of equal-size training, test and synthetic samples (the
 evaluation's `nnaa_draws`, added after commit ea76dd2) in the CinC sections not marked as kept; the kept sections
 and the 3,000-step target (default_vs_paper.md) used one draw, which on CinC's 800 test rows moves with the rows drawn
-about as much as the target's margin. The "+steps=3000+batch_size=256" section is today's default model with the
-3,000 steps of batch 256 that target was measured with (the `--budget steps:3000 --batch-size 256` of its command),
-trained and evaluated as the defaults are: the paired comparison for each CinC metric."""
+several times the target's margin (benchmarks/nnaa_draws.py on seed 0's table: sd 0.015 over ten evaluation seeds
+with one draw, 0.005 with five; results/nnaa_draws.md). The "+steps=3000+batch_size=256" section is today's
+default model with the 3,000 steps of batch 256 that target was measured with (the `--budget steps:3000
+--batch-size 256` of its command), trained and evaluated as the defaults are: the paired comparison for each CinC
+metric."""
 
 
 def reading() -> str:
