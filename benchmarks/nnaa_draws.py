@@ -19,26 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from ehrdiff.data.io import read_table
-from ehrdiff.evaluation import privacy
 from ehrdiff.evaluation.config import EvaluationConfig
-from ehrdiff.evaluation.inputs import prepare
-from ehrdiff.evaluation.runner import Evaluation, _columns
+from ehrdiff.evaluation.runner import evaluate
 from ehrdiff.fileio import atomic_path
 
 
 def losses(train, test, synthetic, label: str, name: str, draws: int, seeds: int) -> list[float]:
-    """NNAA privacy loss under evaluation seeds 0 .. seeds-1, each the mean of ``draws`` draws (the rows drawn as
-    ``evaluate`` draws them for a synthetic set called ``name``)."""
-    out = []
-    for seed in range(seeds):
-        evaluation = Evaluation(train, test, label, EvaluationConfig(threads=1), seed)
-        prepared = prepare(synthetic, evaluation.layout, evaluation.codings, "synthetic")
-        mask = evaluation.usable & prepared.usable[evaluation.layout.source]
-        real = evaluation.real_data(mask, evaluation.test.data, "test")
-        result = privacy.nnaa(real.space, real.train.X, real.holdout.X, _columns(prepared.data, mask).X,
-                              real.rng("nnaa", name), evaluation.config.nnaa_max_rows, draws)
-        out.append(result["nnaa_privacy_loss"])
-    return out
+    """NNAA privacy loss of ``evaluate`` under evaluation seeds 0 .. seeds-1, each the mean of ``draws`` draws
+    (``name``: the synthetic set's name, which seeds its random stream)."""
+    return [evaluate(train, test, {name: synthetic}, label, references=False, seed=seed, figures=False, threads=1,
+                     nnaa_draws=draws).metrics[name]["nnaa_privacy_loss"] for seed in range(seeds)]
 
 
 def main() -> None:
