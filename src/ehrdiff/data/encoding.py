@@ -274,6 +274,11 @@ class TableEncoder:
             start += c.width
         return groups
 
+    def indicator_columns(self) -> np.ndarray:
+        """Encoded indices of the missing indicators (each continuous column's own; shared ones once)."""
+        starts = np.cumsum([0] + [c.width for c in self.codings_])
+        return np.array([s + 1 for c, s in zip(self.codings_, starts) if c.own_indicator], dtype=np.int64)
+
     def missing_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """Encoded index of each continuous column with missing values, and of its indicator (its own or the one
         it shares)."""

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ehrdiff.diffusion.panels import xor_panels
 from ehrdiff.diffusion.preconditioning import Denoiser, c_in, c_noise, c_out, c_skip, training_sigma
 
 
@@ -140,16 +141,21 @@ class BernoulliEDMLoss:
     """Per row, the mean over columns of: binary cross-entropy of D_i for binary columns (for a one-hot block with
     the softmax head, -x_k log P_k, which adds up to the block's cross-entropy), EDM's weighted squared error (in
     its effective-target form, see :class:`ehrdiff.diffusion.EDMLoss`) for the others, left out for a value whose
-    indicator in ``missing`` (value columns, indicator columns) says it is missing."""
+    indicator in ``missing`` (value columns, indicator columns) says it is missing. ``panels`` (members, leaders:
+    diffusion/panels.py): indicator columns the model sees as their disagreement with a leader's."""
 
     sigma_data: float = 0.14
     P_mean: float = -1.2
     P_std: float = 1.2
     missing: tuple[torch.Tensor, torch.Tensor] | None = None
+    panels: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, denoiser: BernoulliDenoiser, x: torch.Tensor, sigma_normal: torch.Tensor, noise: torch.Tensor,
                  class_labels: torch.Tensor | None = None, plain: bool = False) -> torch.Tensor:
         sigma = training_sigma(sigma_normal, self.P_mean, self.P_std)
+        rows = x                                              # the indicators as they are, for the missing mask
+        if self.panels is not None:
+            x = xor_panels(x, *(t.to(x.device) for t in self.panels))
         noisy = torch.addcmul(x, sigma, noise)
         f = denoiser(noisy, sigma, class_labels, raw=True, plain=plain)
         head = getattr(denoiser, "module", denoiser)           # under DDP the denoiser is wrapped
@@ -169,7 +175,7 @@ class BernoulliEDMLoss:
         if self.missing is not None and len(self.missing[0]):
             values, indicators = (t.to(x.device) for t in self.missing)
             observed = torch.ones_like(squared)
-            observed[:, values] = 1.0 - x[:, indicators]
+            observed[:, values] = 1.0 - rows[:, indicators]
             squared = squared * observed
         return torch.where(head.binary, bce, squared).mean(dim=1)
 

@@ -63,7 +63,9 @@ class DiffusionSettings:
     missing_values: str = "fill"        # "fill": a missing value is the training median's (the paper's); "noise":
                                         # fresh noise each step, left out of the loss (diffusion/refresh.py)
     missing_indicators: str = "per_column"  # "per_column": each continuous column with missing values has its own
-                                           # indicator; "shared": columns missing in the same training rows share one
+                                           # indicator; "shared": columns missing in the same training rows share one;
+                                           # "panels": shared, and indicators that nearly always agree modelled as
+                                           # disagreements with a leader's (diffusion/panels.py; not under DP)
     categorical_head: str = "independent"  # "independent": a one-hot block's columns as the binary ones;
                                            # "softmax": one categorical variable (Bernoulli head only)
     normal_sigma_data: float | None = None  # sigma_data of columns scaled to a normal (None: sigma_data;
@@ -77,7 +79,7 @@ class DiffusionSettings:
         _one_of(self, "binary_head", ("gaussian", "bernoulli"))
         _one_of(self, "continuous_scaling", ("minmax", "quantile", "normal"))
         _one_of(self, "missing_values", ("fill", "noise"))
-        _one_of(self, "missing_indicators", ("per_column", "shared"))
+        _one_of(self, "missing_indicators", ("per_column", "shared", "panels"))
         _one_of(self, "categorical_head", ("independent", "softmax"))
         _one_of(self, "order_encoding", ("values", "chains"))
         if self.normal_sigma_data is not None:

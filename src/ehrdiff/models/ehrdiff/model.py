@@ -22,11 +22,12 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ehrdiff.data.encoding import NORMAL_TAIL, TableEncoder
+from ehrdiff.data.encoding import MISSING_SUFFIX, NORMAL_TAIL, TableEncoder
 from ehrdiff.data.rules import rules_to_json
 from ehrdiff.data.table import Table
 from ehrdiff.diffusion import SAMPLERS, Denoiser, EDMLoss, MLPDenoiserNet, NoiseEmbedding, karras_sigmas
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss, draw_discrete, redraw_short_rows
+from ehrdiff.diffusion.panels import NO_PANELS, find_panels, panels_from_names, panels_to_names, xor_panels
 from ehrdiff.diffusion.refresh import RowRefresh
 from ehrdiff.diffusion.count_matching import apportion, select_code_counts, split_counts
 from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
@@ -97,15 +98,18 @@ def build_denoiser(config: EHRDiffConfig, width: int, seed: int | None = None, n
     return BernoulliDenoiser(net, config.sigma_data, binary, onehot, column_sd)
 
 
-def training_loss(cfg: EHRDiffConfig, encoder: TableEncoder | None = None) -> EDMLoss | BernoulliEDMLoss:
+def training_loss(cfg: EHRDiffConfig, encoder: TableEncoder | None = None,
+                  panels: tuple[np.ndarray, np.ndarray] | None = None) -> EDMLoss | BernoulliEDMLoss:
     """The EDM loss, or with the Bernoulli head its loss; with ``missing_values`` "noise" and an ``encoder``, the
-    squared error leaves out missing values."""
+    squared error leaves out missing values; ``panels``: indicators modelled as disagreements (diffusion/panels.py)."""
     if cfg.diffusion.binary_head != "bernoulli":
         return EDMLoss(sigma_data=cfg.sigma_data, P_mean=cfg.P_mean, P_std=cfg.P_std)
     missing = None
     if encoder is not None and cfg.missing_values == "noise":
         missing = tuple(torch.from_numpy(a) for a in encoder.missing_pairs())
-    return BernoulliEDMLoss(sigma_data=cfg.sigma_data, P_mean=cfg.P_mean, P_std=cfg.P_std, missing=missing)
+    tied = tuple(torch.from_numpy(a) for a in panels) if panels is not None and len(panels[0]) else None
+    return BernoulliEDMLoss(sigma_data=cfg.sigma_data, P_mean=cfg.P_mean, P_std=cfg.P_std, missing=missing,
+                            panels=tied)
 
 
 def row_refresh(cfg: EHRDiffConfig, encoder: TableEncoder) -> RowRefresh | None:
@@ -179,7 +183,7 @@ class EHRDiff(Generator):
         if cfg.dp:      # the whole release under the budget: encoder, counts and histograms noised (private_release)
             from ehrdiff.models.ehrdiff.private_release import class_marginals, private_inputs
             count_rules = tuple(r for r in declared_rules(data) if r.kind == "count") \
-                if cfg.missing_indicators == "shared" else ()      # a count's group: missing together, declared
+                if cfg.missing_indicators != "per_column" else ()      # a count's group: missing together, declared
             private = private_inputs(table, cfg.privacy, cfg.conditioning.condition, cfg.seed, cfg.continuous_scaling,
                                      count_rules)
             encoder, matrix, labels, condition = private.encoder, private.matrix, private.labels, private.condition
@@ -192,9 +196,17 @@ class EHRDiff(Generator):
                 table, labels, condition = split_condition(table, cfg.conditioning.condition)
             encoder, matrix = self._encode(table)
         n_rows, width = matrix.shape
+        # panels of indicators from the rows' missingness: not under DP (the pattern would leave without noise)
+        self.panels_ = find_panels(matrix, encoder.indicator_columns()) \
+            if cfg.missing_indicators == "panels" and not private else NO_PANELS
+        if len(self.panels_[0]):
+            names = encoder.encoded_columns
+            log.info("missing indicators: %d follow a panel leader's (%s)", len(self.panels_[0]), ", ".join(
+                f"{names[m].removesuffix(MISSING_SUFFIX)} with {names[lead].removesuffix(MISSING_SUFFIX)}"
+                for m, lead in zip(*self.panels_)))
         denoiser = build_denoiser(cfg, width, n_classes=condition.n_classes if condition else 0, encoder=encoder)
         if isinstance(denoiser, BernoulliDenoiser):     # start from the independent-marginals model (noisy under DP)
-            denoiser.init_output(private.shares if private else matrix.mean(axis=0))
+            denoiser.init_output(private.shares if private else xor_panels(matrix, *self.panels_).mean(axis=0))
         rows = matrix if condition is None else np.column_stack([matrix, labels.astype(np.float32)])
         fingerprint = private.fingerprint() if private else data_fingerprint(rows)
         budget = plan_budget(cfg.optimisation, "epochs" in self.settings,       # under DP from the noisy row count
@@ -224,7 +236,7 @@ class EHRDiff(Generator):
         """The fitted encoder and the encoded float32 matrix of a run without DP (a private run's encoder comes from
         private_release); DataError for nothing to model or non-finite values."""
         cfg = self.config
-        encoder = TableEncoder(cfg.continuous_scaling, share_missing=cfg.missing_indicators == "shared",
+        encoder = TableEncoder(cfg.continuous_scaling, share_missing=cfg.missing_indicators != "per_column",
                                order_chains=cfg.order_encoding == "chains").fit(table)
         matrix = encoder.transform(table, dtype=np.float32)
         _check_encoded(encoder, matrix)
@@ -269,7 +281,7 @@ class EHRDiff(Generator):
                                release=private)
             identity.update(step.identity())
         else:
-            row_loss = edm_row_loss(training_loss(cfg, encoder), row_refresh(cfg, encoder))
+            row_loss = edm_row_loss(training_loss(cfg, encoder, self.panels_), row_refresh(cfg, encoder))
             if condition is not None:
                 row_loss = conditional_row_loss(row_loss, condition.null_index, cfg.condition_dropout)
             step = MinibatchStep(denoiser, data, row_loss, settings, ctx)
@@ -349,7 +361,7 @@ class EHRDiff(Generator):
             probs, matrix = matrix, draw_discrete(matrix, self.encoder_.discrete_groups(), draws)
             if cfg.min_codes == "data" and getattr(self, "min_codes_", 0) > 0:
                 redraw_short_rows(matrix, probs, self.encoder_.code_columns(), self.min_codes_, draws)
-        return matrix
+        return xor_panels(matrix, *getattr(self, "panels_", NO_PANELS))     # the indicators as they are
 
     def sample_table(self, n: int, seed: int = 0, condition: Any = None, guidance: float | None = None,
                balance: dict | None = None, progress: bool = False) -> Table:
@@ -472,6 +484,8 @@ class EHRDiff(Generator):
                 "condition": self.condition_.to_dict() if getattr(self, "condition_", None) else None,
                 "budget": getattr(self, "budget_", None), "stopping": getattr(self, "stopping_", None),
                 "rules": rules_to_json(getattr(self, "rules_", ())),
+                **({"missing_panels": panels_to_names(self.encoder_.encoded_columns, self.panels_)}
+                   if len(getattr(self, "panels_", NO_PANELS)[0]) else {}),
                 **(getattr(self, "privacy_", None) or {})}
 
     def save(self, path: str | os.PathLike) -> None:
@@ -530,6 +544,7 @@ class EHRDiff(Generator):
         model.rules_ = metadata.rules()
         model.tie_shares_ = checked_tie_shares(metadata, model.rules_)
         model.code_pairs_ = checked_pairs(metadata, len(model.encoder_.code_columns()))
+        model.panels_ = checked_panels(metadata, model.encoder_)
         metadata.privacy()          # a stated guarantee must be positive numbers
         model.privacy_ = {k: v for k, v in metadata.items() if k.startswith("dp_")} or None
         return model
@@ -573,6 +588,18 @@ def checked_histograms(metadata: ModelMetadata, model: "EHRDiff") -> dict[str, A
         raise metadata.invalid(key, f"rows per number of codes (at most {n_codes}), overall"
                                + (f" and for each of {classes} classes" if classes else ""), value)
     return value
+
+
+def checked_panels(metadata: ModelMetadata, encoder: TableEncoder) -> tuple[np.ndarray, np.ndarray]:
+    """model.json's ``missing_panels`` as (members, leaders) encoded indices (none when absent: older files and
+    models without panels), refused unless they pair missing-indicator columns as find_panels does."""
+    pairs = metadata.get("missing_panels")
+    if pairs is None:
+        return NO_PANELS
+    try:
+        return panels_from_names(encoder.encoded_columns, encoder.indicator_columns(), pairs)
+    except ValueError as exc:
+        raise metadata.invalid("missing_panels", str(exc), pairs) from None
 
 
 def _is_histogram(counts: Any, n_codes: int) -> bool:

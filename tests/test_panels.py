@@ -1,0 +1,135 @@
+"""Panels of missing indicators (diffusion/panels.py): variables measured together are modelled as one leader's
+indicator and the members' rare disagreements with it, exactly invertible, kept through model.json."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ehrdiff.data import Table
+from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss
+from ehrdiff.diffusion.panels import find_panels, panels_from_names, xor_panels
+from ehrdiff.errors import ModelFileError
+from ehrdiff.models.ehrdiff import EHRDiff
+from ehrdiff.models.persistence import METADATA_FILE, SAVE_FIELDS, content_hash
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def flips(column: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    return np.where(rng.random(len(column)) < share, 1 - column, column)
+
+
+def indicator_matrix(n: int = 4000, seed: int = 0) -> np.ndarray:
+    """Columns: a value, then indicators a (40% set), b = a with 1% flipped, c (50%), d = c with 2% flipped,
+    e = a with 20% flipped (too loose to follow a), f constant 0, g set in 0.2% of rows and h in 2% (they agree
+    in 98% of the rows but are never set together: no panel)."""
+    rng = np.random.default_rng(seed)
+    a = (rng.random(n) < 0.4).astype(float)
+    c = (rng.random(n) < 0.5).astype(float)
+    g = (rng.random(n) < 0.002).astype(float)
+    h = np.where(g == 1, 0.0, (rng.random(n) < 0.02).astype(float))
+    return np.column_stack([rng.normal(size=n), a, flips(a, 0.01, rng), c, flips(c, 0.02, rng),
+                            flips(a, 0.20, rng), np.zeros(n), g, h])
+
+
+def test_panels_pair_indicators_that_nearly_always_agree():
+    matrix = indicator_matrix()
+    members, leaders = find_panels(matrix, np.arange(1, 9))
+    assert members.tolist() == [2, 4] and leaders.tolist() == [1, 3]
+    assert np.mean(matrix[:, 7] != matrix[:, 8]) < 0.03          # nearly always both absent, yet no panel
+    assert find_panels(matrix, np.arange(1, 9), max_disagreement=0.0)[0].size == 0
+
+
+def test_xor_is_its_own_inverse_in_numpy_and_torch():
+    matrix = indicator_matrix()
+    members, leaders = np.array([2, 4]), np.array([1, 3])
+    model_space = xor_panels(matrix, members, leaders)
+    # a member becomes its rare disagreement with the leader; everything else is untouched
+    assert model_space[:, 2].mean() == pytest.approx(np.mean(matrix[:, 2] != matrix[:, 1]))
+    assert model_space[:, 2].mean() < 0.02 and model_space[:, 4].mean() < 0.03
+    np.testing.assert_array_equal(np.delete(model_space, [2, 4], axis=1), np.delete(matrix, [2, 4], axis=1))
+    np.testing.assert_array_equal(xor_panels(model_space, members, leaders), matrix)
+    tensor = xor_panels(torch.from_numpy(matrix), torch.from_numpy(members), torch.from_numpy(leaders))
+    np.testing.assert_array_equal(tensor.numpy(), model_space)
+    assert xor_panels(matrix, members[:0], leaders[:0]) is not matrix
+
+
+def test_the_loss_masks_values_by_the_indicators_as_they_are():
+    """Row 1: the leader (column 1) and the member (column 2) both say missing, so the member's value (column 0)
+    is left out of the squared error although the member's model-space bit (their XOR) is 0."""
+
+    class Zero(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, c_noise_values, scale=None):
+            return torch.zeros_like(x) + 0 * self.weight
+
+    binary = np.array([False, True, True])
+    denoiser = BernoulliDenoiser(Zero(), 0.14, binary)
+    x = torch.tensor([[0.5, 0.0, 0.0], [0.5, 1.0, 1.0]])
+    z, n = torch.zeros(2, 1), torch.zeros(2, 3)
+    missing = (torch.tensor([0]), torch.tensor([2]))
+    panels = (torch.tensor([2]), torch.tensor([1]))
+    tied = BernoulliEDMLoss(0.14, missing=missing, panels=panels)(denoiser, x, z, n).detach()
+    untied = BernoulliEDMLoss(0.14, missing=missing)(denoiser, x, z, n).detach()
+    plain = BernoulliEDMLoss(0.14)(denoiser, x, z, n).detach()
+    assert float(tied[0]) == pytest.approx(float(untied[0])) and float(tied[0]) == pytest.approx(float(plain[0]))
+    assert float(tied[1]) < float(plain[1])      # the value is masked, as without panels
+    # row 1's member is 0 in the model's space: the loss sees x = (., 1, 0), not (., 1, 1)
+    assert float(tied[1]) != pytest.approx(float(untied[1]))
+
+
+def panel_table(n: int = 1200, seed: int = 0) -> Table:
+    """Two lab tests of one panel (ast missing with alt in all but 1% of rows) and a lab of its own pattern."""
+    rng = np.random.default_rng(seed)
+    alt_missing = rng.random(n) < 0.5
+    ast_missing = flips(alt_missing.astype(int), 0.01, rng).astype(bool)
+    frame = pd.DataFrame({"alt": np.where(alt_missing, np.nan, rng.lognormal(3, 1, n)),
+                          "ast": np.where(ast_missing, np.nan, rng.lognormal(3, 1, n)),
+                          "lab": np.where(rng.random(n) < 0.5, np.nan, rng.normal(7.4, 0.1, n))})
+    return Table.from_frame(frame, {c: "continuous" for c in frame.columns})
+
+
+TINY = dict(steps=2, batch_size=64, hidden_dims=(16,), embedding_features=8, embedding_width=8)
+
+
+def test_a_barely_trained_model_keeps_the_panel_and_saves_it(tmp_path):
+    """Two steps leave the model near its starting point, the indicators' training prevalences: without panels
+    alt and ast are drawn apart in about half the rows, with them in about the real 1%."""
+    table = panel_table()
+    real = np.mean(table.frame["alt"].isna() != table.frame["ast"].isna())
+    parted = {}
+    for indicators in ("shared", "panels"):
+        model = EHRDiff("default", missing_indicators=indicators, **TINY).fit(table, progress=False)
+        synthetic = model.sample(2000, seed=0)
+        parted[indicators] = np.mean(synthetic["alt"].isna() != synthetic["ast"].isna())
+    assert parted["shared"] > 0.3 and parted["panels"] < real + 0.03
+    assert model.panels_[0].size == 1
+    model.save(tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert saved["missing_panels"] == [["ast__missing", "alt__missing"]]
+    again = EHRDiff.load(tmp_path / "run")
+    pd.testing.assert_frame_equal(again.sample(300, seed=1), model.sample(300, seed=1))
+
+
+def test_a_crafted_panel_list_is_refused(tmp_path):
+    model = EHRDiff("default", missing_indicators="panels", **TINY).fit(panel_table(), progress=False)
+    model.save(tmp_path / "run")
+    path = tmp_path / "run" / METADATA_FILE
+    saved = json.loads(path.read_text())
+    saved["missing_panels"] = [["alt__missing", "ast__missing"]]          # the leader after its member
+    saved["content_sha256"] = content_hash({k: v for k, v in saved.items() if k not in SAVE_FIELDS})
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ModelFileError, match="missing_panels"):
+        EHRDiff.load(tmp_path / "run")
+    columns, indicators = ["a", "a__missing", "b", "b__missing"], np.array([1, 3])
+    with pytest.raises(ValueError):
+        panels_from_names(columns, indicators, [["b__missing", "a"]])
+    assert panels_from_names(columns, indicators, [["b__missing", "a__missing"]])[0].tolist() == [3]
