@@ -12,7 +12,10 @@ logistic_top   the logistic regression the evaluation's discriminator uses (its 
                rows: the columns with the largest |coefficient| x the column's standard deviation (its effect on the
                log-odds of "synthetic" per standard deviation), with the column's mean in real and synthetic rows
 per_summary    the same trees on one kind of summary of every variable together (all first values, ..., all counts),
-               and on every column but the label, with and without the counts: what the joint of a kind gives away
+               on which variables were measured (count > 0), and on every column but the label, with and without
+               the counts: what the joint of a kind gives away
+measured_pairs pairs of variables measured together (one without the other in at most 3% of the real stays: a
+               panel, diffusion/panels.py), with the real and synthetic shares of stays measuring one of them only
 count_pairs    pairs of counts equal in at least 90% of the real stays that measured both (a panel: blood pressures,
                blood gases, liver tests), with the share of equal counts in real and synthetic stays
 structure      per variable, shares of stays with the variable measured: first value equal to the minimum or the
@@ -43,9 +46,14 @@ def variables(table: Table) -> list[str]:
 def trees_auroc(train: Table, synthetic: Table, columns: list[str], seed: int = 0) -> float:
     """Out-of-fold AUROC (5 folds) of gradient-boosted trees on ``columns``, training rows against as many
     synthetic ones (missing values as NaN, which the trees take natively)."""
-    n = min(train.n_rows, synthetic.n_rows)
+    return arrays_auroc(train.frame[columns].to_numpy(float), synthetic.frame[columns].to_numpy(float), seed)
+
+
+def arrays_auroc(real: np.ndarray, fake: np.ndarray, seed: int = 0) -> float:
+    """trees_auroc on two feature matrices (rows: stays), the first rows of the longer one cut to the shorter's."""
+    n = min(len(real), len(fake))
     y = np.r_[np.zeros(n), np.ones(n)]
-    X = np.vstack([train.frame[columns].to_numpy(float)[:n], synthetic.frame[columns].to_numpy(float)[:n]])
+    X = np.vstack([real[:n], fake[:n]])
     folds = StratifiedKFold(5, shuffle=True, random_state=seed)
     trees = HistGradientBoostingClassifier(max_iter=100, random_state=seed)
     return round(float(roc_auc_score(y, cross_val_predict(trees, X, y, cv=folds, method="predict_proba")[:, 1])), 3)
@@ -58,13 +66,34 @@ def per_variable(train: Table, synthetic: Table, seed: int = 0) -> dict[str, flo
 
 
 def per_summary(train: Table, synthetic: Table, seed: int = 0) -> dict[str, float]:
-    """AUROC of trees on each kind of summary over all variables, and on all columns with and without the counts."""
+    """AUROC of trees on each kind of summary over all variables, on which variables were measured (count > 0),
+    and on all columns with and without the counts."""
     names = variables(train)
     out = {kind: trees_auroc(train, synthetic, [f"{v}_{kind}" for v in names], seed) for kind in SUMMARIES}
+    out["measured"] = arrays_auroc(measured(train), measured(synthetic), seed)
     every = [c for c in train.columns if train.kinds[c] not in ("id", "label")]
     out["all"] = trees_auroc(train, synthetic, every, seed)
     out["all_but_counts"] = trees_auroc(train, synthetic, [c for c in every if not c.endswith("_count")], seed)
     return out
+
+
+def measured(table: Table) -> np.ndarray:
+    """Stays x variables: 1 where the variable was measured (its count above 0)."""
+    return (table.frame[[f"{v}_count" for v in variables(table)]].to_numpy(float) > 0).astype(float)
+
+
+def measured_pairs(train: Table, synthetic: Table, most: float = 0.03) -> list[dict]:
+    """Pairs of variables measured together, one without the other in at most ``most`` of the real stays, with
+    both sets' shares of stays measuring one without the other."""
+    names, real, fake = variables(train), measured(train), measured(synthetic)
+    out = []
+    for i, a in enumerate(names):
+        for j in range(i + 1, len(names)):
+            apart = float(np.mean(real[:, i] != real[:, j]))
+            if apart <= most:
+                out.append({"pair": f"{a}/{names[j]}", "real": round(apart, 4),
+                            "synthetic": round(float(np.mean(fake[:, i] != fake[:, j])), 4)})
+    return sorted(out, key=lambda d: d["real"])
 
 
 def count_pairs(train: Table, synthetic: Table, least: float = 0.9) -> list[dict]:
@@ -120,7 +149,8 @@ def structure(table: Table, names: list[str]) -> dict[str, dict[str, float]]:
 def probe(train: Table, synthetic: Table, seed: int = 0) -> dict:
     shown = ["Glucose", "K", "HCT", "Na", "GCS", "HR", "Urine"]
     return {"per_variable": per_variable(train, synthetic, seed), "per_summary": per_summary(train, synthetic, seed),
-            "count_pairs": count_pairs(train, synthetic), "logistic_top": logistic_top(train, synthetic),
+            "count_pairs": count_pairs(train, synthetic), "measured_pairs": measured_pairs(train, synthetic),
+            "logistic_top": logistic_top(train, synthetic),
             "structure": {"real": structure(train, shown), "synthetic": structure(synthetic, shown)}}
 
 

@@ -285,7 +285,14 @@ several times the target's margin (benchmarks/nnaa_draws.py on seed 0's table: s
 with one draw, 0.005 with five; results/nnaa_draws.md). The "+steps=3000+batch_size=256" section is today's
 default model with the 3,000 steps of batch 256 that target was measured with (the `--budget steps:3000
 --batch-size 256` of its command), trained and evaluated as the defaults are: the paired comparison for each CinC
-metric."""
+metric.
+
+Since commit eb7a493 the default model ties the missing indicators of variables measured together (a panel: liver
+tests, blood gases, blood pressures; `missing_indicators` "panels", src/ehrdiff/diffusion/panels.py). The
+"+missing_indicators=shared" section is the default before it: the six runs trained and sampled at commit ea76dd2,
+where "shared" was the default (the same code path today: its seed 0 sampled again gives the same rows). The
+"+condition=label" and "+hidden_dims" sections were trained at that commit too, so they compare with it, not with
+the panels."""
 
 
 def reading() -> str:
