@@ -14,6 +14,7 @@ from ehrdiff.models.ehrdiff.budget import (MAX_STEPS, MIN_STEPS, PASSES, data_bu
                                            split_holdout)
 from ehrdiff.models.ehrdiff.calibrate import SMALL_TABLE_ROWS
 from ehrdiff.models.ehrdiff.config import OptimisationSettings
+from ehrdiff.models.ehrdiff.model import MEMORISATION_PASSES
 from ehrdiff.training import CHECKPOINT_FILE, StepLog, read_checkpoint, run_steps
 from ehrdiff.training.stopping import TOLERANCE, HeldOutStopping
 
@@ -51,8 +52,8 @@ def test_large_table_is_capped_and_a_given_batch_is_kept():
 def test_mid_sized_table_gets_the_floor_of_steps_only_where_the_stopping_rule_watches():
     mid = data_budget(3_200, 268, None)                            # CinC 2012's training half
     assert mid.steps == MIN_STEPS and mid.batch_size == 380 and mid.held_out == 160
-    assert "raised to the 7,200 steps" in mid.reason
-    assert MIN_STEPS * mid.batch_size / (3_200 - 160) < 1000        # below the memorisation warning's passes
+    assert "raised to the 14,400 steps" in mid.reason
+    assert MIN_STEPS * mid.batch_size / (3_200 - 160) < MEMORISATION_PASSES      # below the warning's passes
     below = data_budget(SMALL_TABLE_ROWS - 1, 268, None)           # small tables keep their 270 passes
     below_rows = SMALL_TABLE_ROWS - 1 - below.held_out
     assert below.steps == int(np.ceil(PASSES * below_rows / below.batch_size)) and "raised" not in below.reason

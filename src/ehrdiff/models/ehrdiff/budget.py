@@ -8,7 +8,7 @@ and a small one gets far fewer passes than a fixed number of steps gives it (2,0
 passes, memorised the 80-patient MIMIC demos: benchmarks/results/default_vs_paper.md). Passes are not what a model
 needs to learn, though; steps are: a mid-sized table (CinC 2012, 3,040 rows) stays undertrained at 270 passes (2,160
 steps: its held-out loss still falls at the end, and a classifier tells its rows from real ones by how the first and
-last values sit between the minimum and the maximum). So a table of at least SMALL_TABLE_ROWS rows trained with the
+last values sit between the minimum and the maximum), and still at 7,200 steps (benchmarks/results/default_training.md). So a table of at least SMALL_TABLE_ROWS rows trained with the
 stopping rule watching gets at least ``MIN_STEPS`` steps (at the derived batch, an eighth of a small table, at most
 MIN_STEPS / 8 passes, below where fit() warns of memorisation); smaller tables keep their 270 passes, and under DP
 the step count is the accountant's business. The batch is at most a
@@ -32,7 +32,7 @@ from ehrdiff.models.ehrdiff.calibrate import SMALL_TABLE_ROWS
 
 PASSES = 270                # UCI diabetes: 15,000 steps x 1,024 rows / 57,214 rows = 268 passes
 MAX_STEPS = 15_000          # UCI diabetes's measured budget; larger tables are not given more
-MIN_STEPS = 7_200           # the floor of a table of SMALL_TABLE_ROWS or more (900 passes at an eighth per batch)
+MIN_STEPS = 14_400          # the floor of a table of SMALL_TABLE_ROWS or more (1,800 passes at an eighth per batch)
 BATCHES_PER_PASS = 8        # a pass over a small table is at least this many optimiser steps ...
 MIN_BATCH = 64              # ... of batches no smaller than this (or all the rows)
 # The held-out slice: this share of the rows, at least HOLDOUT_MIN rows (a table under HOLDOUT_FROM rows has none:
