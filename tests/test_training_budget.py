@@ -46,7 +46,7 @@ def test_large_table_is_capped_and_a_given_batch_is_kept():
     assert data_budget(2_000_000, 900, None).steps == MAX_STEPS
     assert holdout_size(2_000_000) == 1024
     kept = data_budget(80_000, 230, 2048)
-    assert kept.batch_size == 2048 and kept.steps == int(np.ceil(PASSES * (80_000 - 1024) / 2048))
+    assert kept.batch_size == 2048 and kept.steps == max(MIN_STEPS, int(np.ceil(PASSES * (80_000 - 1024) / 2048)))
 
 
 def test_mid_sized_table_gets_the_floor_of_steps_only_where_the_stopping_rule_watches():
