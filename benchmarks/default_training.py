@@ -272,8 +272,9 @@ rules (`settle_values`: repair, calibrate again, 4 rounds, so that the final rep
 a summary rule is declared, a variable's summaries are tied (all equal, the first or last at the minimum or maximum)
 in the training shares (`tie_shares`; the first and last never both put on one extreme by it). The CinC runs were
 prepared with the summary rules (a variable's five summaries are what summaries of its count's values are) and
-trained with the floor of {min_steps:,} steps; six seeds of them sampled before the ties' one-extreme fix (trees
-0.824, TSTR 0.829) are in this file at commit f72491d, the 2,160-step runs before them (six
+trained with the floor of {min_steps:,} steps (7,200 before commit ff26a86: the six seeds with the panels and
+7,200 steps, trees 0.741, TSTR 0.821, are in this file at commit 2f8f4b9); six seeds sampled before the ties'
+one-extreme fix (trees 0.824, TSTR 0.829) are in this file at commit f72491d, the 2,160-step runs before them (six
 seeds, trees 0.966, TSTR 0.829) at commit af97315, and those with the same runs sampled as drawn
 ("+continuous_marginals=model") and with order_encoding=chains at commit 830de3b. "code (train / sample)" is the
 commit each step ran at ("+": with uncommitted changes).
@@ -282,17 +283,17 @@ NNAA privacy loss is the mean of 5 independent draws of equal-size training, tes
 evaluation's `nnaa_draws`, added after commit ea76dd2) in the CinC sections not marked as kept; the kept sections
 and the 3,000-step target (default_vs_paper.md) used one draw, which on CinC's 800 test rows moves with the rows drawn
 several times the target's margin (benchmarks/nnaa_draws.py on seed 0's table: sd 0.015 over ten evaluation seeds
-with one draw, 0.005 with five; results/nnaa_draws.md). The "+steps=3000+batch_size=256" section is today's
-default model with the 3,000 steps of batch 256 that target was measured with (the `--budget steps:3000
+with one draw, 0.005 with five; results/nnaa_draws.md). The "+steps=3000+batch_size=256" section is the default
+model of commit ea76dd2 with the 3,000 steps of batch 256 that target was measured with (the `--budget steps:3000
 --batch-size 256` of its command), trained and evaluated as the defaults are: the paired comparison for each CinC
-metric.
+metric with the "+missing_indicators=shared" section.
 
 Since commit eb7a493 the default model ties the missing indicators of variables measured together (a panel: liver
 tests, blood gases, blood pressures; `missing_indicators` "panels", src/ehrdiff/diffusion/panels.py). The
 "+missing_indicators=shared" section is the default before it: the six runs trained and sampled at commit ea76dd2,
 where "shared" was the default (the same code path today: its seed 0 sampled again gives the same rows). The
-"+condition=label" and "+hidden_dims" sections were trained at that commit too, so they compare with it, not with
-the panels."""
+"+condition=label", "+hidden_dims" and "+steps=3000" sections were trained at that commit too (7,200 steps but the
+last), so they compare with it, not with the panels or the 14,400 steps."""
 
 
 def reading() -> str:

@@ -247,10 +247,10 @@ def test_memorisation_warning_depends_on_passes_over_the_rows_and_not_under_dp()
     assert memorisation_warning(2000, 80, 80, private=True) is None
 
 
-def test_fit_warns_when_the_run_passes_over_small_data_a_thousand_times(caplog):
+def test_fit_warns_when_the_run_passes_over_small_data_two_thousand_times(caplog):
     data = block_binary_data(16, 2, 3, seed=1)
     caplog.set_level("WARNING", logger="ehrdiff")
-    EHRDiff(**(TINY | {"steps": 40})).fit(data, progress=False)          # 80 passes
+    EHRDiff(**(TINY | {"steps": 995})).fit(data, progress=False)         # 1,990 passes
     assert not [r for r in caplog.records if "memorise" in r.getMessage()]
-    EHRDiff(**(TINY | {"steps": 500})).fit(data, progress=False)         # 1,000 passes
-    assert [r for r in caplog.records if r.levelname == "WARNING" and "1,000 times" in r.getMessage()]
+    EHRDiff(**(TINY | {"steps": 1000})).fit(data, progress=False)        # 2,000 passes
+    assert [r for r in caplog.records if r.levelname == "WARNING" and "2,000 times" in r.getMessage()]
