@@ -283,17 +283,17 @@ NNAA privacy loss is the mean of 5 independent draws of equal-size training, tes
 evaluation's `nnaa_draws`, added after commit ea76dd2) in the CinC sections not marked as kept; the kept sections
 and the 3,000-step target (default_vs_paper.md) used one draw, which on CinC's 800 test rows moves with the rows drawn
 several times the target's margin (benchmarks/nnaa_draws.py on seed 0's table: sd 0.015 over ten evaluation seeds
-with one draw, 0.005 with five; results/nnaa_draws.md). The "+steps=3000+batch_size=256" section is the default
-model of commit ea76dd2 with the 3,000 steps of batch 256 that target was measured with (the `--budget steps:3000
+with one draw, 0.005 with five; results/nnaa_draws.md). The "+steps=3000+batch_size=256" section is today's
+default model with the 3,000 steps of batch 256 that target was measured with (the `--budget steps:3000
 --batch-size 256` of its command), trained and evaluated as the defaults are: the paired comparison for each CinC
-metric with the "+missing_indicators=shared" section.
+metric (the same runs of commit ea76dd2's default, with shared indicators, are in this file at commit 67a9758).
 
 Since commit eb7a493 the default model ties the missing indicators of variables measured together (a panel: liver
 tests, blood gases, blood pressures; `missing_indicators` "panels", src/ehrdiff/diffusion/panels.py). The
 "+missing_indicators=shared" section is the default before it: the six runs trained and sampled at commit ea76dd2,
 where "shared" was the default (the same code path today: its seed 0 sampled again gives the same rows). The
-"+condition=label", "+hidden_dims" and "+steps=3000" sections were trained at that commit too (7,200 steps but the
-last), so they compare with it, not with the panels or the 14,400 steps."""
+"+condition=label" and "+hidden_dims" sections were trained at that commit too (7,200 steps), so they compare with
+it, not with the panels or the 14,400 steps."""
 
 
 def reading() -> str:
