@@ -274,16 +274,20 @@ class TableEncoder:
             start += c.width
         return groups
 
+    def indicator_index(self) -> dict[str, int]:
+        """{column name: encoded index of its own missing indicator} (shared indicators under their owner's name)."""
+        starts = np.cumsum([0] + [c.width for c in self.codings_])
+        return {c.name: int(s) + 1 for c, s in zip(self.codings_, starts) if c.own_indicator}
+
     def indicator_columns(self) -> np.ndarray:
         """Encoded indices of the missing indicators (each continuous column's own; shared ones once)."""
-        starts = np.cumsum([0] + [c.width for c in self.codings_])
-        return np.array([s + 1 for c, s in zip(self.codings_, starts) if c.own_indicator], dtype=np.int64)
+        return np.array(list(self.indicator_index().values()), dtype=np.int64)
 
     def missing_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """Encoded index of each continuous column with missing values, and of its indicator (its own or the one
         it shares)."""
         starts = np.cumsum([0] + [c.width for c in self.codings_])
-        indicator = {c.name: s + 1 for c, s in zip(self.codings_, starts) if c.own_indicator}
+        indicator = self.indicator_index()
         pairs = [(s, indicator[c.missing_with or c.name]) for c, s in zip(self.codings_, starts)
                  if c.coding == "continuous" and c.has_missing]
         return tuple(np.array([p[i] for p in pairs], dtype=np.int64) for i in (0, 1))

@@ -78,7 +78,7 @@ def calibrate_values(encoder, matrix: np.ndarray, labels: np.ndarray | None = No
     share first (indicators set or cleared at random rows of the class), then values."""
     out = np.array(matrix, dtype=np.float64, copy=True)
     starts = np.cumsum([0] + [c.width for c in encoder.codings_])
-    indicator = {c.name: s + 1 for c, s in zip(encoder.codings_, starts) if c.own_indicator}
+    indicator = encoder.indicator_index()
     columns = [(c, int(s)) for c, s in zip(encoder.codings_, starts)
                if c.coding == "continuous" and c.kind == "continuous" and c.uses_knots]
     per_class = class_marginals if class_marginals and labels is not None else {}
