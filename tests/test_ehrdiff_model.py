@@ -44,7 +44,7 @@ def test_default_is_the_paper_model_with_the_bernoulli_head_and_the_small_networ
     assert changed == {"binary_head": "bernoulli", "final_draw": "sample", "min_codes": "data", **DEFAULT_SAMPLING,
                        "hidden_dims": [512, 256, 256, 512], "embedding_features": 64, "embedding_width": 128,
                        "lr": 1e-3, "continuous_scaling": "normal", "missing_values": "noise",
-                       "categorical_head": "softmax", "missing_indicators": "panels"}
+                       "categorical_head": "softmax", "missing_indicators": "panels", "row_selection": "discriminator"}
     # cpu-fast is the same model at batch 256 for a short run
     fast = {k: v for k, v in make_config("cpu-fast").to_dict().items() if v != model.config.to_dict()[k]}
     assert fast == {"batch_size": 256, "steps": 3000, "warmup_steps": 100, "checkpoint_every": 500,

@@ -170,6 +170,9 @@ class SamplingSettings:
                                           # quantiles; the noisy histogram's under DP: calibrate.py); "model": as
                                           # sampled; "auto": "data" where the columns are quantile-scaled (the
                                           # default preset, any private model), else "model"
+    row_selection: str = "none"           # "discriminator": rows drawn from a pool 4 times larger, each kept with the
+                                          # odds a classifier fitted at training gives it of being real (selection.py;
+                                          # tables without code columns, no condition, no DP); "none": as sampled
 
     def validate(self) -> None:
         _positive(self, "sigma_min", "sigma_max", "rho")
@@ -184,6 +187,7 @@ class SamplingSettings:
         _one_of(self, "codes_per_row", ("model", "data"))
         _one_of(self, "code_prevalence", ("auto", "model", "data"))
         _one_of(self, "continuous_marginals", ("auto", "model", "data"))
+        _one_of(self, "row_selection", ("none", "discriminator"))
 
 
 @dataclass

@@ -42,6 +42,8 @@ from ehrdiff.models.ehrdiff.calibrate import (calibrate, calibrate_values, calib
                                               settle_values, tie_shares)
 from ehrdiff.models.ehrdiff.budget import (TrainingBudget, held_out_score, plan_budget, split_holdout,
                                            stopping_schedule)
+from ehrdiff.models.ehrdiff.selection import (FIT_ROWS, POOL, PREFIX, TreeEnsemble, canonical, fit_selector,
+                                              select_rows)
 from ehrdiff.models.ehrdiff.config import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict
 from ehrdiff.models.ehrdiff.presets import PRESETS, make_config
 from ehrdiff.models.persistence import ModelMetadata, data_fingerprint, load_model_dir, save_model_dir
@@ -231,7 +233,25 @@ class EHRDiff(Generator):
         self.class_marginals_ = class_marginals(private) if private else None    # noisy, per class (calibrate.py)
         self.code_pairs_ = private.code_pairs if private else None      # noisy, met at sampling (calibrate.py)
         self.tie_shares_ = None if private else tie_shares(table.frame, self.rules_)   # settle_values' ties
+        self.selector_, self.selector_auroc_ = None, None
+        if cfg.row_selection == "discriminator" and not private and condition is None and not codes.size:
+            self.selector_, self.selector_auroc_ = self._fit_selector(matrix)
         return self
+
+    def _fit_selector(self, matrix: np.ndarray) -> tuple[TreeEnsemble, float]:
+        """Row selection's discriminator (selection.py), fitted on up to FIT_ROWS training rows and as many rows of
+        the model, drawn and calibrated as a sample is; logged with how well it tells them apart."""
+        seed = self.config.seed
+        n = min(len(matrix), FIT_ROWS)
+        picks = np.random.default_rng(np.random.SeedSequence([seed, 0x5E1D])).choice(len(matrix), n, replace=False)
+        own_seed = int(np.random.SeedSequence([seed, 0x5E1D, 1]).generate_state(1)[0])
+        own = self._population_rows(n, own_seed, False, None, self._population_finish(own_seed))
+        trees, score = fit_selector(canonical(self.encoder_, matrix[np.sort(picks)]), canonical(self.encoder_, own),
+                                    seed)
+        log.info("row selection: %d trees tell the model's rows from training rows at AUROC %.3f on rows they did "
+                 "not learn from; a sample keeps rows of a %d times larger draw by their odds of being real",
+                 len(trees.roots), score, POOL)
+        return trees, score
 
     def _encode(self, table: Table) -> tuple[TableEncoder, np.ndarray]:
         """The fitted encoder and the encoded float32 matrix of a run without DP (a private run's encoder comes from
@@ -411,8 +431,7 @@ class EHRDiff(Generator):
                 finish = partial(self._finish_chunk, targets=targets[j] if calibrated else None, seed=chunk_seed,
                                  codes=calibrated, values=values) if calibrated or values else None
                 if spec is None:
-                    matrix = self.sample_matrix(size, chunk_seed, progress=inner, code_counts=codes)
-                    matrix = finish(matrix, None) if finish else matrix
+                    matrix = self._population_rows(size, chunk_seed, inner, codes, finish)
                     table = self.encoder_.inverse_transform(matrix, id_offset=offset)
                 else:
                     table = sample_conditional(self, size, chunk_seed, spec, None, w, None, inner, counts=classes,
@@ -420,6 +439,26 @@ class EHRDiff(Generator):
                 offset += size
                 bar.update(size)
                 yield table
+
+    def _population_rows(self, n: int, seed: int, progress: bool, code_counts, finish) -> np.ndarray:
+        """``n`` rows of an unconditional sample, encoded, ``finish``-ed (calibrated; None: as drawn). With a fitted
+        selector and ``row_selection`` "discriminator" (not with count matching), the rows are chosen from POOL
+        times as many, finished before they are weighed (calibration is not what the selector should correct)
+        and again after (the chosen rows' values spread on the kept distributions once more)."""
+        selector = getattr(self, "selector_", None) \
+            if self.config.row_selection == "discriminator" and code_counts is None else None
+        drawn = self.sample_matrix(n if selector is None else POOL * n, seed, progress=progress,
+                                   code_counts=code_counts)
+        drawn = finish(drawn, None) if finish else drawn
+        if selector is None:
+            return drawn
+        chosen = drawn[select_rows(selector.log_odds(canonical(self.encoder_, drawn)), n, seed)]
+        return finish(chosen, None) if finish else chosen
+
+    def _population_finish(self, seed: int):
+        """The calibration of an unconditional sample of a model without code columns (sample_chunks' finish)."""
+        return partial(self._finish_chunk, targets=None, seed=seed, codes=False, values=True) \
+            if calibrates_values(self) else None
 
     def _finish_chunk(self, matrix: np.ndarray, labels: np.ndarray | None, *, targets, seed: int, codes: bool,
                       values: bool) -> np.ndarray:
@@ -487,6 +526,8 @@ class EHRDiff(Generator):
                 "rules": rules_to_json(getattr(self, "rules_", ())),
                 **({"missing_panels": panels_to_names(self.encoder_.encoded_columns, self.panels_)}
                    if len(getattr(self, "panels_", NO_PANELS)[0]) else {}),
+                **({"row_selector": {"trees": len(self.selector_.roots), "auroc": self.selector_auroc_}}
+                   if getattr(self, "selector_", None) is not None else {}),
                 **(getattr(self, "privacy_", None) or {})}
 
     def save(self, path: str | os.PathLike) -> None:
@@ -494,7 +535,9 @@ class EHRDiff(Generator):
         self.check_fitted()
         if not is_main_process():
             return
-        save_model_dir(path, self._content(), self.denoiser_.state_dict())
+        selector = getattr(self, "selector_", None)
+        save_model_dir(path, self._content(),
+                       {**self.denoiser_.state_dict(), **(selector.to_tensors() if selector is not None else {})})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EHRDiff":
@@ -508,7 +551,8 @@ class EHRDiff(Generator):
             denoiser = build_denoiser(model.config, model.n_features_,
                                       n_classes=model.condition_.n_classes if model.condition_ else 0,
                                       encoder=model.encoder_)
-            denoiser.load_state_dict(tensors, strict=True)
+            model.selector_, model.selector_auroc_ = checked_selector(metadata, tensors, model.n_features_)
+            denoiser.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(PREFIX)}, strict=True)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{path}: model.json and the weights do not fit together "
                                  f"({str(exc).splitlines()[0][:200]}); train again") from None
@@ -601,6 +645,22 @@ def checked_panels(metadata: ModelMetadata, encoder: TableEncoder) -> tuple[np.n
         return panels_from_names(encoder.encoded_columns, encoder.indicator_columns(), pairs)
     except ValueError as exc:
         raise metadata.invalid("missing_panels", str(exc), pairs) from None
+
+
+def checked_selector(metadata: ModelMetadata, tensors: dict, width: int) -> tuple[TreeEnsemble | None, float | None]:
+    """Row selection's trees (selection.py) and their AUROC from the weights and model.json's ``row_selector``
+    (none when absent: older files, models without one), refused unless both are there and well formed."""
+    info = metadata.typed("row_selector", dict, "an object", optional=True)
+    arrays = {k: v for k, v in tensors.items() if k.startswith(PREFIX)}
+    if info is None and not arrays:
+        return None, None
+    score = info.get("auroc") if info else None
+    if not arrays or not isinstance(score, (int, float)) or isinstance(score, bool) or not 0 <= score <= 1:
+        raise metadata.invalid("row_selector", "the trees' count and AUROC, with the trees in the weights", info)
+    try:
+        return TreeEnsemble.from_tensors(arrays, width), float(score)
+    except ValueError as exc:
+        raise metadata.invalid("row_selector", str(exc), info) from None
 
 
 def _is_histogram(counts: Any, n_codes: int) -> bool:

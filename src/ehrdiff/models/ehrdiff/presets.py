@@ -42,7 +42,7 @@ SMALL_WIDTHS = (512, 256, 256, 512)       # ours: the default and cpu-fast netwo
 _OURS = dict(binary_head="bernoulli", final_draw="sample", min_codes="data", codes_per_row="data",
              hidden_dims=SMALL_WIDTHS, embedding_features=64, embedding_width=128, lr=1e-3,
              continuous_scaling="normal", missing_values="noise", missing_indicators="panels",
-             categorical_head="softmax")
+             categorical_head="softmax", row_selection="discriminator")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": dict(_OURS, num_noise_levels=16, sigma_min=0.1),
