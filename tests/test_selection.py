@@ -61,7 +61,7 @@ def test_the_draw_keeps_rows_by_their_odds_of_being_real():
     assert abs(np.mean(select_rows(np.zeros(1000), 500, seed=2) < 500) - 0.5) < 0.1
 
 
-def linked_table(n: int = 800, seed: int = 0) -> pd.DataFrame:
+def linked_table(n: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Two values that move together (correlation 0.99), a third with missing values, and an outcome."""
     rng = np.random.default_rng(seed)
     a = rng.normal(size=n)
@@ -80,9 +80,9 @@ def test_selection_brings_a_barely_trained_models_rows_closer_to_real_ones(tmp_p
     model = EHRDiff("default", **SHORT).fit(table, progress=False)
     assert model.selector_ is not None and 0.5 < model.selector_auroc_ <= 1.0
     real = table["a"].corr(table["b"])
-    chosen = model.sample(800, seed=0)
+    chosen = model.sample(1000, seed=0)
     model.set_sampling(row_selection="none")
-    drawn = model.sample(800, seed=0)
+    drawn = model.sample(1000, seed=0)
     gap_chosen, gap_drawn = abs(chosen["a"].corr(chosen["b"]) - real), abs(drawn["a"].corr(drawn["b"]) - real)
     assert gap_chosen < 0.5 * gap_drawn, (gap_chosen, gap_drawn)
     model.set_sampling(row_selection="discriminator")
@@ -93,21 +93,31 @@ def test_selection_brings_a_barely_trained_models_rows_closer_to_real_ones(tmp_p
     pd.testing.assert_frame_equal(again.sample(300, seed=1), model.sample(300, seed=1))
 
 
-def test_no_selector_for_codes_conditions_or_when_switched_off():
-    table = linked_table(300)
+def test_no_selector_for_codes_conditions_few_rows_or_when_switched_off():
+    table = linked_table()
     assert EHRDiff("default", row_selection="none", steps=2).fit(table, progress=False).selector_ is None
     assert EHRDiff("default", condition="label", steps=2).fit(table, progress=False).selector_ is None
-    codes = pd.DataFrame({"c1": [0, 1] * 150, "c2": [1, 1, 0] * 100, "age": np.arange(300.0)})
+    assert EHRDiff("default", steps=2).fit(linked_table(999), progress=False).selector_ is None    # too few rows
+    codes = pd.DataFrame({"c1": [0, 1] * 600, "c2": [1, 1, 0] * 400, "age": np.arange(1200.0)})
     assert EHRDiff("default", steps=2).fit(codes, progress=False).selector_ is None     # count matching instead
 
 
-def test_a_selector_claimed_without_its_trees_is_refused(tmp_path):
-    model = EHRDiff("default", row_selection="none", steps=2).fit(linked_table(300), progress=False)
-    model.save(tmp_path / "run")
-    path = tmp_path / "run" / METADATA_FILE
-    saved = json.loads(path.read_text())
-    saved["row_selector"] = {"trees": 3, "auroc": 0.7}
+def edit_metadata(run, **fields) -> None:
+    path = run / METADATA_FILE
+    saved = {**json.loads(path.read_text()), **fields}
     saved["content_sha256"] = content_hash({k: v for k, v in saved.items() if k not in SAVE_FIELDS})
     path.write_text(json.dumps(saved))
+
+
+def test_a_selector_claimed_without_its_trees_or_miscounted_is_refused(tmp_path):
+    plain = EHRDiff("default", row_selection="none", steps=2).fit(linked_table(), progress=False)
+    plain.save(tmp_path / "plain")
+    edit_metadata(tmp_path / "plain", row_selector={"trees": 3, "auroc": 0.7})
     with pytest.raises(ModelFileError, match="row_selector"):
-        EHRDiff.load(tmp_path / "run")
+        EHRDiff.load(tmp_path / "plain")
+    chosen = EHRDiff("default", steps=2).fit(linked_table(), progress=False)
+    chosen.save(tmp_path / "chosen")
+    EHRDiff.load(tmp_path / "chosen")
+    edit_metadata(tmp_path / "chosen", row_selector={"trees": len(chosen.selector_.roots) + 1, "auroc": 0.7})
+    with pytest.raises(ModelFileError, match="row_selector"):
+        EHRDiff.load(tmp_path / "chosen")

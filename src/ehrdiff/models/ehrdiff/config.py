@@ -172,7 +172,8 @@ class SamplingSettings:
                                           # default preset, any private model), else "model"
     row_selection: str = "none"           # "discriminator": rows drawn from a pool 4 times larger, each kept with the
                                           # odds a classifier fitted at training gives it of being real (selection.py;
-                                          # tables without code columns, no condition, no DP); "none": as sampled
+                                          # tables of 1,000 rows or more without code columns, no condition, no
+                                          # DP); "none": as sampled
 
     def validate(self) -> None:
         _positive(self, "sigma_min", "sigma_max", "rho")

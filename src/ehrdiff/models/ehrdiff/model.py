@@ -42,7 +42,7 @@ from ehrdiff.models.ehrdiff.calibrate import (calibrate, calibrate_values, calib
                                               settle_values, tie_shares)
 from ehrdiff.models.ehrdiff.budget import (TrainingBudget, held_out_score, plan_budget, split_holdout,
                                            stopping_schedule)
-from ehrdiff.models.ehrdiff.selection import (FIT_ROWS, POOL, PREFIX, TreeEnsemble, canonical, fit_selector,
+from ehrdiff.models.ehrdiff.selection import (FIT_ROWS, MIN_ROWS, POOL, PREFIX, TreeEnsemble, canonical, fit_selector,
                                               select_rows)
 from ehrdiff.models.ehrdiff.config import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict
 from ehrdiff.models.ehrdiff.presets import PRESETS, make_config
@@ -234,7 +234,8 @@ class EHRDiff(Generator):
         self.code_pairs_ = private.code_pairs if private else None      # noisy, met at sampling (calibrate.py)
         self.tie_shares_ = None if private else tie_shares(table.frame, self.rules_)   # settle_values' ties
         self.selector_, self.selector_auroc_ = None, None
-        if cfg.row_selection == "discriminator" and not private and condition is None and not codes.size:
+        if (cfg.row_selection == "discriminator" and not private and condition is None and not codes.size
+                and n_rows >= MIN_ROWS):
             self.selector_, self.selector_auroc_ = self._fit_selector(matrix)
         return self
 
@@ -453,6 +454,7 @@ class EHRDiff(Generator):
         if selector is None:
             return drawn
         chosen = drawn[select_rows(selector.log_odds(canonical(self.encoder_, drawn)), n, seed)]
+        log.info("row selection: kept %d of %d drawn rows by their odds of being real", n, len(drawn))
         return finish(chosen, None) if finish else chosen
 
     def _population_finish(self, seed: int):
@@ -658,9 +660,12 @@ def checked_selector(metadata: ModelMetadata, tensors: dict, width: int) -> tupl
     if not arrays or not isinstance(score, (int, float)) or isinstance(score, bool) or not 0 <= score <= 1:
         raise metadata.invalid("row_selector", "the trees' count and AUROC, with the trees in the weights", info)
     try:
-        return TreeEnsemble.from_tensors(arrays, width), float(score)
+        trees = TreeEnsemble.from_tensors(arrays, width)
     except ValueError as exc:
         raise metadata.invalid("row_selector", str(exc), info) from None
+    if info.get("trees") != len(trees.roots):
+        raise metadata.invalid("row_selector", f"the count of the {len(trees.roots)} trees in the weights", info)
+    return trees, float(score)
 
 
 def _is_histogram(counts: Any, n_codes: int) -> bool:

@@ -21,9 +21,10 @@ set of columns missing together, categorical columns are softmax variables, and 
 the training quantiles and made to keep the declared rules (calibrate.py; encoding an order lo <= x <= hi as lo, the
 spread and x's position, ``order_encoding="chains"``, is an option; issue 20, benchmarks/results/cinc_icu.md; EDM's
 sigma_data of 1 for the normal-scaled columns, ``normal_sigma_data``, cost TSTR there and is not the default).
-``default`` samples 16 noise levels down to 0.1 (31 network calls instead of 63) at batch 1,024 (the data's budget
-may choose a smaller one: budget.py); ``cpu-fast`` is the same model at batch 256 for a short run, for demos and
-quick checks on a laptop CPU.
+On a table without code columns the sample is chosen from a draw four times larger by a discriminator fitted at
+the end of training (``row_selection``, selection.py). ``default`` samples 16 noise levels down to 0.1 (31 network
+calls instead of 63) at batch 1,024 (the data's budget may choose a smaller one: budget.py); ``cpu-fast`` is the
+same model at batch 256 for a short run, for demos and quick checks on a laptop CPU.
 
 A preset without ``steps`` (all but ``cpu-fast``) trains for the budget derived from the data, with the held-out
 stopping rule (budget.py); ``epochs=5000`` asks for the official schedule instead.

@@ -22,6 +22,9 @@ from ehrdiff.evaluation.stats import auroc
 
 POOL = 4                 # rows drawn per row kept
 FIT_ROWS = 10_000        # training rows (and as many sampled rows) the classifier learns from, at most
+MIN_ROWS = 1_000         # fewer training rows: no selector. Trees fitted on a few hundred rows would choose rows
+                         # for their likeness to single training rows (the small tables' budget avoids memorising
+                         # for the same reason: budget.py)
 CHECK_SHARE = 0.2        # of those rows, held out of the classifier to measure how well it tells them apart
 ROUNDS = 200             # boosting rounds; early stopping on a few thousand rows stopped after 40-60 of them, and
                          # those trees told rows apart less well and selected worse on CinC 2012
@@ -115,6 +118,7 @@ def fit_selector(real: np.ndarray, synthetic: np.ndarray, seed: int) -> tuple[Tr
 
     X = np.vstack([real, synthetic])
     y = np.r_[np.zeros(len(real)), np.ones(len(synthetic))]
+    # with MIN_ROWS rows of each class, both are among the checked rows
     check = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E1E])).random(len(X)) < CHECK_SHARE
     classifier = HistGradientBoostingClassifier(max_iter=ROUNDS, early_stopping=False,
                                                 random_state=int(seed) & 0xFFFFFFFF)
@@ -132,4 +136,5 @@ def select_rows(log_odds: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.argsort(-keys, kind="stable")[:n])
 
 
-__all__ = ["FIT_ROWS", "POOL", "PREFIX", "TreeEnsemble", "canonical", "fit_selector", "select_rows", "trees_of"]
+__all__ = ["FIT_ROWS", "MIN_ROWS", "POOL", "PREFIX", "TreeEnsemble", "canonical", "fit_selector", "select_rows",
+           "trees_of"]
