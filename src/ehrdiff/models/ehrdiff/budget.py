@@ -9,9 +9,10 @@ passes, memorised the 80-patient MIMIC demos: benchmarks/results/default_vs_pape
 needs to learn, though; steps are: a mid-sized table (CinC 2012, 3,040 rows) stays undertrained at 270 passes (2,160
 steps: its held-out loss still falls at the end, and a classifier tells its rows from real ones by how the first and
 last values sit between the minimum and the maximum), and still at 7,200 steps, where twice as many took the trees
-discriminator from 0.741 to 0.706 (six seeds, benchmarks/results/default_training.md). So a table of at least
-SMALL_TABLE_ROWS rows trained with the stopping rule watching gets at least ``MIN_STEPS`` steps (at the derived
-batch, an eighth of a small table, at most MIN_STEPS / 8 passes, below where fit() warns of memorisation); smaller
+discriminator from 0.741 to 0.706 (six seeds before row selection, benchmarks/results/default_training.md). So a
+table of at least SMALL_TABLE_ROWS rows trained with the stopping rule watching gets at least ``MIN_STEPS`` steps
+(at the derived batch, an eighth of a small table, at most MIN_STEPS / 8 passes, below where fit() warns of
+memorisation); smaller
 tables keep their 270 passes, and under DP the step count is the accountant's business. The batch is at most a
 ``BATCHES_PER_PASS``-th of the rows, and at least ``MIN_BATCH`` (never more than the rows): a batch of 1,024 over 80
 rows would pass over them 13 times per step, and small tables learn more per row in more, smaller steps
