@@ -90,7 +90,9 @@ class TreeEnsemble:
 
 
 def trees_of(classifier) -> TreeEnsemble:
-    """A fitted binary HistGradientBoostingClassifier's trees as a :class:`TreeEnsemble` (numeric splits only)."""
+    """A fitted binary HistGradientBoostingClassifier's trees as a :class:`TreeEnsemble` (numeric splits only).
+    scikit-learn keeps them in attributes it does not document (``_predictors``, ``_baseline_prediction``); a test
+    compares the ensemble's scores with ``decision_function``, so a change there fails loudly."""
     nodes = [predictors[0].nodes for predictors in classifier._predictors]
     offsets = np.cumsum([0] + [len(t) for t in nodes[:-1]])
     table = np.concatenate(nodes)
