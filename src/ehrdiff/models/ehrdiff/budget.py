@@ -12,12 +12,11 @@ last values sit between the minimum and the maximum), and still at 7,200 steps, 
 discriminator from 0.741 to 0.706 (six seeds before row selection, benchmarks/results/default_training.md). So a
 table of at least SMALL_TABLE_ROWS rows trained with the stopping rule watching gets at least ``MIN_STEPS`` steps
 (at the derived batch, an eighth of a small table, at most MIN_STEPS / 8 passes, below where fit() warns of
-memorisation); smaller
-tables keep their 270 passes, and under DP the step count is the accountant's business. The batch is at most a
-``BATCHES_PER_PASS``-th of the rows, and at least ``MIN_BATCH`` (never more than the rows): a batch of 1,024 over 80
-rows would pass over them 13 times per step, and small tables learn more per row in more, smaller steps
-(benchmarks/results/gpu_sweep.md: batch 256 over 1,024 at the same compute). ``epochs=E`` asks for the official
-schedule instead; ``steps=N`` for N steps, with no held-out slice and no stopping rule, as before.
+memorisation); smaller tables keep their 270 passes, and under DP the step count is the accountant's business. The
+batch is at most a ``BATCHES_PER_PASS``-th of the rows, and at least ``MIN_BATCH`` (never more than the rows): a
+batch of 1,024 over 80 rows would pass over them 13 times per step, and small tables learn more per row in more,
+smaller steps (benchmarks/results/gpu_sweep.md: batch 256 over 1,024 at the same compute). ``epochs=E`` asks for
+the official schedule instead; ``steps=N`` for N steps, with no held-out slice and no stopping rule, as before.
 """
 
 from __future__ import annotations

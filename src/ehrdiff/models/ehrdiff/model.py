@@ -241,14 +241,14 @@ class EHRDiff(Generator):
 
     def _fit_selector(self, matrix: np.ndarray) -> tuple[TreeEnsemble, float]:
         """Row selection's discriminator (selection.py), fitted on up to FIT_ROWS training rows and as many rows of
-        the model, drawn and calibrated as a sample is; logged with how well it tells them apart."""
+        a sample of the model (drawn and calibrated by sample_table); logged with how well it tells them apart."""
         seed = self.config.seed
         n = min(len(matrix), FIT_ROWS)
         picks = np.random.default_rng(np.random.SeedSequence([seed, 0x5E1D])).choice(len(matrix), n, replace=False)
         own_seed = int(np.random.SeedSequence([seed, 0x5E1D, 1]).generate_state(1)[0])
-        own = self._population_rows(n, own_seed, False, None, self._population_finish(own_seed))
-        trees, score = fit_selector(canonical(self.encoder_, matrix[np.sort(picks)]), canonical(self.encoder_, own),
-                                    seed)
+        own = self.sample_table(n, own_seed)        # a sample as drawn (no selector yet), decoded: canonical already
+        trees, score = fit_selector(canonical(self.encoder_, matrix[np.sort(picks)]),
+                                    self.encoder_.transform(own, dtype=np.float32), seed)
         log.info("row selection: %d trees tell the model's rows from training rows at AUROC %.3f on rows they did "
                  "not learn from; a sample keeps rows of a %d times larger draw by their odds of being real",
                  len(trees.roots), score, POOL)
@@ -456,11 +456,6 @@ class EHRDiff(Generator):
         chosen = drawn[select_rows(selector.log_odds(canonical(self.encoder_, drawn)), n, seed)]
         log.info("row selection: kept %d of %d drawn rows by their odds of being real", n, len(drawn))
         return finish(chosen, None) if finish else chosen
-
-    def _population_finish(self, seed: int):
-        """The calibration of an unconditional sample of a model without code columns (sample_chunks' finish)."""
-        return partial(self._finish_chunk, targets=None, seed=seed, codes=False, values=True) \
-            if calibrates_values(self) else None
 
     def _finish_chunk(self, matrix: np.ndarray, labels: np.ndarray | None, *, targets, seed: int, codes: bool,
                       values: bool) -> np.ndarray:
