@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+
+from ehrdiff.models.persistence import METADATA_FILE, SAVE_FIELDS, content_hash
 
 BLOCK_ON_CODE_RATE = 0.85   # P(code fires | its block is on)
 BLOCK_OFF_CODE_RATE = 0.03  # P(code fires | its block is off)
@@ -23,6 +27,17 @@ def block_binary_data(n_rows: int, n_blocks: int, block_size: int, seed: int) ->
     fires = rng.random((n_rows, n_blocks, block_size)) < rate[:, :, None]
     columns = [f"b{b}_c{c}" for b in range(n_blocks) for c in range(block_size)]
     return pd.DataFrame(fires.reshape(n_rows, n_blocks * block_size).astype(int), columns=columns)
+
+
+def edit_model_json(folder, edit, *, rehash: bool = True) -> None:
+    """Change a saved model's model.json by ``edit(metadata)``; ``rehash``: recompute its content checksum, as a
+    crafted file would."""
+    path = folder / METADATA_FILE
+    metadata = json.loads(path.read_text())
+    edit(metadata)
+    if rehash:
+        metadata["content_sha256"] = content_hash({k: v for k, v in metadata.items() if k not in SAVE_FIELDS})
+    path.write_text(json.dumps(metadata))
 
 
 @pytest.fixture

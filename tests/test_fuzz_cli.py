@@ -28,6 +28,8 @@ import pytest
 
 from ehrdiff.cli import main
 
+from conftest import edit_model_json
+
 SEED = 23
 TINY = ["--preset", "cpu-fast", "--steps", "20", "--batch-size", "32", "--set", "hidden_dims=[16,16]",
         "--set", "embedding_features=8", "--set", "embedding_width=16"]
@@ -403,10 +405,7 @@ def junk_json(run: Path, rng) -> None:
 def edit_field(path: tuple, value, *, rehash: bool):
     """Set model.json's field at ``path`` (keys and list indices) to ``value``; with ``rehash`` the content hash
     is recomputed, as a careful forger would."""
-    def change(run: Path, rng) -> None:
-        from ehrdiff.models.persistence import SAVE_FIELDS, content_hash
-
-        meta = json.loads((run / "model.json").read_text())
+    def edit(meta: dict) -> None:
         holder = meta
         for key in path[:-1]:
             holder = holder[key]
@@ -414,10 +413,8 @@ def edit_field(path: tuple, value, *, rehash: bool):
             del holder[path[-1]]
         else:
             holder[path[-1]] = value
-        if rehash:
-            meta["content_sha256"] = content_hash({k: v for k, v in meta.items() if k not in SAVE_FIELDS})
-        (run / "model.json").write_text(json.dumps(meta))
-    return change
+
+    return lambda run, rng: edit_model_json(run, edit, rehash=rehash)
 
 
 DELETE = object()

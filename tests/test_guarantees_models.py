@@ -24,12 +24,14 @@ from ehrdiff.errors import ModelFileError
 from ehrdiff.fileio import PRIVATE_MODE
 from ehrdiff.models import load_model
 from ehrdiff.models.ehrdiff import EHRDiff
-from ehrdiff.models.persistence import METADATA_FILE, SAVE_FIELDS, WEIGHTS_FILE, content_hash, save_model_dir
+from ehrdiff.models.persistence import METADATA_FILE, WEIGHTS_FILE, save_model_dir
 from ehrdiff.models.reference import Marginals
 from ehrdiff.training import CHECKPOINT_FILE, StepLog, read_checkpoint, save_checkpoint
 from ehrdiff.training.checkpoint import METADATA_KEY
 from ehrdiff.training.loop import TrainingDiverged, resume_point, run_steps
 from ehrdiff.training.distributed import distributed_context
+
+from conftest import edit_model_json
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,16 +43,6 @@ def patients(first_id: int = 9876000, n: int = 40) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     return pd.DataFrame({"subject_id": np.arange(first_id, first_id + n), "a": (rng.random(n) < 0.3).astype(int),
                          "b": (rng.random(n) < 0.6).astype(int), "age": rng.normal(50, 10, n).round(1)})
-
-
-def edit_model_json(folder, edit, *, rehash: bool = True) -> None:
-    """Change model.json by ``edit(metadata)``; ``rehash``: recompute its content checksum, as a crafted file would."""
-    path = folder / METADATA_FILE
-    metadata = json.loads(path.read_text())
-    edit(metadata)
-    if rehash:
-        metadata["content_sha256"] = content_hash({k: v for k, v in metadata.items() if k not in SAVE_FIELDS})
-    path.write_text(json.dumps(metadata))
 
 
 def one_line_error(capsys) -> str:

@@ -15,7 +15,8 @@ from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss
 from ehrdiff.diffusion.panels import find_panels, panels_from_names, xor_panels
 from ehrdiff.errors import ModelFileError
 from ehrdiff.models.ehrdiff import EHRDiff
-from ehrdiff.models.persistence import METADATA_FILE, SAVE_FIELDS, content_hash
+
+from conftest import edit_model_json
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -124,11 +125,8 @@ def test_a_barely_trained_model_keeps_the_panel_and_saves_it(tmp_path):
 def test_a_crafted_panel_list_is_refused(tmp_path):
     model = EHRDiff("default", missing_indicators="panels", **TINY).fit(panel_table(), progress=False)
     model.save(tmp_path / "run")
-    path = tmp_path / "run" / METADATA_FILE
-    saved = json.loads(path.read_text())
-    saved["missing_panels"] = [["alt__missing", "ast__missing"]]          # the leader after its member
-    saved["content_sha256"] = content_hash({k: v for k, v in saved.items() if k not in SAVE_FIELDS})
-    path.write_text(json.dumps(saved))
+    # the leader after its member
+    edit_model_json(tmp_path / "run", lambda m: m.update(missing_panels=[["alt__missing", "ast__missing"]]))
     with pytest.raises(ModelFileError, match="missing_panels"):
         EHRDiff.load(tmp_path / "run")
     columns, indicators = ["a", "a__missing", "b", "b__missing"], np.array([1, 3])

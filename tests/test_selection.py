@@ -13,7 +13,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from ehrdiff.errors import ModelFileError
 from ehrdiff.models.ehrdiff import EHRDiff
 from ehrdiff.models.ehrdiff.selection import TreeEnsemble, select_rows, trees_of
-from ehrdiff.models.persistence import METADATA_FILE, SAVE_FIELDS, content_hash
+from ehrdiff.models.persistence import METADATA_FILE
+
+from conftest import edit_model_json
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,22 +104,16 @@ def test_no_selector_for_codes_conditions_few_rows_or_when_switched_off():
     assert EHRDiff("default", steps=2).fit(codes, progress=False).selector_ is None     # count matching instead
 
 
-def edit_metadata(run, **fields) -> None:
-    path = run / METADATA_FILE
-    saved = {**json.loads(path.read_text()), **fields}
-    saved["content_sha256"] = content_hash({k: v for k, v in saved.items() if k not in SAVE_FIELDS})
-    path.write_text(json.dumps(saved))
-
-
 def test_a_selector_claimed_without_its_trees_or_miscounted_is_refused(tmp_path):
     plain = EHRDiff("default", row_selection="none", steps=2).fit(linked_table(), progress=False)
     plain.save(tmp_path / "plain")
-    edit_metadata(tmp_path / "plain", row_selector={"trees": 3, "auroc": 0.7})
+    edit_model_json(tmp_path / "plain", lambda m: m.update(row_selector={"trees": 3, "auroc": 0.7}))
     with pytest.raises(ModelFileError, match="row_selector"):
         EHRDiff.load(tmp_path / "plain")
     chosen = EHRDiff("default", steps=2).fit(linked_table(), progress=False)
     chosen.save(tmp_path / "chosen")
     EHRDiff.load(tmp_path / "chosen")
-    edit_metadata(tmp_path / "chosen", row_selector={"trees": len(chosen.selector_.roots) + 1, "auroc": 0.7})
+    edit_model_json(tmp_path / "chosen",
+                    lambda m: m.update(row_selector={"trees": len(chosen.selector_.roots) + 1, "auroc": 0.7}))
     with pytest.raises(ModelFileError, match="row_selector"):
         EHRDiff.load(tmp_path / "chosen")
