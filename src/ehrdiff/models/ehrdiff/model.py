@@ -448,13 +448,14 @@ class EHRDiff(Generator):
         and again after (the chosen rows' values spread on the kept distributions once more)."""
         selector = getattr(self, "selector_", None) \
             if self.config.row_selection == "discriminator" and code_counts is None else None
+        if selector is not None:        # said first: the progress bar counts the larger draw
+            log.info("row selection: drawing %d rows to keep %d by their odds of being real", POOL * n, n)
         drawn = self.sample_matrix(n if selector is None else POOL * n, seed, progress=progress,
                                    code_counts=code_counts)
         drawn = finish(drawn, None) if finish else drawn
         if selector is None:
             return drawn
         chosen = drawn[select_rows(selector.log_odds(canonical(self.encoder_, drawn)), n, seed)]
-        log.info("row selection: kept %d of %d drawn rows by their odds of being real", n, len(drawn))
         return finish(chosen, None) if finish else chosen
 
     def _finish_chunk(self, matrix: np.ndarray, labels: np.ndarray | None, *, targets, seed: int, codes: bool,
