@@ -13,7 +13,10 @@ from ehrdiff.cli import main
 from ehrdiff.data.table import Table
 from ehrdiff.errors import DataError, EhrdiffError
 from ehrdiff.models import build_model, experiment_models, load_model
-from ehrdiff.privacy.accounting import composed_epsilon
+from ehrdiff.privacy.accounting import Ledger, composed_epsilon
+from ehrdiff.privacy.declared import read_declarations
+from ehrdiff.privacy.release import private_encoder
+from ehrdiff.privacy.secret import SEED_VARIABLE
 
 pytest.importorskip("opacus")
 
@@ -57,6 +60,25 @@ def test_save_load_round_trip_and_no_exact_facts(tmp_path):
     assert saved["dp_epsilon"] <= 1.0
     age = next(c for c in saved["encoder"]["columns"] if c["name"] == "age")
     assert (age["low"], age["high"]) != (18.0, 89.0)          # not the training minimum and maximum
+
+
+def test_the_noise_cannot_be_drawn_again_from_the_saved_seed(monkeypatch):
+    """model.json keeps the seed; the release's noise comes from a secret one (privacy/secret.py): drawn again with
+    the saved seed, the noisy counts differ from the model's (with the seed as the noise's, as before, they would
+    be the same, and subtracting that noise would give the exact counts back); the same settings twice give two
+    releases; EHRDIFF_DP_NOISE_SEED reproduces one."""
+    table = mixed()
+    model = build_model("dp-marginals", {"dp_epsilon": 1.0, "seed": 7}).fit(table)
+    cfg = model.config
+    redrawn = private_encoder(table, Ledger(cfg.dp_epsilon, cfg.dp_delta, cfg.dp_accountant),
+                              read_declarations(cfg.dp_bounds, table), cfg.bounds_share, None, cfg.seed)
+    assert redrawn.n_rows != model.n_rows_ or not np.allclose(redrawn.marginals["c1"].counts,
+                                                              model.marginals_["c1"].counts)
+    again = build_model("dp-marginals", {"dp_epsilon": 1.0, "seed": 7}).fit(table)
+    assert not np.allclose(again.marginals_["c1"].counts, model.marginals_["c1"].counts)
+    monkeypatch.setenv(SEED_VARIABLE, "7")
+    given = build_model("dp-marginals", {"dp_epsilon": 1.0, "seed": 7}).fit(table)
+    np.testing.assert_array_equal(given.marginals_["c1"].counts, redrawn.marginals["c1"].counts)
 
 
 def test_declared_bounds_and_categories_are_used_as_given(tmp_path):

@@ -21,6 +21,7 @@ from ehrdiff.errors import EhrdiffError
 from ehrdiff.models import load_model
 from ehrdiff.models.ehrdiff import EHRDiff, build_denoiser
 from ehrdiff.models.ehrdiff import make_config
+from ehrdiff.privacy.secret import SECRET_FILE, SEED_VARIABLE
 
 from conftest import block_binary_data
 
@@ -160,22 +161,28 @@ def test_poisson_batches_are_seeded_and_have_the_right_rate():
     assert np.mean(sizes) == pytest.approx(500, rel=0.03)
 
 
-def test_private_run_is_reproducible_and_trains(private_model):
-    again = EHRDiff("cpu-fast", dp=True, dp_epsilon=5.0, dp_delta=1e-4, dp_noise_draws=3, **TINY).fit(
-        data(), progress=False)
-    for (k, a), b in zip(private_model.denoiser_.state_dict().items(), again.denoiser_.state_dict().values()):
+def test_private_noise_is_secret_unless_its_seed_is_given_and_the_run_trains(private_model, monkeypatch):
+    """The saved seed does not give the noise back (privacy/secret.py): the same settings train other weights;
+    EHRDIFF_DP_NOISE_SEED reproduces a run."""
+    settings = dict(dp=True, dp_epsilon=5.0, dp_delta=1e-4, dp_noise_draws=3, **TINY)
+    again = EHRDiff("cpu-fast", **settings).fit(data(), progress=False)
+    assert not torch.equal(private_model.denoiser_.net.layers[0].weight, again.denoiser_.net.layers[0].weight)
+    monkeypatch.setenv(SEED_VARIABLE, "12345")
+    first, second = (EHRDiff("cpu-fast", **settings).fit(data(), progress=False) for _ in range(2))
+    for (k, a), b in zip(first.denoiser_.state_dict().items(), second.denoiser_.state_dict().values()):
         assert torch.equal(a, b), k
-    other = EHRDiff("cpu-fast", dp=True, dp_epsilon=5.0, dp_delta=1e-4, dp_noise_draws=3,
-                    **{**TINY, "seed": 3}).fit(data(), progress=False)
-    assert not torch.equal(other.denoiser_.net.layers[0].weight, again.denoiser_.net.layers[0].weight)
+    monkeypatch.setenv(SEED_VARIABLE, "twelve")
+    with pytest.raises(EhrdiffError, match="EHRDIFF_DP_NOISE_SEED='twelve' is not an integer"):
+        EHRDiff("cpu-fast", **settings).fit(data(), progress=False)
     init = build_denoiser(private_model.config, 13).state_dict()
     assert max(float((v - init[k]).abs().max()) for k, v in again.denoiser_.state_dict().items()) > 1e-3
     assert again.final_loss_ is None        # the loss of unnoised training rows is not kept under DP
 
 
 def test_private_resume_is_exact(tmp_path, monkeypatch):
+    """An interrupted private run keeps its secret noise seed next to its checkpoints; resumed, it ends as a run
+    with that seed given would, and the secret is gone."""
     settings = dict(dp=True, dp_epsilon=5.0, dp_noise_draws=2, checkpoint_every=5, **TINY)
-    reference = EHRDiff("cpu-fast", **settings).fit(data(), progress=False)
     calls = {"n": 0}
     original = ClippedGradientSum.__call__
 
@@ -189,10 +196,16 @@ def test_private_resume_is_exact(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         EHRDiff("cpu-fast", **settings).fit(data(), checkpoint_dir=tmp_path, progress=False)
     monkeypatch.setattr(ClippedGradientSum, "__call__", original)
+    secret = (tmp_path / SECRET_FILE).read_text()
+    assert oct((tmp_path / SECRET_FILE).stat().st_mode & 0o777) == "0o600"
     resumed = EHRDiff("cpu-fast", **settings).fit(data(), checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert not (tmp_path / SECRET_FILE).exists()
+    monkeypatch.setenv(SEED_VARIABLE, secret)
+    reference = EHRDiff("cpu-fast", **settings).fit(data(), progress=False)
     for (k, a), b in zip(reference.denoiser_.state_dict().items(), resumed.denoiser_.state_dict().values()):
         assert torch.equal(a, b), k
     assert resumed.privacy_ == reference.privacy_
+    assert secret not in "".join(p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file())
     with pytest.raises(EhrdiffError, match="different run"):
         EHRDiff("cpu-fast", **{**settings, "dp_epsilon": 6.0}).fit(data(), checkpoint_dir=tmp_path, resume=True,
                                                                    progress=False)
@@ -262,7 +275,8 @@ def test_cli_private_training_and_evaluation_report(tmp_path, capsys):
 @pytest.mark.distributed
 def test_two_processes_train_the_same_private_weights_as_one(tmp_path):
     """DP training under torchrun with 2 CPU processes (gloo): each clips its own rows, the clipped sums are added
-    across processes and the seeded noise is added once; the weights equal a one-process run's."""
+    across processes and the noise (of one given secret seed, sent by the first process) is added once; the
+    weights equal a one-process run's."""
     from safetensors.torch import load_file
 
     csv = tmp_path / "data.csv"
@@ -270,7 +284,7 @@ def test_two_processes_train_the_same_private_weights_as_one(tmp_path):
     common = ["-q", "train", str(csv), "--preset", "cpu-fast", "--steps", "12", "--batch-size", "50", "--seed", "3",
               "--set", "hidden_dims=[32,32]", "--dp", "--epsilon", "8", "--noise-draws", "2", "--condition", "label"]
     runner = "import sys; from ehrdiff.cli import main; sys.exit(main())"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", SEED_VARIABLE: "777"}
     for name, launcher in [("one", [sys.executable, "-c", runner]),
                            ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                     "--nproc-per-node", "2", "--no-python", sys.executable, "-c", runner])]:

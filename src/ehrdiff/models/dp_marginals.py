@@ -20,6 +20,7 @@ from ehrdiff.models.noisy_release import NoisyRelease, check_release_settings
 from ehrdiff.privacy.accounting import Ledger
 from ehrdiff.privacy.declared import read_declarations
 from ehrdiff.privacy.release import BINS, ColumnMarginal, point_in_bin, private_encoder
+from ehrdiff.privacy.secret import noise_seed
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ class DPMarginalsConfig:
     dp_accountant: str = "rdp"       # Opacus accountant composing the mechanisms: "rdp" or "prv"
     dp_bounds: str | None = None     # public ranges and categories (JSON, ehrdiff.privacy.declared)
     bounds_share: float = 0.1        # share of epsilon for ranges estimated privately (when any is not declared)
-    seed: int = 0                    # the noise of the release
+    seed: int = 0                    # not the noise's: the release draws from a secret seed (ehrdiff.privacy.secret);
+                                     # kept as every model's setting
 
     def validate(self) -> None:
         check_release_settings(self, "dp-marginals", 1.0)
@@ -49,7 +51,7 @@ class DPMarginals(NoisyRelease):
         table = as_table(data)
         declarations = read_declarations(cfg.dp_bounds, table)
         ledger = Ledger(cfg.dp_epsilon, cfg.dp_delta, cfg.dp_accountant)
-        release = private_encoder(table, ledger, declarations, cfg.bounds_share, None, cfg.seed)
+        release = private_encoder(table, ledger, declarations, cfg.bounds_share, None, noise_seed())   # secret.py
         self.keep_release(release, table)
         self.marginals_ = release.marginals
         log.info("dp-marginals: epsilon %.4g, delta %.3g spent (target %g, %g)", self.release_["epsilon"],

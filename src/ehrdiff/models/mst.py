@@ -39,6 +39,7 @@ from ehrdiff.models.noisy_release import NoisyRelease, check_release_settings
 from ehrdiff.privacy.accounting import Ledger, composed_epsilon, smallest_noise
 from ehrdiff.privacy.declared import read_declarations
 from ehrdiff.privacy.release import BINS, bin_of, point_in_bin, private_encoder
+from ehrdiff.privacy.secret import noise_seed
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ class MSTConfig:
     dp_bounds: str | None = None     # public ranges and categories (JSON, ehrdiff.privacy.declared)
     bounds_share: float = 0.05       # share of epsilon (alone) for ranges estimated privately
     iters: int = 1000                # mirror-descent iterations of the estimation
-    seed: int = 0                    # the noise of the release and the selection
+    seed: int = 0                    # not the noise's: the release, the selection and the pairs draw from a secret
+                                     # seed (ehrdiff.privacy.secret); kept as every model's setting
 
     def validate(self) -> None:
         check_release_settings(self, "mst", 0.5)
@@ -92,14 +94,15 @@ class MST(NoisyRelease):
             rho -= 1 / (2 * z_bounds ** 2)
         third = rho / 3
         one_way = composed_epsilon([(1 / math.sqrt(2 * third), 1.0, 1)], ledger.accountant_delta, ledger.accountant)
-        release = private_encoder(table, ledger, declarations, cfg.bounds_share, one_way / cfg.dp_epsilon, cfg.seed)
+        secret = noise_seed()       # the release's, the selection's and the pairs' noise: not cfg.seed (secret.py)
+        release = private_encoder(table, ledger, declarations, cfg.bounds_share, one_way / cfg.dp_epsilon, secret)
         columns = [c for c in release.encoder.codings_ if c.coding != "id"]
         if len(columns) < 2:
             raise DataError("mst needs at least two columns to model (use dp-marginals for one)")
         cells = cell_matrix(release, columns)
         sizes = [domain_size(c) for c in columns]
         measured = one_way_measurements(release, columns)
-        rng = np.random.default_rng(np.random.SeedSequence([int(cfg.seed) & 0xFFFFFFFF, 0x357]))
+        rng = np.random.default_rng(np.random.SeedSequence([secret % (1 << 64), 0x357]))
         e = math.sqrt(8 * third / (len(columns) - 1))
         ledger.fixed("pair selection (exponential mechanism, as its Renyi-equivalent Gaussian)", 1.0, 2 / e,
                      steps=len(columns) - 1)

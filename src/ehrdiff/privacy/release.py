@@ -106,10 +106,11 @@ def private_encoder(table: Table, ledger: Ledger, declarations: Declarations, bo
                     condition: str | None = None) -> PrivateRelease:
     """The private encoder of ``table``: mechanisms 1 and 2 of the module docstring, added to ``ledger`` with
     their shares of its epsilon (``marginals_share`` None: the marginals spend what is left); noise drawn from
-    ``seed``. ``count_rules``: declared count rules whose groups share one missing indicator (``share_count_group``);
-    ``condition``: a column whose classes are public (declared, or a 0/1 label), by which continuous columns get one
-    histogram per class (``ColumnMarginal.by_class``: each row is in one class, so at no cost in sensitivity)."""
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xD9]))
+    ``seed`` (a secret one: privacy/secret.py). ``count_rules``: declared count rules whose groups share one missing
+    indicator (``share_count_group``); ``condition``: a column whose classes are public (declared, or a 0/1 label),
+    by which continuous columns get one histogram per class (``ColumnMarginal.by_class``: each row is in one class,
+    so at no cost in sensitivity)."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) % (1 << 64), 0xD9]))
     names = [c for c in table.columns if table.kinds[c] != "id"]
     if not names:
         raise DataError("the table has no columns to model")

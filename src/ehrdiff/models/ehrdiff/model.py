@@ -47,6 +47,7 @@ from ehrdiff.models.ehrdiff.selection import (FIT_ROWS, MIN_ROWS, POOL, PREFIX, 
 from ehrdiff.models.ehrdiff.config import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict
 from ehrdiff.models.ehrdiff.presets import PRESETS, make_config
 from ehrdiff.models.persistence import ModelMetadata, data_fingerprint, load_model_dir, save_model_dir
+from ehrdiff.privacy.secret import forget_noise_seed, keep_noise_seed, noise_seed
 from ehrdiff.training import (BatchNoise, MinibatchStep, TrainSettings, distributed_context, is_main_process,
                               resolve_device, run_steps)
 from ehrdiff.training.stopping import HeldOutStopping
@@ -182,12 +183,14 @@ class EHRDiff(Generator):
     def fit(self, data, *, checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
             progress: bool = True) -> "EHRDiff":
         cfg = self.config
-        table, labels, condition, private = as_table(data), None, None, None
+        table, labels, condition, private, secret = as_table(data), None, None, None, None
         if cfg.dp:      # the whole release under the budget: encoder, counts and histograms noised (private_release)
             from ehrdiff.models.ehrdiff.private_release import class_marginals, private_inputs
             count_rules = tuple(r for r in declared_rules(data) if r.kind == "count") \
                 if cfg.missing_indicators != "per_column" else ()      # a count's group: missing together, declared
-            private = private_inputs(table, cfg.privacy, cfg.conditioning.condition, cfg.seed, cfg.continuous_scaling,
+            # the noise's own secret seed, not cfg.seed, which model.json keeps (privacy/secret.py)
+            secret = noise_seed(distributed_context(cfg.device), checkpoint_dir, resume)
+            private = private_inputs(table, cfg.privacy, cfg.conditioning.condition, secret, cfg.continuous_scaling,
                                      count_rules)
             encoder, matrix, labels, condition = private.encoder, private.matrix, private.labels, private.condition
             if any(c.coding == "continuous" for c in encoder.codings_):
@@ -216,7 +219,9 @@ class EHRDiff(Generator):
                              "batch_size" in self.settings or "batch_size" in PRESETS.get(self.preset, {}),
                              private.n_rows if private else n_rows, width, cfg.dp)
         result = self._train(denoiser, rows, condition, fingerprint, checkpoint_dir, resume, progress, budget,
-                             encoder, private)
+                             encoder, private, secret)
+        if private:
+            forget_noise_seed(checkpoint_dir, distributed_context(cfg.device))     # kept only for resuming
         denoiser.load_state_dict(result["ema_state"])           # sampling uses the EMA weights (the chosen ones)
         self.budget_, self.stopping_ = budget.to_dict(), result["stopping"]
         self.denoiser_, self.encoder_, self.condition_ = denoiser.eval(), encoder, condition
@@ -266,10 +271,10 @@ class EHRDiff(Generator):
 
     def _train(self, denoiser: Denoiser, rows: np.ndarray, condition: ConditionSpec | None, fingerprint: str,
                checkpoint_dir, resume: bool, progress: bool, budget: TrainingBudget, encoder: TableEncoder,
-               private=None) -> dict[str, Any]:
+               private=None, secret: int | None = None) -> dict[str, Any]:
         """Run the training loop with the plain or the private step (with the stopping rule when the budget holds
         rows out); the EMA weights and what the run reports. ``private``: the private release (its noisy row count
-        stands for the rows everywhere it is kept)."""
+        stands for the rows everywhere it is kept); ``secret``: the seed of its noise (privacy/secret.py)."""
         cfg = self.config
         n_rows, width = (private.n_rows if private else rows.shape[0]), rows.shape[1] - (condition is not None)
         total = budget.steps
@@ -300,8 +305,9 @@ class EHRDiff(Generator):
             from ehrdiff.models.ehrdiff.private import PrivateStep
             null = (condition.null_index, cfg.condition_dropout) if condition is not None else None
             step = PrivateStep(denoiser, data, settings, cfg.privacy, training_loss(cfg, encoder), width, null, ctx,
-                               release=private)
+                               release=private, secret=secret)
             identity.update(step.identity())
+            keep_noise_seed(checkpoint_dir, step.secret, ctx)       # before any checkpoint, for --resume
         else:
             row_loss = edm_row_loss(training_loss(cfg, encoder, self.panels_), row_refresh(cfg, encoder))
             if condition is not None:

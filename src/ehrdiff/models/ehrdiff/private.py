@@ -4,7 +4,8 @@ et al. 2022, "augmentation multiplicity").
 
 One step s:
   1. Poisson sampling: each training row joins the batch independently with probability q = batch_size / n_rows
-     (the draw is seeded by (seed, s), so a run is reproducible and resumes exactly);
+     (the draw is seeded by (secret seed, s), ehrdiff.privacy.secret: not the run's saved seed, which would let
+     anyone holding the model folder redraw it; a resumed run reads the secret kept next to its checkpoints);
   2. each sampled row's loss is the mean of the EDM loss over K (sigma, noise) draws, and its gradient is ONE
      per-example gradient (its norm from the layers' inputs and output gradients, ``ClippedGradientSum``;
      checked against torch.func's per-example gradients, ``PerExampleGradients``);
@@ -41,6 +42,7 @@ from ehrdiff.errors import EhrdiffError
 from ehrdiff.models.ehrdiff.conditioning import drop_labels, n_classes
 from ehrdiff.models.ehrdiff.config import PrivacySettings
 from ehrdiff.privacy.accounting import MAX_NOISE_MULTIPLIER, require_opacus
+from ehrdiff.privacy.secret import noise_seed
 from ehrdiff.training import AdamWithEMA, BatchNoise, DistContext, StepLog, TrainSettings, step_seed
 
 log = logging.getLogger(__name__)
@@ -303,8 +305,10 @@ class PrivateStep:
 
     def __init__(self, denoiser: nn.Module, data: torch.Tensor, settings: TrainSettings, privacy: PrivacySettings,
                  loss: Callable, width: int, condition: tuple[int, float] | None, ctx: DistContext,
-                 release=None) -> None:
+                 release=None, secret: int | None = None) -> None:
         self.n_rows, self.total, self.release = data.shape[0], settings.steps, release
+        # Poisson batches and gradient noise from a secret seed, not settings.seed (privacy/secret.py)
+        self.secret = noise_seed(ctx) if secret is None else secret
         if release is None:
             self.rate, self.sigma = plan(privacy, settings.batch_size, self.n_rows, self.total)
         else:       # the whole release (private_release.py): DP-SGD spends what the noisy statistics left
@@ -335,14 +339,14 @@ class PrivateStep:
 
     def __call__(self, step: int) -> StepLog:
         self.adam.set_learning_rate(step)
-        batch = poisson_batch(self.n_rows, self.rate, self.settings.seed, step).to(self.device)
+        batch = poisson_batch(self.n_rows, self.rate, self.secret, step).to(self.device)
         m, ctx = batch.numel(), self.ctx
         lo, hi = ctx.rank * m // ctx.world_size, (ctx.rank + 1) * m // ctx.world_size
         flat = self._clipped_sums(batch, step, lo, hi)
         if ctx.world_size > 1:
             dist.all_reduce(flat)          # every process now holds the sum of all clipped gradients
-        # the same seeded noise on every process, added once to the (identical) global sum
-        self.noise_generator.manual_seed(step_seed(self.settings.seed, step, _DP_NOISE_STREAM))
+        # the same secretly seeded noise on every process, added once to the (identical) global sum
+        self.noise_generator.manual_seed(step_seed(self.secret, step, _DP_NOISE_STREAM))
         C, offset = self.privacy.dp_max_grad_norm, 0
         expected = self.rate * (self.release.n_rows if self.release is not None else self.n_rows)
         for p in self.adam.params:

@@ -158,7 +158,7 @@ def _code_histograms(encoder: TableEncoder, matrix: np.ndarray, labels: np.ndarr
         return None
     mechanism = ledger.gaussian("codes per row", 1.0, HISTOGRAM_SHARE)
     sd = mechanism.noise_multiplier * mechanism.sensitivity
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xC0C0]))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) % (1 << 64), 0xC0C0]))
     counts = matrix[:, codes].sum(axis=1).round().astype(np.int64)
     classes = spec.n_classes if spec is not None else 1
     cells = np.zeros((classes, codes.size + 1))
@@ -189,7 +189,7 @@ def _code_pairs(encoder: TableEncoder, matrix: np.ndarray, shares: np.ndarray, l
     weights = contribution_weights(x[:, targets].sum(axis=1) * x.sum(axis=1), PAIR_CONTRIBUTION)
     mechanism = ledger.gaussian("code pairs", np.sqrt(PAIR_CONTRIBUTION), share)
     sd = mechanism.noise_multiplier * mechanism.sensitivity
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xC0DE]))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) % (1 << 64), 0xC0DE]))
     counts = pair_counts(x, targets, weights)
     noisy = np.clip(counts + rng.normal(0, sd, counts.shape), 0, None)
     return {"codes": targets.tolist(), "counts": np.round(noisy, 1).tolist()}
