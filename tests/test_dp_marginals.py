@@ -68,6 +68,7 @@ def test_the_noise_cannot_be_drawn_again_from_the_saved_seed(monkeypatch):
     be the same, and subtracting that noise would give the exact counts back); the same settings twice give two
     releases; EHRDIFF_DP_NOISE_SEED reproduces one."""
     table = mixed()
+    monkeypatch.delenv(SEED_VARIABLE)       # conftest fixes it; here the secret draw
     model = build_model("dp-marginals", {"dp_epsilon": 1.0, "seed": 7}).fit(table)
     cfg = model.config
     redrawn = private_encoder(table, Ledger(cfg.dp_epsilon, cfg.dp_delta, cfg.dp_accountant),

@@ -165,6 +165,7 @@ def test_private_noise_is_secret_unless_its_seed_is_given_and_the_run_trains(pri
     """The saved seed does not give the noise back (privacy/secret.py): the same settings train other weights;
     EHRDIFF_DP_NOISE_SEED reproduces a run."""
     settings = dict(dp=True, dp_epsilon=5.0, dp_delta=1e-4, dp_noise_draws=3, **TINY)
+    monkeypatch.delenv(SEED_VARIABLE)       # conftest fixes it; here the secret draw
     again = EHRDiff("cpu-fast", **settings).fit(data(), progress=False)
     assert not torch.equal(private_model.denoiser_.net.layers[0].weight, again.denoiser_.net.layers[0].weight)
     monkeypatch.setenv(SEED_VARIABLE, "12345")
@@ -183,6 +184,7 @@ def test_private_resume_is_exact(tmp_path, monkeypatch):
     """An interrupted private run keeps its secret noise seed next to its checkpoints; resumed, it ends as a run
     with that seed given would, and the secret is gone."""
     settings = dict(dp=True, dp_epsilon=5.0, dp_noise_draws=2, checkpoint_every=5, **TINY)
+    monkeypatch.delenv(SEED_VARIABLE)       # conftest fixes it; here the secret draw, kept for resuming
     calls = {"n": 0}
     original = ClippedGradientSum.__call__
 
