@@ -39,7 +39,7 @@ from ehrdiff.models.noisy_release import NoisyRelease, check_release_settings
 from ehrdiff.privacy.accounting import Ledger, composed_epsilon, smallest_noise
 from ehrdiff.privacy.declared import read_declarations
 from ehrdiff.privacy.release import BINS, bin_of, point_in_bin, private_encoder
-from ehrdiff.privacy.secret import noise_seed
+from ehrdiff.privacy.secret import noise_generator, noise_seed
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class MST(NoisyRelease):
         cells = cell_matrix(release, columns)
         sizes = [domain_size(c) for c in columns]
         measured = one_way_measurements(release, columns)
-        rng = np.random.default_rng(np.random.SeedSequence([secret % (1 << 64), 0x357]))
+        rng = noise_generator(secret, 0x357)
         e = math.sqrt(8 * third / (len(columns) - 1))
         ledger.fixed("pair selection (exponential mechanism, as its Renyi-equivalent Gaussian)", 1.0, 2 / e,
                      steps=len(columns) - 1)

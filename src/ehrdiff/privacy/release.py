@@ -41,6 +41,7 @@ from ehrdiff.data.table import Table, as_dates, date_resolution, wall_clock_days
 from ehrdiff.errors import DataError
 from ehrdiff.privacy.accounting import Ledger
 from ehrdiff.privacy.declared import Declarations
+from ehrdiff.privacy.secret import noise_generator
 
 GRID_DECADES, GRID_PER_DECADE = 10, 20      # public grid for private bounds: |x| up to 1e10, bins 12 % wide
 BOUND_THRESHOLD = 4.0      # grid bins below this many noise deviations count as empty
@@ -110,7 +111,7 @@ def private_encoder(table: Table, ledger: Ledger, declarations: Declarations, bo
     indicator (``share_count_group``); ``condition``: a column whose classes are public (declared, or a 0/1 label),
     by which continuous columns get one histogram per class (``ColumnMarginal.by_class``: each row is in one class,
     so at no cost in sensitivity)."""
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) % (1 << 64), 0xD9]))
+    rng = noise_generator(seed, 0xD9)
     names = [c for c in table.columns if table.kinds[c] != "id"]
     if not names:
         raise DataError("the table has no columns to model")

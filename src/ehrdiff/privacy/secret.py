@@ -20,6 +20,7 @@ import os
 import secrets
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -54,6 +55,11 @@ def noise_seed(ctx=None, checkpoint_dir: str | os.PathLike | None = None, resume
     return value
 
 
+def noise_generator(secret: int, stream: int) -> np.random.Generator:
+    """The numpy generator of one mechanism's noise: stream ``stream`` of the secret seed (all of its bits)."""
+    return np.random.default_rng(np.random.SeedSequence([int(secret) % (1 << 64), stream]))
+
+
 def keep_noise_seed(checkpoint_dir: str | os.PathLike | None, value: int, ctx=None) -> None:
     """Write the secret next to the checkpoints of ``checkpoint_dir`` (on the first process), for resuming."""
     if checkpoint_dir is not None and (ctx is None or ctx.is_main):
@@ -76,4 +82,4 @@ def _given() -> int:
                            "operating system's entropy") from None
 
 
-__all__ = ["SECRET_FILE", "SEED_VARIABLE", "forget_noise_seed", "keep_noise_seed", "noise_seed"]
+__all__ = ["SECRET_FILE", "SEED_VARIABLE", "forget_noise_seed", "keep_noise_seed", "noise_generator", "noise_seed"]

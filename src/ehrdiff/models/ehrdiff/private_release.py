@@ -40,6 +40,7 @@ from ehrdiff.models.ehrdiff.conditioning import ConditionSpec, split_condition
 from ehrdiff.privacy.accounting import Ledger, Mechanism
 from ehrdiff.privacy.declared import read_declarations
 from ehrdiff.privacy.release import PrivateRelease, contribution_weights, private_encoder
+from ehrdiff.privacy.secret import noise_generator
 
 BOUNDS_SHARE, HISTOGRAM_SHARE = 0.05, 0.02
 HISTOGRAM_THRESHOLD = 2.0      # noisy rows per number of codes below this many noise deviations count as none
@@ -158,7 +159,7 @@ def _code_histograms(encoder: TableEncoder, matrix: np.ndarray, labels: np.ndarr
         return None
     mechanism = ledger.gaussian("codes per row", 1.0, HISTOGRAM_SHARE)
     sd = mechanism.noise_multiplier * mechanism.sensitivity
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) % (1 << 64), 0xC0C0]))
+    rng = noise_generator(seed, 0xC0C0)
     counts = matrix[:, codes].sum(axis=1).round().astype(np.int64)
     classes = spec.n_classes if spec is not None else 1
     cells = np.zeros((classes, codes.size + 1))
@@ -189,7 +190,7 @@ def _code_pairs(encoder: TableEncoder, matrix: np.ndarray, shares: np.ndarray, l
     weights = contribution_weights(x[:, targets].sum(axis=1) * x.sum(axis=1), PAIR_CONTRIBUTION)
     mechanism = ledger.gaussian("code pairs", np.sqrt(PAIR_CONTRIBUTION), share)
     sd = mechanism.noise_multiplier * mechanism.sensitivity
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) % (1 << 64), 0xC0DE]))
+    rng = noise_generator(seed, 0xC0DE)
     counts = pair_counts(x, targets, weights)
     noisy = np.clip(counts + rng.normal(0, sd, counts.shape), 0, None)
     return {"codes": targets.tolist(), "counts": np.round(noisy, 1).tolist()}
