@@ -304,12 +304,13 @@ affected. The "+row_selection=none" section is the default before it: the six ru
 6dc55f5). The evaluation's trees discriminator is of the selector's family (gradient-boosted trees), so part of its
 gain is the selector's own view of the rows; the logistic discriminator, the KS and TSTR judge it otherwise.
 
-The "+weight_decay=0.2" and "+batch_size=128" sections (seeds 0 and 1, commit 3e66306, two runs side by side on one
-thread each) were tries at CinC's one open issue-22 target, the NNAA privacy loss: weight decay (AdamW, decoupled)
-raised both the held-out and the training rows' loss (seed 0: 6.71 and 5.40 against the default's 6.32 and 4.89)
-and cost trees and TSTR; batch 128 (a third of the derived 380, 606 passes instead of 1,800) kept every metric
-within the seeds' spread and trained in 260 s per seed (one thread, beside the other seed) where the default's
-took 416-506 s (two threads, alone). Neither shows NNAA near its target; it moves by about 0.01 from seed to seed."""
+The "+weight_decay=0.2" and "+batch_size=128" sections were tries at CinC's one open issue-22 target, the NNAA
+privacy loss (two runs side by side on one thread each). Weight decay (AdamW, decoupled; seeds 0 and 1, commit
+3e66306) raised both the held-out and the training rows' loss (seed 0: 6.71 and 5.40 against the default's 6.32 and
+4.89) and cost trees and TSTR. Batch 128 (a third of the derived 380: 606 passes instead of 1,800; six seeds, 0-1 at
+commit 3e66306 and 2-5 at c51ac8f, whose changes touch only private training and a log line) trained in 240-261 s
+per seed where the default's took 416-506 s on two threads alone, for a little less: trees 0.634 against 0.617,
+TSTR 0.827 against 0.833 (under issue 20's 0.83). Neither brings NNAA near its target (0.012 and 0.014)."""
 
 
 def reading() -> str:
