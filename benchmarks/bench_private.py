@@ -114,15 +114,14 @@ def parse_args() -> argparse.Namespace:
 def train_and_sample(runs: dict[str, dict], common: dict, train, n: int, seed: int) -> tuple[dict, dict, dict]:
     """Each run's fitted model, its n synthetic rows and its training and sampling seconds."""
     from ehrdiff.models.ehrdiff import EHRDiff
-    from ehrdiff.privacy.secret import SEED_VARIABLE
+    from ehrdiff.privacy.secret import given_noise_seed
 
     models, synthetic, seconds = {}, {}, {}
-    # a benchmark reruns to the same numbers: the DP runs' noise from the run's seed (ehrdiff.privacy.secret; a real
-    # release draws it secretly instead)
-    os.environ[SEED_VARIABLE] = str(seed)
     for name, extra in runs.items():
         t0 = time.perf_counter()
-        models[name] = EHRDiff("cpu-fast", **common, **extra).fit(train, progress=False)
+        # a benchmark reruns to the same numbers: the DP runs' noise from the run's seed (a release draws it secretly)
+        with given_noise_seed(seed):
+            models[name] = EHRDiff("cpu-fast", **common, **extra).fit(train, progress=False)
         seconds[name] = {"train": time.perf_counter() - t0}
         t0 = time.perf_counter()
         synthetic[name] = models[name].sample_table(n, seed=seed)

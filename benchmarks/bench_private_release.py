@@ -59,7 +59,7 @@ from pathlib import Path
 
 import torch
 
-from ehrdiff.privacy.secret import SEED_VARIABLE
+from ehrdiff.privacy.secret import given_noise_seed
 from provenance import code_version
 
 ROOT = Path(__file__).resolve().parent
@@ -126,9 +126,6 @@ def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, 
     from ehrdiff.models.ehrdiff import EHRDiff
 
     declared = {"dp_bounds": str(args.bounds)} if args.bounds else {}
-    # a benchmark reruns to the same numbers: each run's noise from its own seed (ehrdiff.privacy.secret; a real
-    # release draws it secretly instead)
-    os.environ[SEED_VARIABLE] = str(seed)
     if VARIANTS[name] is None:
         return build_model(name, {"dp_epsilon": epsilon, "dp_delta": args.delta, "seed": seed, **declared}).fit(train)
     settings = {**FULL, **FULL_FOR.get(args.dataset, {}), **VARIANTS[name], "dp": True, "dp_epsilon": epsilon,
@@ -149,7 +146,8 @@ def train_and_sample(name: str, epsilon: float, seed: int, args: argparse.Namesp
     from ehrdiff.models.base import keep_rules
 
     t0 = time.perf_counter()
-    model = fit_variant(name, epsilon, seed, args, train)
+    with given_noise_seed(seed):        # a benchmark reruns to the same numbers (a release draws its noise secretly)
+        model = fit_variant(name, epsilon, seed, args, train)
     train_s = time.perf_counter() - t0
     privacy = getattr(model, "privacy_", None) or {"dp_epsilon": model.release_["epsilon"],
                                                    "dp_delta": model.release_["delta"], "dp_release": model.release_}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pandas as pd
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from ehrdiff.models.persistence import METADATA_FILE, SAVE_FIELDS, content_hash
-from ehrdiff.privacy.secret import SEED_VARIABLE
+from ehrdiff.privacy.secret import given_noise_seed
 
 BLOCK_ON_CODE_RATE = 0.85   # P(code fires | its block is on)
 BLOCK_OFF_CODE_RATE = 0.03  # P(code fires | its block is off)
@@ -46,13 +45,8 @@ def edit_model_json(folder, edit, *, rehash: bool = True) -> None:
 def fixed_privacy_noise():
     """Private runs' noise from one given seed (privacy/secret.py), so that a test's noisy counts are the same at
     every run; the tests of the secret draw itself remove the variable (monkeypatch.delenv)."""
-    given = os.environ.get(SEED_VARIABLE)
-    os.environ[SEED_VARIABLE] = "0"
-    yield
-    if given is None:
-        os.environ.pop(SEED_VARIABLE, None)
-    else:
-        os.environ[SEED_VARIABLE] = given
+    with given_noise_seed(0):
+        yield
 
 
 @pytest.fixture

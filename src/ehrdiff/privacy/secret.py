@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -55,6 +57,20 @@ def noise_seed(ctx=None, checkpoint_dir: str | os.PathLike | None = None, resume
     return value
 
 
+@contextmanager
+def given_noise_seed(value: int) -> Iterator[None]:
+    """Within the block, private runs draw their noise from ``value`` (EHRDIFF_DP_NOISE_SEED), as before it."""
+    before = os.environ.get(SEED_VARIABLE)
+    os.environ[SEED_VARIABLE] = str(value)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SEED_VARIABLE, None)
+        else:
+            os.environ[SEED_VARIABLE] = before
+
+
 def noise_generator(secret: int, stream: int) -> np.random.Generator:
     """The numpy generator of one mechanism's noise: stream ``stream`` of the secret seed (all of its bits)."""
     return np.random.default_rng(np.random.SeedSequence([int(secret) % (1 << 64), stream]))
@@ -82,4 +98,5 @@ def _given() -> int:
                            "operating system's entropy") from None
 
 
-__all__ = ["SECRET_FILE", "SEED_VARIABLE", "forget_noise_seed", "keep_noise_seed", "noise_generator", "noise_seed"]
+__all__ = ["SECRET_FILE", "SEED_VARIABLE", "forget_noise_seed", "given_noise_seed", "keep_noise_seed",
+           "noise_generator", "noise_seed"]

@@ -220,8 +220,6 @@ class EHRDiff(Generator):
                              private.n_rows if private else n_rows, width, cfg.dp)
         result = self._train(denoiser, rows, condition, fingerprint, checkpoint_dir, resume, progress, budget,
                              encoder, private, secret)
-        if private:
-            forget_noise_seed(checkpoint_dir, distributed_context(cfg.device))     # kept only for resuming
         denoiser.load_state_dict(result["ema_state"])           # sampling uses the EMA weights (the chosen ones)
         self.budget_, self.stopping_ = budget.to_dict(), result["stopping"]
         self.denoiser_, self.encoder_, self.condition_ = denoiser.eval(), encoder, condition
@@ -318,6 +316,8 @@ class EHRDiff(Generator):
         run = run_steps(step, total, identity=identity, checkpoint_dir=checkpoint_dir, resume=resume,
                         progress=progress, context=ctx, checkpoint_every=settings.checkpoint_every,
                         log_every=settings.log_every)
+        if cfg.dp:
+            forget_noise_seed(checkpoint_dir, ctx)      # kept only for resuming
         privacy = step.report().to_dict() if cfg.dp else None
         if held_out is None:
             return {"ema_state": step.adam.ema_state(), "steps": run.end_step, "final_loss": run.final_loss,
