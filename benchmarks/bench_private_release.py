@@ -42,8 +42,8 @@ split over processes: ``--no-evaluate`` keeps each run's rows and facts in bench
 and ``--evaluate-only`` evaluates every run kept there at once. Writes benchmarks/out/private_release_DATASET.json
 and benchmarks/results/private_release_DATASET.md (``--name NAME``: benchmarks/out/NAME/, NAME.json and NAME.md).
 
-CinC 2012 (``ehrdiff prepare cinc2012 ... -o DIR``): every run declares the source's public ranges, DIR/bounds.json
-(``--bounds``), so no budget goes to range estimates; the table is scored on its continuous columns (KS), both
+CinC 2012 (``ehrdiff prepare cinc2012 ... -o DIR``): every run declares the source's public ranges, recording steps
+and panels, DIR/bounds.json (``--bounds``), so no budget goes to range estimates; the table is scored on its continuous columns (KS), both
 discriminators, TSTR and the declared rules instead of code prevalences.
 """
 
@@ -317,8 +317,8 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
               "other jobs and with each other: their seconds are not comparable with an idle machine's). An "
               "uncalibrated row repeats its run's training seconds (one training, two samples)."]
     if args.bounds:
-        lines += ["", f"Every run declared the public ranges (and recording steps, where given) of {args.bounds} "
-                      "(--bounds): no budget spent on ranges."]
+        lines += ["", f"Every run declared the public ranges (and recording steps and panels, where given) of "
+                      f"{args.bounds} (--bounds): no budget spent on ranges; MST and dp-marginals do not use panels."]
     lines += ["", f"Targets of issue 21 ({title}): {targets}.", ""]
     return "\n".join(lines)
 

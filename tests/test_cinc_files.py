@@ -17,6 +17,7 @@ from ehrdiff.cli import main
 from ehrdiff.data.io import read_table
 from ehrdiff.data.rules import Count, Order, Range, broken_rows
 from ehrdiff.data.sources import prepare_cinc2012
+from ehrdiff.data.sources.cinc2012 import PANEL_OF
 
 F = Path(__file__).parent / "fixtures" / "cinc2012"
 OUTCOMES = F / "Outcomes-a.txt"
@@ -144,14 +145,20 @@ def test_prepare_writes_public_ranges_that_a_private_run_spends_no_budget_on(tmp
     bounds = json.loads((out / "bounds.json").read_text())
     modelled = [c for c in train.columns if train.kinds[c] != "id"]
     assert sorted(bounds) == sorted(modelled)          # every modelled column declared, none the rows dropped
-    assert bounds["pH_max"] == {"low": 6.5, "high": 8.0, "step": 0.01} and bounds["HR_count"] == {"low": 0, "high": 200}
+    assert bounds["pH_max"] == {"low": 6.5, "high": 8.0, "step": 0.01, "panel": "arterial blood gas"}
+    assert bounds["HR_count"] == {"low": 0, "high": 200}
     assert bounds["HR_first"]["step"] == 1 and "step" not in bounds["HR_mean"]     # a mean is not on the grid
     assert bounds["ICUType"] == {"categories": [1, 2, 3, 4]}
     assert json.loads((out / "summary.json").read_text())["public_bounds"]["columns"] == len(modelled)
     run = tmp_path / "run"
     assert main(["-q", "train", str(out / "train.parquet"), "-o", str(run), "--preset", "cpu-fast", "--steps", "2",
                  "--batch-size", "8", "--dp", "--epsilon", "10", "--bounds", str(out / "bounds.json")]) == 0
-    release = json.loads((run / "model.json").read_text())["dp_release"]
+    saved = json.loads((run / "model.json").read_text())
+    release = saved["dp_release"]
+    # the declared panels (PANELS), not the rows' missing pattern, tie a private model's indicators
+    variable = lambda indicator: indicator.split("_")[0]        # noqa: E731
+    assert saved["missing_panels"] and all(PANEL_OF[variable(m)] == PANEL_OF[variable(lead)]
+                                           for m, lead in saved["missing_panels"])
     names = [m["name"] for m in release["mechanisms"]]
     assert "continuous bounds" not in names and "DP-SGD" in names
     assert release["declared"]["bounds"] == sorted(c for c in modelled if train.kinds[c] == "continuous")

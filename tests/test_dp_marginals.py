@@ -101,6 +101,8 @@ def test_declared_bounds_and_categories_are_used_as_given(tmp_path):
     ('{"age": {"low": 5, "high": 1}}', "'high' (1) must be above 'low' (5)"),
     ('{"race": {"low": 0, "high": 1}}', "race' is categorical"),
     ('{"c1": {"low": 0, "high": 1}}', "binary columns are public"),
+    ('{"age": {"low": 0, "high": 99, "panel": " "}}', "'panel' (' ') must be a non-empty name"),
+    ('{"age": {"panel": "vitals"}, "lab": {"panel": "labs"}}', "panel 'vitals' has one column (age)"),
 ])
 def test_bad_bounds_file_is_refused_with_one_line(tmp_path, content, message):
     bounds = tmp_path / "bounds.json"

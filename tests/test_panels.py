@@ -12,8 +12,11 @@ import torch
 
 from ehrdiff.data import Table
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss
-from ehrdiff.diffusion.panels import find_panels, panels_from_names, xor_panels
-from ehrdiff.errors import ModelFileError
+from ehrdiff.data.encoding import TableEncoder
+from ehrdiff.diffusion.panels import declared_panels, disagreement_shares, find_panels, panels_from_names, xor_panels
+from ehrdiff.errors import DataError, ModelFileError
+from ehrdiff.models.ehrdiff.calibrate import _set_missing_share
+from ehrdiff.privacy.declared import read_declarations
 from ehrdiff.models.ehrdiff import EHRDiff
 
 from conftest import edit_model_json
@@ -133,3 +136,66 @@ def test_a_crafted_panel_list_is_refused(tmp_path):
     with pytest.raises(ValueError):
         panels_from_names(columns, indicators, [["b__missing", "a"]])
     assert panels_from_names(columns, indicators, [["b__missing", "a__missing"]])[0].tolist() == [3]
+
+
+def test_declared_panels_tie_the_indicators_the_columns_use():
+    """Five summaries of one variable share its first's indicator: a panel of two variables' summaries ties those
+    two indicators, once; a column never missing has none and leaves the panel."""
+    n, rng = 400, np.random.default_rng(0)
+    gone = rng.random(n) < 0.3
+    also = flips(gone.astype(int), 0.02, rng).astype(bool)        # sys: missing with dias in 98% of the rows
+    frame = pd.DataFrame({"always": rng.normal(size=n),
+                          **{f"dias_{s}": np.where(gone, np.nan, rng.normal(size=n)) for s in ("first", "max")},
+                          **{f"sys_{s}": np.where(also, np.nan, rng.normal(size=n)) for s in ("first", "max")}})
+    encoder = TableEncoder("normal", share_missing=True).fit(Table.from_frame(frame, {}))
+    index = encoder.indicator_index()
+    members, leaders = declared_panels(encoder, {"line": ["sys_max", "dias_first", "dias_max", "always"]})
+    assert members.tolist() == [index["sys_first"]] and leaders.tolist() == [index["dias_first"]]
+    assert declared_panels(encoder, {"line": ["dias_first", "dias_max"]})[0].size == 0     # one indicator
+    with pytest.raises(ValueError, match="panels 'a' and 'b'"):
+        declared_panels(encoder, {"a": ["dias_first", "sys_first"], "b": ["dias_max", "always"]})
+    shares = disagreement_shares(np.array([0.5, 0.3, 0.2, 0.25]), np.array([2]), np.array([1]))
+    assert shares.tolist() == pytest.approx([0.5, 0.3, 0.1, 0.25])
+
+
+def test_a_private_model_ties_the_declared_panel_and_no_other(tmp_path):
+    """Under DP the rows' missing pattern is not read: without a declaration alt and ast are drawn apart in about
+    half the rows (the two missing shares, independently); declared as one panel, in few more than the real 1%."""
+    table = panel_table(2000)
+    real = np.mean(table.frame["alt"].isna() != table.frame["ast"].isna())
+    ranges = {"alt": {"low": 0, "high": 1e4}, "ast": {"low": 0, "high": 1e4}, "lab": {"low": 6, "high": 9}}
+    bounds, plain = tmp_path / "bounds.json", tmp_path / "ranges.json"
+    plain.write_text(json.dumps(ranges))
+    bounds.write_text(json.dumps({**ranges, "alt": {**ranges["alt"], "panel": "liver"},
+                                  "ast": {**ranges["ast"], "panel": "liver"}}))
+    parted, models = {}, {}
+    for declared in (False, True):
+        settings = dict(dp=True, dp_epsilon=8.0, dp_bounds=str(bounds if declared else plain),
+                        **{**TINY, "steps": 5, "batch_size": 400})
+        models[declared] = EHRDiff("cpu-fast", missing_indicators="panels", **settings).fit(table, progress=False)
+        synthetic = models[declared].sample(3000, seed=0)
+        parted[declared] = np.mean(synthetic["alt"].isna() != synthetic["ast"].isna())
+    assert models[False].panels_[0].size == 0 and models[True].panels_[0].size == 1
+    assert parted[False] > 0.3 and parted[True] < real + 0.05
+    models[True].save(tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert saved["missing_panels"] == [["ast__missing", "alt__missing"]]
+    assert models[True].privacy_["dp_release"]["declared"]["panels"] == {"liver": ["alt", "ast"]}
+    bounds.write_text(json.dumps({"alt": {"panel": "liver"}, "ast": {"low": 0, "high": 1e4, "panel": "liver"}}))
+    declared = read_declarations(bounds, table)       # a panel alone declares no range (estimated privately)
+    assert declared.panels == {"liver": ["alt", "ast"]} and sorted(declared.bounds) == ["ast"]
+    bounds.write_text(json.dumps({"alt": {"panel": "liver"}, "ast": {"panel": "liver"}, "x": {"panel": "other"}}))
+    with pytest.raises(DataError, match="column 'x' is not in the training data"):
+        EHRDiff("cpu-fast", dp=True, dp_epsilon=8.0, dp_bounds=str(bounds), **TINY).fit(table, progress=False)
+
+
+def test_calibrating_a_members_missing_share_first_makes_it_agree_with_its_leader():
+    rng = np.random.default_rng(0)
+    leader = (rng.random(1000) < 0.5).astype(float)
+    for share in (0.3, 0.7):
+        member = (rng.random(1000) < 0.5).astype(float)
+        before, flipped = np.mean(member != leader), abs(share - member.mean())
+        _set_missing_share(member, np.ones(1000, bool), share, rng, leader)
+        assert member.mean() == pytest.approx(share)
+        # every flip went to a row where it made the two agree (there were enough such rows)
+        assert np.mean(member != leader) == pytest.approx(before - flipped)

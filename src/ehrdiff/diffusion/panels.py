@@ -53,6 +53,38 @@ def find_panels(matrix: np.ndarray, indicators: np.ndarray,
     return np.array(members, dtype=np.int64), np.array(followed, dtype=np.int64)
 
 
+def declared_panels(encoder, panels: dict[str, list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """(members, leaders) for the panels a private run declares (privacy/declared.py: panel name -> columns): the
+    missing indicators the columns use (their own or the one they share), each panel's first in the encoding as
+    the leader. Columns never missing have no indicator and leave their panel; ValueError, naming both, when one
+    indicator is in two panels (columns that share their missing values belong to one panel)."""
+    owner = {}
+    for c in encoder.codings_:
+        if c.coding == "continuous" and c.has_missing:
+            owner[c.name] = c.missing_with or c.name
+    index = encoder.indicator_index()
+    members, leaders, seen = [], [], {}
+    for panel, columns in panels.items():
+        flags = sorted({index[owner[name]] for name in columns if name in owner})
+        for flag in flags:
+            if seen.setdefault(flag, panel) != panel:
+                raise ValueError(f"panels '{seen[flag]}' and '{panel}' both hold columns missing in the same rows; "
+                                 "declare them as one panel")
+        members += flags[1:]
+        leaders += [flags[0]] * (len(flags) - 1) if flags else []
+    order = np.argsort(members, kind="stable")
+    return np.array(members, dtype=np.int64)[order], np.array(leaders, dtype=np.int64)[order]
+
+
+def disagreement_shares(shares: np.ndarray, members: np.ndarray, leaders: np.ndarray) -> np.ndarray:
+    """Each encoded column's share of ones with the members as their disagreement with the leader, from one-way
+    shares alone (a private model's noisy ones): |p_member - p_leader|, the fewest disagreements those shares
+    allow, which a panel measured together is near."""
+    out = np.array(shares, dtype=np.float64, copy=True)
+    out[members] = np.abs(out[members] - out[leaders])
+    return out
+
+
 def xor_panels(x, members, leaders):
     """A copy of ``x`` (numpy array or torch tensor, rows x encoded columns) with each member column replaced by
     its XOR with its leader: into the model's space and, applied again, back out of it."""
@@ -83,4 +115,5 @@ def panels_from_names(columns: list[str], indicators: np.ndarray, pairs) -> tupl
     return members, leaders
 
 
-__all__ = ["MAX_DISAGREEMENT", "NO_PANELS", "find_panels", "panels_from_names", "panels_to_names", "xor_panels"]
+__all__ = ["MAX_DISAGREEMENT", "NO_PANELS", "declared_panels", "disagreement_shares", "find_panels",
+           "panels_from_names", "panels_to_names", "xor_panels"]

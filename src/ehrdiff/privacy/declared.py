@@ -14,6 +14,11 @@ recorded at (1 for a score or beats per minute, 0.1 for potassium in mmol/L): sa
 multiples (without it, a private model spreads each value over its histogram bin, and a variable recorded in whole
 numbers comes out with decimals). Values outside a declared range are clipped to it; values outside the declared
 categories become the most frequent one (by the noisy counts).
+
+A continuous column may also name the ``"panel"`` it is measured in, e.g. ``"SysABP": {"low": 0, "high": 300,
+"panel": "arterial line"}`` (with or without a range): the columns of a panel are recorded together (one device,
+one lab order), so a private model ties their missing values (diffusion/panels.py). A private model cannot find
+panels in the rows, as the default model does, without spending budget on every pair of columns.
 """
 
 from __future__ import annotations
@@ -40,11 +45,13 @@ class Declarations:
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
     categories: dict[str, list] = field(default_factory=dict)
     steps: dict[str, float] = field(default_factory=dict)    # continuous columns' declared recording resolution
+    panels: dict[str, list[str]] = field(default_factory=dict)   # panel name -> its continuous columns, file order
     source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.source, "bounds": sorted(self.bounds), "categories": sorted(self.categories),
-                "steps": dict(sorted(self.steps.items()))}
+                "steps": dict(sorted(self.steps.items())),
+                **({"panels": dict(sorted(self.panels.items()))} if self.panels else {})}
 
 
 def read_declarations(path: str | Path | None, table: Table) -> Declarations:
@@ -70,6 +77,11 @@ def read_declarations(path: str | Path | None, table: Table) -> Declarations:
         kind = table.kinds[name]
         if not isinstance(entry, dict):
             raise DataError(f"{where}: expected an object with low/high or categories")
+        if kind == "continuous" and "panel" in entry:
+            entry = dict(entry)
+            out.panels.setdefault(_panel_name(entry.pop("panel"), where), []).append(name)
+            if not entry:                   # a panel only: the range is estimated privately
+                continue
         if kind in RANGE_KINDS:
             out.bounds[name] = _declared_range(entry, kind, where)
             if "step" in entry:
@@ -83,13 +95,23 @@ def read_declarations(path: str | Path | None, table: Table) -> Declarations:
         else:
             raise DataError(f"{where} is {kind}: only continuous, date, categorical and label columns take "
                             "declarations (binary columns are public 0/1)")
+    for panel, columns in out.panels.items():
+        if len(columns) < 2:
+            raise DataError(f"{path}: panel '{panel}' has one column ({columns[0]}); a panel ties the missing values "
+                            "of two or more columns (give the others the same \"panel\" or remove it)")
     return out
+
+
+def _panel_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: 'panel' ({value!r}) must be a non-empty name, e.g. \"arterial line\"")
+    return value.strip()
 
 
 def _declared_range(entry: dict, kind: str, where: str) -> tuple[float, float]:
     allowed = {"low", "high", "step"} if kind == "continuous" else {"low", "high"}
     if not {"low", "high"} <= set(entry) <= allowed:
-        extra = ' (and optionally "step": S)' if kind == "continuous" else " and nothing else"
+        extra = ' (and optionally "step": S, "panel": NAME)' if kind == "continuous" else " and nothing else"
         raise DataError(f"{where} is {kind}: give {{\"low\": L, \"high\": H}}{extra}")
     low, high = (_number(entry[k], kind, where) for k in ("low", "high"))
     if not high > low:

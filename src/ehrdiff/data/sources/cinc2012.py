@@ -26,7 +26,8 @@ what the first, last, minimum, maximum and mean of VAR_count values are (one val
 
 For private training the source declares public ranges (``PLAUSIBLE``, written as bounds.json by ``ehrdiff
 prepare``, with each variable's recording resolution, ``RESOLUTION``, as its ``step``): wide physiological
-limits in the challenge's units, set from clinical knowledge and not from the rows,
+limits in the challenge's units, set from clinical knowledge and not from the rows (as are the ``PANELS``,
+the variables measured together),
 so they cost no privacy budget (a private range estimate cannot be made for the rarely measured variables: too few
 values for its noise). Recorded values beyond them (set-a has a pH of 735 and a temperature of -17.8) are clipped to
 them in a private run only.
@@ -84,6 +85,18 @@ RESOLUTION = {
     **dict.fromkeys(("FiO2", "pH", "TroponinT", "NIMAP"), 0.01),
 }
 MAX_COUNT = 200           # measurements of one variable in 48 h: about one every 15 minutes at most
+# variables one device or one lab order records together, by clinical convention (not found in the rows): declared
+# as each summary's "panel" so that a private model ties their missing values. Potassium and glucose, part of a
+# metabolic panel too, are left out: blood gas analysers and bedside meters also measure them alone.
+PANELS = {
+    "arterial line": ("DiasABP", "SysABP", "MAP"),
+    "blood pressure cuff": ("NIDiasABP", "NISysABP", "NIMAP"),
+    "arterial blood gas": ("PaCO2", "PaO2", "pH"),
+    "liver panel": ("ALP", "ALT", "AST", "Bilirubin"),
+    "metabolic panel": ("BUN", "Creatinine", "HCO3", "Na"),
+    "blood count": ("HCT", "Platelets", "WBC"),
+}
+PANEL_OF = {variable: panel for panel, variables in PANELS.items() for variable in variables}
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +305,7 @@ def prepare_cinc2012(records: str | os.PathLike, outcomes: str | os.PathLike, *,
 def public_bounds(columns) -> dict:
     """``--bounds`` declarations for the prepared columns: PLAUSIBLE ranges for descriptors and summaries, 0 to
     MAX_COUNT for counts, the documented ICU types and the 0/1 label; each variable's recording resolution
-    (RESOLUTION) as its summaries' step, the mean's excepted."""
+    (RESOLUTION) as its summaries' step, the mean's excepted; the PANELS its summaries are measured in."""
     out: dict = {"ICUType": {"categories": [1, 2, 3, 4]}, "label": {"categories": [0, 1]}}
     for column in columns:
         variable, _, summary = column.rpartition("_")
@@ -308,6 +321,8 @@ def public_bounds(columns) -> dict:
         step = RESOLUTION.get(variable if summary in SUMMARIES else column)
         if step is not None and summary not in ("mean", "count"):
             out[column]["step"] = step
+        if summary in SUMMARIES[:-1] and variable in PANEL_OF:
+            out[column]["panel"] = PANEL_OF[variable]
     return out
 
 

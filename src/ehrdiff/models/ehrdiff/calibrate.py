@@ -68,14 +68,15 @@ def calibrates_values(model) -> bool:
 
 
 def calibrate_values(encoder, matrix: np.ndarray, labels: np.ndarray | None = None,
-                     class_marginals: dict[str, list] | None = None, seed: int = 0) -> np.ndarray:
+                     class_marginals: dict[str, list] | None = None, seed: int = 0, panels=None) -> np.ndarray:
     """``matrix`` (sampled rows, encoded) with each quantile-scaled continuous column's values, among the rows where
     it is present, replaced in their own order by evenly spread levels, (rank + 1/2) / n (through Phi^-1 for
     "normal" scaling): decoded, the column follows the distribution the model keeps (the training quantiles, the
     noisy histogram under DP: post-processing), while the order of the rows, which carries what the model learned
     between columns, is unchanged. With ``class_marginals`` (a private conditional model's noisy histograms per
     class) and the rows' class indices ``labels``, each class's rows are calibrated to its own histogram, missing
-    share first (indicators set or cleared at random rows of the class), then values."""
+    share first (indicators set or cleared at random rows of the class; a panel member's, given ``panels``, first
+    at rows where that makes it agree with its leader, set before it), then values."""
     out = np.array(matrix, dtype=np.float64, copy=True)
     starts = np.cumsum([0] + [c.width for c in encoder.codings_])
     indicator = encoder.indicator_index()
@@ -85,11 +86,14 @@ def calibrate_values(encoder, matrix: np.ndarray, labels: np.ndarray | None = No
     n_classes = max((len(h) for h in per_class.values()), default=0)
     class_rows = [labels == k for k in range(n_classes)]
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xCA1C]))
+    leader_of = dict(zip(*panels)) if panels is not None else {}
     for c, _ in columns:               # the missing shares first: a shared indicator decides its followers' rows
         if c.own_indicator and c.name in per_class:
+            flag = indicator[c.name]
+            leader = out[:, leader_of[flag]] if flag in leader_of else None
             for rows, counts in zip(class_rows, per_class[c.name]):
                 total = float(np.sum(counts))
-                _set_missing_share(out[:, indicator[c.name]], rows, counts[-1] / total if total > 0 else 0.0, rng)
+                _set_missing_share(out[:, flag], rows, counts[-1] / total if total > 0 else 0.0, rng, leader)
     everyone = [(np.ones(len(out), bool), None)]
     for c, s in columns:
         present = out[:, indicator[c.missing_with or c.name]] < 0.5 if c.has_missing else np.ones(len(out), bool)
@@ -113,7 +117,7 @@ SETTLE_ROUNDS = 4
 
 def settle_values(encoder, matrix: np.ndarray, rules: tuple, labels: np.ndarray | None = None,
                   class_marginals: dict[str, list] | None = None, seed: int = 0,
-                  ties: dict[str, list[float]] | None = None) -> np.ndarray:
+                  ties: dict[str, list[float]] | None = None, panels=None) -> np.ndarray:
     """A calibrated ``matrix`` whose rows are made to keep the declared ``rules`` and calibrated again, for
     SETTLE_ROUNDS rounds or until no row breaks a rule. The sampler's repair of the rules (models/base.py
     keep_rules) moves values that are out of place, and with them the distributions calibration had put right
@@ -129,7 +133,7 @@ def settle_values(encoder, matrix: np.ndarray, rules: tuple, labels: np.ndarray 
         if not changed.any():
             break
         matrix = calibrate_values(encoder, _encoded(encoder, frame, table, matrix.dtype), labels, class_marginals,
-                                  seed)
+                                  seed, panels)
     if ties:        # last: calibrating moves tied columns apart, each by its own quantiles
         table = encoder.inverse_transform(matrix)
         frame = project(table.frame, rules)[0]     # repaired first: the repair makes ties of its own (n = 3)
@@ -171,13 +175,20 @@ def checked_tie_shares(metadata: ModelMetadata, rules: tuple) -> dict[str, list[
     return value
 
 
-def _set_missing_share(flags: np.ndarray, rows: np.ndarray, share: float, rng: np.random.Generator) -> None:
-    """Indicators (in place) of ``rows`` set or cleared at random rows until round(share x rows) are missing."""
+def _set_missing_share(flags: np.ndarray, rows: np.ndarray, share: float, rng: np.random.Generator,
+                       leader: np.ndarray | None = None) -> None:
+    """Indicators (in place) of ``rows`` set or cleared at random rows until round(share x rows) are missing; with
+    a panel ``leader``'s indicators, first at the rows where the change makes the two agree."""
     where = np.flatnonzero(rows)
     missing = flags[where] >= 0.5
     change = int(round(share * len(where))) - int(missing.sum())
     pool = where[~missing] if change > 0 else where[missing]
-    flags[rng.choice(pool, size=min(abs(change), len(pool)), replace=False)] = 1.0 if change > 0 else 0.0
+    if leader is None:
+        flags[rng.choice(pool, size=min(abs(change), len(pool)), replace=False)] = 1.0 if change > 0 else 0.0
+        return
+    pool = rng.permutation(pool)       # then, stably, the rows where the change agrees with the leader first
+    pool = pool[np.argsort((leader[pool] >= 0.5) != (change > 0), kind="stable")]
+    flags[pool[:abs(change)]] = 1.0 if change > 0 else 0.0
 
 
 def _class_levels(c, counts, u: np.ndarray) -> np.ndarray:

@@ -27,7 +27,8 @@ from ehrdiff.data.rules import rules_to_json
 from ehrdiff.data.table import Table
 from ehrdiff.diffusion import SAMPLERS, Denoiser, EDMLoss, MLPDenoiserNet, NoiseEmbedding, karras_sigmas
 from ehrdiff.diffusion.bernoulli import BernoulliDenoiser, BernoulliEDMLoss, draw_discrete, redraw_short_rows
-from ehrdiff.diffusion.panels import NO_PANELS, find_panels, panels_from_names, panels_to_names, xor_panels
+from ehrdiff.diffusion.panels import (NO_PANELS, declared_panels, disagreement_shares, find_panels, panels_from_names,
+                                     panels_to_names, xor_panels)
 from ehrdiff.diffusion.refresh import RowRefresh
 from ehrdiff.diffusion.count_matching import apportion, select_code_counts, split_counts
 from ehrdiff.errors import DataError, EhrdiffError, ModelFileError
@@ -202,9 +203,11 @@ class EHRDiff(Generator):
                 table, labels, condition = split_condition(table, cfg.conditioning.condition)
             encoder, matrix = self._encode(table)
         n_rows, width = matrix.shape
-        # panels of indicators from the rows' missingness: not under DP (the pattern would leave without noise)
-        self.panels_ = find_panels(matrix, encoder.indicator_columns()) \
-            if cfg.missing_indicators == "panels" and not private else NO_PANELS
+        # panels of indicators from the rows' missingness; under DP only the declared ones (the rows' pattern
+        # would leave without noise)
+        self.panels_ = NO_PANELS if cfg.missing_indicators != "panels" else \
+            private_panels(encoder, private.release.declarations) if private else \
+            find_panels(matrix, encoder.indicator_columns())
         if len(self.panels_[0]):
             names = encoder.encoded_columns
             log.info("missing indicators: %d follow a panel leader's (%s)", len(self.panels_[0]), ", ".join(
@@ -212,7 +215,8 @@ class EHRDiff(Generator):
                 for m, lead in zip(*self.panels_)))
         denoiser = build_denoiser(cfg, width, n_classes=condition.n_classes if condition else 0, encoder=encoder)
         if isinstance(denoiser, BernoulliDenoiser):     # start from the independent-marginals model (noisy under DP)
-            denoiser.init_output(private.shares if private else xor_panels(matrix, *self.panels_).mean(axis=0))
+            denoiser.init_output(disagreement_shares(private.shares, *self.panels_) if private
+                                 else xor_panels(matrix, *self.panels_).mean(axis=0))
         rows = matrix if condition is None else np.column_stack([matrix, labels.astype(np.float32)])
         fingerprint = private.fingerprint() if private else data_fingerprint(rows)
         budget = plan_budget(cfg.optimisation, "epochs" in self.settings,       # under DP from the noisy row count
@@ -302,8 +306,8 @@ class EHRDiff(Generator):
         if cfg.dp:      # DP-SGD (private.py): Poisson batches, clipped per-example gradients, accountant
             from ehrdiff.models.ehrdiff.private import PrivateStep
             null = (condition.null_index, cfg.condition_dropout) if condition is not None else None
-            step = PrivateStep(denoiser, data, settings, cfg.privacy, training_loss(cfg, encoder), width, null, ctx,
-                               release=private, secret=secret)
+            step = PrivateStep(denoiser, data, settings, cfg.privacy, training_loss(cfg, encoder, self.panels_), width,
+                               null, ctx, release=private, secret=secret)
             identity.update(step.identity())
             keep_noise_seed(checkpoint_dir, step.secret, ctx)       # before any checkpoint, for --resume
         else:
@@ -474,9 +478,10 @@ class EHRDiff(Generator):
         if not values:
             return matrix
         marginals = getattr(self, "class_marginals_", None)
-        matrix = calibrate_values(self.encoder_, matrix, labels, marginals, seed)
+        panels = getattr(self, "panels_", NO_PANELS)
+        matrix = calibrate_values(self.encoder_, matrix, labels, marginals, seed, panels)
         return settle_values(self.encoder_, matrix, self.rules_, labels, marginals, seed,
-                             getattr(self, "tie_shares_", None))
+                             getattr(self, "tie_shares_", None), panels)
 
     def _chunk_plans(self, n: int, sizes: list[int], spec: ConditionSpec | None, condition: Any,
                      balance: dict | None) -> list[tuple[np.ndarray | None, Any]]:
@@ -637,6 +642,15 @@ def checked_histograms(metadata: ModelMetadata, model: "EHRDiff") -> dict[str, A
         raise metadata.invalid(key, f"rows per number of codes (at most {n_codes}), overall"
                                + (f" and for each of {classes} classes" if classes else ""), value)
     return value
+
+
+def private_panels(encoder: TableEncoder, declarations) -> tuple[np.ndarray, np.ndarray]:
+    """A private run's panels: the ones its bounds file declares (privacy/declared.py), none without; DataError,
+    naming the file, for panels that overlap."""
+    try:
+        return declared_panels(encoder, declarations.panels)
+    except ValueError as exc:
+        raise DataError(f"{declarations.source}: {exc}") from None
 
 
 def checked_panels(metadata: ModelMetadata, encoder: TableEncoder) -> tuple[np.ndarray, np.ndarray]:
