@@ -43,8 +43,8 @@ and ``--evaluate-only`` evaluates every run kept there at once. Writes benchmark
 and benchmarks/results/private_release_DATASET.md (``--name NAME``: benchmarks/out/NAME/, NAME.json and NAME.md).
 
 CinC 2012 (``ehrdiff prepare cinc2012 ... -o DIR``): every run declares the source's public ranges, recording steps
-and panels, DIR/bounds.json (``--bounds``), so no budget goes to range estimates; the table is scored on its continuous columns (KS), both
-discriminators, TSTR and the declared rules instead of code prevalences.
+and panels, DIR/bounds.json (``--bounds``), so no budget goes to range estimates; the table is scored on its
+continuous columns (KS), both discriminators, TSTR and the declared rules instead of code prevalences.
 """
 
 from __future__ import annotations
