@@ -58,20 +58,18 @@ def declared_panels(encoder, panels: dict[str, list[str]]) -> tuple[np.ndarray, 
     missing indicators the columns use (their own or the one they share), each panel's first in the encoding as
     the leader. Columns never missing have no indicator and leave their panel; ValueError, naming both, when one
     indicator is in two panels (columns that share their missing values belong to one panel)."""
-    owner = {}
-    for c in encoder.codings_:
-        if c.coding == "continuous" and c.has_missing:
-            owner[c.name] = c.missing_with or c.name
     index = encoder.indicator_index()
+    flag_of = {c.name: index[c.missing_with or c.name] for c in encoder.codings_
+               if c.coding == "continuous" and c.has_missing}
     members, leaders, seen = [], [], {}
     for panel, columns in panels.items():
-        flags = sorted({index[owner[name]] for name in columns if name in owner})
+        flags = sorted({flag_of[name] for name in columns if name in flag_of})
         for flag in flags:
             if seen.setdefault(flag, panel) != panel:
                 raise ValueError(f"panels '{seen[flag]}' and '{panel}' both hold columns missing in the same rows; "
                                  "declare them as one panel")
         members += flags[1:]
-        leaders += [flags[0]] * (len(flags) - 1) if flags else []
+        leaders += flags[:1] * (len(flags) - 1)
     order = np.argsort(members, kind="stable")
     return np.array(members, dtype=np.int64)[order], np.array(leaders, dtype=np.int64)[order]
 

@@ -205,9 +205,12 @@ class EHRDiff(Generator):
         n_rows, width = matrix.shape
         # panels of indicators from the rows' missingness; under DP only the declared ones (the rows' pattern
         # would leave without noise)
-        self.panels_ = NO_PANELS if cfg.missing_indicators != "panels" else \
-            private_panels(encoder, private.release.declarations) if private else \
-            find_panels(matrix, encoder.indicator_columns())
+        if cfg.missing_indicators != "panels":
+            self.panels_ = NO_PANELS
+        elif private:
+            self.panels_ = private_panels(encoder, private.release.declarations)
+        else:
+            self.panels_ = find_panels(matrix, encoder.indicator_columns())
         if len(self.panels_[0]):
             names = encoder.encoded_columns
             log.info("missing indicators: %d follow a panel leader's (%s)", len(self.panels_[0]), ", ".join(
