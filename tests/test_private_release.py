@@ -298,3 +298,42 @@ def test_a_declared_step_puts_sampled_values_on_the_recording_grid(tmp_path):
     with pytest.raises(DataError, match="'seen' is date"):
         EHRDiff("cpu-fast", dp=True, dp_epsilon=8.0, dp_bounds=str(tmp_path / "dates.json"),
                 **TINY).fit(dated, progress=False)
+
+
+def test_recording_grids_put_the_heaps_of_measurements_where_they_are(tmp_path, monkeypatch):
+    """FiO2 is set at 1.0 or 0.5 in most stays and at any hundredth in the rest: a bin of the marginals spreads a
+    heap over the values it holds (0.98, 0.99 and 1.0 alike). A column whose declared step makes at most
+    GRID_CELLS values gets a noisy count of each ("recording grids", its own mechanism in the ledger, sensitivity
+    sqrt(gridded columns)), and each class's histogram is split by them with its total kept."""
+    import ehrdiff.privacy.release as release
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    label = (rng.random(n) < 0.3).astype(int)
+    fio2 = np.where(rng.random(n) < 0.55, 1.0, np.where(rng.random(n) < 0.45, 0.5, rng.integers(21, 101, n) / 100))
+    table = Table.from_frame(pd.DataFrame({"fio2": fio2, "hr": rng.normal(80, 10, n).round(),
+                                           "label": label}), {"label": "label"})
+    bounds = tmp_path / "bounds.json"
+    bounds.write_text(json.dumps({"fio2": {"low": 0.21, "high": 1, "step": 0.01},
+                                  "hr": {"low": 0, "high": 300, "step": 1}}))
+
+    def fit():
+        return EHRDiff("cpu-fast", dp=True, dp_epsilon=8.0, dp_bounds=str(bounds), condition="label",
+                       **TINY).fit(table, progress=False)
+
+    model = fit()
+    out = model.sample(3000, seed=0)["fio2"]
+    assert abs((out == 1.0).mean() - (fio2 == 1.0).mean()) < 0.08
+    assert abs((out == 0.5).mean() - (fio2 == 0.5).mean()) < 0.06
+    grids = [m for m in model.privacy_["dp_release"]["mechanisms"] if m["name"] == "recording grids"]
+    assert len(grids) == 1 and grids[0]["sensitivity"] == pytest.approx(1.0)     # hr's 301 values: no grid
+    coding = next(c for c in model.encoder_.codings_ if c.name == "fio2")
+    per_class = np.array(model.class_marginals_["fio2"])
+    assert per_class.shape == (2, len(coding.knots)) and len(coding.knots) > BINS + 1
+    hr = next(c for c in model.encoder_.codings_ if c.name == "hr")
+    assert hr.knots == bin_edges(0.0, 300.0, "continuous").tolist()
+    monkeypatch.setattr(release, "GRID_CELLS", 1)      # no grid: the heap at 1.0 shares its bin with 0.98 and 0.99
+    plain = fit()
+    assert "recording grids" not in [m["name"] for m in plain.privacy_["dp_release"]["mechanisms"]]
+    assert (plain.sample(3000, seed=0)["fio2"] == 1.0).mean() < 0.4
+    assert np.allclose(np.array(plain.class_marginals_["fio2"]).sum(axis=1), per_class.sum(axis=1), rtol=0.05)

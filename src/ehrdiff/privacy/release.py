@@ -21,6 +21,13 @@ Gaussian mechanisms recorded in the ledger (``accounting.py``):
    median (the fill of missing values) and whether it keeps a missing indicator, each encoded column's share (the
    Bernoulli head's starting bias, dp-marginals' sampling) and
    class counts; a declared count rule's group sharing one missing indicator (``share_count_group``).
+3. ``recording grids`` (only with a share, EHRDiff's): where a continuous column declares a ``step`` whose grid
+   of multiples in the range holds at most ``GRID_CELLS`` values, a noisy count of each grid value (all classes
+   together; every such column at once, L2 sensitivity sqrt(columns)). Real measurements heap on a few values
+   (FiO2 1.0, 0.5 and 0.4; SaO2 98 and 99; GCS 15) that a bin of the marginals spreads evenly over its width.
+   Post-processing: the marginals' bins are split at the grid's midpoints and each bin's noisy count (each class's
+   too) shared among its pieces by the grid counts, so the coding's levels put the heaps where they are
+   (``_split_on_grid``).
 
 What is treated as public schema: column names, kinds, pandas dtypes (integer or not: an integer column's sampled
 values are rounded, as are those of a column with a declared ``step`` to its multiples) and a date column's
@@ -50,6 +57,7 @@ BINS = 32                  # equal bins of a continuous column's range in the on
 MISSING_INDICATOR_SHARE = 0.001    # a continuous column keeps a missing indicator above this noisy share
 MISSING_INDICATOR_SD = 3.0         # ... and above this many noise deviations (noise alone clears it with p 0.13%)
 CODE_CONTRIBUTION = 16     # codes per row counted in full in the marginals; a row with more is weighted down
+GRID_CELLS = 128           # a declared step whose grid has at most this many values gets counted per value
 
 
 @dataclass
@@ -104,9 +112,10 @@ class PrivateRelease:
 
 def private_encoder(table: Table, ledger: Ledger, declarations: Declarations, bounds_share: float,
                     marginals_share: float | None, seed: int, count_rules: tuple = (),
-                    condition: str | None = None) -> PrivateRelease:
-    """The private encoder of ``table``: mechanisms 1 and 2 of the module docstring, added to ``ledger`` with
-    their shares of its epsilon (``marginals_share`` None: the marginals spend what is left); noise drawn from
+                    condition: str | None = None, grid_share: float = 0.0) -> PrivateRelease:
+    """The private encoder of ``table``: mechanisms 1 and 2 of the module docstring (and 3 with a ``grid_share``),
+    added to ``ledger`` with their shares of its epsilon (``marginals_share`` None: the marginals spend what is
+    left, and no grids); noise drawn from
     ``seed`` (a secret one: privacy/secret.py). ``count_rules``: declared count rules whose groups share one missing
     indicator (``share_count_group``); ``condition``: a column whose classes are public (declared, or a 0/1 label),
     by which continuous columns get one histogram per class (``ColumnMarginal.by_class``: each row is in one class,
@@ -122,7 +131,11 @@ def private_encoder(table: Table, ledger: Ledger, declarations: Declarations, bo
         bounds.update(_private_bounds({c: numbers[c] for c in estimate}, ledger, bounds_share, rng))
     marginals, n_rows = _one_way_marginals(table, names, numbers, bounds, declarations, ledger, marginals_share,
                                            rng, _class_index(table, condition, declarations))
-    codings = [_coding(table, c, marginals.get(c), bounds.get(c), declarations.steps) for c in table.columns]
+    edges = {}
+    if grid_share > 0 and marginals_share is not None:
+        edges = _split_on_grid(table, numbers, bounds, declarations.steps, marginals, ledger, grid_share, rng)
+    codings = [_coding(table, c, marginals.get(c), bounds.get(c), declarations.steps, edges.get(c))
+               for c in table.columns]
     for rule in count_rules:
         share_count_group(codings, rule, marginals[rule.column])
     encoder = TableEncoder("minmax")
@@ -326,9 +339,55 @@ def _public_classes(table: Table, name: str) -> list:
     return []
 
 
+# ---- 3. recording grids ----------------------------------------------------------------------------------------
+def declared_grid(low: float, high: float, step: float) -> np.ndarray | None:
+    """The multiples of ``step`` in [low, high] (as data/encoding.on_grid rounds to), or None when there are more
+    than GRID_CELLS of them (or fewer than 2)."""
+    first, last = math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9)
+    return np.arange(first, last + 1) * step if 2 <= last - first + 1 <= GRID_CELLS else None
+
+
+def _split_on_grid(table: Table, numbers: dict[str, np.ndarray], bounds: dict[str, tuple[float, float]],
+                   steps: dict[str, float], marginals: dict[str, ColumnMarginal], ledger: Ledger, share: float,
+                   rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Mechanism 3: each gridded column's marginal (``marginals``, replaced) split at its grid's midpoints, with
+    its bins' noisy counts shared among the pieces by the noisy grid counts; returns the pieces' edges by column."""
+    grids = {c: g for c in marginals if table.kinds[c] == "continuous" and c in steps
+             and (g := declared_grid(*bounds[c], steps[c])) is not None}
+    if not grids:
+        return {}
+    mechanism = ledger.gaussian("recording grids", math.sqrt(len(grids)), share)
+    sd = mechanism.noise_multiplier * mechanism.sensitivity
+    out = {}
+    for name, grid in grids.items():
+        low, high = bounds[name]
+        present = numbers[name][~np.isnan(numbers[name])]
+        nearest = np.clip(np.round(np.clip(present, low, high) / steps[name]) - round(grid[0] / steps[name]), 0,
+                          len(grid) - 1).astype(np.int64)
+        counts = _norm_sub(np.bincount(nearest, minlength=len(grid)) + rng.normal(0, sd, len(grid)))
+        coarse = bin_edges(low, high, "continuous")
+        edges = np.union1d(coarse, (grid[:-1] + grid[1:]) / 2)
+        # each piece lies in one bin of the marginals; it holds a grid value (weighted by its noisy count) or none
+        bin_of_piece = np.clip(np.searchsorted(coarse, edges[:-1], side="right") - 1, 0, BINS - 1)
+        value_in = np.clip(np.searchsorted(edges, grid, side="right") - 1, 0, len(edges) - 2)
+        weight = np.zeros(len(edges) - 1)
+        np.add.at(weight, value_in, counts)
+        width = np.diff(edges)
+        total = np.bincount(bin_of_piece, weight, BINS)
+        # a bin whose grid values the noise emptied (or that holds none) keeps its mass spread by width
+        share_in_bin = np.where(total[bin_of_piece] > 0, weight / np.maximum(total[bin_of_piece], 1e-300),
+                                width / np.bincount(bin_of_piece, width, BINS)[bin_of_piece])
+        m = marginals[name]
+        split = lambda h: np.append(h[:-1][bin_of_piece] * share_in_bin, h[-1])     # noqa: E731 (bins, then missing)
+        marginals[name] = replace(m, cells=list(range(len(edges) - 1)) + [MISSING_CATEGORY], counts=split(m.counts),
+                                  by_class=None if m.by_class is None else np.stack([split(h) for h in m.by_class]))
+        out[name] = edges
+    return out
+
+
 # ---- the encoder -----------------------------------------------------------------------------------------------
 def _coding(table: Table, name: str, marginal: ColumnMarginal | None, bounds: tuple[float, float] | None,
-            steps: dict[str, float]) -> ColumnCoding:
+            steps: dict[str, float], edges: np.ndarray | None = None) -> ColumnCoding:
     kind, values = table.kinds[name], table.frame[name]
     dtype = str(values.dtype)
     if kind == "id":
@@ -350,10 +409,11 @@ def _coding(table: Table, name: str, marginal: ColumnMarginal | None, bounds: tu
                               integer=kind == "continuous" and pd.api.types.is_integer_dtype(values.dtype),
                               step=steps.get(name, 0.0))
         if kind == "continuous":    # levels of the noisy CDF (post-processing); the median is level 0.5
+            edges = bin_edges(low, high, kind) if edges is None else edges
             levels = edge_levels(present)
-            levels = (levels if levels is not None else np.linspace(0.0, 1.0, BINS + 1)).tolist()
+            levels = (levels if levels is not None else np.linspace(0.0, 1.0, len(edges))).tolist()
             coding.scaling, coding.fill = "quantile", 0.5
-            coding.knots, coding.knot_low, coding.knot_high = bin_edges(low, high, kind).tolist(), levels, list(levels)
+            coding.knots, coding.knot_low, coding.knot_high = edges.tolist(), levels, list(levels)
         if kind == "date":
             dates = as_dates(values, name)
             coding.date_unit, coding.date_tz = date_resolution(dates), str(getattr(dates.dtype, "tz", None) or "")
@@ -394,7 +454,7 @@ def present_counts(coding: ColumnCoding, counts) -> np.ndarray:
 
 
 def edge_levels(present: np.ndarray) -> np.ndarray | None:
-    """The noisy CDF at the BINS + 1 bin edges (0 first, 1 last); None for a histogram the noise left empty."""
+    """The noisy CDF at the bin edges (0 first, 1 last); None for a histogram the noise left empty."""
     if not present.sum() > 0:
         return None
     return np.concatenate([[0.0], np.cumsum(present) / present.sum()])
@@ -427,5 +487,5 @@ def _encode(table: Table, encoder: TableEncoder, marginals: dict[str, ColumnMarg
     return np.ascontiguousarray(wide[:, keep])
 
 
-__all__ = ["BINS", "ColumnMarginal", "PrivateRelease", "bin_edges", "bin_of", "contribution_weights", "edge_levels",
-           "point_in_bin", "present_counts", "private_encoder"]
+__all__ = ["BINS", "ColumnMarginal", "PrivateRelease", "bin_edges", "bin_of", "contribution_weights", "declared_grid",
+           "edge_levels", "point_in_bin", "present_counts", "private_encoder"]

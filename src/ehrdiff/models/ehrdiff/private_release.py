@@ -8,6 +8,9 @@ Before DP-SGD runs, the statistics the model needs besides its weights are relea
                         indicators, the number of rows (which sets DP-SGD's sampling rate and an epoch's steps),
                         the Bernoulli head's starting bias, a condition's class counts and the code prevalences
                         that sampling calibrates to (``code_prevalence``, ehrdiff.diffusion.calibration)
+  recording grids       GRID_SHARE (only for continuous columns with a declared step of at most GRID_CELLS
+                        values): a noisy count of each recordable value, which shares each bin's mass among
+                        the values in it (heaps such as FiO2 1.0 and SaO2 98 come out where they are)
   codes per row         HISTOGRAM_SHARE: the histogram of codes per row (per class of a condition) that count
                         matching follows and the floor on codes per row (``min_codes``) comes from
   code pairs            ``dp_pairs_share`` (default 0.3; 0: not released): how many rows hold both of a pair of
@@ -42,7 +45,7 @@ from ehrdiff.privacy.declared import read_declarations
 from ehrdiff.privacy.release import PrivateRelease, contribution_weights, private_encoder
 from ehrdiff.privacy.secret import noise_generator
 
-BOUNDS_SHARE, HISTOGRAM_SHARE = 0.05, 0.02
+BOUNDS_SHARE, HISTOGRAM_SHARE, GRID_SHARE = 0.05, 0.02, 0.1
 HISTOGRAM_THRESHOLD = 2.0      # noisy rows per number of codes below this many noise deviations count as none
 PAIR_CONTRIBUTION = 16         # pair counts a row adds to in full; a row in more is weighted down (L2 <= 4)
 
@@ -86,7 +89,7 @@ def private_inputs(table: Table, privacy, condition: str | None, seed: int, scal
     ledger = Ledger(privacy.dp_epsilon, privacy.dp_delta, privacy.dp_accountant)
     declarations = read_declarations(privacy.dp_bounds, table)
     release = private_encoder(table, ledger, declarations, BOUNDS_SHARE, privacy.dp_marginals_share, seed,
-                              count_rules, condition)
+                              count_rules, condition, GRID_SHARE)
     if scaling == "normal":
         release = as_normal(release)
     encoder, matrix, labels, spec = release.encoder, release.matrix, None, None
@@ -196,4 +199,4 @@ def _code_pairs(encoder: TableEncoder, matrix: np.ndarray, shares: np.ndarray, l
     return {"codes": targets.tolist(), "counts": np.round(noisy, 1).tolist()}
 
 
-__all__ = ["BOUNDS_SHARE", "HISTOGRAM_SHARE", "PrivateInputs", "private_inputs"]
+__all__ = ["BOUNDS_SHARE", "GRID_SHARE", "HISTOGRAM_SHARE", "PrivateInputs", "private_inputs"]
