@@ -21,6 +21,8 @@ clipping C = 1):
   small-batch          as full, batch 512 and as many more steps as keep the rows seen per run equal
   large-network        as full, hidden layers (512, 256, 256, 512) (the cpu-fast network)
   conditional          as full, ``condition="label"``, sampled with the noisy class balance
+  no-grids             as conditional, no recording grids (``GRID_SHARE`` 0: each bin's mass spread evenly
+                       over the declared step's values in it)
   share-0.05           as conditional, the marginals' share 0.05 (before calibration: the head's bias only)
   share-0.5            as conditional, the marginals' share 0.5 (the default before 0.85)
   no-pairs             as conditional, no pair counts (``dp_pairs_share=0``, the default before 0.3)
@@ -78,6 +80,7 @@ VARIANTS = {
     "steps-1000": dict(steps=1000, warmup_steps=100),
     "sigma-data-0.14": dict(normal_sigma_data=0.14),
     "steps-3000": dict(steps=3000, warmup_steps=300),
+    "no-grids": dict(condition="label"),
     "share-0.05": dict(condition="label", dp_marginals_share=0.05),
     "share-0.5": dict(condition="label", dp_marginals_share=0.5),
     "no-pairs": dict(condition="label", dp_pairs_share=0.0),
@@ -123,7 +126,7 @@ def parse_args() -> argparse.Namespace:
 def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, train):
     from ehrdiff.diffusion.bernoulli import BernoulliDenoiser
     from ehrdiff.models import build_model
-    from ehrdiff.models.ehrdiff import EHRDiff
+    from ehrdiff.models.ehrdiff import EHRDiff, private_release
 
     declared = {"dp_bounds": str(args.bounds)} if args.bounds else {}
     if VARIANTS[name] is None:
@@ -132,13 +135,15 @@ def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, 
                 "dp_delta": args.delta, "seed": seed, **declared}
     if args.quick:
         settings.update(steps=3, batch_size=64)
-    original = BernoulliDenoiser.init_output
+    original, grid_share = BernoulliDenoiser.init_output, private_release.GRID_SHARE
     if name == "no-bias-init":
         BernoulliDenoiser.init_output = lambda self, prevalence: None
+    if name == "no-grids":
+        private_release.GRID_SHARE = 0.0
     try:
         return EHRDiff("cpu-fast", **settings).fit(train, progress=False)
     finally:
-        BernoulliDenoiser.init_output = original
+        BernoulliDenoiser.init_output, private_release.GRID_SHARE = original, grid_share
 
 
 def train_and_sample(name: str, epsilon: float, seed: int, args: argparse.Namespace, train, kept: Path) -> None:

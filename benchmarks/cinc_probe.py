@@ -18,6 +18,8 @@ measured_pairs pairs of variables measured together (one without the other in at
                panel, diffusion/panels.py), with the real and synthetic shares of stays measuring one of them only
 count_pairs    pairs of counts equal in at least 90% of the real stays that measured both (a panel: blood pressures,
                blood gases, liver tests), with the share of equal counts in real and synthetic stays
+heaps          continuous columns whose commonest real value holds at least 20% of the stays that have one
+               (FiO2 1.0, SaO2 98, GCS 15): that value and its share in real and synthetic stays
 structure      per variable, shares of stays with the variable measured: first value equal to the minimum or the
                maximum, one measurement with unequal summaries, two measurements with first and last not at the ends
 """
@@ -146,11 +148,24 @@ def structure(table: Table, names: list[str]) -> dict[str, dict[str, float]]:
     return out
 
 
+def heaps(train: Table, synthetic: Table, least: float = 0.2) -> list[dict]:
+    out = []
+    for name in train.columns_of("continuous"):
+        real, fake = train.frame[name].dropna(), synthetic.frame[name].dropna()
+        if real.empty or fake.empty:
+            continue
+        shares = real.value_counts(normalize=True)
+        if shares.iloc[0] >= least:
+            out.append({"column": name, "value": float(shares.index[0]), "real": round(float(shares.iloc[0]), 3),
+                        "synthetic": round(float((fake == shares.index[0]).mean()), 3)})
+    return out
+
+
 def probe(train: Table, synthetic: Table, seed: int = 0) -> dict:
     shown = ["Glucose", "K", "HCT", "Na", "GCS", "HR", "Urine"]
     return {"per_variable": per_variable(train, synthetic, seed), "per_summary": per_summary(train, synthetic, seed),
             "count_pairs": count_pairs(train, synthetic), "measured_pairs": measured_pairs(train, synthetic),
-            "logistic_top": logistic_top(train, synthetic),
+            "logistic_top": logistic_top(train, synthetic), "heaps": heaps(train, synthetic),
             "structure": {"real": structure(train, shown), "synthetic": structure(synthetic, shown)}}
 
 
