@@ -161,4 +161,5 @@ def test_prepare_writes_public_ranges_that_a_private_run_spends_no_budget_on(tmp
                                            for m, lead in saved["missing_panels"])
     names = [m["name"] for m in release["mechanisms"]]
     assert "continuous bounds" not in names and "DP-SGD" in names
+    assert {"recording grids", "panel count ties"} <= set(names)     # declared steps, panels and count rules
     assert release["declared"]["bounds"] == sorted(c for c in modelled if train.kinds[c] == "continuous")

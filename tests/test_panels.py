@@ -199,3 +199,56 @@ def test_calibrating_a_members_missing_share_first_makes_it_agree_with_its_leade
         assert member.mean() == pytest.approx(share)
         # every flip went to a row where it made the two agree (there were enough such rows)
         assert np.mean(member != leader) == pytest.approx(before - flipped)
+
+
+def counted_panel(n: int = 3000, seed: int = 0) -> Table:
+    """Two lab tests of one panel with their counts (count rules): measured together, the same number of times in
+    95% of the rows that measured both."""
+    from ehrdiff.data.rules import parse_rules
+
+    rng = np.random.default_rng(seed)
+    measured = rng.random(n) < 0.6
+    alt_count = np.where(measured, rng.integers(1, 9, n), 0)
+    ast_count = np.where(rng.random(n) < 0.95, alt_count, np.where(measured, rng.integers(1, 9, n), 0))
+    frame = pd.DataFrame({"alt": np.where(measured, rng.lognormal(3, 1, n), np.nan), "alt_count": alt_count,
+                          "ast": np.where(measured, rng.lognormal(3, 1, n), np.nan), "ast_count": ast_count})
+    rules = parse_rules([{"kind": "count", "column": "alt_count", "group": ["alt"]},
+                         {"kind": "count", "column": "ast_count", "group": ["ast"]}])
+    return Table.from_frame(frame, {c: "continuous" for c in frame.columns}).with_rules(rules)
+
+
+def test_a_private_model_gives_a_declared_panels_counts_their_noisy_share_of_ties(tmp_path):
+    """The counts of a panel's variables are equal in most real rows (one order, one device); a private model
+    releases, per member, the noisy share of rows measuring both with equal counts (its own mechanism) and sampling
+    gives that share of them the leader's count; undeclared, the network draws the counts apart."""
+    from ehrdiff.diffusion.panels import panel_counts
+    from ehrdiff.models import load_model
+
+    table = counted_panel()
+    both = (table.frame["alt_count"] > 0) & (table.frame["ast_count"] > 0)
+    real = float((table.frame["alt_count"] == table.frame["ast_count"])[both].mean())
+    assert panel_counts({"liver": ["alt", "ast"]}, table.rules) == [("alt_count", "ast_count")]
+    assert panel_counts({"liver": ["ast", "alt"]}, table.rules) == [("ast_count", "alt_count")]
+    ranges = {"alt": {"low": 0, "high": 1e4}, "ast": {"low": 0, "high": 1e4},
+              "alt_count": {"low": 0, "high": 50}, "ast_count": {"low": 0, "high": 50}}
+    equal, models = {}, {}
+    for declared in (False, True):
+        bounds = tmp_path / f"bounds{declared}.json"
+        panel = {"alt": {**ranges["alt"], "panel": "liver"}, "ast": {**ranges["ast"], "panel": "liver"}}
+        bounds.write_text(json.dumps({**ranges, **(panel if declared else {})}))
+        models[declared] = EHRDiff("cpu-fast", dp=True, dp_epsilon=8.0, dp_bounds=str(bounds),
+                                   **{**TINY, "steps": 5, "batch_size": 400}).fit(table, progress=False)
+        out = models[declared].sample(3000, seed=0)
+        counted = (out["alt_count"] > 0) & (out["ast_count"] > 0)
+        equal[declared] = float((out["alt_count"] == out["ast_count"])[counted].mean())
+    names = lambda m: [x["name"] for x in m.privacy_["dp_release"]["mechanisms"]]       # noqa: E731
+    assert models[False].count_ties_ is None and "panel count ties" not in names(models[False])
+    assert "panel count ties" in names(models[True])
+    leader, share = models[True].count_ties_["ast_count"]
+    assert leader == "alt_count" and share == pytest.approx(real, abs=0.05)
+    assert equal[False] < 0.5 and equal[True] == pytest.approx(share, abs=0.03)
+    models[True].save(tmp_path / "run")
+    assert load_model(tmp_path / "run").count_ties_ == models[True].count_ties_
+    edit_model_json(tmp_path / "run", lambda m: m["count_ties"]["ast_count"].__setitem__(1, 1.5))
+    with pytest.raises(ModelFileError, match="count_ties"):
+        load_model(tmp_path / "run")

@@ -74,6 +74,18 @@ def declared_panels(encoder, panels: dict[str, list[str]]) -> tuple[np.ndarray, 
     return np.array(members, dtype=np.int64)[order], np.array(leaders, dtype=np.int64)[order]
 
 
+def panel_counts(panels: dict[str, list[str]], rules) -> list[tuple[str, str]]:
+    """(leader, member) count columns of the declared ``panels``: a variable's count is the column of the count
+    rule whose group holds one of the panel's columns (the rules a table declares, data/rules.py); the panel's first
+    counted variable in file order leads."""
+    count_of = {name: r.column for r in rules if r.kind == "count" for name in r.group}
+    pairs = []
+    for columns in panels.values():
+        counts = list(dict.fromkeys(count_of[c] for c in columns if c in count_of))
+        pairs += [(counts[0], member) for member in counts[1:]]
+    return pairs
+
+
 def disagreement_shares(shares: np.ndarray, members: np.ndarray, leaders: np.ndarray) -> np.ndarray:
     """Each encoded column's share of ones with the members as their disagreement with the leader, from one-way
     shares alone (a private model's noisy ones): |p_member - p_leader|, the fewest disagreements those shares
@@ -114,4 +126,4 @@ def panels_from_names(columns: list[str], indicators: np.ndarray, pairs) -> tupl
 
 
 __all__ = ["MAX_DISAGREEMENT", "NO_PANELS", "declared_panels", "disagreement_shares", "find_panels",
-           "panels_from_names", "panels_to_names", "xor_panels"]
+           "panel_counts", "panels_from_names", "panels_to_names", "xor_panels"]

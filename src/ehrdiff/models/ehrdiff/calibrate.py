@@ -117,7 +117,8 @@ SETTLE_ROUNDS = 4
 
 def settle_values(encoder, matrix: np.ndarray, rules: tuple, labels: np.ndarray | None = None,
                   class_marginals: dict[str, list] | None = None, seed: int = 0,
-                  ties: dict[str, list[float]] | None = None, panels=None) -> np.ndarray:
+                  ties: dict[str, list[float]] | None = None, panels=None,
+                  count_ties: dict[str, list] | None = None) -> np.ndarray:
     """A calibrated ``matrix`` whose rows are made to keep the declared ``rules`` and calibrated again, for
     SETTLE_ROUNDS rounds or until no row breaks a rule. The sampler's repair of the rules (models/base.py
     keep_rules) moves values that are out of place, and with them the distributions calibration had put right
@@ -126,7 +127,8 @@ def settle_values(encoder, matrix: np.ndarray, rules: tuple, labels: np.ndarray 
     rows, so the repair after the last round moves far less. Both steps are post-processing of the model's rows.
     ``ties`` (``tie_shares``): then the summaries of each summary rule's rows of 3 values or more are made exactly
     equal where real ones are, in the training shares, at the rows nearest to it (``Summary.snap_ties``), and
-    repaired once more."""
+    repaired once more. ``count_ties`` (a private model's noisy panel count ties): then the panels' counts are made
+    equal in their shares (``tie_counts``), and the rules repaired once more."""
     for _ in range(SETTLE_ROUNDS if rules else 0):
         table = encoder.inverse_transform(matrix)
         frame, changed = project(table.frame, rules)
@@ -141,7 +143,45 @@ def settle_values(encoder, matrix: np.ndarray, rules: tuple, labels: np.ndarray 
             if rule.kind == "summary" and rule.count in ties:
                 rule.snap_ties(frame, ties[rule.count])
         matrix = _encoded(encoder, project(frame, rules)[0], table, matrix.dtype)
+    if count_ties:
+        table = encoder.inverse_transform(matrix)
+        frame = project(table.frame, rules)[0]
+        tie_counts(frame, count_ties)
+        matrix = _encoded(encoder, project(frame, rules)[0], table, matrix.dtype)
     return matrix
+
+
+def tie_counts(frame, count_ties: dict[str, list]) -> None:
+    """Each member count of ``count_ties`` (member -> [leader, share]) set, in place, to its leader's in rows that
+    counted both until that share of them are equal: the rows where the two are nearest first (relative to the
+    larger), so the counts move least."""
+    for member, (leader, share) in count_ties.items():
+        if member not in frame or leader not in frame:
+            continue
+        a, b = (frame[c].to_numpy(dtype=float, na_value=0.0) for c in (leader, member))
+        both = np.flatnonzero((a > 0) & (b > 0))
+        equal = a[both] == b[both]
+        wanted = int(round(share * len(both))) - int(equal.sum())
+        if wanted <= 0:
+            continue
+        distance = np.where(equal, np.inf, np.abs(a[both] - b[both]) / np.maximum(a[both], b[both]))
+        rows = both[np.argsort(distance, kind="stable")[:wanted]]
+        frame.loc[frame.index[rows], member] = frame[leader].to_numpy()[rows]
+
+
+def checked_count_ties(metadata: ModelMetadata, rules: tuple) -> dict[str, list] | None:
+    """model.json's ``count_ties`` (absent: None), refused unless each pairs two count columns of count rules with a
+    share in [0, 1]."""
+    value: Any = metadata.typed("count_ties", dict, "an object of [leader, share] per member count", optional=True)
+    if value is None:
+        return None
+    counts = {r.column for r in rules if r.kind == "count"}
+    for name, tie in value.items():
+        if not (name in counts and isinstance(tie, list) and len(tie) == 2 and tie[0] in counts and tie[0] != name
+                and isinstance(tie[1], (int, float)) and not isinstance(tie[1], bool) and 0 <= tie[1] <= 1):
+            raise metadata.invalid("count_ties", "for a count column of a count rule, [another count column, a "
+                                   "share between 0 and 1]", {name: tie})
+    return value
 
 
 def _encoded(encoder, frame, drawn: Table, dtype) -> np.ndarray:
@@ -322,5 +362,6 @@ def checked_pairs(metadata: ModelMetadata, n_codes: int) -> dict[str, Any] | Non
 
 
 __all__ = ["SMALL_TABLE_ROWS", "calibrate", "calibrate_values", "calibrates", "calibrates_values",
-           "checked_class_marginals", "checked_pairs", "checked_prevalence", "checked_tie_shares", "chunk_targets",
-           "code_prevalence", "code_scores", "meet_pairs", "settle_values", "tie_shares"]
+           "checked_class_marginals", "checked_count_ties", "checked_pairs", "checked_prevalence",
+           "checked_tie_shares", "chunk_targets", "code_prevalence", "code_scores", "meet_pairs", "settle_values",
+           "tie_counts", "tie_shares"]

@@ -38,9 +38,9 @@ from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_r
                                                  conditional_row_loss, guided_denoiser, sample_conditional,
                                                  split_condition)
 from ehrdiff.models.ehrdiff.calibrate import (calibrate, calibrate_values, calibrates, calibrates_values,
-                                              checked_class_marginals, checked_pairs, checked_prevalence,
-                                              checked_tie_shares, chunk_targets, code_prevalence, meet_pairs,
-                                              settle_values, tie_shares)
+                                              checked_class_marginals, checked_count_ties, checked_pairs,
+                                              checked_prevalence, checked_tie_shares, chunk_targets,
+                                              code_prevalence, meet_pairs, settle_values, tie_shares)
 from ehrdiff.models.ehrdiff.budget import (TrainingBudget, held_out_score, plan_budget, split_holdout,
                                            stopping_schedule)
 from ehrdiff.models.ehrdiff.selection import (FIT_ROWS, MIN_ROWS, POOL, PREFIX, TreeEnsemble, canonical, fit_selector,
@@ -243,6 +243,7 @@ class EHRDiff(Generator):
         self.class_marginals_ = class_marginals(private) if private else None    # noisy, per class (calibrate.py)
         self.code_pairs_ = private.code_pairs if private else None      # noisy, met at sampling (calibrate.py)
         self.tie_shares_ = None if private else tie_shares(table.frame, self.rules_)   # settle_values' ties
+        self.count_ties_ = private.count_ties if private else None      # noisy, met at sampling (calibrate.py)
         self.selector_, self.selector_auroc_ = None, None
         if (cfg.row_selection == "discriminator" and not private and condition is None and not codes.size
                 and n_rows >= MIN_ROWS):
@@ -484,7 +485,7 @@ class EHRDiff(Generator):
         panels = getattr(self, "panels_", NO_PANELS)
         matrix = calibrate_values(self.encoder_, matrix, labels, marginals, seed, panels)
         return settle_values(self.encoder_, matrix, self.rules_, labels, marginals, seed,
-                             getattr(self, "tie_shares_", None), panels)
+                             getattr(self, "tie_shares_", None), panels, getattr(self, "count_ties_", None))
 
     def _chunk_plans(self, n: int, sizes: list[int], spec: ConditionSpec | None, condition: Any,
                      balance: dict | None) -> list[tuple[np.ndarray | None, Any]]:
@@ -533,6 +534,7 @@ class EHRDiff(Generator):
                 **({"class_marginals": self.class_marginals_} if getattr(self, "class_marginals_", None) else {}),
                 **({"tie_shares": self.tie_shares_} if getattr(self, "tie_shares_", None) else {}),
                 **({"code_pairs": self.code_pairs_} if getattr(self, "code_pairs_", None) else {}),
+                **({"count_ties": self.count_ties_} if getattr(self, "count_ties_", None) else {}),
                 "condition": self.condition_.to_dict() if getattr(self, "condition_", None) else None,
                 "budget": getattr(self, "budget_", None), "stopping": getattr(self, "stopping_", None),
                 "rules": rules_to_json(getattr(self, "rules_", ())),
@@ -601,6 +603,7 @@ class EHRDiff(Generator):
         model.rules_ = metadata.rules()
         model.tie_shares_ = checked_tie_shares(metadata, model.rules_)
         model.code_pairs_ = checked_pairs(metadata, len(model.encoder_.code_columns()))
+        model.count_ties_ = checked_count_ties(metadata, model.rules_)
         model.panels_ = checked_panels(metadata, model.encoder_)
         metadata.privacy()          # a stated guarantee must be positive numbers
         model.privacy_ = {k: v for k, v in metadata.items() if k.startswith("dp_")} or None

@@ -11,6 +11,10 @@ Before DP-SGD runs, the statistics the model needs besides its weights are relea
   recording grids       GRID_SHARE (only for continuous columns with a declared step of at most GRID_CELLS
                         values): a noisy count of each recordable value, which shares each bin's mass among
                         the values in it (heaps such as FiO2 1.0 and SaO2 98 come out where they are)
+  panel count ties      COUNT_TIES_SHARE (only with declared panels and count rules): for each variable of a
+                        panel and the panel's first, the rows that measured both and those of them with equal
+                        counts (one lab order, one device: 92-99 % of the CinC stays), which sampling meets by
+                        giving the member its leader's count (calibrate.py ``tie_counts``)
   codes per row         HISTOGRAM_SHARE: the histogram of codes per row (per class of a condition) that count
                         matching follows and the floor on codes per row (``min_codes``) comes from
   code pairs            ``dp_pairs_share`` (default 0.3; 0: not released): how many rows hold both of a pair of
@@ -38,6 +42,7 @@ from scipy.special import ndtri
 from ehrdiff.data.encoding import NORMAL_TAIL, TableEncoder
 from ehrdiff.data.table import Table
 from ehrdiff.diffusion.cooccurrence import PAIR_CODES, pair_counts
+from ehrdiff.diffusion.panels import panel_counts
 from ehrdiff.errors import DataError
 from ehrdiff.models.ehrdiff.conditioning import ConditionSpec, split_condition
 from ehrdiff.privacy.accounting import Ledger, Mechanism
@@ -45,7 +50,8 @@ from ehrdiff.privacy.declared import read_declarations
 from ehrdiff.privacy.release import PrivateRelease, contribution_weights, private_encoder
 from ehrdiff.privacy.secret import noise_generator
 
-BOUNDS_SHARE, HISTOGRAM_SHARE, GRID_SHARE = 0.05, 0.02, 0.1
+BOUNDS_SHARE, HISTOGRAM_SHARE, GRID_SHARE, COUNT_TIES_SHARE = 0.05, 0.02, 0.1, 0.05
+COUNT_TIES_THRESHOLD = 3.0     # a pair's noisy rows measuring both below this many noise deviations: no share
 HISTOGRAM_THRESHOLD = 2.0      # noisy rows per number of codes below this many noise deviations count as none
 PAIR_CONTRIBUTION = 16         # pair counts a row adds to in full; a row in more is weighted down (L2 <= 4)
 
@@ -62,6 +68,7 @@ class PrivateInputs:
     code_histograms: dict[str, Any] | None
     release: PrivateRelease
     code_pairs: dict[str, Any] | None = None
+    count_ties: dict[str, list] | None = None
 
     @property
     def n_rows(self) -> int:
@@ -69,7 +76,8 @@ class PrivateInputs:
 
     def fingerprint(self) -> str:
         """A hash of what was released (not of the rows): the checkpoints' identity of the data."""
-        text = json.dumps([self.encoder.to_dict(), self.release.to_dict(), self.code_histograms, self.code_pairs],
+        text = json.dumps([self.encoder.to_dict(), self.release.to_dict(), self.code_histograms, self.code_pairs,
+                           self.count_ties],
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -99,7 +107,8 @@ def private_inputs(table: Table, privacy, condition: str | None, seed: int, scal
     shares = release.encoded_shares(encoder)
     pairs = _code_pairs(encoder, matrix, shares, ledger, privacy.dp_pairs_share, seed) \
         if privacy.dp_pairs_share > 0 else None
-    return PrivateInputs(encoder, matrix, labels, spec, shares, histograms, release, pairs)
+    ties = _count_ties(table, release.declarations, ledger, seed)
+    return PrivateInputs(encoder, matrix, labels, spec, shares, histograms, release, pairs, ties)
 
 
 def class_marginals(inputs: PrivateInputs) -> dict[str, list] | None:
@@ -179,6 +188,26 @@ def _code_histograms(encoder: TableEncoder, matrix: np.ndarray, labels: np.ndarr
     return {"all": noisy.sum(axis=0).tolist(), "by_class": noisy.tolist() if spec is not None else None}
 
 
+def _count_ties(table: Table, declarations, ledger: Ledger, seed: int) -> dict[str, list] | None:
+    """Noisy shares of equal counts in the declared panels: member count column -> [leader's, share]. A row adds at
+    most one to each pair's two counts (rows measuring both, those with equal counts): L2 sensitivity sqrt(2 x
+    pairs). A pair whose noisy rows measuring both do not clear COUNT_TIES_THRESHOLD deviations gets no share."""
+    pairs = panel_counts(declarations.panels, table.rules)
+    if not pairs or COUNT_TIES_SHARE <= 0:
+        return None
+    mechanism = ledger.gaussian("panel count ties", np.sqrt(2 * len(pairs)), COUNT_TIES_SHARE)
+    sd = mechanism.noise_multiplier * mechanism.sensitivity
+    rng = noise_generator(seed, 0x7135)
+    out = {}
+    for leader, member in pairs:
+        a, b = (table.frame[c].to_numpy(dtype=float, na_value=0.0) for c in (leader, member))
+        both = (a > 0) & (b > 0)
+        measured, equal = both.sum() + rng.normal(0, sd), (both & (a == b)).sum() + rng.normal(0, sd)
+        if measured > COUNT_TIES_THRESHOLD * sd:
+            out[member] = [leader, round(float(np.clip(equal / measured, 0.0, 1.0)), 4)]
+    return out or None
+
+
 def _code_pairs(encoder: TableEncoder, matrix: np.ndarray, shares: np.ndarray, ledger: Ledger, share: float,
                 seed: int) -> dict[str, Any] | None:
     """Noisy pair counts: for each of the PAIR_CODES commonest code columns (by the noisy shares: post-processing),
@@ -199,4 +228,4 @@ def _code_pairs(encoder: TableEncoder, matrix: np.ndarray, shares: np.ndarray, l
     return {"codes": targets.tolist(), "counts": np.round(noisy, 1).tolist()}
 
 
-__all__ = ["BOUNDS_SHARE", "GRID_SHARE", "HISTOGRAM_SHARE", "PrivateInputs", "private_inputs"]
+__all__ = ["BOUNDS_SHARE", "COUNT_TIES_SHARE", "GRID_SHARE", "HISTOGRAM_SHARE", "PrivateInputs", "private_inputs"]
