@@ -117,8 +117,7 @@ SETTLE_ROUNDS = 4
 
 def settle_values(encoder, matrix: np.ndarray, rules: tuple, labels: np.ndarray | None = None,
                   class_marginals: dict[str, list] | None = None, seed: int = 0,
-                  ties: dict[str, list[float]] | None = None, panels=None,
-                  count_ties: dict[str, list] | None = None) -> np.ndarray:
+                  ties: dict[str, list[float]] | None = None, panels=None) -> np.ndarray:
     """A calibrated ``matrix`` whose rows are made to keep the declared ``rules`` and calibrated again, for
     SETTLE_ROUNDS rounds or until no row breaks a rule. The sampler's repair of the rules (models/base.py
     keep_rules) moves values that are out of place, and with them the distributions calibration had put right
@@ -127,8 +126,7 @@ def settle_values(encoder, matrix: np.ndarray, rules: tuple, labels: np.ndarray 
     rows, so the repair after the last round moves far less. Both steps are post-processing of the model's rows.
     ``ties`` (``tie_shares``): then the summaries of each summary rule's rows of 3 values or more are made exactly
     equal where real ones are, in the training shares, at the rows nearest to it (``Summary.snap_ties``), and
-    repaired once more. ``count_ties`` (a private model's noisy panel count ties): then the panels' counts are made
-    equal in their shares (``tie_counts``), and the rules repaired once more."""
+    repaired once more."""
     for _ in range(SETTLE_ROUNDS if rules else 0):
         table = encoder.inverse_transform(matrix)
         frame, changed = project(table.frame, rules)
@@ -143,18 +141,14 @@ def settle_values(encoder, matrix: np.ndarray, rules: tuple, labels: np.ndarray 
             if rule.kind == "summary" and rule.count in ties:
                 rule.snap_ties(frame, ties[rule.count])
         matrix = _encoded(encoder, project(frame, rules)[0], table, matrix.dtype)
-    if count_ties:
-        table = encoder.inverse_transform(matrix)
-        frame = project(table.frame, rules)[0]
-        tie_counts(frame, count_ties)
-        matrix = _encoded(encoder, project(frame, rules)[0], table, matrix.dtype)
     return matrix
 
 
 def tie_counts(frame, count_ties: dict[str, list]) -> None:
     """Each member count of ``count_ties`` (member -> [leader, share]) set, in place, to its leader's in rows that
     counted both until that share of them are equal: the rows where the two are nearest first (relative to the
-    larger), so the counts move least."""
+    larger), so the counts move least. On decoded rows, before the sampler keeps the rules (a row's summaries then
+    follow its new count): encoded again, unrounded values such as a mean of two would come back a few 1e-9 off."""
     for member, (leader, share) in count_ties.items():
         if member not in frame or leader not in frame:
             continue

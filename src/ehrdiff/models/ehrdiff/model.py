@@ -40,7 +40,8 @@ from ehrdiff.models.ehrdiff.conditioning import (ConditionSpec, check_sampling_r
 from ehrdiff.models.ehrdiff.calibrate import (calibrate, calibrate_values, calibrates, calibrates_values,
                                               checked_class_marginals, checked_count_ties, checked_pairs,
                                               checked_prevalence, checked_tie_shares, chunk_targets,
-                                              code_prevalence, meet_pairs, settle_values, tie_shares)
+                                              code_prevalence, meet_pairs, settle_values, tie_counts,
+                                              tie_shares)
 from ehrdiff.models.ehrdiff.budget import (TrainingBudget, held_out_score, plan_budget, split_holdout,
                                            stopping_schedule)
 from ehrdiff.models.ehrdiff.selection import (FIT_ROWS, MIN_ROWS, POOL, PREFIX, TreeEnsemble, canonical, fit_selector,
@@ -451,6 +452,8 @@ class EHRDiff(Generator):
                 else:
                     table = sample_conditional(self, size, chunk_seed, spec, None, w, None, inner, counts=classes,
                                                code_counts=codes, id_offset=offset, finish=finish)
+                if getattr(self, "count_ties_", None):      # a private model's panel counts (calibrate.py)
+                    tie_counts(table.frame, self.count_ties_)
                 offset += size
                 bar.update(size)
                 yield table
@@ -485,7 +488,7 @@ class EHRDiff(Generator):
         panels = getattr(self, "panels_", NO_PANELS)
         matrix = calibrate_values(self.encoder_, matrix, labels, marginals, seed, panels)
         return settle_values(self.encoder_, matrix, self.rules_, labels, marginals, seed,
-                             getattr(self, "tie_shares_", None), panels, getattr(self, "count_ties_", None))
+                             getattr(self, "tie_shares_", None), panels)
 
     def _chunk_plans(self, n: int, sizes: list[int], spec: ConditionSpec | None, condition: Any,
                      balance: dict | None) -> list[tuple[np.ndarray | None, Any]]:

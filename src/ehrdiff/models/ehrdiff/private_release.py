@@ -14,7 +14,7 @@ Before DP-SGD runs, the statistics the model needs besides its weights are relea
   panel count ties      COUNT_TIES_SHARE (only with declared panels and count rules): for each variable of a
                         panel and the panel's first, the rows that measured both and those of them with equal
                         counts (one lab order, one device: 92-99 % of the CinC stays), which sampling meets by
-                        giving the member its leader's count (calibrate.py ``tie_counts``)
+                        giving the member its leader's count (calibrate.py ``tie_counts``, on the decoded rows)
   codes per row         HISTOGRAM_SHARE: the histogram of codes per row (per class of a condition) that count
                         matching follows and the floor on codes per row (``min_codes``) comes from
   code pairs            ``dp_pairs_share`` (default 0.3; 0: not released): how many rows hold both of a pair of
