@@ -131,10 +131,10 @@ def private_encoder(table: Table, ledger: Ledger, declarations: Declarations, bo
         bounds.update(_private_bounds({c: numbers[c] for c in estimate}, ledger, bounds_share, rng))
     marginals, n_rows = _one_way_marginals(table, names, numbers, bounds, declarations, ledger, marginals_share,
                                            rng, _class_index(table, condition, declarations))
-    edges = {}
+    pieces = {}
     if grid_share > 0 and marginals_share is not None:
-        edges = _split_on_grid(table, numbers, bounds, declarations.steps, marginals, ledger, grid_share, rng)
-    codings = [_coding(table, c, marginals.get(c), bounds.get(c), declarations.steps, edges.get(c))
+        pieces = _split_on_grid(table, numbers, bounds, declarations.steps, marginals, ledger, grid_share, rng)
+    codings = [_coding(table, c, marginals.get(c), bounds.get(c), declarations.steps, pieces.get(c))
                for c in table.columns]
     for rule in count_rules:
         share_count_group(codings, rule, marginals[rule.column])
@@ -340,7 +340,7 @@ def _public_classes(table: Table, name: str) -> list:
 
 
 # ---- 3. recording grids ----------------------------------------------------------------------------------------
-def declared_grid(low: float, high: float, step: float) -> np.ndarray | None:
+def _grid(low: float, high: float, step: float) -> np.ndarray | None:
     """The multiples of ``step`` in [low, high] (as data/encoding.on_grid rounds to), or None when there are more
     than GRID_CELLS of them (or fewer than 2)."""
     first, last = math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9)
@@ -353,7 +353,7 @@ def _split_on_grid(table: Table, numbers: dict[str, np.ndarray], bounds: dict[st
     """Mechanism 3: each gridded column's marginal (``marginals``, replaced) split at its grid's midpoints, with
     its bins' noisy counts shared among the pieces by the noisy grid counts; returns the pieces' edges by column."""
     grids = {c: g for c in marginals if table.kinds[c] == "continuous" and c in steps
-             and (g := declared_grid(*bounds[c], steps[c])) is not None}
+             and (g := _grid(*bounds[c], steps[c])) is not None}
     if not grids:
         return {}
     mechanism = ledger.gaussian("recording grids", math.sqrt(len(grids)), share)
@@ -378,7 +378,10 @@ def _split_on_grid(table: Table, numbers: dict[str, np.ndarray], bounds: dict[st
         share_in_bin = np.where(total[bin_of_piece] > 0, weight / np.maximum(total[bin_of_piece], 1e-300),
                                 width / np.bincount(bin_of_piece, width, BINS)[bin_of_piece])
         m = marginals[name]
-        split = lambda h: np.append(h[:-1][bin_of_piece] * share_in_bin, h[-1])     # noqa: E731 (bins, then missing)
+
+        def split(histogram: np.ndarray) -> np.ndarray:      # the bins, then missing
+            return np.append(histogram[:-1][bin_of_piece] * share_in_bin, histogram[-1])
+
         marginals[name] = replace(m, cells=list(range(len(edges) - 1)) + [MISSING_CATEGORY], counts=split(m.counts),
                                   by_class=None if m.by_class is None else np.stack([split(h) for h in m.by_class]))
         out[name] = edges
@@ -487,5 +490,5 @@ def _encode(table: Table, encoder: TableEncoder, marginals: dict[str, ColumnMarg
     return np.ascontiguousarray(wide[:, keep])
 
 
-__all__ = ["BINS", "ColumnMarginal", "PrivateRelease", "bin_edges", "bin_of", "contribution_weights", "declared_grid",
-           "edge_levels", "point_in_bin", "present_counts", "private_encoder"]
+__all__ = ["BINS", "ColumnMarginal", "PrivateRelease", "bin_edges", "bin_of", "contribution_weights", "edge_levels",
+           "point_in_bin", "present_counts", "private_encoder"]
