@@ -327,7 +327,8 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
               "uncalibrated row repeats its run's training seconds (one training, two samples)."]
     if args.bounds:
         lines += ["", f"Every run declared the public ranges (and recording steps and panels, where given) of "
-                      f"{args.bounds} (--bounds): no budget spent on ranges; MST and dp-marginals do not use panels."]
+                      f"{args.bounds} (--bounds): no budget spent on ranges; MST and dp-marginals use neither the "
+                      "panels nor the recording grids (their values are only rounded to the steps)."]
     lines += ["", f"Targets of issue 21 ({title}): {targets}.", ""]
     return "\n".join(lines)
 
