@@ -336,4 +336,4 @@ def test_recording_grids_put_the_heaps_of_measurements_where_they_are(tmp_path, 
     plain = fit()
     assert "recording grids" not in [m["name"] for m in plain.privacy_["dp_release"]["mechanisms"]]
     assert (plain.sample(3000, seed=0)["fio2"] == 1.0).mean() < 0.4
-    assert np.allclose(np.array(plain.class_marginals_["fio2"]).sum(axis=1), per_class.sum(axis=1), rtol=0.05)
+    assert np.allclose(np.array(plain.class_marginals_["fio2"]).sum(axis=1), per_class.sum(axis=1))  # totals kept
