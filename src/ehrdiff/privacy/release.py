@@ -26,8 +26,9 @@ Gaussian mechanisms recorded in the ledger (``accounting.py``):
    together; every such column at once, L2 sensitivity sqrt(columns)). Real measurements heap on a few values
    (FiO2 1.0, 0.5 and 0.4; SaO2 98 and 99; GCS 15) that a bin of the marginals spreads evenly over its width.
    Post-processing: the marginals' bins are split at the grid's midpoints and each bin's noisy count (each class's
-   too) shared among its pieces by the grid counts, so the coding's levels put the heaps where they are
-   (``_split_on_grid``).
+   too) shared among its pieces: a value whose noisy count clears ``GRID_THRESHOLD`` deviations keeps its count,
+   the rest of the bin's mass is spread by width, so the coding's levels put the heaps where they are and noise
+   piles nothing on random values (``_split_on_grid``).
 
 What is treated as public schema: column names, kinds, pandas dtypes (integer or not: an integer column's sampled
 values are rounded, as are those of a column with a declared ``step`` to its multiples) and a date column's
@@ -58,6 +59,7 @@ MISSING_INDICATOR_SHARE = 0.001    # a continuous column keeps a missing indicat
 MISSING_INDICATOR_SD = 3.0         # ... and above this many noise deviations (noise alone clears it with p 0.13%)
 CODE_CONTRIBUTION = 16     # codes per row counted in full in the marginals; a row with more is weighted down
 GRID_CELLS = 128           # a declared step whose grid has at most this many values gets counted per value
+GRID_THRESHOLD = 3.0       # a grid value's noisy count above this many noise deviations is a heap it keeps
 
 
 @dataclass
@@ -364,19 +366,24 @@ def _split_on_grid(table: Table, numbers: dict[str, np.ndarray], bounds: dict[st
         present = numbers[name][~np.isnan(numbers[name])]
         nearest = np.clip(np.round(np.clip(present, low, high) / steps[name]) - round(grid[0] / steps[name]), 0,
                           len(grid) - 1).astype(np.int64)
-        counts = _norm_sub(np.bincount(nearest, minlength=len(grid)) + rng.normal(0, sd, len(grid)))
+        noisy = np.bincount(nearest, minlength=len(grid)) + rng.normal(0, sd, len(grid))
+        counts = _norm_sub(noisy)
         coarse = bin_edges(low, high, "continuous")
         edges = np.union1d(coarse, (grid[:-1] + grid[1:]) / 2)
-        # each piece lies in one bin of the marginals; it holds a grid value (weighted by its noisy count) or none
+        # each piece lies in one bin of the marginals and holds one grid value or none
         bin_of_piece = np.clip(np.searchsorted(coarse, edges[:-1], side="right") - 1, 0, BINS - 1)
         value_in = np.clip(np.searchsorted(edges, grid, side="right") - 1, 0, len(edges) - 2)
-        weight = np.zeros(len(edges) - 1)
-        np.add.at(weight, value_in, counts)
+        per_piece, heap = np.zeros(len(edges) - 1), np.zeros(len(edges) - 1)
+        np.add.at(per_piece, value_in, counts)
+        np.add.at(heap, value_in, np.where(noisy > GRID_THRESHOLD * sd, counts, 0.0))
         width = np.diff(edges)
-        total = np.bincount(bin_of_piece, weight, BINS)
-        # a bin whose grid values the noise emptied (or that holds none) keeps its mass spread by width
+        bin_width, total = np.bincount(bin_of_piece, width, BINS), np.bincount(bin_of_piece, per_piece, BINS)
+        # a value whose count clears the noise keeps it; the rest of its bin's mass is spread by width (noise alone
+        # would pile it on random values); so is all of a bin whose grid values the noise emptied
+        rest = np.maximum(total - np.bincount(bin_of_piece, heap, BINS), 0.0)
+        weight = heap + rest[bin_of_piece] * width / bin_width[bin_of_piece]
         share_in_bin = np.where(total[bin_of_piece] > 0, weight / np.maximum(total[bin_of_piece], 1e-300),
-                                width / np.bincount(bin_of_piece, width, BINS)[bin_of_piece])
+                                width / bin_width[bin_of_piece])
         m = marginals[name]
 
         def split(histogram: np.ndarray) -> np.ndarray:      # the bins, then missing
