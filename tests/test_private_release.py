@@ -337,3 +337,30 @@ def test_recording_grids_put_the_heaps_of_measurements_where_they_are(tmp_path, 
     assert "recording grids" not in [m["name"] for m in plain.privacy_["dp_release"]["mechanisms"]]
     assert (plain.sample(3000, seed=0)["fio2"] == 1.0).mean() < 0.4
     assert np.allclose(np.array(plain.class_marginals_["fio2"]).sum(axis=1), per_class.sum(axis=1))  # totals kept
+
+
+def test_a_recording_grid_keeps_the_heaps_that_clear_the_noise_and_spreads_the_rest():
+    """A heap (600 of 2,600 rows at 50) keeps its count; values of about 20 rows each, under the grid's noise,
+    leave their bin's mass spread by width (noise alone would pile it on random values)."""
+    from ehrdiff.privacy.accounting import Ledger
+    from ehrdiff.privacy.declared import Declarations
+    from ehrdiff.privacy.release import GRID_THRESHOLD, private_encoder
+
+    rng = np.random.default_rng(6)
+    values = np.r_[np.full(600, 50.0), rng.integers(0, 101, 2000).astype(float)]
+    table = Table.from_frame(pd.DataFrame({"x": values}))
+    declared = Declarations(bounds={"x": (0.0, 100.0)}, steps={"x": 1.0})
+    release = private_encoder(table, Ledger(1.0, 1e-5), declared, 0.1, 0.85, 0, grid_share=0.1)
+    grids = next(m for m in release.ledger.mechanisms if m.name == "recording grids")
+    assert GRID_THRESHOLD * grids.noise_multiplier * grids.sensitivity > 3 * 2000 / 101    # the rest is under noise
+    coding = release.encoder.codings_[0]
+    knots, levels = np.array(coding.knots), np.array(coding.knot_low)
+    heap = int(np.searchsorted(knots, 50.0, side="right") - 1)
+    assert levels[heap + 1] - levels[heap] == pytest.approx(600 / 2600, abs=0.05)
+    coarse = bin_edges(0.0, 100.0, "continuous")
+    density = np.diff(levels) / np.diff(knots)
+    in_bin = np.searchsorted(coarse, knots[:-1], side="right") - 1
+    for b in np.unique(in_bin[np.arange(len(density)) != heap]):
+        pieces = np.flatnonzero((in_bin == b) & (np.arange(len(density)) != heap))
+        if b != in_bin[heap]:
+            assert np.allclose(density[pieces], density[pieces[0]])       # spread by width within the bin

@@ -9,8 +9,8 @@ Before DP-SGD runs, the statistics the model needs besides its weights are relea
                         the Bernoulli head's starting bias, a condition's class counts and the code prevalences
                         that sampling calibrates to (``code_prevalence``, ehrdiff.diffusion.calibration)
   recording grids       GRID_SHARE (only for continuous columns with a declared step of at most GRID_CELLS
-                        values): a noisy count of each recordable value, which shares each bin's mass among
-                        the values in it (heaps such as FiO2 1.0 and SaO2 98 come out where they are)
+                        values): a noisy count of each recordable value; those that clear the noise keep
+                        their share of their bin (heaps such as FiO2 1.0 and SaO2 98 come out where they are)
   panel count ties      COUNT_TIES_SHARE (only with declared panels and count rules): for each variable of a
                         panel and the panel's first, the rows that measured both and those of them with equal
                         counts (one lab order, one device: 92-99 % of the CinC stays), which sampling meets by
