@@ -86,6 +86,13 @@ def panel_counts(panels: dict[str, list[str]], rules) -> list[tuple[str, str]]:
     return pairs
 
 
+def counted_pair(frame, leader: str, member: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A panel pair's counts (missing as 0) and the rows counting both above 0: the rows whose equal counts a
+    private release measures and its sampling sets (count ties)."""
+    a, b = (frame[c].to_numpy(dtype=float, na_value=0.0) for c in (leader, member))
+    return a, b, np.flatnonzero((a > 0) & (b > 0))
+
+
 def disagreement_shares(shares: np.ndarray, members: np.ndarray, leaders: np.ndarray) -> np.ndarray:
     """Each encoded column's share of ones with the members as their disagreement with the leader, from one-way
     shares alone (a private model's noisy ones): |p_member - p_leader|, the fewest disagreements those shares
@@ -125,5 +132,5 @@ def panels_from_names(columns: list[str], indicators: np.ndarray, pairs) -> tupl
     return members, leaders
 
 
-__all__ = ["MAX_DISAGREEMENT", "NO_PANELS", "declared_panels", "disagreement_shares", "find_panels",
+__all__ = ["MAX_DISAGREEMENT", "NO_PANELS", "counted_pair", "declared_panels", "disagreement_shares", "find_panels",
            "panel_counts", "panels_from_names", "panels_to_names", "xor_panels"]

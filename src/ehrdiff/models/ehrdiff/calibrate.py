@@ -23,6 +23,7 @@ from ehrdiff.diffusion.bernoulli import BernoulliDenoiser
 from ehrdiff.diffusion.calibration import code_targets, swap_to_targets
 from ehrdiff.diffusion.cooccurrence import match_pairs
 from ehrdiff.diffusion.count_matching import split_counts
+from ehrdiff.diffusion.panels import counted_pair
 from ehrdiff.errors import EhrdiffError
 from ehrdiff.models.persistence import ModelMetadata
 from ehrdiff.privacy.release import edge_levels, present_counts
@@ -152,8 +153,7 @@ def tie_counts(frame, count_ties: dict[str, list]) -> None:
     for member, (leader, share) in count_ties.items():
         if member not in frame or leader not in frame:
             continue
-        a, b = (frame[c].to_numpy(dtype=float, na_value=0.0) for c in (leader, member))
-        both = np.flatnonzero((a > 0) & (b > 0))
+        a, b, both = counted_pair(frame, leader, member)
         equal = a[both] == b[both]
         wanted = int(round(share * len(both))) - int(equal.sum())
         if wanted <= 0:

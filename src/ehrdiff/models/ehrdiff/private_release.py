@@ -42,7 +42,7 @@ from scipy.special import ndtri
 from ehrdiff.data.encoding import NORMAL_TAIL, TableEncoder
 from ehrdiff.data.table import Table
 from ehrdiff.diffusion.cooccurrence import PAIR_CODES, pair_counts
-from ehrdiff.diffusion.panels import panel_counts
+from ehrdiff.diffusion.panels import counted_pair, panel_counts
 from ehrdiff.errors import DataError
 from ehrdiff.models.ehrdiff.conditioning import ConditionSpec, split_condition
 from ehrdiff.privacy.accounting import Ledger, Mechanism
@@ -200,9 +200,8 @@ def _count_ties(table: Table, declarations, ledger: Ledger, seed: int) -> dict[s
     rng = noise_generator(seed, 0x7135)
     out = {}
     for leader, member in pairs:
-        a, b = (table.frame[c].to_numpy(dtype=float, na_value=0.0) for c in (leader, member))
-        both = (a > 0) & (b > 0)
-        measured, equal = both.sum() + rng.normal(0, sd), (both & (a == b)).sum() + rng.normal(0, sd)
+        a, b, both = counted_pair(table.frame, leader, member)
+        measured, equal = len(both) + rng.normal(0, sd), np.sum(a[both] == b[both]) + rng.normal(0, sd)
         if measured > COUNT_TIES_THRESHOLD * sd:
             out[member] = [leader, round(float(np.clip(equal / measured, 0.0, 1.0)), 4)]
     return out or None
