@@ -21,7 +21,12 @@ count_pairs    pairs of counts equal in at least 90% of the real stays that meas
 heaps          continuous columns whose commonest real value holds at least 20% of the stays that have one
                (FiO2 1.0, SaO2 98, GCS 15): that value and its share in real and synthetic stays
 structure      per variable, shares of stays with the variable measured: first value equal to the minimum or the
-               maximum, one measurement with unequal summaries, two measurements with first and last not at the ends
+               maximum, one measurement with unequal summaries, two measurements with first and last not at the ends;
+               and the 10th, 50th and 90th percentiles of the mean's position between the minimum and the maximum
+               (stays with 3 measurements or more and max > min: the mean of many readings sits well inside)
+linked         the strongest Spearman correlations between different variables' means and between their counts
+               (stays measuring both) in the real stays, with the synthetic stays' correlation of the same pair: what
+               of the variables' joint a generator keeps
 """
 
 from __future__ import annotations
@@ -141,11 +146,33 @@ def structure(table: Table, names: list[str]) -> dict[str, dict[str, float]]:
         seen = ~np.isnan(lo)
         one, two = seen & (n == 1), seen & (n == 2) & (hi > lo)
         at_end = lambda x: (x == lo) | (x == hi)   # noqa: E731
+        many = seen & (n >= 3) & (hi > lo)
+        position = (f[f"{v}_mean"].to_numpy(float)[many] - lo[many]) / (hi[many] - lo[many])
         out[v] = {"first_at_min_or_max": round(float(at_end(first)[seen].mean()), 3) if seen.any() else None,
                   "one_unequal": round(float((hi > lo)[one].mean()), 3) if one.any() else None,
                   "two_not_at_ends": round(float((~(at_end(first) & at_end(last)))[two].mean()), 3)
-                  if two.any() else None}
+                  if two.any() else None,
+                  "mean_position_10_50_90": np.round(np.quantile(position, [0.1, 0.5, 0.9]), 2).tolist()
+                  if many.any() else None}
     return out
+
+
+def linked(train: Table, synthetic: Table, kind: str, top: int = 8) -> list[dict]:
+    """The ``top`` strongest Spearman correlations between two variables' ``kind`` summaries in the real stays
+    measuring both (a count of 0: not measured), with the synthetic stays' correlation of the same pair."""
+    names = variables(train)
+
+    def ranked(frame):
+        values = frame[[f"{v}_{kind}" for v in names]].astype(float)
+        measured_both = values.where(frame[[f"{v}_count" for v in names]].to_numpy(float) > 0)
+        return measured_both.corr("spearman", min_periods=50).to_numpy()
+
+    real, fake = ranked(train.frame), ranked(synthetic.frame)
+    i, j = np.triu_indices(len(names), 1)
+    order = [k for k in np.argsort(-np.abs(np.nan_to_num(real[i, j]))) if np.isfinite(real[i[k], j[k]])][:top]
+    return [{"pair": f"{names[i[k]]}/{names[j[k]]}", "real": round(float(real[i[k], j[k]]), 2),
+             "synthetic": round(float(fake[i[k], j[k]]), 2) if np.isfinite(fake[i[k], j[k]]) else None}
+            for k in order]
 
 
 def heaps(train: Table, synthetic: Table, least: float = 0.2) -> list[dict]:
@@ -162,10 +189,11 @@ def heaps(train: Table, synthetic: Table, least: float = 0.2) -> list[dict]:
 
 
 def probe(train: Table, synthetic: Table, seed: int = 0) -> dict:
-    shown = ["Glucose", "K", "HCT", "Na", "GCS", "HR", "Urine"]
+    shown = ["Glucose", "K", "HCT", "Na", "GCS", "HR", "Temp", "Urine"]
     return {"per_variable": per_variable(train, synthetic, seed), "per_summary": per_summary(train, synthetic, seed),
             "count_pairs": count_pairs(train, synthetic), "measured_pairs": measured_pairs(train, synthetic),
             "logistic_top": logistic_top(train, synthetic), "heaps": heaps(train, synthetic),
+            "linked": {kind: linked(train, synthetic, kind) for kind in ("mean", "count")},
             "structure": {"real": structure(train, shown), "synthetic": structure(synthetic, shown)}}
 
 
