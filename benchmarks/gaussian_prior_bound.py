@@ -217,7 +217,8 @@ def main() -> None:
     rows = ["| run | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     rows += [f"| {name} | " + " | ".join(f"{values[m]:.4f}" for m in METRICS) + " |"
              for name, values in metrics.items()]
-    text = (f"# A Gaussian prior over the continuous columns: a bound (CinC 2012, private conditional EHRDiff)\n\n"
+    text = (f"# A Gaussian prior over the continuous columns, top layer {args.top.replace(',', ', ')}: a bound "
+            f"(CinC 2012, private conditional EHRDiff)\n\n"
             f"Command: `.venv/bin/python benchmarks/gaussian_prior_bound.py --data {args.data} --top {args.top} "
             f"--threads {args.threads}` (what each run is: the script's docstring)\n\n"
             f"Machine: {platform.machine()}, Python {platform.python_version()}; code {result['code']}; epsilon "
