@@ -20,6 +20,10 @@ rest to the model's own sampling (binary columns, per-class calibration, the rul
   panels-eps S     the same second moments with the Gaussian noise of one mechanism spending share S of epsilon
                    alone (``Ledger.gaussian``), L2 sensitivity sqrt(sum over parts of clip^4), rows clipped to
                    each part's median norm (the clip is data-dependent here: a release would declare it)
+  rank-K           no structure declared: the second moment of all continuous columns, its K largest
+                   eigencomponents kept and the rest of each column's variance on the diagonal (``--rank``),
+                   without noise
+  rank-K-eps S     the same from the second moment with one mechanism's noise at share S (sensitivity clip^2)
 
 Each synthetic set has ``--rows`` rows; ``ehrdiff.evaluation.evaluate`` compares them with the training rows
 (one seed: a bound's size, not a spread). Writes benchmarks/results/gaussian_prior_bound.md and
@@ -51,7 +55,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epsilon", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rows", type=int, default=10_000)
-    parser.add_argument("--shares", type=float, nargs="+", default=[0.3, 0.5], help="panels-eps runs' shares")
+    parser.add_argument("--shares", type=float, nargs="+", default=[0.3, 0.5, 0.85], help="the noisy runs' shares")
+    parser.add_argument("--rank", type=int, default=30, help="eigencomponents kept by the rank-K runs")
     parser.add_argument("--top", default="mean", help="the summaries of each variable in the top layer "
                         "(comma-separated kinds: mean, first, last, min, max, count)")
     parser.add_argument("--threads", type=int, default=1)
@@ -156,6 +161,20 @@ def structured_covariance(z: np.ndarray, top: list[int], blocks, z_noise: float,
     return psd(sigma, 1e-4)
 
 
+def low_rank_covariance(z: np.ndarray, rank: int, z_noise: float, rng) -> np.ndarray:
+    """The second moment of ``z`` (rows clipped to their median norm, Gaussian noise ``z_noise`` x clip^2 when
+    given): its ``rank`` largest eigencomponents plus the rest of each column's variance on the diagonal."""
+    clip = float(np.median(np.linalg.norm(z, axis=1)))
+    moment = clipped_moment(z, clip)
+    if z_noise:
+        moment = moment + symmetric_noise(z.shape[1], z_noise * clip ** 2, rng)
+    w, u = np.linalg.eigh(moment / len(z))
+    keep = np.argsort(w)[::-1][:rank]
+    loadings = u[:, keep] * np.sqrt(np.maximum(w[keep], 0.0))
+    low = loadings @ loadings.T
+    return low + np.diag(np.clip(np.diag(moment / len(z)) - np.diag(low), 0.05, None))
+
+
 def gaussian_rows(model, continuous: np.ndarray, mean_of_class: dict, sigma: np.ndarray):
     """A replacement for the model's ``_sample_rows``: its own rows with the continuous columns drawn from
     N(class mean, sigma)."""
@@ -196,9 +215,13 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     runs = {"as-is": None, "exact": psd(z.T @ z / len(z)), "panels": structured_covariance(z, top_z, blocks_z, 0.0,
                                                                                            rng)}
+    noise = {share: Ledger(args.epsilon, 1e-5, "rdp").gaussian("second moments", 1.0, share).noise_multiplier
+             for share in args.shares}
     for share in args.shares:
-        noise = Ledger(args.epsilon, 1e-5, "rdp").gaussian("second moments", 1.0, share).noise_multiplier
-        runs[f"panels-eps {share:g}"] = structured_covariance(z, top_z, blocks_z, noise, rng)
+        runs[f"panels-eps {share:g}"] = structured_covariance(z, top_z, blocks_z, noise[share], rng)
+    runs[f"rank-{args.rank}"] = low_rank_covariance(z, args.rank, 0.0, rng)
+    for share in args.shares:
+        runs[f"rank-{args.rank}-eps {share:g}"] = low_rank_covariance(z, args.rank, noise[share], rng)
     own, tables, t0 = model._sample_rows, {}, time.perf_counter()
     for name, sigma in runs.items():
         model._sample_rows = own if sigma is None else gaussian_rows(model, continuous, means, sigma)
