@@ -24,6 +24,8 @@ clipping C = 1):
   no-grids             as conditional, no recording grids (``GRID_SHARE`` 0: each bin's mass spread evenly
                        over the declared step's values in it)
   no-count-ties        as conditional, no panel count ties (``COUNT_TIES_SHARE`` 0: a panel's counts drawn apart)
+  no-prior             as conditional, no Gaussian prior (``PRIOR_SHARE`` 0: no second moments released, the
+                       continuous columns' skip EDM's c_skip; diffusion/gaussian_prior.py)
   share-0.05           as conditional, the marginals' share 0.05 (before calibration: the head's bias only)
   share-0.5            as conditional, the marginals' share 0.5 (the default before 0.85)
   no-pairs             as conditional, no pair counts (``dp_pairs_share=0``, the default before 0.3)
@@ -83,6 +85,7 @@ VARIANTS = {
     "steps-3000": dict(steps=3000, warmup_steps=300),
     "no-grids": dict(condition="label"),
     "no-count-ties": dict(condition="label"),
+    "no-prior": dict(condition="label"),
     "share-0.05": dict(condition="label", dp_marginals_share=0.05),
     "share-0.5": dict(condition="label", dp_marginals_share=0.5),
     "no-pairs": dict(condition="label", dp_pairs_share=0.0),
@@ -137,17 +140,21 @@ def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, 
                 "dp_delta": args.delta, "seed": seed, **declared}
     if args.quick:
         settings.update(steps=3, batch_size=64)
-    original = BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE
+    original = (BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE,
+                private_release.PRIOR_SHARE)
     if name == "no-bias-init":
         BernoulliDenoiser.init_output = lambda self, prevalence: None
     if name == "no-grids":
         private_release.GRID_SHARE = 0.0
     if name == "no-count-ties":
         private_release.COUNT_TIES_SHARE = 0.0
+    if name == "no-prior":
+        private_release.PRIOR_SHARE = 0.0
     try:
         return EHRDiff("cpu-fast", **settings).fit(train, progress=False)
     finally:
-        BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE = original
+        (BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE,
+         private_release.PRIOR_SHARE) = original
 
 
 def train_and_sample(name: str, epsilon: float, seed: int, args: argparse.Namespace, train, kept: Path) -> None:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ehrdiff.diffusion.gaussian_prior import GaussianSkip
 from ehrdiff.diffusion.panels import xor_panels
 from ehrdiff.diffusion.preconditioning import Denoiser, c_in, c_noise, c_out, c_skip, training_sigma
 
@@ -70,6 +71,23 @@ class BernoulliDenoiser(Denoiser):
         self.onehot = [(int(a), int(b)) for a, b in onehot]
         sd = None if column_sigma_data is None else torch.as_tensor(np.asarray(column_sigma_data, dtype=np.float32))
         self.register_buffer("column_sd", sd, persistent=False)
+        self.prior: GaussianSkip | None = None
+
+    def set_prior(self, columns, loadings, diagonal) -> None:
+        """A Gaussian prior (diffusion/gaussian_prior.py) as the skip of ``columns``, which must be scaled to unit
+        variance (sigma_data 1): their denoised value is Sigma (Sigma + sigma^2 I)^-1 x + c_out F."""
+        columns = np.asarray(columns, dtype=np.int64)
+        if self.column_sd is None or not torch.all(self.column_sd[torch.as_tensor(columns)] == 1.0):
+            raise ValueError("a Gaussian prior needs its columns at sigma_data 1 (normal-scaled, private models)")
+        self.prior = GaussianSkip(columns, loadings, diagonal)
+
+    def skip(self, x: torch.Tensor, sigma: torch.Tensor, sd) -> torch.Tensor:
+        """c_skip x, with the prior's columns given their Gaussian posterior mean instead."""
+        out = x * c_skip(sigma, sd)
+        if self.prior is not None:
+            columns = self.prior.prior_columns
+            out[:, columns] = self.prior(x[:, columns], sigma)
+        return out
 
     def scale_of(self, sigma: torch.Tensor):
         """sigma_data for the preconditioning: one number, or one per encoded column."""
@@ -111,7 +129,7 @@ class BernoulliDenoiser(Denoiser):
         sd = self.scale_of(sigma)
         if not isinstance(sd, float):
             sd = sd.to(x.dtype)
-        out = x * c_skip(sigma, sd) + f * c_out(sigma, sd)
+        out = self.skip(x, sigma, sd) + f * c_out(sigma, sd)
         return torch.where(self.binary, probs, out)
 
     @torch.no_grad()
@@ -170,7 +188,7 @@ class BernoulliEDMLoss:
             return bce.mean(dim=1)
         sd = head.scale_of(sigma)
         with torch.no_grad():
-            target = (x - c_skip(sigma, sd) * noisy) / c_out(sigma, sd)
+            target = (x - head.skip(noisy, sigma, sd)) / c_out(sigma, sd)
         squared = (f - target) ** 2
         if self.missing is not None and len(self.missing[0]):
             values, indicators = (t.to(x.device) for t in self.missing)

@@ -72,6 +72,7 @@ _QUICK_NETWORK = {"hidden_dims": [128, 128], "embedding_features": 32, "embeddin
 # epsilon 10, before sampling calibrated continuous values: continuous KS 0.18, against 0.42 with the preset's 0.14;
 # with the calibration 0.066 and 0.067; bench_private_release.py, variants full and sigma-data-0.14).
 PRIVATE_NORMAL_SIGMA_DATA = 1.0
+PRIOR_KEY = "prior.prior_loadings"      # in weights.safetensors when the model has a Gaussian prior
 
 
 def build_denoiser(config: EHRDiffConfig, width: int, seed: int | None = None, n_classes: int = 0,
@@ -218,6 +219,8 @@ class EHRDiff(Generator):
                 f"{names[m].removesuffix(MISSING_SUFFIX)} with {names[lead].removesuffix(MISSING_SUFFIX)}"
                 for m, lead in zip(*self.panels_)))
         denoiser = build_denoiser(cfg, width, n_classes=condition.n_classes if condition else 0, encoder=encoder)
+        if private and private.prior and isinstance(denoiser, BernoulliDenoiser):   # the columns' noisy relations
+            denoiser.set_prior(**private.prior)
         if isinstance(denoiser, BernoulliDenoiser):     # start from the independent-marginals model (noisy under DP)
             denoiser.init_output(disagreement_shares(private.shares, *self.panels_) if private
                                  else xor_panels(matrix, *self.panels_).mean(axis=0))
@@ -569,6 +572,8 @@ class EHRDiff(Generator):
                                       n_classes=model.condition_.n_classes if model.condition_ else 0,
                                       encoder=model.encoder_)
             model.selector_, model.selector_auroc_ = checked_selector(metadata, tensors, model.n_features_)
+            if PRIOR_KEY in tensors:        # a private model's Gaussian prior (diffusion/gaussian_prior.py)
+                denoiser.set_prior(*(tensors[f"prior.prior_{part}"] for part in ("columns", "loadings", "diagonal")))
             denoiser.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(PREFIX)}, strict=True)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{path}: model.json and the weights do not fit together "

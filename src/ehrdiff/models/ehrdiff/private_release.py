@@ -17,6 +17,10 @@ Before DP-SGD runs, the statistics the model needs besides its weights are relea
                         giving the member its leader's count (calibrate.py ``tie_counts``, on the decoded rows)
   codes per row         HISTOGRAM_SHARE: the histogram of codes per row (per class of a condition) that count
                         matching follows and the floor on codes per row (``min_codes``) comes from
+  second moments        PRIOR_SHARE (only with two or more normal-scaled continuous columns): the noisy second
+                        moment of those columns (missing values as 0, each row clipped to norm sqrt(columns)),
+                        whose PRIOR_RANK leading eigencomponents become the denoiser's Gaussian prior
+                        (diffusion/gaussian_prior.py): the relations between columns that DP-SGD does not learn
   code pairs            ``dp_pairs_share`` (default 0.3; 0: not released): how many rows hold both of a pair of
                         codes, for each of the PAIR_CODES commonest codes (by the noisy marginals) with every code,
                         which sampling meets by swapping codes between rows (ehrdiff.diffusion.cooccurrence)
@@ -42,6 +46,7 @@ from scipy.special import ndtri
 from ehrdiff.data.encoding import NORMAL_TAIL, TableEncoder
 from ehrdiff.data.table import Table
 from ehrdiff.diffusion.cooccurrence import PAIR_CODES, pair_counts
+from ehrdiff.diffusion.gaussian_prior import low_rank_correlation
 from ehrdiff.diffusion.panels import counted_pair, panel_counts
 from ehrdiff.errors import DataError
 from ehrdiff.models.ehrdiff.conditioning import ConditionSpec, split_condition
@@ -51,6 +56,8 @@ from ehrdiff.privacy.release import PrivateRelease, contribution_weights, privat
 from ehrdiff.privacy.secret import noise_generator
 
 BOUNDS_SHARE, HISTOGRAM_SHARE, GRID_SHARE, COUNT_TIES_SHARE = 0.05, 0.02, 0.1, 0.05
+PRIOR_SHARE = 0.3              # the second moments' share (more leaves DP-SGD no budget beside the marginals')
+PRIOR_RANK = 30                # eigencomponents the prior keeps at most
 COUNT_TIES_THRESHOLD = 3.0     # a pair's noisy rows measuring both below this many noise deviations: no share
 HISTOGRAM_THRESHOLD = 2.0      # noisy rows per number of codes below this many noise deviations count as none
 PAIR_CONTRIBUTION = 16         # pair counts a row adds to in full; a row in more is weighted down (L2 <= 4)
@@ -69,6 +76,7 @@ class PrivateInputs:
     release: PrivateRelease
     code_pairs: dict[str, Any] | None = None
     count_ties: dict[str, list] | None = None
+    prior: dict[str, Any] | None = None     # the Gaussian prior: columns, loadings, diagonal
 
     @property
     def n_rows(self) -> int:
@@ -76,8 +84,10 @@ class PrivateInputs:
 
     def fingerprint(self) -> str:
         """A hash of what was released (not of the rows): the checkpoints' identity of the data."""
+        prior = {k: np.round(np.asarray(v, dtype=float), 6).tolist() for k, v in self.prior.items()} \
+            if self.prior else None
         text = json.dumps([self.encoder.to_dict(), self.release.to_dict(), self.code_histograms, self.code_pairs,
-                           self.count_ties],
+                           self.count_ties, prior],
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -108,7 +118,8 @@ def private_inputs(table: Table, privacy, condition: str | None, seed: int, scal
     pairs = _code_pairs(encoder, matrix, shares, ledger, privacy.dp_pairs_share, seed) \
         if privacy.dp_pairs_share > 0 else None
     ties = _count_ties(table, release.declarations, ledger, seed)
-    return PrivateInputs(encoder, matrix, labels, spec, shares, histograms, release, pairs, ties)
+    prior = _gaussian_prior(encoder, matrix, ledger, release.n_rows, seed) if scaling == "normal" else None
+    return PrivateInputs(encoder, matrix, labels, spec, shares, histograms, release, pairs, ties, prior)
 
 
 def class_marginals(inputs: PrivateInputs) -> dict[str, list] | None:
@@ -207,6 +218,31 @@ def _count_ties(table: Table, declarations, ledger: Ledger, seed: int) -> dict[s
     return out or None
 
 
+def _gaussian_prior(encoder: TableEncoder, matrix: np.ndarray, ledger: Ledger, n_rows: int,
+                    seed: int) -> dict[str, Any] | None:
+    """The Gaussian prior of the normal-scaled continuous columns (diffusion/gaussian_prior.py) from their noisy
+    second moment: missing values as 0, each row clipped to norm c = sqrt(columns) (a declared constant, not the
+    data's), so a row changes the moment's upper triangle by at most c^2 in L2; the noise is added there and
+    mirrored. None with fewer than two such columns or a zero share."""
+    columns = np.array([index for index, *_ in encoder.normal_stretches()], dtype=np.int64)
+    if len(columns) < 2 or PRIOR_SHARE <= 0:
+        return None
+    z = np.array(matrix[:, columns], dtype=np.float64)
+    values, indicators = encoder.missing_pairs()
+    where = {int(c): k for k, c in enumerate(columns)}
+    for value, indicator in zip(values, indicators):
+        if int(value) in where:
+            z[matrix[:, indicator] >= 0.5, where[int(value)]] = 0.0
+    clip = float(np.sqrt(len(columns)))
+    z *= np.minimum(1.0, clip / np.maximum(np.linalg.norm(z, axis=1), 1e-12))[:, None]
+    mechanism = ledger.gaussian("second moments", clip ** 2, PRIOR_SHARE)
+    sd = mechanism.noise_multiplier * mechanism.sensitivity
+    noise = np.triu(noise_generator(seed, 0x5EC0).normal(0.0, sd, (len(columns), len(columns))))
+    moment = (z.T @ z + noise + np.triu(noise, 1).T) / max(n_rows, 1)
+    loadings, diagonal = low_rank_correlation(moment, PRIOR_RANK)
+    return {"columns": columns, "loadings": loadings, "diagonal": diagonal}
+
+
 def _code_pairs(encoder: TableEncoder, matrix: np.ndarray, shares: np.ndarray, ledger: Ledger, share: float,
                 seed: int) -> dict[str, Any] | None:
     """Noisy pair counts: for each of the PAIR_CODES commonest code columns (by the noisy shares: post-processing),
@@ -227,4 +263,5 @@ def _code_pairs(encoder: TableEncoder, matrix: np.ndarray, shares: np.ndarray, l
     return {"codes": targets.tolist(), "counts": np.round(noisy, 1).tolist()}
 
 
-__all__ = ["BOUNDS_SHARE", "COUNT_TIES_SHARE", "GRID_SHARE", "HISTOGRAM_SHARE", "PrivateInputs", "private_inputs"]
+__all__ = ["BOUNDS_SHARE", "COUNT_TIES_SHARE", "GRID_SHARE", "HISTOGRAM_SHARE", "PRIOR_RANK", "PRIOR_SHARE",
+           "PrivateInputs", "private_inputs"]
