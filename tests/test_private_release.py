@@ -62,7 +62,8 @@ def test_the_total_is_what_opacus_composes_from_the_saved_parameters(private_run
     saved = json.loads((run / "model.json").read_text())
     release = saved["dp_release"]
     names = [m["name"] for m in release["mechanisms"]]
-    assert names == ["continuous bounds", "one-way marginals", "codes per row", "code pairs", "DP-SGD"]
+    assert names == ["continuous bounds", "one-way marginals", "codes per row", "code pairs", "second moments",
+                     "DP-SGD"]
     sgd = release["mechanisms"][-1]          # DP-SGD's entry is the saved DP-SGD parameters
     assert (sgd["noise_multiplier"], sgd["sample_rate"], sgd["steps"]) == \
         (saved["dp_noise_multiplier"], saved["dp_sample_rate"], saved["dp_steps"])
@@ -140,7 +141,7 @@ def test_declared_ranges_replace_the_bounds_mechanism(tmp_path):
     assert (codings["age"].low, codings["age"].high) == (0.0, 120.0)
     assert codings["ward"].categories == ["icu", "surgery", "medicine"]
     assert [m["name"] for m in model.privacy_["dp_release"]["mechanisms"]] == \
-        ["one-way marginals", "codes per row", "code pairs", "DP-SGD"]
+        ["one-way marginals", "codes per row", "code pairs", "second moments", "DP-SGD"]
     assert model.privacy_["dp_release"]["declared"]["bounds"] == ["age", "lab"]
 
 
@@ -412,3 +413,21 @@ def test_the_second_moments_give_a_private_model_the_relations_dp_sgd_does_not_l
     assert plain.denoiser_.prior is None
     assert "second moments" not in [m["name"] for m in plain.privacy_["dp_release"]["mechanisms"]]
     assert plain.sample(3000, seed=0)[["a", "b"]].corr("spearman").iloc[0, 1] < 0.3
+
+
+def test_a_budget_too_small_for_the_prior_trains_without_it(caplog):
+    """Where the second moments would leave DP-SGD no noise multiplier that keeps the total (the pinned private
+    case: 60 rows, epsilon 5, 30 steps at rate 0.26), the prior is given up before anything of it is released: no
+    mechanism, no buffers, a warning; the samples are those pinned before the prior existed."""
+    import logging
+
+    from fixtures.pinned_samples import cases, pinned_table
+
+    _, settings, _ = cases()["private"]
+    settings = dict(settings)
+    with caplog.at_level(logging.WARNING):
+        model = EHRDiff(settings.pop("preset"), **settings).fit(pinned_table(), progress=False)
+    assert model.denoiser_.prior is None
+    assert "second moments" not in [m["name"] for m in model.privacy_["dp_release"]["mechanisms"]]
+    assert not any(k.startswith("prior.") for k in model.denoiser_.state_dict())
+    assert "without the Gaussian prior" in caplog.text and model.privacy_["dp_epsilon"] <= 5.0

@@ -313,7 +313,15 @@ class PrivateStep:
             self.rate, self.sigma = plan(privacy, settings.batch_size, self.n_rows, self.total)
         else:       # the whole release (private_release.py): DP-SGD spends what the noisy statistics left
             privacy.validate()
-            mechanism = release.sgd(settings.batch_size, self.total, privacy.dp_max_grad_norm)
+            try:
+                mechanism = release.sgd(settings.batch_size, self.total, privacy.dp_max_grad_norm)
+            except EhrdiffError:
+                if not release.drop_prior():        # a small budget or table: DP-SGD first, no Gaussian prior
+                    raise
+                denoiser.prior = None
+                log.warning("the budget leaves DP-SGD no room beside the second moments: trained without the "
+                            "Gaussian prior")
+                mechanism = release.sgd(settings.batch_size, self.total, privacy.dp_max_grad_norm)
             self.rate, self.sigma = mechanism.sample_rate, mechanism.noise_multiplier
         self.settings, self.privacy, self.width, self.condition, self.ctx = settings, privacy, width, condition, ctx
         self.device = ctx.device

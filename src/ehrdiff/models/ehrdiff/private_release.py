@@ -58,6 +58,7 @@ from ehrdiff.privacy.secret import noise_generator
 BOUNDS_SHARE, HISTOGRAM_SHARE, GRID_SHARE, COUNT_TIES_SHARE = 0.05, 0.02, 0.1, 0.05
 PRIOR_SHARE = 0.3              # the second moments' share (more leaves DP-SGD no budget beside the marginals')
 PRIOR_RANK = 30                # eigencomponents the prior keeps at most
+PRIOR_MECHANISM = "second moments"
 COUNT_TIES_THRESHOLD = 3.0     # a pair's noisy rows measuring both below this many noise deviations: no share
 HISTOGRAM_THRESHOLD = 2.0      # noisy rows per number of codes below this many noise deviations count as none
 PAIR_CONTRIBUTION = 16         # pair counts a row adds to in full; a row in more is weighted down (L2 <= 4)
@@ -90,6 +91,15 @@ class PrivateInputs:
                            self.count_ties, prior],
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def drop_prior(self) -> bool:
+        """Give up the Gaussian prior and its mechanism (nothing of it released yet); False when there is none."""
+        if self.prior is None:
+            return False
+        ledger = self.release.ledger
+        ledger.mechanisms = [m for m in ledger.mechanisms if m.name != PRIOR_MECHANISM]
+        self.prior = None
+        return True
 
     def sgd(self, batch_size: int, steps: int, max_grad_norm: float) -> Mechanism:
         """DP-SGD's mechanism: sampling rate batch / the noisy row count, the noise the budget leaves."""
@@ -235,7 +245,7 @@ def _gaussian_prior(encoder: TableEncoder, matrix: np.ndarray, ledger: Ledger, n
             z[matrix[:, indicator] >= 0.5, where[int(value)]] = 0.0
     clip = float(np.sqrt(len(columns)))
     z *= np.minimum(1.0, clip / np.maximum(np.linalg.norm(z, axis=1), 1e-12))[:, None]
-    mechanism = ledger.gaussian("second moments", clip ** 2, PRIOR_SHARE)
+    mechanism = ledger.gaussian(PRIOR_MECHANISM, clip ** 2, PRIOR_SHARE)
     sd = mechanism.noise_multiplier * mechanism.sensitivity
     noise = np.triu(noise_generator(seed, 0x5EC0).normal(0.0, sd, (len(columns), len(columns))))
     moment = (z.T @ z + noise + np.triu(noise, 1).T) / max(n_rows, 1)
