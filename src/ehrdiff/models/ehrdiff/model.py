@@ -219,8 +219,6 @@ class EHRDiff(Generator):
                 f"{names[m].removesuffix(MISSING_SUFFIX)} with {names[lead].removesuffix(MISSING_SUFFIX)}"
                 for m, lead in zip(*self.panels_)))
         denoiser = build_denoiser(cfg, width, n_classes=condition.n_classes if condition else 0, encoder=encoder)
-        if private and private.prior and isinstance(denoiser, BernoulliDenoiser):   # the columns' noisy relations
-            denoiser.set_prior(**private.prior)
         if isinstance(denoiser, BernoulliDenoiser):     # start from the independent-marginals model (noisy under DP)
             denoiser.init_output(disagreement_shares(private.shares, *self.panels_) if private
                                  else xor_panels(matrix, *self.panels_).mean(axis=0))

@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ehrdiff.diffusion.bernoulli import BernoulliDenoiser
 from ehrdiff.diffusion.preconditioning import c_in, c_noise, c_out, c_skip, training_sigma
 from ehrdiff.errors import EhrdiffError
 from ehrdiff.models.ehrdiff.conditioning import drop_labels, n_classes
@@ -318,11 +319,12 @@ class PrivateStep:
             except EhrdiffError:
                 if not release.drop_prior():        # a small budget or table: DP-SGD first, no Gaussian prior
                     raise
-                denoiser.prior = None
                 log.warning("the budget leaves DP-SGD no room beside the second moments: trained without the "
                             "Gaussian prior")
                 mechanism = release.sgd(settings.batch_size, self.total, privacy.dp_max_grad_norm)
             self.rate, self.sigma = mechanism.sample_rate, mechanism.noise_multiplier
+            if release.prior and isinstance(denoiser, BernoulliDenoiser):   # the columns' noisy relations, kept
+                denoiser.set_prior(**release.prior)         # once the budget has room for them (gaussian_prior.py)
         self.settings, self.privacy, self.width, self.condition, self.ctx = settings, privacy, width, condition, ctx
         self.device = ctx.device
         denoiser.to(self.device)
