@@ -387,16 +387,16 @@ def correlated_table(n: int = 3000) -> Table:
     return Table.from_frame(frame, {"label": "label"})
 
 
-def test_the_second_moments_give_a_private_model_the_relations_dp_sgd_does_not_learn(tmp_path, monkeypatch):
+def test_the_second_moments_give_a_private_model_the_relations_dp_sgd_does_not_learn(tmp_path):
     """Two columns that go together (Spearman 0.9) come out together from the prior, apart without it; the
     mechanism is in the ledger (sensitivity columns, the clip's square) and the prior survives save and load."""
-    import ehrdiff.models.ehrdiff.private_release as private_release
 
     table = correlated_table()
     real = table.frame[["a", "b"]].corr("spearman").iloc[0, 1]
 
-    def fit():
-        return EHRDiff("cpu-fast", dp=True, dp_epsilon=10.0, condition="label", **TINY).fit(table, progress=False)
+    def fit(**settings):
+        return EHRDiff("cpu-fast", dp=True, dp_epsilon=10.0, condition="label", **TINY, **settings).fit(
+            table, progress=False)
 
     model = fit()
     out = model.sample(3000, seed=0)
@@ -408,8 +408,7 @@ def test_the_second_moments_give_a_private_model_the_relations_dp_sgd_does_not_l
     loaded = load_model(tmp_path / "run")
     assert loaded.denoiser_.prior is not None
     assert loaded.sample(500, seed=3).equals(model.sample(500, seed=3))
-    monkeypatch.setattr(private_release, "PRIOR_SHARE", 0.0)
-    plain = fit()
+    plain = fit(dp_prior_share=0.0)
     assert plain.denoiser_.prior is None
     assert "second moments" not in [m["name"] for m in plain.privacy_["dp_release"]["mechanisms"]]
     assert plain.sample(3000, seed=0)[["a", "b"]].corr("spearman").iloc[0, 1] < 0.3
@@ -430,4 +429,4 @@ def test_a_budget_too_small_for_the_prior_trains_without_it(caplog):
     assert model.denoiser_.prior is None
     assert "second moments" not in [m["name"] for m in model.privacy_["dp_release"]["mechanisms"]]
     assert not any(k.startswith("prior.") for k in model.denoiser_.state_dict())
-    assert "without the Gaussian prior" in caplog.text and model.privacy_["dp_epsilon"] <= 5.0
+    assert "beside the second moments" in caplog.text and model.privacy_["dp_epsilon"] <= 5.0

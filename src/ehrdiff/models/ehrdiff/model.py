@@ -47,6 +47,7 @@ from ehrdiff.models.ehrdiff.budget import (TrainingBudget, held_out_score, plan_
 from ehrdiff.models.ehrdiff.selection import (FIT_ROWS, MIN_ROWS, POOL, PREFIX, TreeEnsemble, canonical, fit_selector,
                                               select_rows)
 from ehrdiff.models.ehrdiff.config import RUNTIME_SETTINGS, SAMPLING_SETTINGS, EHRDiffConfig, config_from_dict
+from ehrdiff.models.ehrdiff.patterns import checked_tree, meet_patterns, row_classes
 from ehrdiff.models.ehrdiff.presets import PRESETS, make_config
 from ehrdiff.models.persistence import ModelMetadata, data_fingerprint, load_model_dir, save_model_dir
 from ehrdiff.privacy.secret import forget_noise_seed, keep_noise_seed, noise_seed
@@ -246,6 +247,7 @@ class EHRDiff(Generator):
         self.code_pairs_ = private.code_pairs if private else None      # noisy, met at sampling (calibrate.py)
         self.tie_shares_ = None if private else tie_shares(table.frame, self.rules_)   # settle_values' ties
         self.count_ties_ = private.count_ties if private else None      # noisy, met at sampling (calibrate.py)
+        self.measuring_tree_ = private.patterns if private else None    # from noisy counts (patterns.py)
         self.selector_, self.selector_auroc_ = None, None
         if (cfg.row_selection == "discriminator" and not private and condition is None and not codes.size
                 and n_rows >= MIN_ROWS):
@@ -453,6 +455,9 @@ class EHRDiff(Generator):
                 else:
                     table = sample_conditional(self, size, chunk_seed, spec, None, w, None, inner, counts=classes,
                                                code_counts=codes, id_offset=offset, finish=finish)
+                if getattr(self, "measuring_tree_", None):  # a private model's measuring patterns (patterns.py)
+                    meet_patterns(table.frame, self.encoder_, self.measuring_tree_, row_classes(table.frame, spec),
+                                  chunk_seed)
                 if getattr(self, "count_ties_", None):      # a private model's panel counts (calibrate.py)
                     tie_counts(table.frame, self.count_ties_)
                 offset += size
@@ -539,6 +544,7 @@ class EHRDiff(Generator):
                 **({"tie_shares": self.tie_shares_} if getattr(self, "tie_shares_", None) else {}),
                 **({"code_pairs": self.code_pairs_} if getattr(self, "code_pairs_", None) else {}),
                 **({"count_ties": self.count_ties_} if getattr(self, "count_ties_", None) else {}),
+                **({"measuring_tree": self.measuring_tree_} if getattr(self, "measuring_tree_", None) else {}),
                 "condition": self.condition_.to_dict() if getattr(self, "condition_", None) else None,
                 "budget": getattr(self, "budget_", None), "stopping": getattr(self, "stopping_", None),
                 "rules": rules_to_json(getattr(self, "rules_", ())),
@@ -610,6 +616,8 @@ class EHRDiff(Generator):
         model.tie_shares_ = checked_tie_shares(metadata, model.rules_)
         model.code_pairs_ = checked_pairs(metadata, len(model.encoder_.code_columns()))
         model.count_ties_ = checked_count_ties(metadata, model.rules_)
+        model.measuring_tree_ = checked_tree(metadata, model.encoder_,
+                                             model.condition_.n_classes if model.condition_ else 1)
         model.panels_ = checked_panels(metadata, model.encoder_)
         metadata.privacy()          # a stated guarantee must be positive numbers
         model.privacy_ = {k: v for k, v in metadata.items() if k.startswith("dp_")} or None

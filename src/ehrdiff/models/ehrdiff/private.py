@@ -314,14 +314,15 @@ class PrivateStep:
             self.rate, self.sigma = plan(privacy, settings.batch_size, self.n_rows, self.total)
         else:       # the whole release (private_release.py): DP-SGD spends what the noisy statistics left
             privacy.validate()
-            try:
-                mechanism = release.sgd(settings.batch_size, self.total, privacy.dp_max_grad_norm)
-            except EhrdiffError:
-                if not release.drop_prior():        # a small budget or table: DP-SGD first, no Gaussian prior
-                    raise
-                log.warning("the budget leaves DP-SGD no room beside the second moments: trained without the "
-                            "Gaussian prior")
-                mechanism = release.sgd(settings.batch_size, self.total, privacy.dp_max_grad_norm)
+            while True:     # a small budget or table: the measuring tree is given up first, then the prior
+                try:
+                    mechanism = release.sgd(settings.batch_size, self.total, privacy.dp_max_grad_norm)
+                    break
+                except EhrdiffError:
+                    dropped = release.drop_optional()
+                    if dropped is None:
+                        raise
+                    log.warning("the budget leaves DP-SGD no room beside the %s: trained without them", dropped)
             self.rate, self.sigma = mechanism.sample_rate, mechanism.noise_multiplier
             if release.prior and isinstance(denoiser, BernoulliDenoiser):   # the columns' noisy relations, kept
                 denoiser.set_prior(**release.prior)         # once the budget has room for them (gaussian_prior.py)

@@ -17,10 +17,14 @@ Before DP-SGD runs, the statistics the model needs besides its weights are relea
                         giving the member its leader's count (calibrate.py ``tie_counts``, on the decoded rows)
   codes per row         HISTOGRAM_SHARE: the histogram of codes per row (per class of a condition) that count
                         matching follows and the floor on codes per row (``min_codes``) comes from
-  second moments        PRIOR_SHARE (only with two or more normal-scaled continuous columns): the noisy second
-                        moment of those columns (missing values as 0, each row clipped to norm sqrt(columns)),
-                        whose PRIOR_RANK leading eigencomponents become the denoiser's Gaussian prior
-                        (diffusion/gaussian_prior.py): the relations between columns that DP-SGD does not learn
+  second moments        ``dp_prior_share`` (default 0.3; only with two or more normal-scaled continuous
+                        columns): their noisy second moment (missing values as 0, each row clipped to norm
+                        sqrt(columns)), whose PRIOR_RANK leading eigencomponents become the denoiser's Gaussian
+                        prior (diffusion/gaussian_prior.py): the relations between columns DP-SGD does not learn
+  measured pairs        ``dp_tree_share`` (default 0.1; only with two or more measuring units: missing
+                        indicators, a declared panel's as one): the rows measuring each pair of units, whose
+                        Chow-Liu tree (with each unit's missing shares per class from the marginals) gives the
+                        sampled rows their measuring patterns (patterns.py): what is measured together
   code pairs            ``dp_pairs_share`` (default 0.3; 0: not released): how many rows hold both of a pair of
                         codes, for each of the PAIR_CODES commonest codes (by the noisy marginals) with every code,
                         which sampling meets by swapping codes between rows (ehrdiff.diffusion.cooccurrence)
@@ -50,15 +54,16 @@ from ehrdiff.diffusion.gaussian_prior import low_rank_correlation
 from ehrdiff.diffusion.panels import counted_pair, panel_counts
 from ehrdiff.errors import DataError
 from ehrdiff.models.ehrdiff.conditioning import ConditionSpec, split_condition
+from ehrdiff.models.ehrdiff.patterns import fit_tree, measured_flags, measuring_units
 from ehrdiff.privacy.accounting import Ledger, Mechanism
 from ehrdiff.privacy.declared import read_declarations
 from ehrdiff.privacy.release import PrivateRelease, contribution_weights, private_encoder
 from ehrdiff.privacy.secret import noise_generator
 
 BOUNDS_SHARE, HISTOGRAM_SHARE, GRID_SHARE, COUNT_TIES_SHARE = 0.05, 0.02, 0.1, 0.05
-PRIOR_SHARE = 0.3              # the second moments' share (more leaves DP-SGD no budget beside the marginals')
 PRIOR_RANK = 30                # eigencomponents the prior keeps at most
-PRIOR_MECHANISM = "second moments"
+PATTERN_NOISE = 0.05           # measured pairs are released only when their noise (sd) is at most this share of rows
+OPTIONAL = ("second moments", "measured pairs")    # mechanisms given up when DP-SGD has no room beside them
 COUNT_TIES_THRESHOLD = 3.0     # a pair's noisy rows measuring both below this many noise deviations: no share
 HISTOGRAM_THRESHOLD = 2.0      # noisy rows per number of codes below this many noise deviations count as none
 PAIR_CONTRIBUTION = 16         # pair counts a row adds to in full; a row in more is weighted down (L2 <= 4)
@@ -78,6 +83,7 @@ class PrivateInputs:
     code_pairs: dict[str, Any] | None = None
     count_ties: dict[str, list] | None = None
     prior: dict[str, Any] | None = None     # the Gaussian prior: columns, loadings, diagonal
+    patterns: dict[str, Any] | None = None  # the measuring units' Chow-Liu tree (patterns.py)
 
     @property
     def n_rows(self) -> int:
@@ -88,18 +94,21 @@ class PrivateInputs:
         prior = {k: np.round(np.asarray(v, dtype=float), 6).tolist() for k, v in self.prior.items()} \
             if self.prior else None
         text = json.dumps([self.encoder.to_dict(), self.release.to_dict(), self.code_histograms, self.code_pairs,
-                           self.count_ties, prior],
+                           self.count_ties, prior, self.patterns],
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def drop_prior(self) -> bool:
-        """Give up the Gaussian prior and its mechanism (nothing of it released yet); False when there is none."""
-        if self.prior is None:
-            return False
-        ledger = self.release.ledger
-        ledger.mechanisms = [m for m in ledger.mechanisms if m.name != PRIOR_MECHANISM]
-        self.prior = None
-        return True
+    def drop_optional(self) -> str | None:
+        """Give up the measuring tree, or else the Gaussian prior, with its mechanism (nothing of it released yet);
+        the mechanism's name, or None when neither is left."""
+        if self.patterns is not None:
+            self.patterns, name = None, OPTIONAL[1]
+        elif self.prior is not None:
+            self.prior, name = None, OPTIONAL[0]
+        else:
+            return None
+        self.release.ledger.mechanisms = [m for m in self.release.ledger.mechanisms if m.name != name]
+        return name
 
     def sgd(self, batch_size: int, steps: int, max_grad_norm: float) -> Mechanism:
         """DP-SGD's mechanism: sampling rate batch / the noisy row count, the noise the budget leaves."""
@@ -128,8 +137,10 @@ def private_inputs(table: Table, privacy, condition: str | None, seed: int, scal
     pairs = _code_pairs(encoder, matrix, shares, ledger, privacy.dp_pairs_share, seed) \
         if privacy.dp_pairs_share > 0 else None
     ties = _count_ties(table, release.declarations, ledger, seed)
-    prior = _gaussian_prior(encoder, matrix, ledger, release.n_rows, seed) if scaling == "normal" else None
-    return PrivateInputs(encoder, matrix, labels, spec, shares, histograms, release, pairs, ties, prior)
+    prior = _gaussian_prior(encoder, matrix, ledger, release.n_rows, privacy.dp_prior_share, seed) \
+        if scaling == "normal" else None
+    patterns = _measured_pairs(encoder, matrix, release, spec, ledger, privacy.dp_tree_share, seed)
+    return PrivateInputs(encoder, matrix, labels, spec, shares, histograms, release, pairs, ties, prior, patterns)
 
 
 def class_marginals(inputs: PrivateInputs) -> dict[str, list] | None:
@@ -228,14 +239,14 @@ def _count_ties(table: Table, declarations, ledger: Ledger, seed: int) -> dict[s
     return out or None
 
 
-def _gaussian_prior(encoder: TableEncoder, matrix: np.ndarray, ledger: Ledger, n_rows: int,
+def _gaussian_prior(encoder: TableEncoder, matrix: np.ndarray, ledger: Ledger, n_rows: int, share: float,
                     seed: int) -> dict[str, Any] | None:
     """The Gaussian prior of the normal-scaled continuous columns (diffusion/gaussian_prior.py) from their noisy
     second moment: missing values as 0, each row clipped to norm c = sqrt(columns) (a declared constant, not the
     data's), so a row changes the moment's upper triangle by at most c^2 in L2; the noise is added there and
     mirrored. None with fewer than two such columns or a zero share."""
     columns = np.array([index for index, *_ in encoder.normal_stretches()], dtype=np.int64)
-    if len(columns) < 2 or PRIOR_SHARE <= 0:
+    if len(columns) < 2 or share <= 0:
         return None
     z = np.array(matrix[:, columns], dtype=np.float64)
     values, indicators = encoder.missing_pairs()
@@ -245,12 +256,37 @@ def _gaussian_prior(encoder: TableEncoder, matrix: np.ndarray, ledger: Ledger, n
             z[matrix[:, indicator] >= 0.5, where[int(value)]] = 0.0
     clip = float(np.sqrt(len(columns)))
     z *= np.minimum(1.0, clip / np.maximum(np.linalg.norm(z, axis=1), 1e-12))[:, None]
-    mechanism = ledger.gaussian(PRIOR_MECHANISM, clip ** 2, PRIOR_SHARE)
+    mechanism = ledger.gaussian(OPTIONAL[0], clip ** 2, share)
     sd = mechanism.noise_multiplier * mechanism.sensitivity
     noise = np.triu(noise_generator(seed, 0x5EC0).normal(0.0, sd, (len(columns), len(columns))))
     moment = (z.T @ z + noise + np.triu(noise, 1).T) / max(n_rows, 1)
     loadings, diagonal = low_rank_correlation(moment, PRIOR_RANK)
     return {"columns": columns, "loadings": loadings, "diagonal": diagonal}
+
+
+def _measured_pairs(encoder: TableEncoder, matrix: np.ndarray, release: PrivateRelease, spec: ConditionSpec | None,
+                    ledger: Ledger, share: float, seed: int) -> dict[str, Any] | None:
+    """The measuring units' Chow-Liu tree (patterns.py) from noisy counts of the rows measuring each pair of units;
+    the rows per class and those measuring each unit per class come from the one-way marginals (their missing
+    cells, per class: post-processing). A row measuring m of U units adds one to m (m - 1) / 2 pair counts: L2
+    sensitivity sqrt(U (U - 1) / 2). None (nothing released) with fewer than two units, a unit without a marginal,
+    a zero share, or noise above PATTERN_NOISE of the rows (the sd and the noisy row count are public)."""
+    units = measuring_units(encoder, release.declarations.panels)
+    if len(units) < 2 or share <= 0 or any(u[0] not in release.marginals for u in units):
+        return None
+    flags = measured_flags(encoder, matrix, units).astype(np.float64)
+    n_units = len(units)
+    mechanism = ledger.gaussian(OPTIONAL[1], np.sqrt(n_units * (n_units - 1) / 2), share)
+    sd = mechanism.noise_multiplier * mechanism.sensitivity
+    if sd > PATTERN_NOISE * release.n_rows:     # the noise would draw the tree (CinC at epsilon 1): not released
+        ledger.mechanisms.remove(mechanism)
+        return None
+    pair = np.triu(flags.T @ flags + noise_generator(seed, 0x9A77).normal(0, sd, (n_units, n_units)), 1)
+    histograms = [release.marginals[u[0]] for u in units]       # the bins, then missing
+    by_class = [m.by_class if spec is not None and m.by_class is not None else m.counts[None, :] for m in histograms]
+    rows = by_class[0].sum(axis=1)
+    single = np.stack([h[:, :-1].sum(axis=1) / np.maximum(h.sum(axis=1), 1e-9) * rows for h in by_class], axis=1)
+    return fit_tree(units, rows, single, pair)
 
 
 def _code_pairs(encoder: TableEncoder, matrix: np.ndarray, shares: np.ndarray, ledger: Ledger, share: float,
@@ -273,5 +309,5 @@ def _code_pairs(encoder: TableEncoder, matrix: np.ndarray, shares: np.ndarray, l
     return {"codes": targets.tolist(), "counts": np.round(noisy, 1).tolist()}
 
 
-__all__ = ["BOUNDS_SHARE", "COUNT_TIES_SHARE", "GRID_SHARE", "HISTOGRAM_SHARE", "PRIOR_RANK", "PRIOR_SHARE",
+__all__ = ["BOUNDS_SHARE", "COUNT_TIES_SHARE", "GRID_SHARE", "HISTOGRAM_SHARE", "PRIOR_RANK",
            "PrivateInputs", "private_inputs"]
