@@ -24,6 +24,7 @@ from scipy.special import expit, logit
 from ehrdiff.diffusion.panels import declared_panels
 
 ROOT = -1           # a unit whose parent is the class
+ASSIGN_BLOCK = 4000     # rows given patterns together (their distinct patterns compared pair by pair)
 
 
 def measuring_units(encoder, panels: dict[str, list[str]]) -> list[list[str]]:
@@ -171,9 +172,10 @@ def meet_patterns(frame, encoder, tree: dict[str, Any], labels: np.ndarray, seed
     own = np.column_stack([frame[unit[0]].notna().to_numpy() for unit in units])
     drawn = draw_patterns(tree, labels, rng)
     target = np.empty_like(own)
-    for k in np.unique(labels):
-        rows = np.flatnonzero(labels == k)
-        target[rows] = drawn[rows][nearest_assignment(own[rows], drawn[rows])]
+    for k in np.unique(labels):         # in blocks of a class's rows in random order: the pairs of patterns compared
+        rows = rng.permutation(np.flatnonzero(labels == k))     # grow with the square of the rows
+        for block in np.array_split(rows, -(-len(rows) // ASSIGN_BLOCK)):
+            target[block] = drawn[block][nearest_assignment(own[block], drawn[block])]
     values = {name: frame[name].to_numpy(dtype=np.float64, copy=True) for block in blocks for name in block}
     for j, block in enumerate(blocks):
         empty, fill = own[:, j] & ~target[:, j], ~own[:, j] & target[:, j]
