@@ -159,8 +159,9 @@ def test_declared_panels_tie_the_indicators_the_columns_use():
 
 
 def test_a_private_model_ties_the_declared_panel_and_no_other(tmp_path):
-    """Under DP the rows' missing pattern is not read: without a declaration alt and ast are drawn apart in about
-    half the rows (the two missing shares, independently); declared as one panel, in few more than the real 1%."""
+    """Under DP panels are not found in the rows: without a declaration (and without the measuring tree, which reads
+    the missing pattern from noisy pair counts) alt and ast are drawn apart in about half the rows (the two missing
+    shares, independently); declared as one panel, in few more than the real 1%; undeclared but with the tree, too."""
     table = panel_table(2000)
     real = np.mean(table.frame["alt"].isna() != table.frame["ast"].isna())
     ranges = {"alt": {"low": 0, "high": 1e4}, "ast": {"low": 0, "high": 1e4}, "lab": {"low": 6, "high": 9}}
@@ -171,12 +172,16 @@ def test_a_private_model_ties_the_declared_panel_and_no_other(tmp_path):
     parted, models = {}, {}
     for declared in (False, True):
         settings = dict(dp=True, dp_epsilon=8.0, dp_bounds=str(bounds if declared else plain),
-                        **{**TINY, "steps": 5, "batch_size": 400})
+                        dp_tree_share=0.1 if declared else 0.0, **{**TINY, "steps": 5, "batch_size": 400})
         models[declared] = EHRDiff("cpu-fast", missing_indicators="panels", **settings).fit(table, progress=False)
         synthetic = models[declared].sample(3000, seed=0)
         parted[declared] = np.mean(synthetic["alt"].isna() != synthetic["ast"].isna())
     assert models[False].panels_[0].size == 0 and models[True].panels_[0].size == 1
     assert parted[False] > 0.3 and parted[True] < real + 0.05
+    tree = EHRDiff("cpu-fast", missing_indicators="panels", dp=True, dp_epsilon=8.0, dp_bounds=str(plain),
+                   **{**TINY, "steps": 5, "batch_size": 400}).fit(table, progress=False)
+    synthetic = tree.sample(3000, seed=0)
+    assert tree.panels_[0].size == 0 and np.mean(synthetic["alt"].isna() != synthetic["ast"].isna()) < real + 0.05
     models[True].save(tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "model.json").read_text())
     assert saved["missing_panels"] == [["ast__missing", "alt__missing"]]

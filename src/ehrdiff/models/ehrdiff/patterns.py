@@ -1,14 +1,15 @@
 """Which variables a private model's rows measure: a Chow-Liu tree over the missing indicators (not in the paper).
 
 DP-SGD's network keeps little of which variables a row measures together beyond the declared panels: on CinC 2012
-trees told the private model's stays from real ones by the measured variables alone at AUROC 0.93, MST's at 0.83
-(benchmarks/cinc_probe.py, per_summary "measured"). The release (private_release.py, mechanism "measured pairs")
-holds noisy counts of the rows per class, of the rows measuring each unit (per class) and of the rows measuring
-each pair of units. From them, as post-processing, a Chow-Liu tree (Chow and Liu 1968: the maximum spanning tree
-of the pairwise mutual information; MST fits the same kind of tree to its noisy two-way marginals) rooted at the
-class draws a measuring pattern for each sampled row given its class. The rows take the drawn patterns nearest
-their own (fewest units changed), and a unit whose state changes is emptied, or copied whole, with its values,
-from a row of the same class that measured it.
+trees told the private model's stays from real ones by the measured variables alone at AUROC 0.93, MST's at 0.83,
+and at 0.78 with this tree (benchmarks/cinc_probe.py, per_summary "measured"; docs/conditional-and-dp.md). The
+release (private_release.py, mechanism "measured pairs") holds noisy counts of the rows measuring each pair of
+units; the rows per class and those measuring each unit per class come from the one-way marginals. From them, as
+post-processing, a Chow-Liu tree (Chow and Liu 1968: the maximum spanning tree of the pairwise mutual information;
+MST fits the same kind of tree to its noisy two-way marginals) rooted at the class draws a measuring pattern for
+each sampled row given its class. The rows take the drawn patterns nearest their own (fewest units changed), and a
+unit whose state changes is emptied, or copied whole, with its values, from a row of the same class that measured
+it.
 
 A unit is a missing indicator with the columns that share it (a variable's summaries and its count), and a
 declared panel's indicators are one unit.
