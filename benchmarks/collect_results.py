@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["core", "prepare", "evaluate", "uci_comparison", "official_code", "ablation", "gpu_sweep", "default_budget",
          "default_training", "nnaa_draws", "sampling", "default_vs_paper", "cinc_consistency", "cinc_rules",
          "cinc_continuous", "cinc_icu", "peers_cinc", "baselines", "baselines_uci", "experiments", "private",
-         "private_uci", "private_release_uci", "private_pairs_uci", "private_release_cinc", "private_budget_split"]
+         "private_uci", "private_release_uci", "private_pairs_uci", "private_release_cinc", "discriminator_draws_cinc",
+         "private_budget_split"]
 
 HEADER = """# Measured results
 
