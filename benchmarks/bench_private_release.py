@@ -146,7 +146,7 @@ def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, 
                 "dp_delta": args.delta, "seed": seed, **declared}
     if args.quick:
         settings.update(steps=3, batch_size=64)
-    original = (BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE)
+    original = BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE
     if name == "no-bias-init":
         BernoulliDenoiser.init_output = lambda self, prevalence: None
     if name == "no-grids":

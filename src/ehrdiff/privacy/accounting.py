@@ -147,6 +147,10 @@ class Ledger:
         self.mechanisms.append(mechanism)
         return mechanism
 
+    def withdraw(self, name: str) -> None:
+        """Take out the mechanism ``name`` before it runs (nothing it would release has been released)."""
+        self.mechanisms = [m for m in self.mechanisms if m.name != name]
+
     def remaining(self, name: str, sensitivity: float = 1.0, rate: float = 1.0, steps: int = 1) -> Mechanism:
         """Add the last mechanism (DP-SGD: ``steps`` at sampling rate ``rate``; a statistic: one step at rate 1)
         with the least noise that keeps the composed total within the target epsilon."""

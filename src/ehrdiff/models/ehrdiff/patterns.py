@@ -180,16 +180,16 @@ def meet_patterns(frame, encoder, tree: dict[str, Any], labels: np.ndarray, seed
     values = {name: frame[name].to_numpy(dtype=np.float64, copy=True) for block in blocks for name in block}
     for j, block in enumerate(blocks):
         empty, fill = own[:, j] & ~target[:, j], ~own[:, j] & target[:, j]
-        for name in block:
-            values[name][empty] = 0.0 if name in zero else np.nan
-        for k in np.unique(labels[fill]):
+        for k in np.unique(labels[fill]):       # filled first: the donors' values are still the drawn ones
             donors = np.flatnonzero(own[:, j] & (labels == k))
             rows = np.flatnonzero(fill & (labels == k))
             if not donors.size:
                 continue
             source = rng.choice(donors, size=rows.size)
             for name in block:
-                values[name][rows] = frame[name].to_numpy(dtype=np.float64)[source]
+                values[name][rows] = values[name][source]
+        for name in block:
+            values[name][empty] = 0.0 if name in zero else np.nan
     for name, column in values.items():
         frame[name] = column.astype(frame[name].dtype) if frame[name].dtype.kind == "f" else column
 

@@ -107,7 +107,7 @@ class PrivateInputs:
             self.prior, name = None, OPTIONAL[0]
         else:
             return None
-        self.release.ledger.mechanisms = [m for m in self.release.ledger.mechanisms if m.name != name]
+        self.release.ledger.withdraw(name)
         return name
 
     def sgd(self, batch_size: int, steps: int, max_grad_norm: float) -> Mechanism:
@@ -279,7 +279,7 @@ def _measured_pairs(encoder: TableEncoder, matrix: np.ndarray, release: PrivateR
     mechanism = ledger.gaussian(OPTIONAL[1], np.sqrt(n_units * (n_units - 1) / 2), share)
     sd = mechanism.noise_multiplier * mechanism.sensitivity
     if sd > PATTERN_NOISE * release.n_rows:     # the noise would draw the tree (CinC at epsilon 1): not released
-        ledger.mechanisms.remove(mechanism)
+        ledger.withdraw(mechanism.name)
         return None
     pair = np.triu(flags.T @ flags + noise_generator(seed, 0x9A77).normal(0, sd, (n_units, n_units)), 1)
     histograms = [release.marginals[u[0]] for u in units]       # the bins, then missing
