@@ -22,7 +22,8 @@ Gaussian mechanisms recorded in the ledger (``accounting.py``):
    Bernoulli head's starting bias, dp-marginals' sampling) and
    class counts; a declared count rule's group sharing one missing indicator (``share_count_group``).
 3. ``recording grids`` (only with a share, EHRDiff's): where a continuous column declares a ``step`` whose grid
-   of multiples in the range holds at most ``GRID_CELLS`` values, a noisy count of each grid value (all classes
+   of multiples in the range holds at most ``GRID_CELLS`` values, and is not the first or last value of a declared
+   summary rule (``summary_ends``), a noisy count of each grid value (all classes
    together; every such column at once, L2 sensitivity sqrt(columns)). Real measurements heap on a few values
    (FiO2 1.0, 0.5 and 0.4; SaO2 98 and 99; GCS 15) that a bin of the marginals spreads evenly over its width.
    Post-processing: the marginals' bins are split at the grid's midpoints and each bin's noisy count (each class's
@@ -349,12 +350,21 @@ def _grid(low: float, high: float, step: float) -> np.ndarray | None:
     return np.arange(first, last + 1) * step if 2 <= last - first + 1 <= GRID_CELLS else None
 
 
+def summary_ends(table: Table) -> set[str]:
+    """The first and last values of the table's declared summary rules (data/rules.py), which get no grid: the
+    repair puts them into their row's [minimum, maximum], onto the extremes' own recorded values where they fall
+    outside; heaps drawn for them apart from the extremes made CinC 2012 stays easier to tell from real ones (trees
+    AUROC, benchmarks/results/private_release_cinc.md: variant ``all-grids``)."""
+    return {c for rule in table.rules if rule.kind == "summary" for c in (rule.first, rule.last)}
+
+
 def _split_on_grid(table: Table, numbers: dict[str, np.ndarray], bounds: dict[str, tuple[float, float]],
                    steps: dict[str, float], marginals: dict[str, ColumnMarginal], ledger: Ledger, share: float,
                    rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Mechanism 3: each gridded column's marginal (``marginals``, replaced) split at its grid's midpoints, with
     its bins' noisy counts shared among the pieces by the noisy grid counts; returns the pieces' edges by column."""
-    grids = {c: g for c in marginals if table.kinds[c] == "continuous" and c in steps
+    ends = summary_ends(table)
+    grids = {c: g for c in marginals if table.kinds[c] == "continuous" and c in steps and c not in ends
              and (g := _grid(*bounds[c], steps[c])) is not None}
     if not grids:
         return {}
@@ -498,4 +508,4 @@ def _encode(table: Table, encoder: TableEncoder, marginals: dict[str, ColumnMarg
 
 
 __all__ = ["BINS", "ColumnMarginal", "PrivateRelease", "bin_edges", "bin_of", "contribution_weights", "edge_levels",
-           "point_in_bin", "present_counts", "private_encoder"]
+           "point_in_bin", "present_counts", "private_encoder", "summary_ends"]
