@@ -23,8 +23,6 @@ clipping C = 1):
   conditional          as full, ``condition="label"``, sampled with the noisy class balance
   no-grids             as conditional, no recording grids (``GRID_SHARE`` 0: each bin's mass spread evenly
                        over the declared step's values in it)
-  all-grids            as conditional, recording grids for the summaries' first and last values too (privacy/
-                       release.py ``summary_ends``: the default before they were left out)
   no-count-ties        as conditional, no panel count ties (``COUNT_TIES_SHARE`` 0: a panel's counts drawn apart)
   no-prior             as conditional, no Gaussian prior (``dp_prior_share=0``: no second moments released, the
                        continuous columns' skip EDM's c_skip; diffusion/gaussian_prior.py)
@@ -88,7 +86,6 @@ VARIANTS = {
     "sigma-data-0.14": dict(normal_sigma_data=0.14),
     "steps-3000": dict(steps=3000, warmup_steps=300),
     "no-grids": dict(condition="label"),
-    "all-grids": dict(condition="label"),
     "no-count-ties": dict(condition="label"),
     "no-prior": dict(condition="label", dp_prior_share=0.0),
     "no-tree": dict(condition="label", dp_tree_share=0.0),
@@ -141,7 +138,6 @@ def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, 
     from ehrdiff.diffusion.bernoulli import BernoulliDenoiser
     from ehrdiff.models import build_model
     from ehrdiff.models.ehrdiff import EHRDiff, private_release
-    from ehrdiff.privacy import release
 
     declared = {"dp_bounds": str(args.bounds)} if args.bounds else {}
     if VARIANTS[name] is None:
@@ -150,21 +146,17 @@ def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, 
                 "dp_delta": args.delta, "seed": seed, **declared}
     if args.quick:
         settings.update(steps=3, batch_size=64)
-    original = (BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE,
-                release.summary_ends)
+    original = BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE
     if name == "no-bias-init":
         BernoulliDenoiser.init_output = lambda self, prevalence: None
     if name == "no-grids":
         private_release.GRID_SHARE = 0.0
     if name == "no-count-ties":
         private_release.COUNT_TIES_SHARE = 0.0
-    if name == "all-grids":
-        release.summary_ends = lambda table: set()
     try:
         return EHRDiff("cpu-fast", **settings).fit(train, progress=False)
     finally:
-        (BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE,
-         release.summary_ends) = original
+        BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE = original
 
 
 def train_and_sample(name: str, epsilon: float, seed: int, args: argparse.Namespace, train, kept: Path) -> None:

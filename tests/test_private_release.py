@@ -367,6 +367,30 @@ def test_a_recording_grid_keeps_the_heaps_that_clear_the_noise_and_spreads_the_r
             assert np.allclose(density[pieces], density[pieces[0]])       # spread by width within the bin
 
 
+def test_a_heap_keeps_its_share_of_its_bin_beside_smaller_values():
+    """A heap's share of its bin comes from the grid's counts as drawn: 600 rows at 50 and 120 at each other value
+    of its bin (49-55), with many empty values around; lowering every count by one amount (norm-sub) took the
+    smaller values towards 0 and gave the heap most of the bin."""
+    from ehrdiff.privacy.accounting import Ledger
+    from ehrdiff.privacy.declared import Declarations
+    from ehrdiff.privacy.release import private_encoder
+
+    values = np.r_[np.full(600, 50.0), np.repeat([49.0, 51.0, 52.0, 53.0, 54.0, 55.0], 120)]
+    table = Table.from_frame(pd.DataFrame({"x": values}))
+    declared = Declarations(bounds={"x": (0.0, 100.0)}, steps={"x": 1.0})
+    coarse = bin_edges(0.0, 100.0, "continuous")
+    low, high = coarse[np.searchsorted(coarse, 50.0) - 1], coarse[np.searchsorted(coarse, 50.0)]
+    assert low < 49 and 55 < high < 56                           # the bin holds 49-55
+    for seed in range(3):
+        coding = private_encoder(table, Ledger(1.0, 1e-5), declared, 0.1, 0.85, seed, grid_share=0.1).encoder \
+            .codings_[0]
+        knots, levels = np.array(coding.knots), np.array(coding.knot_low)
+        heap = int(np.searchsorted(knots, 50.0, side="right") - 1)
+        in_bin = (knots[:-1] >= low - 1e-9) & (knots[1:] <= high + 1e-9)
+        share = (levels[heap + 1] - levels[heap]) / np.diff(levels)[in_bin].sum()
+        assert share == pytest.approx(600 / 1320, abs=0.08)
+
+
 def test_the_gaussian_prior_is_edms_skip_when_sigma_is_the_identity():
     """Sigma (Sigma + s^2 I)^-1 x with Sigma = I is c_skip x at sigma_data 1, at one level and one level per row."""
     from ehrdiff.diffusion.gaussian_prior import GaussianSkip
