@@ -49,8 +49,8 @@ def measured_flags(encoder, matrix: np.ndarray, units: list[list[str]]) -> np.nd
 def fit_tree(units: list[list[str]], rows: np.ndarray, single: np.ndarray, pair: np.ndarray) -> dict[str, Any]:
     """The Chow-Liu tree of noisy counts: ``rows`` per class (k), ``single`` rows measuring each unit per class
     (k x units), ``pair`` rows measuring both of two units (units x units, upper triangle). Returns what model.json
-    keeps: the units, the order they are drawn in, each one's parent (ROOT: the class), its chance of being measured
-    per state of the parent (per class, or [parent missing, parent measured]) and per class, and its share."""
+    keeps: the units, the order they are drawn in, each one's parent (ROOT: the class) and its chance of being
+    measured per state of the parent (per class, or [parent missing, parent measured]) and per class."""
     rows = np.maximum(np.asarray(rows, dtype=float), 1.0)
     single = np.clip(np.asarray(single, dtype=float), 0.0, rows[:, None])
     total = rows.sum()
@@ -92,7 +92,7 @@ def fit_tree(units: list[list[str]], rows: np.ndarray, single: np.ndarray, pair:
             chances.append((table[:, 1] / table.sum(axis=1)).tolist())
     return {"units": units, "order": order, "parent": parent.tolist(),
             "chances": [[round(p, 6) for p in c] for c in chances],
-            "by_class": np.round(by_class.T, 6).tolist(), "share": np.round(share, 6).tolist()}
+            "by_class": np.round(by_class.T, 6).tolist()}
 
 
 def draw_patterns(tree: dict[str, Any], labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -145,15 +145,19 @@ def nearest_assignment(own: np.ndarray, drawn: np.ndarray) -> np.ndarray:
             if not left:
                 break
     # rows of each own pattern take, in turn, the drawn rows of the patterns matched to it
-    own_rows = [list(r) for r in np.split(np.argsort(own_of.ravel(), kind="stable"),
-                                          np.cumsum(np.bincount(own_of.ravel(), minlength=len(own_keys)))[:-1])]
-    drawn_rows = [list(r) for r in np.split(np.argsort(drawn_of.ravel(), kind="stable"),
-                                            np.cumsum(np.bincount(drawn_of.ravel(), minlength=len(drawn_keys)))[:-1])]
+    own_rows, drawn_rows = _rows_by_pattern(own_of, len(own_keys)), _rows_by_pattern(drawn_of, len(drawn_keys))
     out = np.empty(len(own), dtype=np.int64)
     for i, j, take in moves:
         out[own_rows[i][-take:]] = drawn_rows[j][-take:]
         del own_rows[i][-take:], drawn_rows[j][-take:]
     return out
+
+
+def _rows_by_pattern(pattern_of: np.ndarray, n_patterns: int) -> list[list[int]]:
+    """The row indices of each pattern (``pattern_of``: each row's pattern index), in row order."""
+    pattern_of = pattern_of.ravel()
+    ends = np.cumsum(np.bincount(pattern_of, minlength=n_patterns))[:-1]
+    return [list(r) for r in np.split(np.argsort(pattern_of, kind="stable"), ends)]
 
 
 def meet_patterns(frame, encoder, tree: dict[str, Any], labels: np.ndarray, seed: int) -> None:
@@ -211,8 +215,8 @@ def checked_tree(metadata, encoder, n_classes: int) -> dict[str, Any] | None:
     if value is None:
         return None
     owners = set(encoder.indicator_index())
-    units, order, parent, chances, by_class, share = (value.get(k) for k in ("units", "order", "parent", "chances",
-                                                                             "by_class", "share"))
+    units, order, parent, chances, by_class = (value.get(k) for k in ("units", "order", "parent", "chances",
+                                                                      "by_class"))
 
     def shares(c: Any, n: int) -> bool:
         return isinstance(c, list) and len(c) == n and all(
@@ -221,7 +225,7 @@ def checked_tree(metadata, encoder, n_classes: int) -> dict[str, Any] | None:
     ok = isinstance(units, list) and all(isinstance(u, list) and u and set(u) <= owners for u in units) \
         and isinstance(order, list) and sorted(order) == list(range(len(units))) \
         and isinstance(parent, list) and isinstance(chances, list) and isinstance(by_class, list) \
-        and len(parent) == len(chances) == len(by_class) == len(units) and shares(share, len(units))
+        and len(parent) == len(chances) == len(by_class) == len(units)
     if ok:
         place = {j: k for k, j in enumerate(order)}
         for j, (p, c, b) in enumerate(zip(parent, chances, by_class)):
@@ -230,7 +234,7 @@ def checked_tree(metadata, encoder, n_classes: int) -> dict[str, Any] | None:
     if not ok:
         raise metadata.invalid("measuring_tree", "units of the encoder's missing indicators, an order of them, each "
                                "one's parent (-1: the class, or a unit earlier in the order), its chances of being "
-                               "measured per state of the parent and per class, and its share", value)
+                               "measured per state of the parent and per class", value)
     return value
 
 

@@ -63,7 +63,7 @@ from ehrdiff.privacy.secret import noise_generator
 BOUNDS_SHARE, HISTOGRAM_SHARE, GRID_SHARE, COUNT_TIES_SHARE = 0.05, 0.02, 0.1, 0.05
 PRIOR_RANK = 30                # eigencomponents the prior keeps at most
 PATTERN_NOISE = 0.05           # measured pairs are released only when their noise (sd) is at most this share of rows
-OPTIONAL = ("second moments", "measured pairs")    # mechanisms given up when DP-SGD has no room beside them
+PRIOR_MECHANISM, TREE_MECHANISM = "second moments", "measured pairs"   # given up when DP-SGD has no room
 COUNT_TIES_THRESHOLD = 3.0     # a pair's noisy rows measuring both below this many noise deviations: no share
 HISTOGRAM_THRESHOLD = 2.0      # noisy rows per number of codes below this many noise deviations count as none
 PAIR_CONTRIBUTION = 16         # pair counts a row adds to in full; a row in more is weighted down (L2 <= 4)
@@ -102,9 +102,9 @@ class PrivateInputs:
         """Give up the measuring tree, or else the Gaussian prior, with its mechanism (nothing of it released yet);
         the mechanism's name, or None when neither is left."""
         if self.patterns is not None:
-            self.patterns, name = None, OPTIONAL[1]
+            self.patterns, name = None, TREE_MECHANISM
         elif self.prior is not None:
-            self.prior, name = None, OPTIONAL[0]
+            self.prior, name = None, PRIOR_MECHANISM
         else:
             return None
         self.release.ledger.withdraw(name)
@@ -256,7 +256,7 @@ def _gaussian_prior(encoder: TableEncoder, matrix: np.ndarray, ledger: Ledger, n
             z[matrix[:, indicator] >= 0.5, where[int(value)]] = 0.0
     clip = float(np.sqrt(len(columns)))
     z *= np.minimum(1.0, clip / np.maximum(np.linalg.norm(z, axis=1), 1e-12))[:, None]
-    mechanism = ledger.gaussian(OPTIONAL[0], clip ** 2, share)
+    mechanism = ledger.gaussian(PRIOR_MECHANISM, clip ** 2, share)
     sd = mechanism.noise_multiplier * mechanism.sensitivity
     noise = np.triu(noise_generator(seed, 0x5EC0).normal(0.0, sd, (len(columns), len(columns))))
     moment = (z.T @ z + noise + np.triu(noise, 1).T) / max(n_rows, 1)
@@ -276,7 +276,7 @@ def _measured_pairs(encoder: TableEncoder, matrix: np.ndarray, release: PrivateR
         return None
     flags = measured_flags(encoder, matrix, units).astype(np.float64)
     n_units = len(units)
-    mechanism = ledger.gaussian(OPTIONAL[1], np.sqrt(n_units * (n_units - 1) / 2), share)
+    mechanism = ledger.gaussian(TREE_MECHANISM, np.sqrt(n_units * (n_units - 1) / 2), share)
     sd = mechanism.noise_multiplier * mechanism.sensitivity
     if sd > PATTERN_NOISE * release.n_rows:     # the noise would draw the tree (CinC at epsilon 1): not released
         ledger.withdraw(mechanism.name)
