@@ -23,6 +23,8 @@ clipping C = 1):
   conditional          as full, ``condition="label"``, sampled with the noisy class balance
   no-grids             as conditional, no recording grids (``GRID_SHARE`` 0: each bin's mass spread evenly
                        over the declared step's values in it)
+  no-class-denoise     as conditional, each class's histogram made non-negative on its own (norm-sub), without
+                       the column's support or the shrinkage towards the pooled shape (``_class_histograms``)
   no-count-ties        as conditional, no panel count ties (``COUNT_TIES_SHARE`` 0: a panel's counts drawn apart)
   no-prior             as conditional, no Gaussian prior (``dp_prior_share=0``: no second moments released, the
                        continuous columns' skip EDM's c_skip; diffusion/gaussian_prior.py)
@@ -64,6 +66,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ehrdiff.privacy.secret import given_noise_seed
@@ -87,6 +90,7 @@ VARIANTS = {
     "steps-3000": dict(steps=3000, warmup_steps=300),
     "no-grids": dict(condition="label"),
     "no-count-ties": dict(condition="label"),
+    "no-class-denoise": dict(condition="label"),
     "no-prior": dict(condition="label", dp_prior_share=0.0),
     "no-tree": dict(condition="label", dp_tree_share=0.0),
     "share-0.05": dict(condition="label", dp_marginals_share=0.05),
@@ -138,6 +142,7 @@ def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, 
     from ehrdiff.diffusion.bernoulli import BernoulliDenoiser
     from ehrdiff.models import build_model
     from ehrdiff.models.ehrdiff import EHRDiff, private_release
+    from ehrdiff.privacy import release
 
     declared = {"dp_bounds": str(args.bounds)} if args.bounds else {}
     if VARIANTS[name] is None:
@@ -146,7 +151,10 @@ def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, 
                 "dp_delta": args.delta, "seed": seed, **declared}
     if args.quick:
         settings.update(steps=3, batch_size=64)
-    original = BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE
+    original = BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE, \
+        release._class_histograms
+    if name == "no-class-denoise":
+        release._class_histograms = lambda noisy, sd, sizes: np.stack([release._norm_sub(h) for h in noisy])
     if name == "no-bias-init":
         BernoulliDenoiser.init_output = lambda self, prevalence: None
     if name == "no-grids":
@@ -156,7 +164,8 @@ def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, 
     try:
         return EHRDiff("cpu-fast", **settings).fit(train, progress=False)
     finally:
-        BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE = original
+        BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE, \
+            release._class_histograms = original
 
 
 def train_and_sample(name: str, epsilon: float, seed: int, args: argparse.Namespace, train, kept: Path) -> None:

@@ -391,6 +391,66 @@ def test_a_heap_keeps_its_share_of_its_bin_beside_smaller_values():
         assert share == pytest.approx(600 / 1320, abs=0.08)
 
 
+def stretch_of_values() -> np.ndarray:
+    """True counts of a column's 32 bins (then missing): its values fill bins 10-15 of a wide declared range."""
+    counts = np.zeros(BINS + 1)
+    counts[10:16] = [100, 300, 500, 400, 200, 80]
+    counts[-1] = 400
+    return counts
+
+
+def test_noise_in_the_empty_bins_of_a_wide_range_becomes_no_rows():
+    """At a small epsilon the empty bins' noise, projected to non-negative counts, put a few per cent of a class's
+    rows at values no patient has (a 110 cm adult, 12 l of urine); the column's support leaves them out."""
+    from ehrdiff.privacy.release import _class_histograms, _norm_sub
+
+    truth = np.stack([stretch_of_values(), stretch_of_values() / 4])
+    outside = np.r_[np.arange(0, 7), np.arange(19, BINS)]     # three bins or more away from every value
+    ours, plain = [], []
+    for seed in range(10):
+        noisy = truth + np.random.default_rng(seed).normal(0, 40, truth.shape)
+        sizes = truth.sum(axis=1)
+        for histograms, kept in ((_class_histograms(noisy, 40, sizes), ours),
+                                 (np.stack([_norm_sub(h) for h in noisy]), plain)):
+            kept.append(histograms[:, outside].sum() / histograms[:, :BINS].sum())
+    assert np.mean(plain) > 0.08                  # what the noise did before
+    assert np.mean(ours) < 0.02 and np.median(ours) < 1e-9
+
+
+def test_a_columns_support_keeps_a_heap_apart_from_its_values_and_every_bin_when_noise_hides_them():
+    from ehrdiff.privacy.release import _support
+
+    counts = stretch_of_values()[:BINS]
+    counts[0] = 300                                  # a heap at 0 (no urine), apart from the rest
+    rng = np.random.default_rng(3)
+    keep = _support(counts + rng.normal(0, 40, BINS), 40)
+    assert keep[0] and keep[11:15].all() and not keep[20:].any()
+    faint = counts / 20                              # 100 values in all, noise 40 per bin: no stretch stands out
+    assert _support(faint + rng.normal(0, 40, BINS), 40).all()
+
+
+def test_a_small_class_is_shrunk_towards_the_pooled_shape_and_a_clear_difference_is_kept():
+    from ehrdiff.privacy.release import _class_histograms, _norm_sub
+
+    shape = stretch_of_values() / stretch_of_values().sum()
+    truth = np.stack([3000 * shape, 300 * shape])             # the same shape, a class ten times smaller
+
+    def error(histogram, true):
+        return np.abs(histogram / histogram.sum() - true / true.sum()).sum()
+
+    ours, plain = [], []
+    for seed in range(10):
+        noisy = truth + np.random.default_rng(seed).normal(0, 40, truth.shape)
+        ours.append(error(_class_histograms(noisy, 40, truth.sum(axis=1))[1], truth[1]))
+        plain.append(error(_norm_sub(noisy[1]), truth[1]))
+    assert np.mean(ours) < 0.5 * np.mean(plain)
+    higher = np.r_[np.roll(shape[:BINS], 3), shape[BINS]]        # the small class's values three bins higher
+    apart = np.stack([3000 * shape, 300 * higher])
+    noisy = apart + np.random.default_rng(0).normal(0, 2, apart.shape)
+    for histogram, true in zip(_class_histograms(noisy, 2, apart.sum(axis=1)), apart):
+        assert error(histogram, true) < 0.1        # the pooled shape would be 1.1 away for the small class
+
+
 def test_the_gaussian_prior_is_edms_skip_when_sigma_is_the_identity():
     """Sigma (Sigma + s^2 I)^-1 x with Sigma = I is c_skip x at sigma_data 1, at one level and one level per row."""
     from ehrdiff.diffusion.gaussian_prior import GaussianSkip

@@ -20,7 +20,9 @@ Gaussian mechanisms recorded in the ledger (``accounting.py``):
    at the bin edges as the knots of a "quantile" coding: the model sees evenly spread levels, as without DP), its
    median (the fill of missing values) and whether it keeps a missing indicator, each encoded column's share (the
    Bernoulli head's starting bias, dp-marginals' sampling) and
-   class counts; a declared count rule's group sharing one missing indicator (``share_count_group``).
+   class counts; a declared count rule's group sharing one missing indicator (``share_count_group``); per class,
+   each continuous column's histograms cleared of noise outside the column's support and shrunk towards the
+   classes' pooled shape (``_class_histograms``).
 3. ``recording grids`` (only with a share, EHRDiff's): where a continuous column declares a ``step`` whose grid
    of multiples in the range holds at most ``GRID_CELLS`` values, a noisy count of each grid value (all classes
    together; every such column at once, L2 sensitivity sqrt(columns)). Real measurements heap on a few values
@@ -57,6 +59,9 @@ BOUND_QUANTILE = 0.002     # the private range leaves out this share of the nois
 BINS = 32                  # equal bins of a continuous column's range in the one-way marginals
 MISSING_INDICATOR_SHARE = 0.001    # a continuous column keeps a missing indicator above this noisy share
 MISSING_INDICATOR_SD = 3.0         # ... and above this many noise deviations (noise alone clears it with p 0.13%)
+SUPPORT_PENALTY = 0.5      # a bin's gain towards a column's stretch of values: its noisy count less this many sd
+SUPPORT_KEEP = 3.0         # a bin outside that stretch kept above this many noise deviations
+SUPPORT_MIN = 2.0          # ... looked for when the values' noisy total clears this many sd of that total
 CODE_CONTRIBUTION = 16     # codes per row counted in full in the marginals; a row with more is weighted down
 GRID_CELLS = 128           # a declared step whose grid has at most this many values gets counted per value
 GRID_THRESHOLD = 3.0       # a grid value's noisy count above this many noise deviations is a heap it keeps
@@ -253,7 +258,7 @@ def _one_way_marginals(table: Table, names: list[str], numbers: dict[str, np.nda
         ledger.remaining("one-way marginals", sensitivity)
     sd = mechanism.noise_multiplier * mechanism.sensitivity
     n_rows = max(1.0, table.n_rows + rng.normal(0, sd))
-    out = {}
+    out, pending = {}, {}
     if codes:
         ones = _bounded_code_counts(table.frame[codes].to_numpy(dtype=np.float64), limit) + \
             rng.normal(0, sd, len(codes))
@@ -275,8 +280,7 @@ def _one_way_marginals(table: Table, names: list[str], numbers: dict[str, np.nda
             if classes is not None and kind == "continuous":
                 index, n_classes = classes
                 per_class = np.stack([_histogram(raw[index == k], low, high, kind) for k in range(n_classes)])
-                by_class = np.stack([_norm_sub(h) for h in per_class + rng.normal(0, sd, per_class.shape)])
-                out[name] = ColumnMarginal(cells, by_class.sum(axis=0), sd * math.sqrt(n_classes), by_class)
+                pending[name] = (cells, per_class + rng.normal(0, sd, per_class.shape))
                 continue
             counts = _histogram(raw, low, high, kind)
         else:
@@ -296,7 +300,56 @@ def _one_way_marginals(table: Table, names: list[str], numbers: dict[str, np.nda
                                 "categories in --bounds FILE or drop the column")
             cells, noisy = [c for c, k in zip(cells, keep) if k], noisy[keep]
         out[name] = ColumnMarginal(cells, np.clip(noisy, 0, None), sd)
+    if pending:     # each class's size: its histograms' totals averaged over the columns (noise sd / sqrt(columns))
+        sizes = np.maximum(np.mean([noisy.sum(axis=1) for _, noisy in pending.values()], axis=0), 1.0)
+        for name, (cells, noisy) in pending.items():
+            by_class = _class_histograms(noisy, sd, sizes)
+            out[name] = ColumnMarginal(cells, by_class.sum(axis=0), sd * math.sqrt(len(sizes)), by_class)
     return {name: out[name] for name in names}, int(round(n_rows))
+
+
+def _class_histograms(noisy: np.ndarray, sd: float, sizes: np.ndarray) -> np.ndarray:
+    """One continuous column's histograms per class (rows of ``noisy``: its bins, then missing; every count with
+    noise ``sd``; ``sizes``: the classes' estimated sizes), as non-negative counts. Two steps, both for noise
+    that would otherwise become heaps of rows at values no patient has (post-processing):
+    - bins outside the column's support (``_support``, from the classes' pooled counts) are emptied;
+    - each class's counts are shrunk towards the pooled shape by how far its differences from it stand above the
+      noise (James-Stein): a small class's own histogram is mostly noise at a small epsilon."""
+    spread = sd * math.sqrt(len(noisy))                           # the pooled counts' noise
+    noisy = np.where(np.append(_support(noisy.sum(axis=0)[:-1], spread), True), noisy, 0.0)
+    pooled = _norm_sub(noisy.sum(axis=0))
+    shape = pooled / max(pooled.sum(), 1e-12)
+    share = sizes / sizes.sum()
+    out = []
+    for counts, size, p in zip(noisy, sizes, share):
+        deviation = counts - shape * size
+        noise = sd ** 2 * (1 - 2 * p + float(np.sum(share ** 2)))   # variance of the deviation's noise alone
+        signal = max(float(np.mean(deviation[noisy.any(axis=0)] ** 2)) - noise, 0.0)
+        out.append(_norm_sub(shape * size + signal / (signal + noise) * deviation))
+    return np.stack(out)
+
+
+def _support(present: np.ndarray, sd: float) -> np.ndarray:
+    """The bins a column's values fill, from their noisy counts (noise ``sd``): real values fill one stretch of
+    the range (``_best_run``), so a lone bin away from it is noise unless it clears ``SUPPORT_KEEP`` deviations
+    (a heap at 0, say). Every bin when the values' noisy total is too small for a stretch to stand out."""
+    if present.sum() < SUPPORT_MIN * sd * math.sqrt(len(present)):
+        return np.ones(len(present), dtype=bool)
+    return _best_run(present - SUPPORT_PENALTY * sd) | (present > SUPPORT_KEEP * sd)
+
+
+def _best_run(gains: np.ndarray) -> np.ndarray:
+    """The run of adjacent entries with the largest total gain (maximum subarray, Kadane), as a mask."""
+    best, best_run, total, start = -np.inf, (0, len(gains)), 0.0, 0
+    for i, gain in enumerate(gains):
+        if total <= 0:
+            total, start = 0.0, i
+        total += gain
+        if total > best:
+            best, best_run = total, (start, i + 1)
+    keep = np.zeros(len(gains), dtype=bool)
+    keep[best_run[0]:best_run[1]] = True
+    return keep
 
 
 def _norm_sub(noisy: np.ndarray) -> np.ndarray:
