@@ -24,6 +24,12 @@ structure      per variable, shares of stays with the variable measured: first v
                maximum, one measurement with unequal summaries, two measurements with first and last not at the ends;
                and the 10th, 50th and 90th percentiles of the mean's position between the minimum and the maximum
                (stays with 3 measurements or more and max > min: the mean of many readings sits well inside)
+ks_by_coverage each continuous column's KS (present values only, as the evaluation's continuous_ks_mean), averaged
+               over the columns grouped by how many training stays have a value: where the noise of a private
+               release costs the most
+tails          the share of synthetic values below the real 1st or above the real 99th percentile of their column
+               (2 % in real stays by construction), over all continuous columns and for the worst ones: values that
+               few patients or none have
 linked         the strongest Spearman correlations between different variables' means and between their counts
                (stays measuring both) in the real stays, with the synthetic stays' correlation of the same pair: what
                of the variables' joint a generator keeps
@@ -188,11 +194,41 @@ def heaps(train: Table, synthetic: Table, least: float = 0.2) -> list[dict]:
     return out
 
 
+def ks_by_coverage(train: Table, synthetic: Table, edges=(0, 500, 1500, 2800)) -> list[dict]:
+    ks, present = [], []
+    for name in train.columns_of("continuous"):
+        real, fake = np.sort(train.frame[name].dropna().to_numpy(float)), \
+            np.sort(synthetic.frame[name].dropna().to_numpy(float))
+        if len(real) and len(fake):
+            both = np.concatenate([real, fake])
+            ks.append(np.abs(np.searchsorted(real, both, side="right") / len(real)
+                             - np.searchsorted(fake, both, side="right") / len(fake)).max())
+            present.append(len(real))
+    ks, present = np.array(ks), np.array(present)
+    group = np.searchsorted(np.asarray(edges), present, side="right") - 1
+    return [{"stays_with_a_value": f">= {low}" if k == len(edges) - 1 else f"{low}-{edges[k + 1]}",
+             "columns": int((group == k).sum()), "ks_mean": round(float(ks[group == k].mean()), 3)}
+            for k, low in enumerate(edges) if (group == k).any()]
+
+
+def tails(train: Table, synthetic: Table, top: int = 5) -> dict:
+    shares = {}
+    for name in train.columns_of("continuous"):
+        real, fake = train.frame[name].dropna(), synthetic.frame[name].dropna()
+        if len(real) and len(fake):
+            low, high = real.quantile([0.01, 0.99])
+            shares[name] = float(((fake < low) | (fake > high)).mean())
+    worst = sorted(shares, key=shares.get, reverse=True)[:top]
+    return {"mean": round(float(np.mean(list(shares.values()))), 4),
+            "worst": {name: round(shares[name], 3) for name in worst}}
+
+
 def probe(train: Table, synthetic: Table, seed: int = 0) -> dict:
     shown = ["Glucose", "K", "HCT", "Na", "GCS", "HR", "Temp", "Urine"]
     return {"per_variable": per_variable(train, synthetic, seed), "per_summary": per_summary(train, synthetic, seed),
             "count_pairs": count_pairs(train, synthetic), "measured_pairs": measured_pairs(train, synthetic),
             "logistic_top": logistic_top(train, synthetic), "heaps": heaps(train, synthetic),
+            "ks_by_coverage": ks_by_coverage(train, synthetic), "tails": tails(train, synthetic),
             "linked": {kind: linked(train, synthetic, kind) for kind in ("mean", "count")},
             "structure": {"real": structure(train, shown), "synthetic": structure(synthetic, shown)}}
 
@@ -203,8 +239,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("train")
     parser.add_argument("synthetic")
+    parser.add_argument("--only", nargs="+", metavar="SECTION", help="print these sections only (ks_by_coverage "
+                        "and tails are quick; the trees probes take minutes)")
     args = parser.parse_args()
-    print(json.dumps(probe(read_table(args.train), read_table(args.synthetic)), indent=1))
+    train, synthetic = read_table(args.train), read_table(args.synthetic)
+    quick = {"ks_by_coverage": ks_by_coverage, "tails": tails}
+    if args.only and set(args.only) <= set(quick):
+        print(json.dumps({name: quick[name](train, synthetic) for name in args.only}, indent=1))
+        return
+    found = probe(train, synthetic)
+    print(json.dumps({k: v for k, v in found.items() if not args.only or k in args.only}, indent=1))
 
 
 if __name__ == "__main__":
