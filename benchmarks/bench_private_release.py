@@ -25,6 +25,8 @@ clipping C = 1):
                        over the declared step's values in it)
   no-class-denoise     as conditional, each class's histogram made non-negative on its own (norm-sub), without
                        the column's support or the shrinkage towards the pooled shape (``_class_histograms``)
+  class-clip           as conditional, each class's noisy counts clipped at 0 (as the unconditional marginals are):
+                       every empty bin keeps its noise's positive part
   no-count-ties        as conditional, no panel count ties (``COUNT_TIES_SHARE`` 0: a panel's counts drawn apart)
   no-prior             as conditional, no Gaussian prior (``dp_prior_share=0``: no second moments released, the
                        continuous columns' skip EDM's c_skip; diffusion/gaussian_prior.py)
@@ -91,6 +93,7 @@ VARIANTS = {
     "no-grids": dict(condition="label"),
     "no-count-ties": dict(condition="label"),
     "no-class-denoise": dict(condition="label"),
+    "class-clip": dict(condition="label"),
     "no-prior": dict(condition="label", dp_prior_share=0.0),
     "no-tree": dict(condition="label", dp_tree_share=0.0),
     "share-0.05": dict(condition="label", dp_marginals_share=0.05),
@@ -155,6 +158,8 @@ def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, 
         release._class_histograms
     if name == "no-class-denoise":
         release._class_histograms = lambda noisy, sd, sizes: np.stack([release._norm_sub(h) for h in noisy])
+    if name == "class-clip":
+        release._class_histograms = lambda noisy, sd, sizes: np.clip(noisy, 0, None)
     if name == "no-bias-init":
         BernoulliDenoiser.init_output = lambda self, prevalence: None
     if name == "no-grids":
