@@ -47,6 +47,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from ehrdiff.data.table import Table
+from ehrdiff.evaluation.fidelity import ks_statistic
 from ehrdiff.evaluation.inputs import build_layout, prepare
 
 SUMMARIES = ("first", "last", "min", "max", "mean", "count")
@@ -200,9 +201,7 @@ def ks_by_coverage(train: Table, synthetic: Table, edges=(0, 500, 1500, 2800)) -
         real, fake = np.sort(train.frame[name].dropna().to_numpy(float)), \
             np.sort(synthetic.frame[name].dropna().to_numpy(float))
         if len(real) and len(fake):
-            both = np.concatenate([real, fake])
-            ks.append(np.abs(np.searchsorted(real, both, side="right") / len(real)
-                             - np.searchsorted(fake, both, side="right") / len(fake)).max())
+            ks.append(ks_statistic(real, fake))
             present.append(len(real))
     ks, present = np.array(ks), np.array(present)
     group = np.searchsorted(np.asarray(edges), present, side="right") - 1
@@ -223,14 +222,19 @@ def tails(train: Table, synthetic: Table, top: int = 5) -> dict:
             "worst": {name: round(shares[name], 3) for name in worst}}
 
 
-def probe(train: Table, synthetic: Table, seed: int = 0) -> dict:
+def probe(train: Table, synthetic: Table, seed: int = 0, only: list[str] | None = None) -> dict:
+    """Every section (or those named in ``only``), each computed only when asked for (the trees ones take minutes)."""
     shown = ["Glucose", "K", "HCT", "Na", "GCS", "HR", "Temp", "Urine"]
-    return {"per_variable": per_variable(train, synthetic, seed), "per_summary": per_summary(train, synthetic, seed),
-            "count_pairs": count_pairs(train, synthetic), "measured_pairs": measured_pairs(train, synthetic),
-            "logistic_top": logistic_top(train, synthetic), "heaps": heaps(train, synthetic),
-            "ks_by_coverage": ks_by_coverage(train, synthetic), "tails": tails(train, synthetic),
-            "linked": {kind: linked(train, synthetic, kind) for kind in ("mean", "count")},
-            "structure": {"real": structure(train, shown), "synthetic": structure(synthetic, shown)}}
+    sections = {
+        "per_variable": lambda: per_variable(train, synthetic, seed),
+        "per_summary": lambda: per_summary(train, synthetic, seed),
+        "count_pairs": lambda: count_pairs(train, synthetic),
+        "measured_pairs": lambda: measured_pairs(train, synthetic),
+        "logistic_top": lambda: logistic_top(train, synthetic), "heaps": lambda: heaps(train, synthetic),
+        "ks_by_coverage": lambda: ks_by_coverage(train, synthetic), "tails": lambda: tails(train, synthetic),
+        "linked": lambda: {kind: linked(train, synthetic, kind) for kind in ("mean", "count")},
+        "structure": lambda: {"real": structure(train, shown), "synthetic": structure(synthetic, shown)}}
+    return {name: compute() for name, compute in sections.items() if not only or name in only}
 
 
 def main() -> None:
@@ -242,13 +246,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="SECTION", help="print these sections only (ks_by_coverage "
                         "and tails are quick; the trees probes take minutes)")
     args = parser.parse_args()
-    train, synthetic = read_table(args.train), read_table(args.synthetic)
-    quick = {"ks_by_coverage": ks_by_coverage, "tails": tails}
-    if args.only and set(args.only) <= set(quick):
-        print(json.dumps({name: quick[name](train, synthetic) for name in args.only}, indent=1))
-        return
-    found = probe(train, synthetic)
-    print(json.dumps({k: v for k, v in found.items() if not args.only or k in args.only}, indent=1))
+    print(json.dumps(probe(read_table(args.train), read_table(args.synthetic), only=args.only), indent=1))
 
 
 if __name__ == "__main__":

@@ -111,6 +111,14 @@ def commonest(X: sp.csr_matrix, candidates: np.ndarray, limit: int) -> np.ndarra
     return np.sort(index[np.argsort(-nonzero, kind="stable")[:limit]])
 
 
+def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
+    """The two-sample Kolmogorov-Smirnov statistic of two sorted, non-empty samples: the largest gap between their
+    empirical CDFs."""
+    grid = np.concatenate([a, b])
+    return float(np.abs(np.searchsorted(a, grid, side="right") / len(a)
+                        - np.searchsorted(b, grid, side="right") / len(b)).max())
+
+
 def continuous_metrics(real: np.ndarray, synthetic: np.ndarray, real_missing: np.ndarray,
                        synthetic_missing: np.ndarray) -> dict:
     """Per-column distribution distances on [0, 1]-scaled values (missing entries excluded), and missing rates.
@@ -122,10 +130,7 @@ def continuous_metrics(real: np.ndarray, synthetic: np.ndarray, real_missing: np
         b = np.sort(synthetic[~synthetic_missing[:, j], j])
         if len(a) == 0 or len(b) == 0:
             continue
-        grid = np.concatenate([a, b])
-        cdf_a = np.searchsorted(a, grid, side="right") / len(a)
-        cdf_b = np.searchsorted(b, grid, side="right") / len(b)
-        ks.append(np.abs(cdf_a - cdf_b).max())
+        ks.append(ks_statistic(a, b))
         w.append(wasserstein_distance(a, b))
     if not ks:
         raise SkipMetric("every continuous column is entirely missing in one of the datasets")

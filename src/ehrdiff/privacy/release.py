@@ -316,7 +316,8 @@ def _class_histograms(noisy: np.ndarray, sd: float, sizes: np.ndarray) -> np.nda
     - each class's counts are shrunk towards the pooled shape by how far its differences from it stand above the
       noise (James-Stein): a small class's own histogram is mostly noise at a small epsilon."""
     spread = sd * math.sqrt(len(noisy))                           # the pooled counts' noise
-    noisy = np.where(np.append(_support(noisy.sum(axis=0)[:-1], spread), True), noisy, 0.0)
+    kept = np.append(_support(noisy.sum(axis=0)[:-1], spread), True)       # the missing cell always
+    noisy = np.where(kept, noisy, 0.0)
     pooled = _norm_sub(noisy.sum(axis=0))
     shape = pooled / max(pooled.sum(), 1e-12)
     share = sizes / sizes.sum()
@@ -324,7 +325,7 @@ def _class_histograms(noisy: np.ndarray, sd: float, sizes: np.ndarray) -> np.nda
     for counts, size, p in zip(noisy, sizes, share):
         deviation = counts - shape * size
         noise = sd ** 2 * (1 - 2 * p + float(np.sum(share ** 2)))   # variance of the deviation's noise alone
-        signal = max(float(np.mean(deviation[noisy.any(axis=0)] ** 2)) - noise, 0.0)
+        signal = max(float(np.mean(deviation[kept] ** 2)) - noise, 0.0)
         out.append(_norm_sub(shape * size + signal / (signal + noise) * deviation))
     return np.stack(out)
 
