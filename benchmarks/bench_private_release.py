@@ -27,6 +27,9 @@ clipping C = 1):
                        the column's support or the shrinkage towards the pooled shape (``_class_histograms``)
   class-clip           as conditional, each class's noisy counts clipped at 0 (as the unconditional marginals are):
                        every empty bin keeps its noise's positive part
+  tail-floor-S         as conditional, ``dp_tail_floor=S`` (S = 0.2, 0.3): every bin outside a column's support
+                       given S noise deviations of each class's counts back (``_class_histograms``), so rows reach
+                       the values the support cleared, as clipped noise spreads them but less
   no-count-ties        as conditional, no panel count ties (``COUNT_TIES_SHARE`` 0: a panel's counts drawn apart)
   no-prior             as conditional, no Gaussian prior (``dp_prior_share=0``: no second moments released, the
                        continuous columns' skip EDM's c_skip; diffusion/gaussian_prior.py)
@@ -94,6 +97,8 @@ VARIANTS = {
     "no-count-ties": dict(condition="label"),
     "no-class-denoise": dict(condition="label"),
     "class-clip": dict(condition="label"),
+    "tail-floor-0.2": dict(condition="label", dp_tail_floor=0.2),
+    "tail-floor-0.3": dict(condition="label", dp_tail_floor=0.3),
     "no-prior": dict(condition="label", dp_prior_share=0.0),
     "no-tree": dict(condition="label", dp_tree_share=0.0),
     "share-0.05": dict(condition="label", dp_marginals_share=0.05),
@@ -157,9 +162,9 @@ def fit_variant(name: str, epsilon: float, seed: int, args: argparse.Namespace, 
     original = BernoulliDenoiser.init_output, private_release.GRID_SHARE, private_release.COUNT_TIES_SHARE, \
         release._class_histograms
     if name == "no-class-denoise":
-        release._class_histograms = lambda noisy, sd, sizes: np.stack([release._norm_sub(h) for h in noisy])
+        release._class_histograms = lambda noisy, sd, sizes, floor: np.stack([release._norm_sub(h) for h in noisy])
     if name == "class-clip":
-        release._class_histograms = lambda noisy, sd, sizes: np.clip(noisy, 0, None)
+        release._class_histograms = lambda noisy, sd, sizes, floor: np.clip(noisy, 0, None)
     if name == "no-bias-init":
         BernoulliDenoiser.init_output = lambda self, prevalence: None
     if name == "no-grids":

@@ -87,6 +87,10 @@ def test_unreachable_budgets_and_bad_settings_are_explained():
         EHRDiff("cpu-fast", dp=True, dp_epsilon=1, dp_delta=2)
     with pytest.raises(EhrdiffError, match="at least 1"):
         EHRDiff("cpu-fast", dp=True, dp_epsilon=1, dp_noise_draws=0)
+    with pytest.raises(EhrdiffError, match="'dp_tail_floor' needs DP training"):
+        EHRDiff("cpu-fast", dp_tail_floor=0.2)
+    with pytest.raises(EhrdiffError, match="dp_tail_floor must be between 0 and 1"):
+        EHRDiff("cpu-fast", dp=True, dp_epsilon=1, dp_tail_floor=-0.1)
 
 
 def test_missing_opacus_names_the_extra(monkeypatch):

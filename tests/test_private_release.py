@@ -417,6 +417,20 @@ def test_noise_in_the_empty_bins_of_a_wide_range_becomes_no_rows():
     assert np.mean(ours) < 0.02 and np.median(ours) < 1e-9
 
 
+def test_a_tail_floor_puts_the_same_noise_deviations_back_in_every_cleared_bin_of_every_class():
+    from ehrdiff.privacy.release import _class_histograms, _support
+
+    truth = np.stack([stretch_of_values(), stretch_of_values() / 4])
+    noisy = truth + np.random.default_rng(0).normal(0, 40, truth.shape)
+    cleared = ~_support(noisy.sum(axis=0)[:BINS], 40 * np.sqrt(2))
+    assert cleared.sum() >= 20                                       # most bins far from the values
+    plain, floored = (_class_histograms(noisy, 40, truth.sum(axis=1), floor) for floor in (0.0, 0.2))
+    added = floored - plain
+    assert np.allclose(added[:, :BINS][:, cleared], 0.2 * 40) and np.allclose(plain[:, :BINS][:, cleared], 0)
+    assert np.array_equal(added[:, :BINS][:, ~cleared], np.zeros((2, (~cleared).sum())))
+    assert np.array_equal(added[:, BINS], [0, 0])                   # the missing values' cell is never cleared
+
+
 def test_a_columns_support_keeps_a_heap_apart_from_its_values_and_every_bin_when_noise_hides_them():
     from ehrdiff.privacy.release import _support
 

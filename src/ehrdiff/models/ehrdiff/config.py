@@ -23,7 +23,8 @@ RUNTIME_SETTINGS = ("checkpoint_every", "device", "sample_batch_size")
 ADDED_LATER = {"continuous_scaling": "minmax", "dp_bounds": None, "missing_values": "fill",
                "categorical_head": "independent", "normal_sigma_data": None, "missing_indicators": "per_column",
                "dp_marginals_share": 0.05, "order_encoding": "values", "continuous_marginals": "model",
-               "dp_pairs_share": 0.0, "dp_prior_share": 0.0, "dp_tree_share": 0.0}
+               "dp_pairs_share": 0.0, "dp_prior_share": 0.0, "dp_tree_share": 0.0,
+               "dp_tail_floor": 0.0}
 # values earlier versions recorded for a DP-only setting as its default (kept in every run's model.json): in a run
 # without DP they are no request for DP, so its model still loads
 PAST_DP_DEFAULTS = {"dp_marginals_share": (0.5,)}
@@ -235,6 +236,8 @@ class PrivacySettings:
                                           # Gaussian prior's (private_release; 0: none released, no prior)
     dp_tree_share: float = 0.1            # ... for the noisy counts of rows measuring each pair of variables, the
                                           # measuring tree's (patterns.py; 0: none released, patterns as drawn)
+    dp_tail_floor: float = 0.0            # noise deviations of each class's counts put back in every bin a
+                                          # continuous column's support cleared (privacy/release.py; no budget)
 
     def validate(self) -> None:
         if not self.dp:
@@ -260,6 +263,9 @@ class PrivacySettings:
         if not 0 < self.dp_marginals_share < 0.9:
             raise EhrdiffError(f"dp_marginals_share must be above 0 and below 0.9 (DP-SGD needs the rest), got "
                                f"{self.dp_marginals_share!r}")
+        if not 0 <= self.dp_tail_floor <= 1:
+            raise EhrdiffError(f"dp_tail_floor must be between 0 and 1 (noise deviations per bin), got "
+                               f"{self.dp_tail_floor!r}")
         for name in ("dp_pairs_share", "dp_prior_share", "dp_tree_share"):
             if not 0 <= getattr(self, name) < 0.9:
                 raise EhrdiffError(f"{name} must be at least 0 and below 0.9 (DP-SGD needs the rest), got "

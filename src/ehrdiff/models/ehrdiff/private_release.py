@@ -126,7 +126,7 @@ def private_inputs(table: Table, privacy, condition: str | None, seed: int, scal
     ledger = Ledger(privacy.dp_epsilon, privacy.dp_delta, privacy.dp_accountant)
     declarations = read_declarations(privacy.dp_bounds, table)
     release = private_encoder(table, ledger, declarations, BOUNDS_SHARE, privacy.dp_marginals_share, seed,
-                              count_rules, condition, GRID_SHARE)
+                              count_rules, condition, GRID_SHARE, privacy.dp_tail_floor)
     if scaling == "normal":
         release = as_normal(release)
     encoder, matrix, labels, spec = release.encoder, release.matrix, None, None
