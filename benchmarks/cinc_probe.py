@@ -29,8 +29,10 @@ ks_by_coverage each continuous column's KS (present values only, as the evaluati
                release costs the most
 tails          the share of synthetic values below the real 1st or above the real 99th percentile of their column
                (2 % in real stays by construction), over all continuous columns and for the worst ones: values that
-               few patients or none have; and per row (real and synthetic stays), how many of its values lie there
-               (mean, and the share of stays with 10 or more): a real stay holds a few, spread over its variables
+               few patients or none have; the share of column ends (below the 1st, above the 99th percentile)
+               holding under 0.2 % of the synthetic values (1 % of the real ones): tails the generator cut; and
+               per row (real and synthetic stays), how many of its values lie outside (mean, and the share of
+               stays with 10 or more): a real stay holds a few, spread over its variables
 linked         the strongest Spearman correlations between different variables' means and between their counts
                (stays measuring both) in the real stays, with the synthetic stays' correlation of the same pair: what
                of the variables' joint a generator keeps
@@ -212,31 +214,34 @@ def ks_by_coverage(train: Table, synthetic: Table, edges=(0, 500, 1500, 2800)) -
             for k, low in enumerate(edges) if (group == k).any()]
 
 
-def outside_real_range(train: Table, table: Table) -> dict[str, pd.Series]:
+def outside_real_range(train: Table, table: Table) -> dict[str, tuple[pd.Series, pd.Series]]:
     """Per continuous column (with values in both tables), whether each of ``table``'s rows holds a value below
-    the real 1st or above the real 99th percentile of the column (False where missing)."""
+    the real 1st percentile of the column, and above its 99th (False where missing)."""
     out = {}
     for name in train.columns_of("continuous"):
         real, values = train.frame[name].dropna(), table.frame[name]
         if len(real) and values.notna().any():
             low, high = real.quantile([0.01, 0.99])
-            out[name] = (values < low) | (values > high)
+            out[name] = (values < low, values > high)
     return out
 
 
-def tails(train: Table, synthetic: Table, top: int = 5) -> dict:
+def tails(train: Table, synthetic: Table, top: int = 5, cut: float = 0.002) -> dict:
     outside = outside_real_range(train, synthetic)
-    shares = {name: float(flags[synthetic.frame[name].notna()].mean()) for name, flags in outside.items()}
+    present = {name: synthetic.frame[name].notna() for name in outside}
+    shares = {name: float((below | above)[present[name]].mean()) for name, (below, above) in outside.items()}
+    ends = [float(end[present[name]].mean()) for name, pair in outside.items() for end in pair]
     worst = sorted(shares, key=shares.get, reverse=True)[:top]
     return {"mean": round(float(np.mean(list(shares.values()))), 4),
             "worst": {name: round(shares[name], 3) for name in worst},
+            f"ends_below_{cut}": round(float(np.mean(np.array(ends) < cut)), 3),
             "per_row": {"real": extremes_per_row(train, train), "synthetic": extremes_per_row(train, synthetic)}}
 
 
 def extremes_per_row(train: Table, table: Table, many: int = 10) -> dict:
     """How many of a row's values lie outside the real 1st-99th percentiles of their columns: the mean over
     ``table``'s rows and the share of rows with ``many`` or more."""
-    per_row = sum(flags.to_numpy(int) for flags in outside_real_range(train, table).values())
+    per_row = sum((below | above).to_numpy(int) for below, above in outside_real_range(train, table).values())
     return {"mean": round(float(np.mean(per_row)), 2),
             f"share_{many}_or_more": round(float(np.mean(per_row >= many)), 3)}
 

@@ -15,6 +15,7 @@ ORDER = ["core", "prepare", "evaluate", "uci_comparison", "official_code", "abla
          "default_training", "nnaa_draws", "sampling", "default_vs_paper", "cinc_consistency", "cinc_rules",
          "cinc_continuous", "cinc_icu", "peers_cinc", "baselines", "baselines_uci", "experiments", "private",
          "private_uci", "private_release_uci", "private_pairs_uci", "private_release_cinc", "discriminator_draws_cinc",
+         "discriminator_draws_cinc_floor",
          "private_budget_split"]
 
 HEADER = """# Measured results

@@ -91,6 +91,8 @@ def test_unreachable_budgets_and_bad_settings_are_explained():
         EHRDiff("cpu-fast", dp_tail_floor=0.2)
     with pytest.raises(EhrdiffError, match="dp_tail_floor must be between 0 and 1"):
         EHRDiff("cpu-fast", dp=True, dp_epsilon=1, dp_tail_floor=-0.1)
+    with pytest.raises(EhrdiffError, match="dp_tail_floor applies to a conditional private model"):
+        EHRDiff("cpu-fast", dp=True, dp_epsilon=20, dp_tail_floor=0.2, **TINY).fit(data(), progress=False)
 
 
 def test_missing_opacus_names_the_extra(monkeypatch):

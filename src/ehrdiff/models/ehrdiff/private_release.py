@@ -52,7 +52,7 @@ from ehrdiff.data.table import Table
 from ehrdiff.diffusion.cooccurrence import PAIR_CODES, pair_counts
 from ehrdiff.diffusion.gaussian_prior import low_rank_correlation
 from ehrdiff.diffusion.panels import counted_pair, panel_counts
-from ehrdiff.errors import DataError
+from ehrdiff.errors import DataError, EhrdiffError
 from ehrdiff.models.ehrdiff.conditioning import ConditionSpec, split_condition
 from ehrdiff.models.ehrdiff.patterns import fit_tree, measured_flags, measuring_units
 from ehrdiff.privacy.accounting import Ledger, Mechanism
@@ -123,6 +123,9 @@ def private_inputs(table: Table, privacy, condition: str | None, seed: int, scal
     """The private release of ``table`` for EHRDiff with ``privacy`` settings (config.PrivacySettings);
     ``scaling`` "normal": continuous columns as the standard normal quantiles of their noisy levels;
     ``count_rules``: declared count rules built into the encoding (release.share_count_group)."""
+    if privacy.dp_tail_floor > 0 and condition is None:
+        raise EhrdiffError("dp_tail_floor applies to a conditional private model (its per-class histograms of the "
+                           "continuous columns): add a condition (--condition COLUMN), or leave dp_tail_floor at 0")
     ledger = Ledger(privacy.dp_epsilon, privacy.dp_delta, privacy.dp_accountant)
     declarations = read_declarations(privacy.dp_bounds, table)
     release = private_encoder(table, ledger, declarations, BOUNDS_SHARE, privacy.dp_marginals_share, seed,
