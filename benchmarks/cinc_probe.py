@@ -235,13 +235,14 @@ def tails(train: Table, synthetic: Table, top: int = 5, cut: float = 0.002) -> d
     return {"mean": round(float(np.mean(list(shares.values()))), 4),
             "worst": {name: round(shares[name], 3) for name in worst},
             f"ends_below_{cut}": round(float(np.mean(np.array(ends) < cut)), 3),
-            "per_row": {"real": extremes_per_row(train, train), "synthetic": extremes_per_row(train, synthetic)}}
+            "per_row": {"real": extremes_per_row(outside_real_range(train, train)),
+                        "synthetic": extremes_per_row(outside)}}
 
 
-def extremes_per_row(train: Table, table: Table, many: int = 10) -> dict:
-    """How many of a row's values lie outside the real 1st-99th percentiles of their columns: the mean over
-    ``table``'s rows and the share of rows with ``many`` or more."""
-    per_row = sum((below | above).to_numpy(int) for below, above in outside_real_range(train, table).values())
+def extremes_per_row(outside: dict[str, tuple[pd.Series, pd.Series]], many: int = 10) -> dict:
+    """How many of a row's values lie outside the real 1st-99th percentiles of their columns (``outside``, from
+    ``outside_real_range``): the mean over the rows and the share of rows with ``many`` or more."""
+    per_row = sum((below | above).to_numpy(int) for below, above in outside.values())
     return {"mean": round(float(np.mean(per_row)), 2),
             f"share_{many}_or_more": round(float(np.mean(per_row >= many)), 3)}
 

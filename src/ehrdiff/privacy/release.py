@@ -318,7 +318,7 @@ def _class_histograms(noisy: np.ndarray, sd: float, sizes: np.ndarray, tail_floo
       noise (James-Stein): a small class's own histogram is mostly noise at a small epsilon.
     With a ``tail_floor``, each emptied bin gets that many noise deviations back in every class: the noise cannot
     tell such a bin from empty, so the rows there reach the real outliers the support cut, and values few
-    patients have (at epsilon 1 on CinC 2012 0.2 costs KS 0.140 -> 0.187: docs/conditional-and-dp.md)."""
+    patients have (what that costs on CinC 2012: docs/conditional-and-dp.md)."""
     spread = sd * math.sqrt(len(noisy))                           # the pooled counts' noise
     kept = np.append(_support(noisy.sum(axis=0)[:-1], spread), True)       # the missing cell always
     noisy = np.where(kept, noisy, 0.0)
